@@ -1,0 +1,430 @@
+# Copyright 2026 The llm2vec-hf authors. Apache-2.0.
+"""Bidirectional decoder LLMs as text encoders (LLM2Vec, arXiv 2404.05961).
+
+This file is the Hub remote code of every llm2vec-hf checkpoint and the library's own model code: one copy,
+shipped verbatim by ``llm2vec-hf export``. It imports only torch and transformers and never touches the network.
+
+Read it top to bottom:
+
+1. the version guard: we rely on transformers honouring ``config.is_causal = False``;
+2. ``BidirectionalMixin``, the single mechanism that turns a decoder into a bidirectional encoder;
+3. the LLM2Vec encoding semantics (input formatting, tokenization, pooling), identical to llm2vec 0.2.3;
+4. one thin declaration per architecture family (config, encoder for ``AutoModel``, MNTP head).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import transformers
+from transformers import (
+    Gemma2Config,
+    Gemma2ForCausalLM,
+    Gemma2Model,
+    GemmaConfig,
+    GemmaForCausalLM,
+    GemmaModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlamaModel,
+    MistralConfig,
+    MistralForCausalLM,
+    MistralModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+    Qwen2Model,
+    Qwen3Config,
+    Qwen3ForCausalLM,
+    Qwen3Model,
+)
+from transformers.utils import logging
+from transformers.utils.versions import require_version
+
+logger = logging.get_logger(__name__)
+
+# ---------------------------------------------------------------------------------------------------------------
+# 1. Version guard
+# ---------------------------------------------------------------------------------------------------------------
+# From 5.2 on, transformers' mask factory (`masking_utils.create_causal_mask`) builds a bidirectional mask when
+# `config.is_causal` is False, under eager, sdpa, flash and flex attention, for every family declared below.
+# Older releases ignore the flag and would run causal attention without a word, so we refuse to load there.
+MIN_TRANSFORMERS_VERSION = "5.2.0"
+require_version(
+    f"transformers>={MIN_TRANSFORMERS_VERSION}",
+    "LLM2Vec models need bidirectional attention, which transformers guarantees (config.is_causal=False) "
+    f"only from {MIN_TRANSFORMERS_VERSION} on; older versions would silently run causal attention. "
+    f"Upgrade with: pip install -U 'transformers>={MIN_TRANSFORMERS_VERSION}'",
+)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 2. The mechanism: one mixin, used by every family
+# ---------------------------------------------------------------------------------------------------------------
+def make_config_bidirectional(config: transformers.PretrainedConfig) -> transformers.PretrainedConfig:
+    """Sets the flags that transformers, TEI and vLLM read to run a decoder bidirectionally.
+
+    ``is_causal`` is read by transformers' mask factory, vLLM and TEI (Qwen2); ``use_bidirectional_attention`` by
+    transformers' Gemma attention and TEI (Llama/Mistral). Both are written into config.json on save.
+    """
+    config.is_causal = False
+    config.use_bidirectional_attention = True
+    return config
+
+
+class BidirectionalMixin:
+    """Turns a transformers decoder (``…Model`` or ``…ForCausalLM``) into a bidirectional one.
+
+    The config flags make the mask factory build a padding-only (bidirectional) mask; switching off each
+    attention module's ``is_causal`` covers the kernels that read the module attribute instead of the mask
+    (flash-attention without padding, sdpa with no mask).
+    """
+
+    def __init__(self, config, *args, **kwargs):
+        make_config_bidirectional(config)
+        super().__init__(config, *args, **kwargs)
+        for module in self.modules():
+            if hasattr(module, "is_causal"):
+                module.is_causal = False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 3. LLM2Vec encoding semantics (the contract of DESIGN.md §4, as llm2vec 0.2.3 behaves)
+# ---------------------------------------------------------------------------------------------------------------
+POOLING_MODES = ("mean", "weighted_mean", "eos_token", "last_token", "bos_token")
+
+#: Encoding settings and their defaults. Stored in config.json under ``llm2vec`` and in llm2vec_config.json.
+DEFAULT_ENCODING = {
+    "pooling_mode": "mean",
+    "max_length": 512,
+    "doc_max_length": 400,
+    "skip_instruction": True,
+    # A chat/instruction wrapper such as "[INST] {text} [/INST]", applied to the whole input; a property of the
+    # checkpoint (the official library keyed it on a handful of hub names instead).
+    "text_template": None,
+    # What `eos_token` pooling appends to each text; None means the family's default (see `FAMILIES`).
+    "eos_text": None,
+}
+
+# The official library marks where the text starts inside "instruction + text" with this string; we keep the
+# same marker so that any wrapper or EOS suffix lands in the pooled part exactly as it does there.
+_TEXT_MARKER = "!@#$%^&*()"
+
+
+def resolve_encoding(config=None, tokenizer=None, **overrides: Any) -> dict[str, Any]:
+    """Encoding settings: defaults, then the checkpoint's ``config.llm2vec``, then non-None ``overrides``.
+
+    With a tokenizer, an unset ``eos_text`` becomes the family's separator plus the tokenizer's EOS token.
+    """
+    settings = dict(DEFAULT_ENCODING)
+    stored = getattr(config, "llm2vec", None) if config is not None else None
+    if isinstance(stored, dict):
+        settings.update({k: v for k, v in stored.items() if k in DEFAULT_ENCODING})
+    unknown = set(overrides) - set(DEFAULT_ENCODING)
+    if unknown:
+        raise TypeError(f"Unknown encoding setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_ENCODING)}")
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if settings["pooling_mode"] not in POOLING_MODES:
+        raise ValueError(f"Unknown pooling_mode {settings['pooling_mode']!r}; choose one of {', '.join(POOLING_MODES)}")
+    for key in ("max_length", "doc_max_length"):
+        if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
+            raise ValueError(f"{key} must be a positive integer, got {settings[key]!r}")
+    if settings["eos_text"] is None and tokenizer is not None and tokenizer.eos_token is not None:
+        family = FAMILIES.get(getattr(config, "model_type", None))
+        settings["eos_text"] = (family.eos_separator if family else " ") + tokenizer.eos_token
+    return settings
+
+
+def normalize_inputs(inputs: Any) -> list[tuple[str, str]]:
+    """Validates encode() inputs and returns ``(instruction, text)`` pairs.
+
+    Accepts a text, a list of texts, or a list of ``[instruction, text]`` pairs (also mixed). Raises a
+    ``TypeError``/``ValueError`` that names the offending item instead of failing deep inside torch.
+    """
+    if isinstance(inputs, str):
+        inputs = [inputs]
+    elif isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
+        inputs = [list(inputs)]
+    if not isinstance(inputs, Sequence) or isinstance(inputs, (bytes, bytearray)):
+        raise TypeError(f"Expected a text or a list of texts / [instruction, text] pairs, got {type(inputs).__name__}")
+    if len(inputs) == 0:
+        raise ValueError("Nothing to encode: the input list is empty")
+    pairs = []
+    for i, item in enumerate(inputs):
+        if isinstance(item, str):
+            instruction, text = "", item
+        elif isinstance(item, (list, tuple)):
+            if len(item) != 2 or not all(isinstance(x, str) for x in item):
+                raise TypeError(f"Input #{i} must be a text or an [instruction, text] pair of two strings, got {item!r}")
+            instruction, text = item
+        else:
+            raise TypeError(f"Input #{i} must be a string or an [instruction, text] pair, got {type(item).__name__}")
+        if not text.strip():
+            raise ValueError(f"Input #{i} has an empty or whitespace-only text; there is nothing to embed")
+        pairs.append((instruction, text))
+    return pairs
+
+
+def _count_tokens(tokenizer, texts: list[str], max_length: int) -> list[int]:
+    encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
+    return [len(ids) for ids in encoded]
+
+
+def cut_to_doc_max_length(tokenizer, texts: list[str], doc_max_length: int, max_length: int) -> list[str]:
+    """Cuts each text word-wise until it has at most ``doc_max_length`` tokens (the reference's rule)."""
+    texts = list(texts)
+    lengths = _count_tokens(tokenizer, texts, max_length)
+    for i, length in enumerate(lengths):
+        text = texts[i]
+        while length > doc_max_length:
+            words = text.split()
+            text = " ".join(words[: int(len(words) * doc_max_length / length)])
+            length = _count_tokens(tokenizer, [text], max_length)[0]
+        texts[i] = text
+    return texts
+
+
+def format_inputs(pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """Returns (what the model reads, the part that is pooled) for each ``(instruction, text)`` pair."""
+    full_texts, pooled_texts = [], []
+    for instruction, text in pairs:
+        marked = f"{instruction.strip()} {_TEXT_MARKER}{text}" if instruction else f"{_TEXT_MARKER}{text}"
+        if settings["text_template"]:
+            marked = settings["text_template"].format(text=marked.strip())
+        if settings["pooling_mode"] == "eos_token":
+            marked = marked.strip() + settings["eos_text"]
+        head, _, tail = marked.partition(_TEXT_MARKER)
+        full_texts.append(head + tail)
+        pooled_texts.append(tail)
+    return full_texts, pooled_texts
+
+
+def tokenize_inputs(tokenizer, pairs: list[tuple[str, str]], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Tokenizes one batch of ``(instruction, text)`` pairs; adds ``pool_mask``, the tokens that get pooled.
+
+    With ``skip_instruction`` the pooled tokens are the last n real tokens of each row, n being the length of
+    the text tokenized alone without special tokens: BOS and instruction are not pooled. Works for either
+    padding side.
+    """
+    if settings["pooling_mode"] == "eos_token" and not settings["eos_text"]:
+        raise ValueError("eos_token pooling needs `eos_text` or a tokenizer with an EOS token")
+    full_texts, pooled_texts = format_inputs(pairs, settings)
+    batch = tokenizer(
+        full_texts, padding=True, truncation=True, max_length=settings["max_length"], return_tensors="pt"
+    )
+    attention_mask = batch["attention_mask"]
+    if settings["skip_instruction"]:
+        n_pooled = torch.tensor(_count_tokens(tokenizer, pooled_texts, settings["max_length"]))
+        tokens_to_end = attention_mask.flip(-1).cumsum(-1).flip(-1) * attention_mask
+        pool_mask = (tokens_to_end > 0) & (tokens_to_end <= n_pooled.unsqueeze(-1))
+    else:
+        pool_mask = attention_mask.bool()
+    batch["pool_mask"] = pool_mask.to(attention_mask.dtype)
+    return batch
+
+
+def pool(
+    last_hidden_state: torch.Tensor,
+    batch: dict[str, torch.Tensor],
+    pooling_mode: str,
+    bos_token_id: int | None = None,
+) -> torch.Tensor:
+    """Pools token states into one vector per row, in float32; ``batch`` comes from `tokenize_inputs`."""
+    hidden = last_hidden_state.float()
+    mask = batch["pool_mask"].to(hidden.device, hidden.dtype)
+    if pooling_mode == "mean":
+        return (hidden * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    if pooling_mode == "weighted_mean":
+        weights = mask.cumsum(1) * mask
+        weights = weights / weights.sum(1, keepdim=True).clamp(min=1e-9)
+        return (hidden * weights.unsqueeze(-1)).sum(1)
+    attention_mask = batch["attention_mask"].to(hidden.device)
+    positions = torch.arange(hidden.shape[1], device=hidden.device)
+    if pooling_mode in ("eos_token", "last_token"):
+        index = (positions * attention_mask).argmax(1)
+    elif pooling_mode == "bos_token":
+        if bos_token_id is None:
+            raise ValueError("bos_token pooling needs a tokenizer with a BOS token")
+        is_bos = (batch["input_ids"].to(hidden.device) == bos_token_id) & attention_mask.bool()
+        if not bool(is_bos.any(1).all()):
+            raise ValueError("bos_token pooling: some inputs have no BOS token (does the tokenizer add one?)")
+        index = is_bos.int().argmax(1)
+    else:
+        raise ValueError(f"Unknown pooling_mode {pooling_mode!r}; choose one of {', '.join(POOLING_MODES)}")
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
+
+
+@torch.inference_mode()
+def encode_with(
+    model: torch.nn.Module,
+    tokenizer,
+    inputs: Any,
+    settings: dict[str, Any],
+    batch_size: int = 32,
+    show_progress_bar: bool = False,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Embeds texts or ``[instruction, text]`` pairs with any bidirectional encoder; returns float32 (N, hidden)."""
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    pairs = normalize_inputs(inputs)
+    texts = cut_to_doc_max_length(
+        tokenizer, [text for _, text in pairs], settings["doc_max_length"], settings["max_length"]
+    )
+    pairs = [(instruction, text) for (instruction, _), text in zip(pairs, texts)]
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    # Longest first, as the reference does, so that a batch holds texts of similar length.
+    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
+    bos_token_id = tokenizer.bos_token_id
+    chunks = range(0, len(order), batch_size)
+    if show_progress_bar:
+        chunks = logging.tqdm(chunks, desc="Encoding", unit="batch")
+    was_training = model.training
+    model.eval()
+    vectors = [None] * len(pairs)
+    for start in chunks:
+        index = order[start : start + batch_size]
+        batch = tokenize_inputs(tokenizer, [pairs[i] for i in index], settings)
+        model_inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
+        hidden = model(**model_inputs).last_hidden_state
+        pooled = pool(hidden, batch, settings["pooling_mode"], bos_token_id).cpu()
+        for row, i in enumerate(index):
+            vectors[i] = pooled[row]
+    model.train(was_training)
+    return torch.stack(vectors)
+
+
+class LLM2VecEncoderMixin(BidirectionalMixin):
+    """The encoder classes that ``AutoModel`` returns: bidirectional, plus ``encode`` with LLM2Vec pooling."""
+
+    # Decoder checkpoints carry an LM head that the encoder does not use.
+    _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
+    def encode(self, inputs, tokenizer, batch_size: int = 32, show_progress_bar: bool = False, **settings):
+        """Embeds texts or ``[instruction, text]`` pairs exactly as llm2vec does, with this checkpoint's settings.
+
+        ``settings`` override the checkpoint's (pooling_mode, max_length, doc_max_length, skip_instruction, …).
+        """
+        resolved = resolve_encoding(self.config, tokenizer, **settings)
+        return encode_with(self, tokenizer, inputs, resolved, batch_size, show_progress_bar)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# 4. The families: one declaration each
+# ---------------------------------------------------------------------------------------------------------------
+# Config classes keep the native `model_type`, so that config.json stays loadable (and runs bidirectionally on
+# transformers >= 5.2) without remote code, by TEI and by vLLM. `is_causal = False` is the class default.
+# MNTP heads are the causal-LM heads on the bidirectional body: their loss shifts labels by one, so the masked
+# token at position i is predicted from the hidden state at i-1, as LLM2Vec's MNTP prescribes.
+
+
+class BidirectionalLlamaConfig(LlamaConfig):
+    is_causal = False
+
+
+class BidirectionalLlamaModel(LLM2VecEncoderMixin, LlamaModel):
+    config_class = BidirectionalLlamaConfig
+
+
+class BidirectionalLlamaForMNTP(BidirectionalMixin, LlamaForCausalLM):
+    config_class = BidirectionalLlamaConfig
+
+
+class BidirectionalMistralConfig(MistralConfig):
+    is_causal = False
+
+
+class BidirectionalMistralModel(LLM2VecEncoderMixin, MistralModel):
+    config_class = BidirectionalMistralConfig
+
+
+class BidirectionalMistralForMNTP(BidirectionalMixin, MistralForCausalLM):
+    config_class = BidirectionalMistralConfig
+
+
+class BidirectionalQwen2Config(Qwen2Config):
+    is_causal = False
+
+
+class BidirectionalQwen2Model(LLM2VecEncoderMixin, Qwen2Model):
+    config_class = BidirectionalQwen2Config
+
+
+class BidirectionalQwen2ForMNTP(BidirectionalMixin, Qwen2ForCausalLM):
+    config_class = BidirectionalQwen2Config
+
+
+class BidirectionalQwen3Config(Qwen3Config):
+    is_causal = False
+
+
+class BidirectionalQwen3Model(LLM2VecEncoderMixin, Qwen3Model):
+    config_class = BidirectionalQwen3Config
+
+
+class BidirectionalQwen3ForMNTP(BidirectionalMixin, Qwen3ForCausalLM):
+    config_class = BidirectionalQwen3Config
+
+
+class BidirectionalGemmaConfig(GemmaConfig):
+    is_causal = False
+
+
+class BidirectionalGemmaModel(LLM2VecEncoderMixin, GemmaModel):
+    config_class = BidirectionalGemmaConfig
+
+
+class BidirectionalGemmaForMNTP(BidirectionalMixin, GemmaForCausalLM):
+    config_class = BidirectionalGemmaConfig
+
+
+class BidirectionalGemma2Config(Gemma2Config):
+    is_causal = False
+
+
+class BidirectionalGemma2Model(LLM2VecEncoderMixin, Gemma2Model):
+    config_class = BidirectionalGemma2Config
+
+
+class BidirectionalGemma2ForMNTP(BidirectionalMixin, Gemma2ForCausalLM):
+    config_class = BidirectionalGemma2Config
+
+
+class Family:
+    """One supported architecture: its classes and how the reference appends EOS for `eos_token` pooling."""
+
+    def __init__(self, config, model, mntp, eos_separator: str):
+        self.config, self.model, self.mntp, self.eos_separator = config, model, mntp, eos_separator
+
+    @property
+    def native_model_name(self) -> str:
+        """The transformers class the encoder builds on (``LlamaModel``…), the name serving engines know."""
+        return next(c.__name__ for c in self.model.__mro__ if c.__module__.startswith("transformers.models."))
+
+    def auto_map(self) -> dict[str, str]:
+        return {
+            "AutoConfig": f"{__name__.rsplit('.', 1)[-1]}.{self.config.__name__}",
+            "AutoModel": f"{__name__.rsplit('.', 1)[-1]}.{self.model.__name__}",
+            "AutoModelForCausalLM": f"{__name__.rsplit('.', 1)[-1]}.{self.mntp.__name__}",
+        }
+
+
+#: model_type -> Family. The reference appends " </s>" for Llama/Mistral and the bare EOS for the others.
+FAMILIES: dict[str, Family] = {
+    "llama": Family(BidirectionalLlamaConfig, BidirectionalLlamaModel, BidirectionalLlamaForMNTP, " "),
+    "mistral": Family(BidirectionalMistralConfig, BidirectionalMistralModel, BidirectionalMistralForMNTP, " "),
+    "qwen2": Family(BidirectionalQwen2Config, BidirectionalQwen2Model, BidirectionalQwen2ForMNTP, ""),
+    "qwen3": Family(BidirectionalQwen3Config, BidirectionalQwen3Model, BidirectionalQwen3ForMNTP, ""),
+    "gemma": Family(BidirectionalGemmaConfig, BidirectionalGemmaModel, BidirectionalGemmaForMNTP, ""),
+    "gemma2": Family(BidirectionalGemma2Config, BidirectionalGemma2Model, BidirectionalGemma2ForMNTP, ""),
+}
+
+
+def family_for(config: transformers.PretrainedConfig) -> Family:
+    """The family of a config, or a ValueError that lists the supported ones."""
+    model_type = getattr(config, "model_type", None)
+    if model_type not in FAMILIES:
+        raise ValueError(
+            f"Unsupported architecture {model_type!r}; llm2vec-hf supports: {', '.join(sorted(FAMILIES))}"
+        )
+    return FAMILIES[model_type]

@@ -1,0 +1,58 @@
+# Copyright 2026 The llm2vec-hf authors. Apache-2.0.
+"""sentence-transformers input module with LLM2Vec's encoding semantics.
+
+This is the one file in ``modeling/`` that imports sentence_transformers: only sentence-transformers loads it
+(listed in the checkpoint's modules.json), so that package is always present when it runs.
+
+Why not the stock ``Transformer`` + ``Pooling(include_prompt=False)``: the stock prompt exclusion counts the
+prompt tokenized on its own, BOS included. That pools BOS for texts without a prompt and, for prompts ending in
+a space, drops the first text token (the tokenizer merges the space into it). Stock pooling also restarts no
+weights for ``weighted_mean`` and cannot append EOS for ``eos_token``. LLM2Vec's rule (DESIGN §4) counts the
+text's own tokens from the end; this module applies it with the same code as the ``AutoModel`` path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sentence_transformers.base.modules import Transformer
+
+from .modeling_llm2vec import cut_to_doc_max_length, normalize_inputs, pool, resolve_encoding, tokenize_inputs
+
+
+class LLM2VecTransformer(Transformer):
+    """Loads the bidirectional encoder like ``Transformer`` and pools as LLM2Vec does.
+
+    The prompt (``encode(texts, prompt=...)`` or a named prompt) is the instruction: the model reads
+    ``prompt.strip() + " " + text`` and only the text's tokens are pooled (with ``skip_instruction``).
+    Settings come from the checkpoint's ``config.llm2vec``; ``max_seq_length`` overrides ``max_length``.
+    """
+
+    def _encoding_settings(self) -> dict[str, Any]:
+        overrides = {"max_length": self.max_seq_length} if self.max_seq_length else {}
+        return resolve_encoding(self.auto_model.config, self.tokenizer, **overrides)
+
+    def preprocess(self, inputs, prompt: str | None = None, **kwargs) -> dict[str, Any]:
+        settings = self._encoding_settings()
+        if prompt:
+            inputs = [[prompt, item] if isinstance(item, str) else item for item in inputs]
+        pairs = normalize_inputs(list(inputs))
+        texts = cut_to_doc_max_length(
+            self.tokenizer, [text for _, text in pairs], settings["doc_max_length"], settings["max_length"]
+        )
+        batch = tokenize_inputs(
+            self.tokenizer, [(instruction, text) for (instruction, _), text in zip(pairs, texts)], settings
+        )
+        return dict(batch)
+
+    def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
+        pool_mask = features.pop("pool_mask")
+        features = super().forward(features, **kwargs)
+        features["pool_mask"] = pool_mask
+        features["sentence_embedding"] = pool(
+            features["token_embeddings"],
+            features,
+            self._encoding_settings()["pooling_mode"],
+            self.tokenizer.bos_token_id,
+        ).to(features["token_embeddings"].dtype)
+        return features

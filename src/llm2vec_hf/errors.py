@@ -1,0 +1,13 @@
+"""Errors that name the problem; the CLI prints them as one line."""
+
+
+class LLM2VecError(Exception):
+    """Base class of llm2vec-hf's user-facing errors."""
+
+
+class CheckpointError(LLM2VecError, OSError):
+    """A model folder or repo id that is missing, incomplete or corrupt."""
+
+
+class AdapterMismatchError(LLM2VecError, ValueError):
+    """A PEFT adapter that does not fit the base model it is applied to."""

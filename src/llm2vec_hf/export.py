@@ -1,0 +1,187 @@
+"""``llm2vec-hf export``: one folder that is at once a transformers and a sentence-transformers model.
+
+Layout (DESIGN §5): config.json with ``auto_map``, the serving flags and ``llm2vec`` settings; model.safetensors
+(adapters merged); tokenizer files; the files of ``modeling/``; modules.json, sentence_bert_config.json and
+config_sentence_transformers.json; llm2vec_config.json (read by the official library too); README.md.
+
+The folder is written under a temporary name next to the target and renamed into place at the end, so an
+interrupted export never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import string
+import tempfile
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import transformers
+
+from .errors import LLM2VecError
+from .loading import load_bidirectional, read_llm2vec_config
+from .modeling import modeling_llm2vec
+from .modeling.modeling_llm2vec import DEFAULT_ENCODING, MIN_TRANSFORMERS_VERSION, family_for, resolve_encoding
+
+logger = logging.getLogger(__name__)
+
+MODELING_FILES = ("modeling_llm2vec.py", "sentence_transformers_llm2vec.py")
+ST_MODULE_TYPE = "sentence_transformers_llm2vec.LLM2VecTransformer"
+#: Keys of llm2vec_config.json, the file the official ``LLM2Vec.from_pretrained`` reads.
+OFFICIAL_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
+
+
+def export_checkpoint(
+    base: str,
+    output: str,
+    adapters: Iterable[str] = (),
+    prompts: dict[str, str] | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
+    **encoding: Any,
+) -> str:
+    """Loads ``base``, merges ``adapters`` in order, and writes the checkpoint to ``output``.
+
+    Encoding settings: defaults < base config.json < llm2vec_config.json of base, then of the last adapter
+    (official adapter repos carry one) < ``encoding`` keyword arguments that are not None.
+    """
+    adapters = list(adapters)
+    check_output(output, overwrite)
+    model, tokenizer, folders = load_bidirectional(base, adapters, dtype=dtype)
+    settings = resolve_encoding(model.config)
+    settings.update({k: v for k, v in read_llm2vec_config(*folders).items() if k in DEFAULT_ENCODING})
+    settings.update({k: v for k, v in encoding.items() if v is not None})
+    settings = resolve_encoding(model.config, tokenizer, **settings)
+    training = {"base_model": base, "adapters": adapters}
+    return write_checkpoint(model, tokenizer, settings, output, prompts=prompts, overwrite=overwrite, training=training)
+
+
+def check_output(output: str, overwrite: bool) -> None:
+    if os.path.exists(output) and (not os.path.isdir(output) or os.listdir(output)) and not overwrite:
+        raise LLM2VecError(f"{output} exists and is not empty; pass --overwrite to replace it")
+    parent = Path(output).resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    if not os.access(parent, os.W_OK):
+        raise LLM2VecError(f"Cannot write to {parent}")
+
+
+def write_checkpoint(
+    model,
+    tokenizer,
+    settings: dict[str, Any],
+    output: str,
+    prompts: dict[str, str] | None = None,
+    overwrite: bool = False,
+    training: dict[str, Any] | None = None,
+) -> str:
+    """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically."""
+    check_output(output, overwrite)
+    family = family_for(model.config)
+    settings = resolve_encoding(model.config, tokenizer, **settings)
+    output_path = Path(output).resolve()
+    staging = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.partial-", dir=output_path.parent))
+    try:
+        config = model.config
+        modeling_llm2vec.make_config_bidirectional(config)
+        config.auto_map = {k: v for k, v in family.auto_map().items() if k != "AutoModelForCausalLM"}
+        config.llm2vec = dict(settings)
+        model.save_pretrained(staging, safe_serialization=True)
+        # Serving engines pick their class from `architectures` and know the native names only; save_pretrained
+        # writes our class name there, so it is set afterwards.
+        config_json = json.loads((staging / "config.json").read_text())
+        config_json["architectures"] = [family.native_model_name]
+        _write_json(staging / "config.json", config_json)
+        tokenizer.save_pretrained(staging)
+        for name in MODELING_FILES:
+            shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(name), staging / name)
+        _write_json(staging / "llm2vec_config.json", {k: settings[k] for k in OFFICIAL_KEYS})
+        _write_sentence_transformers_files(staging, settings, prompts or {})
+        (staging / "README.md").write_text(render_model_card(model, settings, prompts or {}, training or {}))
+        _move_into_place(staging, output_path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    logger.info("Wrote %s", output_path)
+    return str(output_path)
+
+
+def _move_into_place(staging: Path, output: Path) -> None:
+    if output.exists():
+        trash = Path(tempfile.mkdtemp(prefix=f".{output.name}.old-", dir=output.parent))
+        os.replace(output, trash / output.name)
+        os.replace(staging, output)
+        shutil.rmtree(trash, ignore_errors=True)
+    else:
+        os.replace(staging, output)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def _write_sentence_transformers_files(folder: Path, settings: dict[str, Any], prompts: dict[str, str]) -> None:
+    import torch
+
+    _write_json(folder / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_TYPE}])
+    _write_json(
+        folder / "sentence_bert_config.json",
+        {
+            "transformer_task": "feature-extraction",
+            "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+            "module_output_name": "token_embeddings",
+            "max_seq_length": settings["max_length"],
+        },
+    )
+    versions = {"pytorch": torch.__version__, "transformers": transformers.__version__}
+    try:
+        import sentence_transformers
+
+        versions["sentence_transformers"] = sentence_transformers.__version__
+    except ImportError:
+        pass
+    _write_json(
+        folder / "config_sentence_transformers.json",
+        {
+            "__version__": versions,
+            "model_type": "SentenceTransformer",
+            "prompts": {"document": "", **prompts},
+            "default_prompt_name": None,
+            "similarity_fn_name": "cosine",
+            "requirements": {
+                "transformers": {
+                    "specifier": f">={MIN_TRANSFORMERS_VERSION}",
+                    "reason": "older transformers ignore config.is_causal=False and would run causal attention",
+                },
+                "sentence_transformers": {
+                    "specifier": ">=6.0",
+                    "reason": "the LLM2Vec module subclasses the sentence-transformers 6 Transformer module",
+                },
+            },
+        },
+    )
+
+
+def render_model_card(model, settings: dict[str, Any], prompts: dict[str, str], training: dict[str, Any]) -> str:
+    """Renders MODEL_CARD_TEMPLATE.md (``$name`` placeholders) for this checkpoint."""
+    template = resources.files("llm2vec_hf").joinpath("MODEL_CARD_TEMPLATE.md").read_text()
+    config = model.config
+    base_model = training.get("base_model") or getattr(config, "_name_or_path", "") or "unknown"
+    adapters = training.get("adapters") or []
+    values = {
+        "base_model": base_model,
+        "architecture": config.model_type,
+        "hidden_size": config.hidden_size,
+        "pooling_mode": settings["pooling_mode"],
+        "max_length": settings["max_length"],
+        "doc_max_length": settings["doc_max_length"],
+        "skip_instruction": str(settings["skip_instruction"]).lower(),
+        "min_transformers": MIN_TRANSFORMERS_VERSION,
+        "adapters": "\n".join(f"- `{a}`" for a in adapters) or "- none (bidirectional attention only)",
+        "prompts": "\n".join(f"- `{k}`: `{v}`" for k, v in prompts.items()) or "- none stored",
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+    }
+    return string.Template(template).safe_substitute(values)

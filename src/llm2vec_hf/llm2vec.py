@@ -1,0 +1,131 @@
+"""``LLM2Vec``: a drop-in for ``llm2vec.LLM2Vec`` (llm2vec 0.2.3) on today's transformers."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from .loading import load_bidirectional, read_llm2vec_config
+from .modeling.modeling_llm2vec import DEFAULT_ENCODING, encode_with, resolve_encoding
+
+
+class LLM2Vec(torch.nn.Module):
+    """A bidirectional encoder, its tokenizer and LLM2Vec's pooling settings.
+
+    Same constructor, ``from_pretrained``, ``encode`` and ``save`` as the official class; vectors match it within
+    float rounding for the same weights (see tests/test_reference_parity.py).
+    """
+
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        pooling_mode: str = "mean",
+        max_length: int = 512,
+        doc_max_length: int = 400,
+        skip_instruction: bool = True,
+        text_template: str | None = None,
+        eos_text: str | None = None,
+    ):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.settings = resolve_encoding(
+            getattr(model, "config", None),
+            tokenizer,
+            pooling_mode=pooling_mode,
+            max_length=max_length,
+            doc_max_length=doc_max_length,
+            skip_instruction=skip_instruction,
+            text_template=text_template,
+            eos_text=eos_text,
+        )
+
+    def __getattr__(self, name: str):
+        if name in DEFAULT_ENCODING:
+            return self.settings[name]
+        return super().__getattr__(name)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        base_model_name_or_path: str,
+        peft_model_name_or_path: str | list[str] | None = None,
+        merge_peft: bool = False,
+        enable_bidirectional: bool = True,
+        **kwargs: Any,
+    ) -> "LLM2Vec":
+        """Loads a checkpoint (folder or repo id), optionally with PEFT adapters.
+
+        Encoding settings come from, in order: defaults, the checkpoint's config.json (``llm2vec``),
+        ``llm2vec_config.json`` of the base and then of the adapter (as the official loader reads it), and the
+        keyword arguments ``pooling_mode``, ``max_length``, ``doc_max_length``, ``skip_instruction``. Other
+        keyword arguments go to ``from_pretrained`` of transformers (``dtype``/``torch_dtype``,
+        ``attn_implementation``…). Unlike the official loader, a list of adapters is applied in order.
+        """
+        encoding_args = {key: kwargs.pop(key) for key in list(kwargs) if key in DEFAULT_ENCODING}
+        if "torch_dtype" in kwargs:
+            kwargs["dtype"] = kwargs.pop("torch_dtype")
+        adapters = (
+            [peft_model_name_or_path] if isinstance(peft_model_name_or_path, (str, os.PathLike)) else list(peft_model_name_or_path or [])
+        )
+        # Only the last adapter may stay unmerged: those before it must be merged to stack the next one.
+        model, tokenizer, folders = load_bidirectional(
+            base_model_name_or_path,
+            adapters[:-1],
+            enable_bidirectional=enable_bidirectional,
+            **kwargs,
+        )
+        if adapters:
+            from .loading import apply_adapter, resolve_local
+
+            last = resolve_local(adapters[-1])
+            model = apply_adapter(model, last, merge=merge_peft)
+            folders.append(last)
+        settings = resolve_encoding(getattr(model, "config", None))
+        settings.update(read_llm2vec_config(folders[0], folders[-1] if adapters else None))
+        settings.update({k: v for k, v in encoding_args.items() if v is not None})
+        settings = {k: v for k, v in settings.items() if k in DEFAULT_ENCODING}
+        return cls(model=model, tokenizer=tokenizer, **settings)
+
+    def encode(
+        self,
+        sentences,
+        batch_size: int = 32,
+        show_progress_bar: bool = True,
+        convert_to_numpy: bool = False,
+        convert_to_tensor: bool = False,
+        device: str | torch.device | None = None,
+    ) -> torch.Tensor | np.ndarray:
+        """Embeds texts or ``[instruction, text]`` pairs; returns float32 vectors, one per input."""
+        if device is not None:
+            self.model.to(device)
+        vectors = encode_with(
+            self.model, self.tokenizer, sentences, self.settings, batch_size, show_progress_bar, device
+        )
+        if convert_to_numpy and not convert_to_tensor:
+            return vectors.numpy()
+        return vectors
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Pools one tokenized batch (from ``tokenize``); kept for training code that needs gradients."""
+        from .modeling.modeling_llm2vec import pool
+
+        hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        return pool(hidden, batch, self.settings["pooling_mode"], self.tokenizer.bos_token_id)
+
+    def tokenize(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
+        from .modeling.modeling_llm2vec import tokenize_inputs
+
+        return tokenize_inputs(self.tokenizer, pairs, self.settings)
+
+    def save(self, output_path: str, prompts: dict[str, str] | None = None, overwrite: bool = False) -> str:
+        """Writes a complete llm2vec-hf checkpoint (DESIGN §5): loads in transformers, sentence-transformers and
+        the official llm2vec. Adapters still attached are merged first."""
+        from .export import write_checkpoint
+
+        model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
+        return write_checkpoint(model, self.tokenizer, self.settings, output_path, prompts=prompts, overwrite=overwrite)

@@ -1,0 +1,92 @@
+"""Shared fixtures: tiny decoders built on the spot (never downloaded) and their exported checkpoints."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from llm2vec_hf import FAMILIES, POOLING_MODES
+from llm2vec_hf.export import export_checkpoint
+from llm2vec_hf.tiny import build_tiny_decoder
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+#: Inputs that exercise the encoding rules: plain, instruction pairs, unicode, very short, over-long.
+SAMPLE_INPUTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    ["Given a web search query, retrieve relevant passages", "how do transformers attend to tokens?"],
+    "Ünïcödé naïve café — 日本語のテキスト 😀",
+    "a",
+    ["Retrieve the definition", "x"],
+    " ".join(["Long documents are cut word-wise before they are truncated to max_length."] * 60),
+]
+SAMPLE_PROMPTS = {"query": "Given a web search query, retrieve relevant passages "}
+
+
+@pytest.fixture(scope="session")
+def tiny_bases(tmp_path_factory) -> dict[str, Path]:
+    """A random tiny ``…ForCausalLM`` checkpoint per family."""
+    root = tmp_path_factory.mktemp("bases")
+    return {family: build_tiny_decoder(root / family, family) for family in FAMILIES}
+
+
+@pytest.fixture(scope="session")
+def exported(tiny_bases, tmp_path_factory):
+    """``exported(family, pooling_mode)`` -> folder of an exported checkpoint (built once per pair)."""
+    root = tmp_path_factory.mktemp("exported")
+    cache: dict[tuple[str, str], Path] = {}
+
+    def get(family: str, pooling_mode: str = "mean", **encoding) -> Path:
+        key = (family, pooling_mode, tuple(sorted(encoding.items())))
+        if key not in cache:
+            name = "-".join([family, pooling_mode] + [f"{k}={v}" for k, v in sorted(encoding.items())])
+            cache[key] = Path(
+                export_checkpoint(
+                    str(tiny_bases[family]),
+                    str(root / name),
+                    prompts=SAMPLE_PROMPTS,
+                    pooling_mode=pooling_mode,
+                    max_length=48,
+                    doc_max_length=40,
+                    **encoding,
+                )
+            )
+        return cache[key]
+
+    return get
+
+
+def hub_cache_with(repo_id: str, folder: Path, cache_root: Path) -> Path:
+    """Lays ``folder`` out as the Hub cache does (models--org--name/snapshots/<sha>/, refs/main)."""
+    repo_dir = cache_root / ("models--" + repo_id.replace("/", "--"))
+    revision = hashlib.sha1(repo_id.encode()).hexdigest()
+    snapshot = repo_dir / "snapshots" / revision
+    shutil.copytree(folder, snapshot)
+    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
+    (repo_dir / "refs" / "main").write_text(revision)
+    return cache_root
+
+
+def run_python(code: str, env: dict[str, str] | None = None, block_llm2vec_hf: bool = False) -> subprocess.CompletedProcess:
+    """Runs ``code`` in a fresh interpreter; optionally with llm2vec_hf unimportable."""
+    prelude = ""
+    if block_llm2vec_hf:
+        prelude = (
+            "import sys, importlib.abc\n"
+            "class _Block(importlib.abc.MetaPathFinder):\n"
+            "    def find_spec(self, name, path=None, target=None):\n"
+            "        if name == 'llm2vec_hf' or name.startswith('llm2vec_hf.'):\n"
+            "            raise ImportError('llm2vec_hf is blocked in this test')\n"
+            "sys.meta_path.insert(0, _Block())\n"
+        )
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-c", prelude + code], capture_output=True, text=True, env=full_env, timeout=600
+    )
