@@ -73,3 +73,18 @@ def encode_file(model: str, input_path: str, output_path: str, prompt_name: str 
     np.save(partial, vectors.astype(np.float32))
     os.replace(partial, output_path)
     return len(vectors)
+
+
+def add_arguments(parser) -> None:
+    parser.add_argument("model", help="exported checkpoint: folder or Hub repo id")
+    parser.add_argument("--input", required=True, help=".txt (a text per line) or .jsonl (text, optional instruction)")
+    parser.add_argument("--output", required=True, help=".npy file to write (row i = input i)")
+    parser.add_argument("--prompt-name", help="named prompt of the checkpoint, used as the instruction")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--device", help="torch device (default: cpu)")
+
+
+def main(args) -> int:
+    count = encode_file(args.model, args.input, args.output, args.prompt_name, args.batch_size, args.device)
+    print(f"Wrote {count} vectors to {args.output}")
+    return 0

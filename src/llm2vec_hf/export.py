@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import shutil
-import string
 import tempfile
 from importlib import resources
 from pathlib import Path
@@ -24,6 +23,7 @@ import transformers
 
 from .errors import LLM2VecError
 from .loading import load_bidirectional, read_llm2vec_config
+from .model_card import render_model_card
 from .modeling import modeling_llm2vec
 from .modeling.modeling_llm2vec import DEFAULT_ENCODING, MIN_TRANSFORMERS_VERSION, family_for, resolve_encoding
 
@@ -56,7 +56,7 @@ def export_checkpoint(
     settings.update({k: v for k, v in read_llm2vec_config(*folders).items() if k in DEFAULT_ENCODING})
     settings.update({k: v for k, v in encoding.items() if v is not None})
     settings = resolve_encoding(model.config, tokenizer, **settings)
-    training = {"base_model": base, "adapters": adapters}
+    training = {"base_model": base, "adapters": adapters, "base_folder": folders[0], "adapter_folders": folders[1:]}
     return write_checkpoint(model, tokenizer, settings, output, prompts=prompts, overwrite=overwrite, training=training)
 
 
@@ -165,23 +165,45 @@ def _write_sentence_transformers_files(folder: Path, settings: dict[str, Any], p
     )
 
 
-def render_model_card(model, settings: dict[str, Any], prompts: dict[str, str], training: dict[str, Any]) -> str:
-    """Renders MODEL_CARD_TEMPLATE.md (``$name`` placeholders) for this checkpoint."""
-    template = resources.files("llm2vec_hf").joinpath("MODEL_CARD_TEMPLATE.md").read_text()
-    config = model.config
-    base_model = training.get("base_model") or getattr(config, "_name_or_path", "") or "unknown"
-    adapters = training.get("adapters") or []
-    values = {
-        "base_model": base_model,
-        "architecture": config.model_type,
-        "hidden_size": config.hidden_size,
-        "pooling_mode": settings["pooling_mode"],
-        "max_length": settings["max_length"],
-        "doc_max_length": settings["doc_max_length"],
-        "skip_instruction": str(settings["skip_instruction"]).lower(),
-        "min_transformers": MIN_TRANSFORMERS_VERSION,
-        "adapters": "\n".join(f"- `{a}`" for a in adapters) or "- none (bidirectional attention only)",
-        "prompts": "\n".join(f"- `{k}`: `{v}`" for k, v in prompts.items()) or "- none stored",
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
-    }
-    return string.Template(template).safe_substitute(values)
+def add_arguments(parser) -> None:
+    from .modeling.modeling_llm2vec import POOLING_MODES
+
+    parser.add_argument("base", help="decoder checkpoint: local folder or Hub repo id")
+    parser.add_argument("--output", required=True, help="folder to write")
+    parser.add_argument("--adapter", action="append", default=[], help="PEFT LoRA adapter, merged in the order given")
+    parser.add_argument("--pooling", choices=POOLING_MODES, help="pooling mode (default: the checkpoint's, or mean)")
+    parser.add_argument("--max-length", type=int, help="max tokens per input (default 512)")
+    parser.add_argument("--doc-max-length", type=int, help="cut texts word-wise to this many tokens (default 400)")
+    parser.add_argument("--no-skip-instruction", action="store_true", help="pool instruction and BOS tokens too")
+    parser.add_argument("--prompt", action="append", type=_named_prompt, default=[], metavar="NAME=TEXT",
+                        help="named prompt (instruction) stored for sentence-transformers; repeatable")
+    parser.add_argument("--text-template", help='wrapper applied to each input, e.g. "[INST] {text} [/INST]"')
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _named_prompt(value: str) -> tuple[str, str]:
+    import argparse
+
+    name, sep, text = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=TEXT, got {value!r}")
+    return name, text
+
+
+def main(args) -> int:
+    path = export_checkpoint(
+        args.base,
+        args.output,
+        adapters=args.adapter,
+        prompts=dict(args.prompt),
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        pooling_mode=args.pooling,
+        max_length=args.max_length,
+        doc_max_length=args.doc_max_length,
+        skip_instruction=False if args.no_skip_instruction else None,
+        text_template=args.text_template,
+    )
+    print(f"Exported {path}")
+    return 0

@@ -8,7 +8,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .loading import load_bidirectional, read_llm2vec_config
+from .loading import (
+    apply_adapter,
+    load_bidirectional,
+    load_tokenizer,
+    read_llm2vec_config,
+    resolve_local,
+    tokenizer_folder,
+)
 from .modeling.modeling_llm2vec import DEFAULT_ENCODING, encode_with, resolve_encoding
 
 
@@ -80,11 +87,10 @@ class LLM2Vec(torch.nn.Module):
             **kwargs,
         )
         if adapters:
-            from .loading import apply_adapter, resolve_local
-
             last = resolve_local(adapters[-1])
             model = apply_adapter(model, last, merge=merge_peft)
             folders.append(last)
+            tokenizer = load_tokenizer(tokenizer_folder(folders))
         settings = resolve_encoding(getattr(model, "config", None))
         settings.update(read_llm2vec_config(folders[0], folders[-1] if adapters else None))
         settings.update({k: v for k, v in encoding_args.items() if v is not None})

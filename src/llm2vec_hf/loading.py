@@ -106,8 +106,17 @@ def load_bidirectional(
         adapter_path = resolve_local(adapter)
         model = apply_adapter(model, adapter_path, merge=merge)
         folders.append(adapter_path)
-    tokenizer = load_tokenizer(path)
-    return model, tokenizer, folders
+    return model, load_tokenizer(tokenizer_folder(folders)), folders
+
+
+def tokenizer_folder(folders: list[str]) -> str:
+    """The last of base and adapter folders that carries a tokenizer.
+
+    Training may change the tokenizer (the official MNTP run makes "_" its mask token, a special token), and
+    the official models are used with the adapter's tokenizer, so an adapter's tokenizer wins over the base's.
+    """
+    with_tokenizer = [f for f in folders if os.path.isfile(os.path.join(f, "tokenizer_config.json"))]
+    return with_tokenizer[-1] if with_tokenizer else folders[0]
 
 
 def load_tokenizer(path: str):
