@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from .errors import AdapterMismatchError, CheckpointError
@@ -97,7 +98,7 @@ def load_bidirectional(
         model_class = AutoModel
     try:
         model = model_class.from_pretrained(path, config=config, **hf_kwargs)
-    except (OSError, ValueError, RuntimeError, EnvironmentError) as error:
+    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
         raise CheckpointError(f"Could not load the weights of {name_or_path}: {error}") from None
     if hasattr(model, "generation_config"):
         model.generation_config = None
