@@ -1,0 +1,311 @@
+"""The model card (README.md) of every exported checkpoint, rendered from MODEL_CARD_TEMPLATE.md.
+
+The template uses ``string.Template`` placeholders (``$name``). The YAML front matter keeps its fixed keys in the
+template; the parts that vary (base_model, datasets, license, language, model-index) are rendered here with a
+YAML dumper so that any value (a path with a colon, a dataset name with quotes) stays valid YAML, and the
+card parses with huggingface_hub's ``ModelCard``.
+
+Training facts come from the run, read from each adapter folder:
+- ``adapter_config.json`` (PEFT): LoRA rank, alpha, dropout, target modules, the base the adapter was made on;
+- ``llm2vec_training.json`` (written by ``llm2vec-hf train``, optional): ``stage``, ``datasets``, ``steps``,
+  ``hyperparameters`` (a flat mapping), ``final_loss``;
+- ``trainer_state.json`` (the HF Trainer's, optional): ``global_step``, ``num_train_epochs``,
+  ``train_batch_size``, the last logged loss.
+A stage with no record is named from its folder name (``…-mntp``, ``…-simcse``, ``…-supervised``), as the
+official McGill-NLP repos are.
+
+Evaluation results (a list of ``huggingface_hub.EvalResult`` keyword dicts) go into the ``model-index`` and a
+table; ``add_evaluation_results`` adds them to an existing checkpoint's card.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import string
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable
+
+import transformers
+import yaml
+
+#: What the usage snippets say where the checkpoint's name goes; ``push`` puts the repo id there.
+MODEL_ID_PLACEHOLDER = "PATH_OR_REPO_ID"
+TRAINING_RECORD = "llm2vec_training.json"
+EVALUATION_START = "<!-- llm2vec-hf:evaluation:start -->"
+EVALUATION_END = "<!-- llm2vec-hf:evaluation:end -->"
+#: Newest major version the package declares support for (setup.cfg: transformers>=5.2,<6).
+TRANSFORMERS_UPPER = "6"
+
+_STAGE_NAMES = (("supervised", "supervised contrastive"), ("simcse", "SimCSE (unsupervised contrastive)"),
+                ("mntp", "MNTP (masked next-token prediction)"))
+_HUB_CACHE_DIR = re.compile(r"^models--(?P<org>[^/]+?)--(?P<name>[^/]+)$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def hub_repo_id(name_or_path: str | os.PathLike | None) -> str | None:
+    """The Hub repo id behind ``name_or_path``: itself if it is one, the id of a Hub-cache snapshot folder, or None."""
+    if not name_or_path:
+        return None
+    name = os.fspath(name_or_path)
+    if not os.path.exists(name):
+        return name if _REPO_ID.match(name) and ".." not in name and "--" not in name else None
+    for part in Path(name).resolve().parts:
+        match = _HUB_CACHE_DIR.match(part)
+        if match:
+            return f"{match['org']}/{match['name']}"
+    return None
+
+
+def stage_name(folder: str, record: dict[str, Any]) -> str:
+    if record.get("stage"):
+        stage = str(record["stage"]).lower()
+        return dict(_STAGE_NAMES).get(stage, stage)
+    lowered = os.path.basename(os.path.normpath(folder)).lower()
+    for key, name in _STAGE_NAMES:  # "…-mntp-supervised" is the supervised stage on top of MNTP
+        if key in lowered:
+            return name
+    return "LoRA adapter"
+
+
+def _read_json(path: str) -> dict[str, Any]:
+    try:
+        with open(path) as handle:
+            data = json.load(handle)
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def adapter_facts(name: str, folder: str | None) -> dict[str, Any]:
+    """What one adapter folder says about the stage that made it (empty values where it says nothing)."""
+    folder = folder or name
+    peft = _read_json(os.path.join(folder, "adapter_config.json"))
+    record = _read_json(os.path.join(folder, TRAINING_RECORD))
+    state = _read_json(os.path.join(folder, "trainer_state.json"))
+    losses = [entry["loss"] for entry in state.get("log_history", []) if isinstance(entry, dict) and "loss" in entry]
+    hyper = dict(record.get("hyperparameters") or {})
+    for key in ("num_train_epochs", "train_batch_size"):
+        if key in state and key not in hyper:
+            hyper[key] = state[key]
+    datasets = record.get("datasets") or []
+    if isinstance(datasets, str):
+        datasets = [datasets]
+    return {
+        # a local path is shown by its folder name only: cards are published, local paths are private
+        "name": hub_repo_id(name) or os.path.basename(os.path.normpath(name)),
+        "stage": stage_name(name, record),
+        "rank": peft.get("r"),
+        "alpha": peft.get("lora_alpha"),
+        "dropout": peft.get("lora_dropout"),
+        "target_modules": sorted(peft.get("target_modules") or []) if isinstance(peft.get("target_modules"), list)
+        else peft.get("target_modules"),
+        "made_on": peft.get("base_model_name_or_path"),
+        "steps": record.get("steps", state.get("global_step")),
+        "final_loss": record.get("final_loss", losses[-1] if losses else None),
+        "datasets": [str(d) for d in datasets],
+        "hyperparameters": hyper,
+    }
+
+
+def _base_card_metadata(base_folder: str | None) -> dict[str, Any]:
+    """license / language of the base model's own card, when the base folder has one."""
+    if not base_folder or not os.path.isfile(os.path.join(base_folder, "README.md")):
+        return {}
+    from huggingface_hub import ModelCard
+
+    try:
+        data = ModelCard.load(os.path.join(base_folder, "README.md"), ignore_metadata_errors=True).data.to_dict()
+    except Exception:  # a base card that does not parse just contributes nothing
+        return {}
+    return {k: data[k] for k in ("license", "language") if data.get(k)}
+
+
+def _yaml_block(key: str, value: Any) -> str:
+    if value in (None, [], {}, ""):
+        return ""
+    return yaml.safe_dump({key: value}, sort_keys=False, allow_unicode=True, width=1000).rstrip("\n")
+
+
+def _cell(value: Any) -> str:
+    if value is None or value == [] or value == "":
+        return "–"
+    if isinstance(value, list):
+        return ", ".join(f"`{v}`" for v in value)
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def training_section(base_model: str, facts: list[dict[str, Any]]) -> str:
+    if not facts:
+        return (f"No contrastive or MNTP training: `{base_model}` with bidirectional attention switched on "
+                "(the first LLM2Vec step only).")
+    lines = [
+        f"Starting from `{base_model}`, these LoRA adapters were merged into the weights, in order:",
+        "",
+        "| # | stage | adapter | LoRA r / alpha / dropout | target modules | steps | final loss | data |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, fact in enumerate(facts, 1):
+        lora = " / ".join(_cell(fact[k]) for k in ("rank", "alpha", "dropout"))
+        lines.append(
+            f"| {i} | {fact['stage']} | `{fact['name']}` | {lora} | {_cell(fact['target_modules'])} | "
+            f"{_cell(fact['steps'])} | {_cell(fact['final_loss'])} | {_cell(fact['datasets'])} |"
+        )
+    for i, fact in enumerate(facts, 1):
+        if fact["hyperparameters"]:
+            pairs = ", ".join(f"`{k}={v}`" for k, v in sorted(fact["hyperparameters"].items()))
+            lines += ["", f"Hyperparameters of stage {i} ({fact['stage']}): {pairs}."]
+    mismatched = [f for f in facts if f["made_on"] and hub_repo_id(f["made_on"]) and hub_repo_id(base_model)
+                  and hub_repo_id(f["made_on"]) != hub_repo_id(base_model)]
+    for fact in mismatched:
+        lines += ["", f"Adapter `{fact['name']}` was trained on top of `{fact['made_on']}` (its adapter_config's "
+                  "base), i.e. on the previous stage's result."]
+    return "\n".join(lines)
+
+
+def evaluation_section(results: list[dict[str, Any]]) -> str:
+    if not results:
+        return "No evaluation results were recorded for this checkpoint (`llm2vec-hf eval` adds them here)."
+    lines = ["| task | dataset | split | metric | value |", "|---|---|---|---|---|"]
+    for r in results:
+        lines.append(
+            f"| {_cell(r.get('task_name') or r.get('task_type'))} | {_cell(r.get('dataset_name'))} | "
+            f"{_cell(r.get('dataset_split'))} | {_cell(r.get('metric_name') or r.get('metric_type'))} | "
+            f"{_cell(r.get('metric_value'))} |"
+        )
+    return "\n".join(lines)
+
+
+def _model_index_block(model_name: str, results: list[dict[str, Any]]) -> str:
+    if not results:
+        return ""
+    from huggingface_hub import EvalResult
+    from huggingface_hub.repocard_data import eval_results_to_model_index
+
+    evals = [EvalResult(**r) for r in results]
+    return _yaml_block("model-index", eval_results_to_model_index(model_name, evals))
+
+
+def _usage_prompt(prompts: dict[str, str]) -> tuple[str, str]:
+    """The (prompt name, instruction) the usage examples show: a stored prompt if any."""
+    for name, text in prompts.items():
+        if text.strip():
+            return name, text
+    return "", "Given a web search query, retrieve relevant passages that answer the query"
+
+
+def render_model_card(
+    model,
+    settings: dict[str, Any],
+    prompts: dict[str, str],
+    training: dict[str, Any],
+    evaluation: Iterable[dict[str, Any]] | None = None,
+) -> str:
+    """Renders MODEL_CARD_TEMPLATE.md for this checkpoint.
+
+    ``training``: ``base_model`` (name given to export), ``adapters`` (names as given), ``adapter_folders``
+    (their local folders, same order), ``base_folder``, ``model_id`` (where the usage snippets point),
+    ``datasets`` (extra dataset ids). ``evaluation``: ``huggingface_hub.EvalResult`` keyword dicts.
+    """
+    from .modeling.modeling_llm2vec import MIN_TRANSFORMERS_VERSION
+
+    template = resources.files("llm2vec_hf").joinpath("MODEL_CARD_TEMPLATE.md").read_text()
+    config = model.config
+    base_name = training.get("base_model") or getattr(config, "_name_or_path", "") or "unknown"
+    base_id = hub_repo_id(base_name) or hub_repo_id(training.get("base_folder"))
+    base_display = base_id or os.path.basename(os.path.normpath(base_name)) or base_name
+    adapters = list(training.get("adapters") or [])
+    folders = list(training.get("adapter_folders") or [None] * len(adapters))
+    facts = [adapter_facts(name, folder) for name, folder in zip(adapters, folders)]
+    datasets = list(dict.fromkeys([*training.get("datasets", []), *(d for f in facts for d in f["datasets"])]))
+    evaluation = [dict(r) for r in (evaluation or training.get("evaluation") or [])]
+    model_id = training.get("model_id") or MODEL_ID_PLACEHOLDER
+    model_name = training.get("model_id") or f"llm2vec-{base_display.split('/')[-1]}"
+    inherited = _base_card_metadata(training.get("base_folder"))
+    language = inherited.get("language") or ["en"]
+    prompt_name, instruction = _usage_prompt(prompts)
+    encode_query = (f'model.encode(queries, prompt_name="{prompt_name}")' if prompt_name
+                    else f"model.encode(queries, prompt={json.dumps(instruction.strip() + ' ')})")
+    text_template = settings.get("text_template")
+    values = {
+        "model_id": model_id,
+        "base_model": base_display,
+        "base_model_yaml": _yaml_block("base_model", base_id),
+        "datasets_yaml": _yaml_block("datasets", datasets),
+        "license_yaml": _yaml_block("license", inherited.get("license", "other")),
+        "language_yaml": _yaml_block("language", language if isinstance(language, list) else [language]),
+        "model_index_yaml": _model_index_block(model_name, evaluation),
+        "architecture": config.model_type,
+        "hidden_size": config.hidden_size,
+        "num_layers": getattr(config, "num_hidden_layers", "?"),
+        "pooling_mode": settings["pooling_mode"],
+        "max_length": settings["max_length"],
+        "doc_max_length": settings["doc_max_length"],
+        "skip_instruction": str(settings["skip_instruction"]).lower(),
+        "text_template": f"`{json.dumps(text_template)[1:-1]}`" if text_template else "none",
+        "min_transformers": MIN_TRANSFORMERS_VERSION,
+        "max_transformers": TRANSFORMERS_UPPER,
+        "export_transformers": transformers.__version__,
+        "prompts": "\n".join(f"- `{k}`: `{v}`" for k, v in prompts.items()) or "- none stored",
+        "encode_query": encode_query,
+        "instruction": json.dumps(instruction.strip()),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "training": training_section(base_display, facts),
+        "evaluation": f"{EVALUATION_START}\n{evaluation_section(evaluation)}\n{EVALUATION_END}",
+    }
+    return _tidy_front_matter(string.Template(template).safe_substitute(values))
+
+
+def _tidy_front_matter(card: str) -> str:
+    """Drops the blank lines that empty metadata blocks leave between the ``---`` fences."""
+    if not card.startswith("---\n"):
+        return card
+    front, sep, body = card[4:].partition("\n---\n")
+    lines = [line for line in front.split("\n") if line.strip()]
+    return "---\n" + "\n".join(lines) + sep + body
+
+
+def read_card(folder: str | os.PathLike):
+    """The checkpoint's card as a ``huggingface_hub.ModelCard`` (raises ValueError if README.md is missing)."""
+    from huggingface_hub import ModelCard
+
+    path = os.path.join(folder, "README.md")
+    if not os.path.isfile(path):
+        raise ValueError(f"{folder} has no README.md (model card)")
+    return ModelCard.load(path)
+
+
+def add_evaluation_results(folder: str | os.PathLike, results: Iterable[dict[str, Any]], model_name: str | None = None) -> None:
+    """Adds ``results`` (``EvalResult`` keyword dicts) to the card of an exported checkpoint in ``folder``.
+
+    Results with the same (task, dataset, split, metric) replace the old ones; the model-index and the
+    evaluation table are rewritten together.
+    """
+    from huggingface_hub import EvalResult
+
+    card = read_card(folder)
+    new = [EvalResult(**dict(r)) for r in results]
+    key = lambda e: (e.task_type, e.dataset_type, e.dataset_name, e.dataset_split, e.metric_type)  # noqa: E731
+    merged = {key(e): e for e in (card.data.eval_results or [])}
+    merged.update({key(e): e for e in new})
+    card.data.eval_results = list(merged.values())
+    card.data.model_name = model_name or card.data.model_name or f"llm2vec-{Path(folder).resolve().name}"
+    rows = [{k: getattr(e, k) for k in ("task_type", "task_name", "dataset_name", "dataset_split", "metric_type",
+                                        "metric_name", "metric_value")} for e in card.data.eval_results]
+    section = f"{EVALUATION_START}\n{evaluation_section(rows)}\n{EVALUATION_END}"
+    text = card.text
+    if EVALUATION_START in text and EVALUATION_END in text:
+        head, _, rest = text.partition(EVALUATION_START)
+        _, _, tail = rest.partition(EVALUATION_END)
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + f"\n\n## Evaluation\n\n{section}\n"
+    card.text = text
+    card.save(os.path.join(folder, "README.md"))
+
+
+def with_model_id(card_text: str, repo_id: str) -> str:
+    """The card with the usage snippets pointing at ``repo_id`` (what ``push`` uploads)."""
+    return card_text.replace(MODEL_ID_PLACEHOLDER, repo_id)

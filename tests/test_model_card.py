@@ -1,0 +1,175 @@
+"""The model card every export writes: HF metadata that parses, usage for each loading path, training facts from
+the run, evaluation results in the model-index."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from huggingface_hub import ModelCard, metadata_load
+
+from llm2vec_hf.export import export_checkpoint
+from llm2vec_hf.model_card import (
+    MODEL_ID_PLACEHOLDER,
+    add_evaluation_results,
+    hub_repo_id,
+    render_model_card,
+    with_model_id,
+)
+
+MIGRATION = Path(__file__).resolve().parent / "fixtures" / "reference" / "migration"
+PLACEHOLDER = re.compile(r"\$\{?[A-Za-z_]\w*")
+
+
+def test_exported_card_parses_with_hub_metadata_and_usage(exported):
+    folder = exported("llama", "mean")
+    text = (folder / "README.md").read_text()
+    card = ModelCard.load(folder / "README.md")
+    data = card.data.to_dict()
+    assert data["library_name"] == "sentence-transformers"
+    assert data["pipeline_tag"] == "sentence-similarity"
+    assert {"llm2vec", "sentence-transformers", "feature-extraction", "llama"} <= set(data["tags"])
+    assert data["license"] and data["language"] == ["en"]
+    assert "model-index" not in metadata_load(folder / "README.md")  # no results recorded: no model-index
+    # a base given as a plain local folder has no Hub id, so base_model is left out rather than leak a path
+    assert "base_model" not in data and str(folder.parent) not in text
+    assert not PLACEHOLDER.search(text), PLACEHOLDER.search(text)
+    # usage for every loading path, with the stored named prompt
+    for snippet in ('SentenceTransformer("PATH_OR_REPO_ID", trust_remote_code=True)', 'prompt_name="query"',
+                    'AutoModel.from_pretrained("PATH_OR_REPO_ID", trust_remote_code=True)',
+                    'LLM2Vec.from_pretrained("PATH_OR_REPO_ID")', "text-embeddings-router", "vllm serve"):
+        assert snippet in text
+    assert "| max_length | 48 |" in text and "| doc_max_length | 40 |" in text and "| pooling_mode | `mean` |" in text
+    assert re.search(r"transformers >= 5\.\d+\.\d+ and < 6", text)
+    assert "exported with transformers " in text
+    assert "arXiv:2404.05961" in text and "## Limitations" in text
+    assert "No contrastive or MNTP training" in text  # no adapters merged
+
+
+def _copy_adapter(src: Path, dst: Path, **extra_files) -> Path:
+    shutil.copytree(src, dst)
+    for name, content in extra_files.items():
+        (dst / name).write_text(json.dumps(content))
+    return dst
+
+
+def test_card_carries_training_facts_of_the_run(tmp_path):
+    # the base sits in a Hub-cache snapshot folder (as snapshot_download leaves it) with its own card
+    base = tmp_path / "hub" / "models--llm2vec-hf-fixtures--tiny-random-llama" / "snapshots" / "0123abcd"
+    shutil.copytree(MIGRATION / "base", base)
+    (base / "README.md").write_text("---\nlicense: apache-2.0\nlanguage:\n- fr\n---\n# base\n")
+    mntp = _copy_adapter(MIGRATION / "mntp", tmp_path / "runs" / "tiny-mntp", **{
+        "trainer_state.json": {"global_step": 120, "train_batch_size": 8, "num_train_epochs": 1,
+                               "log_history": [{"loss": 2.5, "step": 60}, {"loss": 1.25, "step": 120}]},
+    })
+    supervised = _copy_adapter(MIGRATION / "supervised", tmp_path / "runs" / "tiny-supervised", **{
+        "llm2vec_training.json": {"stage": "supervised", "datasets": ["org/e5-public: subset"], "steps": 50,
+                                  "hyperparameters": {"learning_rate": 0.0002, "loss_scale": 20},
+                                  "final_loss": 0.75},
+    })
+    out = export_checkpoint(str(base), str(tmp_path / "out"), adapters=[str(mntp), str(supervised)])
+    text = Path(out, "README.md").read_text()
+    data = ModelCard.load(Path(out, "README.md")).data.to_dict()
+    assert data["base_model"] == "llm2vec-hf-fixtures/tiny-random-llama"
+    assert data["datasets"] == ["org/e5-public: subset"]  # a colon in a value stays valid YAML
+    assert data["license"] == "apache-2.0" and data["language"] == ["fr"]  # inherited from the base's card
+    rows = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
+    assert len(rows) == 2
+    mntp_row, supervised_row = rows
+    assert "MNTP" in mntp_row and "`tiny-mntp`" in mntp_row and "4 / 8 / 0.05" in mntp_row
+    assert "| 120 | 1.25 |" in mntp_row and "`q_proj`" in mntp_row
+    assert "supervised contrastive" in supervised_row and "| 50 | 0.75 |" in supervised_row
+    assert "`org/e5-public: subset`" in supervised_row
+    assert "`learning_rate=0.0002`" in text and "`loss_scale=20`" in text and "`train_batch_size=8`" in text
+    assert str(tmp_path) not in text  # local paths are not published
+    # llm2vec_config.json of the last adapter (pooling, lengths) is what the card reports
+    assert "| max_length | 64 |" in text and "| doc_max_length | 48 |" in text
+
+
+def test_evaluation_results_go_into_model_index_and_table(exported, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(exported("llama", "mean"), folder)
+    retrieval = {"task_type": "retrieval", "task_name": "Retrieval", "dataset_type": "local/wordnet-definitions",
+                 "dataset_name": "WordNet definitions", "dataset_split": "test", "metric_type": "ndcg_at_10",
+                 "metric_value": 0.42}
+    add_evaluation_results(folder, [retrieval], model_name="tiny-llm2vec")
+    raw = metadata_load(folder / "README.md")
+    index = raw["model-index"]
+    assert index[0]["name"] == "tiny-llm2vec"
+    result = index[0]["results"][0]
+    assert result["task"]["type"] == "retrieval" and result["dataset"]["type"] == "local/wordnet-definitions"
+    assert result["metrics"][0] == {"type": "ndcg_at_10", "value": 0.42}
+    text = (folder / "README.md").read_text()
+    assert "| Retrieval | WordNet definitions | test | ndcg_at_10 | 0.42 |" in text
+    assert "No evaluation results were recorded" not in text
+
+    # the same (task, dataset, split, metric) replaces; a new metric adds
+    sts = {"task_type": "sts", "dataset_type": "local/sts", "dataset_name": "STS pairs", "metric_type": "spearman",
+           "metric_value": 0.61}
+    add_evaluation_results(folder, [dict(retrieval, metric_value=0.5), sts])
+    card = ModelCard.load(folder / "README.md")
+    values = sorted((e.metric_type, e.metric_value) for e in card.data.eval_results)
+    assert values == [("ndcg_at_10", 0.5), ("spearman", 0.61)]
+    text = card.text
+    assert text.count("| Retrieval | WordNet definitions |") == 1 and "| sts | STS pairs |" in text
+    # the rest of the card survives the rewrite
+    assert "## Usage" in text and "SentenceTransformer(" in text and card.data.library_name == "sentence-transformers"
+
+
+def test_render_with_evaluation_and_model_id(exported):
+    from transformers import AutoConfig
+
+    folder = exported("llama", "mean")
+    config = AutoConfig.from_pretrained(folder)
+    model = types.SimpleNamespace(config=config, parameters=lambda: iter([torch.zeros(1)]))
+    settings = json.loads((folder / "llm2vec_config.json").read_text())
+    settings["text_template"] = "[INST] {text} [/INST]"
+    evaluation = [{"task_type": "sts", "dataset_type": "mteb/stsbenchmark-sts", "dataset_name": "STSBenchmark",
+                   "metric_type": "cosine_spearman", "metric_value": 77.5, "dataset_split": "test"}]
+    text = render_model_card(model, settings, {}, {"base_model": "org/base", "adapters": []}, evaluation=evaluation)
+    card = ModelCard(text)
+    assert card.data.base_model == "org/base"
+    assert card.data.eval_results[0].metric_value == 77.5 and card.data.model_name == "llm2vec-base"
+    assert "`[INST] {text} [/INST]`" in text
+    # no stored prompt: the usage passes the instruction itself
+    assert 'prompt="Given a web search query, retrieve relevant passages that answer the query "' in text
+    published = with_model_id(text, "org/llm2vec-base")
+    assert MODEL_ID_PLACEHOLDER not in published
+    assert 'SentenceTransformer("org/llm2vec-base", trust_remote_code=True)' in published
+    assert "text-embeddings-router --model-id org/llm2vec-base" in published
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("McGill-NLP/LLM2Vec-Meta-Llama-3-8B-Instruct-mntp", "McGill-NLP/LLM2Vec-Meta-Llama-3-8B-Instruct-mntp"),
+        ("/nonexistent/models--org--name/snapshots/abc", None),  # not a folder and not a repo id
+        ("bad--id/x", None),
+        ("", None),
+    ],
+)
+def test_hub_repo_id(name, expected):
+    assert hub_repo_id(name) == expected
+
+
+def test_hub_repo_id_of_cache_snapshot(tmp_path):
+    snapshot = tmp_path / "models--org--my.model" / "snapshots" / "abc"
+    snapshot.mkdir(parents=True)
+    assert hub_repo_id(snapshot) == "org/my.model"
+    assert hub_repo_id(tmp_path) is None
+
+
+def test_template_front_matter_keys_are_in_the_template():
+    """The template itself names the fixed metadata (what the issue asks every card to carry)."""
+    template = (Path(__file__).resolve().parent.parent / "MODEL_CARD_TEMPLATE.md").read_text()
+    front = template.split("---")[1]
+    fixed = yaml.safe_load("\n".join(l for l in front.splitlines() if not l.strip().startswith("$")))
+    assert fixed["library_name"] == "sentence-transformers" and fixed["pipeline_tag"] == "sentence-similarity"
+    for placeholder in ("$base_model_yaml", "$datasets_yaml", "$license_yaml", "$language_yaml", "$model_index_yaml"):
+        assert placeholder in front
