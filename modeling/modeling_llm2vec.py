@@ -171,14 +171,22 @@ def _count_tokens(tokenizer, texts: list[str], max_length: int) -> list[int]:
 
 
 def cut_to_doc_max_length(tokenizer, texts: list[str], doc_max_length: int, max_length: int) -> list[str]:
-    """Cuts each text word-wise until it has at most ``doc_max_length`` tokens (the reference's rule)."""
+    """Cuts each text word-wise until it has at most ``doc_max_length`` tokens (the reference's rule).
+
+    Lengths are measured after truncation to ``max_length``, as the reference does. Unlike the reference, a text
+    is never cut to nothing (a single "word" longer than doc_max_length, e.g. unspaced CJK, stays as it is and
+    is truncated to max_length): the reference would then pool padding.
+    """
     texts = list(texts)
     lengths = _count_tokens(tokenizer, texts, max_length)
     for i, length in enumerate(lengths):
         text = texts[i]
         while length > doc_max_length:
             words = text.split()
-            text = " ".join(words[: int(len(words) * doc_max_length / length)])
+            keep = int(len(words) * doc_max_length / length)
+            if keep < 1:
+                break
+            text = " ".join(words[:keep])
             length = _count_tokens(tokenizer, [text], max_length)[0]
         texts[i] = text
     return texts

@@ -148,3 +148,10 @@ except ImportError as error:
     proc = run_python(code, block_llm2vec_hf=True)
     assert "REFUSED:" in proc.stdout, proc.stderr[-2000:]
     assert "transformers>=5.2.0" in proc.stdout and "silently run causal" in proc.stdout
+
+
+def test_single_overlong_word_is_not_cut_to_nothing(model):
+    """The reference cuts a doc_max_length-busting single word to "" and then pools padding; we keep it."""
+    word = "x" * (20 * model.doc_max_length)
+    vector = model.encode([word, ["Find", word]], show_progress_bar=False)
+    assert torch.isfinite(vector).all() and vector.abs().sum() > 0
