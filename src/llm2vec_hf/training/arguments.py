@@ -1,0 +1,248 @@
+"""The recipe's fields: four dataclasses plus sentence-transformers' ``TrainingArguments``, read by ``HfArgumentParser``.
+
+A recipe is one flat YAML mapping; every key belongs to exactly one of these dataclasses (or to
+``TrainingArguments``). ``--key value`` on the command line overrides the YAML. Unknown keys are an error
+(with a "did you mean" suggestion), so a typo never trains silently with a default.
+
+Field names follow the reference recipes of llm2vec (``model_name_or_path``, ``peft_model_name_or_path``,
+``mask_token_type``, ``data_collator_type``, ``mlm_probability``, ``simcse_dropout``, ``loss_scale``, ...).
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+from transformers import HfArgumentParser
+
+STAGES = ("mntp", "simcse", "supervised")
+MASK_TOKEN_TYPES = ("blank", "eos", "mask")
+DATA_COLLATOR_TYPES = ("default", "all_mask")
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class ModelArguments:
+    """Which model to train, from which adapters, with which LoRA."""
+
+    stage: str = field(metadata={"help": "training step: mntp | simcse | supervised", "choices": STAGES})
+    model_name_or_path: str = field(metadata={"help": "decoder checkpoint: local folder or Hub repo id"})
+    peft_model_name_or_path: list[str] | None = field(
+        default=None,
+        metadata={"help": "PEFT adapters merged into the base (in order) before this stage, e.g. the MNTP adapter"},
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "weights dtype when loading", "choices": ["float32", "bfloat16", "float16"]},
+    )
+    attn_implementation: str | None = field(
+        default=None, metadata={"help": "eager | sdpa | flash_attention_2 | flex_attention (default: transformers')"}
+    )
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 * lora_r, as LLM2Vec)"})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(LORA_TARGETS), metadata={"help": "module names that get LoRA"}
+    )
+
+
+@dataclass
+class DataArguments:
+    """Where the training text comes from."""
+
+    dataset_name: str | None = field(default=None, metadata={"help": "a datasets Hub name (e.g. wikitext)"})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "its config (e.g. wikitext-103-raw-v1)"})
+    train_file: str | None = field(
+        default=None,
+        metadata={"help": "local data: .txt (one text per line) or .jsonl ({'text': ...}; supervised: see docs)"},
+    )
+    validation_file: str | None = field(default=None, metadata={"help": "MNTP: local evaluation text"})
+    validation_split_percentage: int = field(
+        default=5, metadata={"help": "MNTP: percent of the training texts held out when there is no validation data"}
+    )
+    max_seq_length: int = field(default=512, metadata={"help": "tokens per training sequence"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use at most this many training texts"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "use at most this many evaluation blocks"})
+    text_column: str = field(default="text", metadata={"help": "column (or JSONL key) holding the text"})
+
+
+@dataclass
+class MNTPArguments:
+    """Masked next-token prediction."""
+
+    mask_token_type: str = field(
+        default="blank",
+        metadata={"help": 'mask token: blank ("_"), eos, or mask (adds "<mask>")', "choices": MASK_TOKEN_TYPES},
+    )
+    data_collator_type: str = field(
+        default="default",
+        metadata={"help": "default (BERT 80/10/10) or all_mask (every selected token masked)",
+                  "choices": DATA_COLLATOR_TYPES},
+    )
+    mlm_probability: float = field(default=0.2, metadata={"help": "fraction of tokens selected for prediction"})
+
+
+@dataclass
+class ContrastiveArguments:
+    """SimCSE and supervised contrastive learning."""
+
+    simcse_dropout: float = field(default=0.3, metadata={"help": "SimCSE: attention dropout, the only noise"})
+    loss_scale: float | None = field(
+        default=None, metadata={"help": "cosine-similarity scale (1/temperature); default 20 SimCSE, 50 supervised"}
+    )
+    pooling_mode: str = field(
+        default="mean", metadata={"help": "mean | weighted_mean | eos_token | last_token | bos_token"}
+    )
+    num_hard_negatives: int | None = field(
+        default=None,
+        metadata={"help": "supervised: hard negatives per query (default: as many as every record has)"},
+    )
+    use_gradcache: bool = field(
+        default=False, metadata={"help": "supervised/SimCSE: CachedMultipleNegativesRankingLoss (GradCache)"}
+    )
+    gradcache_mini_batch_size: int = field(default=32, metadata={"help": "GradCache mini-batch size"})
+    gather_across_devices: bool = field(
+        default=True, metadata={"help": "under DDP, use every device's texts as negatives"}
+    )
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MNTPArguments, ContrastiveArguments)
+
+
+def training_arguments_class():
+    from sentence_transformers import SentenceTransformerTrainingArguments
+
+    return SentenceTransformerTrainingArguments
+
+
+@dataclass
+class Recipe:
+    model: ModelArguments
+    data: DataArguments
+    mntp: MNTPArguments
+    contrastive: ContrastiveArguments
+    training: Any  # SentenceTransformerTrainingArguments (a transformers TrainingArguments)
+    #: keys the user set (YAML or command line), to tell a default from a choice
+    explicit: frozenset = frozenset()
+    source: str | None = None
+
+
+def make_parser() -> HfArgumentParser:
+    return HfArgumentParser((*ARGUMENT_CLASSES, training_arguments_class()))
+
+
+def _known_keys(parser: HfArgumentParser) -> set[str]:
+    return {action.dest for action in parser._actions if action.dest != "help"}
+
+
+def _unknown_key_error(keys: list[str], known: set[str], where: str) -> ValueError:
+    hints = []
+    for key in keys:
+        close = difflib.get_close_matches(key, known, n=1)
+        hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    return ValueError(f"Unknown key(s) {where}: {', '.join(hints)}. See docs/training.md for the recipe fields.")
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Recipe not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def parse_recipe(
+    config: str | os.PathLike | dict[str, Any] | None, overrides: list[str] | None = None, **values: Any
+) -> Recipe:
+    """Reads a YAML recipe (or a dict), applies ``--key value`` ``overrides`` and ``values``; validates.
+
+    ``values`` are Python-typed overrides (for tests and the API); ``overrides`` are command-line strings.
+    """
+    parser = make_parser()
+    known = _known_keys(parser)
+    data = dict(read_yaml(config)) if isinstance(config, (str, os.PathLike)) else dict(config or {})
+    data.update(values)
+    unknown = sorted(set(data) - known)
+    if unknown:
+        where = f"in {config}" if isinstance(config, (str, os.PathLike)) else "in the recipe"
+        raise _unknown_key_error(unknown, known, where)
+    for action in parser._actions:
+        if action.dest in data:
+            action.required = False
+    parser.set_defaults(**data)
+    namespace, rest = parser.parse_known_args(list(overrides or []))
+    if rest:
+        keys = [item.split("=", 1)[0].lstrip("-") for item in rest if item.startswith("-")] or rest
+        raise _unknown_key_error(keys, known, "on the command line")
+    explicit = set(data)
+    explicit.update(item.split("=", 1)[0].lstrip("-") for item in overrides or [] if item.startswith("--"))
+    arguments = vars(namespace)
+    if "report_to" not in explicit:
+        arguments["report_to"] = _default_report_to()
+    instances = []
+    for cls in (*ARGUMENT_CLASSES, training_arguments_class()):
+        names = {f.name for f in fields(cls) if f.init}
+        instances.append(cls(**{k: v for k, v in arguments.items() if k in names}))
+    recipe = Recipe(*instances, explicit=frozenset(explicit), source=str(config) if config is not None else None)
+    validate(recipe)
+    return recipe
+
+
+def _default_report_to() -> list[str]:
+    """TensorBoard where installed, nothing else (an unasked-for wandb login would stall a run)."""
+    try:
+        import tensorboard  # noqa: F401
+
+        return ["tensorboard"]
+    except ImportError:
+        return ["none"]
+
+
+def validate(recipe: Recipe) -> None:
+    """Checks that need no files: value ranges and combinations."""
+    m, d, n, c, t = recipe.model, recipe.data, recipe.mntp, recipe.contrastive, recipe.training
+    if isinstance(m.peft_model_name_or_path, str):
+        m.peft_model_name_or_path = [m.peft_model_name_or_path]
+    if m.stage not in STAGES:
+        raise ValueError(f"stage must be one of {', '.join(STAGES)}, got {m.stage!r}")
+    if n.mask_token_type not in MASK_TOKEN_TYPES:
+        raise ValueError(f"mask_token_type must be one of {', '.join(MASK_TOKEN_TYPES)}, got {n.mask_token_type!r}")
+    if n.data_collator_type not in DATA_COLLATOR_TYPES:
+        raise ValueError(
+            f"data_collator_type must be one of {', '.join(DATA_COLLATOR_TYPES)}, got {n.data_collator_type!r}"
+        )
+    if not 0 < n.mlm_probability < 1:
+        raise ValueError(f"mlm_probability must be between 0 and 1, got {n.mlm_probability}")
+    if not 0 <= c.simcse_dropout < 1:
+        raise ValueError(f"simcse_dropout must be in [0, 1), got {c.simcse_dropout}")
+    if c.loss_scale is not None and c.loss_scale <= 0:
+        raise ValueError(f"loss_scale must be positive, got {c.loss_scale}")
+    from ..modeling.modeling_llm2vec import POOLING_MODES
+
+    if c.pooling_mode not in POOLING_MODES:
+        raise ValueError(f"pooling_mode must be one of {', '.join(POOLING_MODES)}, got {c.pooling_mode!r}")
+    if m.lora_r < 1:
+        raise ValueError(f"lora_r must be a positive integer, got {m.lora_r}")
+    if d.max_seq_length < 2:
+        raise ValueError(f"max_seq_length must be at least 2, got {d.max_seq_length}")
+    if c.num_hard_negatives is not None and c.num_hard_negatives < 0:
+        raise ValueError(f"num_hard_negatives must be >= 0, got {c.num_hard_negatives}")
+    if c.gradcache_mini_batch_size < 1:
+        raise ValueError(f"gradcache_mini_batch_size must be positive, got {c.gradcache_mini_batch_size}")
+    if not d.train_file and not d.dataset_name:
+        raise ValueError("The recipe names no training data: set train_file or dataset_name")
+    if d.train_file and d.dataset_name:
+        raise ValueError("Set either train_file or dataset_name, not both")
+    if m.stage == "supervised" and not d.train_file:
+        raise ValueError("The supervised stage reads a local JSONL train_file (query, positive, negative, ...)")
+    if not t.output_dir:
+        raise ValueError("The recipe names no output_dir")

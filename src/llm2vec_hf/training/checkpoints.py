@@ -1,0 +1,164 @@
+"""What every stage's trainer shares: adapter-only saving, atomic checkpoints, resuming, the output folder.
+
+* ``_save`` writes only the PEFT LoRA adapter (``adapter_config.json`` + ``adapter_model.safetensors``), never the
+  frozen base: that adapter is what the next stage and ``llm2vec-hf export --adapter`` read.
+* Checkpoints are written under ``output_dir/.staging/`` and renamed into ``output_dir/checkpoint-N`` only once
+  complete (after every rank wrote its RNG state), so a run killed at any moment leaves no half-written
+  ``checkpoint-N`` behind; ``resume_from_checkpoint: true`` picks the newest one.
+* The loss of every micro-batch is recorded in ``recorded_losses`` (this process's loss, unrounded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+import torch
+
+from ..errors import LLM2VecError
+
+logger = logging.getLogger(__name__)
+
+STAGING = ".staging"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+class AdapterTrainerMixin:
+    """Mixed into ``transformers.Trainer`` subclasses whose model holds exactly one trainable PEFT adapter."""
+
+    recorded_losses: list[float]
+
+    def peft_model(self):
+        raise NotImplementedError
+
+    def compute_loss(self, model, inputs, *args, **kwargs):
+        result = super().compute_loss(model, inputs, *args, **kwargs)
+        loss = result[0] if isinstance(result, tuple) else result
+        if model.training:
+            if not hasattr(self, "recorded_losses"):
+                self.recorded_losses = []
+            self.recorded_losses.append(float(loss.detach().float().cpu()))
+        return result
+
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        output_dir = output_dir or self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        self.peft_model().save_pretrained(output_dir, safe_serialization=True)
+        logger.debug("Saved adapter to %s", output_dir)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        weights = os.path.join(resume_from_checkpoint, "adapter_model.safetensors")
+        if not os.path.isfile(weights):
+            raise LLM2VecError(f"{resume_from_checkpoint} holds no adapter_model.safetensors; cannot resume from it")
+        result = set_peft_model_state_dict(self.peft_model(), load_file(weights))
+        if result.unexpected_keys:
+            raise LLM2VecError(
+                f"{resume_from_checkpoint} does not fit this model ({len(result.unexpected_keys)} unknown weights, "
+                f"e.g. {result.unexpected_keys[0]}); was it written by another recipe?"
+            )
+        logger.info("Resumed the adapter from %s", resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:  # pragma: no cover - load_best_model_at_end is refused in validation
+        raise LLM2VecError("load_best_model_at_end is not supported by llm2vec-hf training")
+
+    def _save_checkpoint(self, model, trial) -> None:
+        run_dir = self._get_output_dir(trial=trial)
+        staging_root = os.path.join(run_dir, STAGING)
+        name = f"checkpoint-{self.state.global_step}"
+        original = self._get_output_dir
+        self._get_output_dir = lambda trial=None: staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._get_output_dir = original
+        self.accelerator.wait_for_everyone()
+        if self.args.should_save:
+            target = os.path.join(run_dir, name)
+            if os.path.exists(target):  # the same step saved again after a resume
+                trash = tempfile.mkdtemp(prefix=".old-", dir=staging_root)
+                os.replace(target, os.path.join(trash, name))
+            os.replace(os.path.join(staging_root, name), target)
+            shutil.rmtree(staging_root, ignore_errors=True)
+            _rotate(run_dir, self.args.save_total_limit)
+        self.accelerator.wait_for_everyone()
+
+
+def _rotate(run_dir: str, limit: int | None) -> None:
+    if not limit or limit < 1:
+        return
+    for old in list_checkpoints(run_dir)[:-limit]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def list_checkpoints(output_dir: str) -> list[str]:
+    """Complete checkpoints in ``output_dir``, oldest first."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for entry in os.listdir(output_dir):
+        match = _CHECKPOINT.match(entry)
+        if match and os.path.isdir(os.path.join(output_dir, entry)):
+            found.append((int(match.group(1)), os.path.join(output_dir, entry)))
+    return [path for _, path in sorted(found)]
+
+
+def resolve_resume(value, output_dir: str) -> str | None:
+    """``true`` -> newest checkpoint in ``output_dir`` (None, with a log line, if there is none yet);
+    ``false``/None -> None; a path -> that path, which must exist."""
+    if value is None or value is False or (isinstance(value, str) and value.strip().lower() in ("", "false", "no")):
+        return None
+    if value is True or (isinstance(value, str) and value.strip().lower() in ("true", "yes", "last", "latest")):
+        checkpoints = list_checkpoints(output_dir)
+        if not checkpoints:
+            logger.info("resume_from_checkpoint: no checkpoint in %s yet, starting from step 0", output_dir)
+            return None
+        return checkpoints[-1]
+    path = str(value)
+    if not os.path.isdir(path):
+        raise LLM2VecError(f"resume_from_checkpoint: no such checkpoint folder {path}")
+    return path
+
+
+def check_output_dir(output_dir: str, resuming: bool) -> None:
+    """The output folder must be writable, and must not hold another run's checkpoints unless resuming."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise LLM2VecError(f"Cannot write to output_dir {output_dir}: {error.strerror or error}") from None
+    existing = list_checkpoints(output_dir)
+    if existing and not resuming:
+        raise LLM2VecError(
+            f"output_dir {output_dir} already holds checkpoints ({os.path.basename(existing[-1])}); pass "
+            "--resume_from_checkpoint true to continue that run, or choose another output_dir"
+        )
+    shutil.rmtree(os.path.join(output_dir, STAGING), ignore_errors=True)
+
+
+def save_adapter_atomically(trainer, output_dir: str) -> None:
+    """Writes the final adapter next to the checkpoints: staged, then each file renamed into place."""
+    if not trainer.args.should_save:
+        return
+    staging = tempfile.mkdtemp(prefix=".final-", dir=output_dir)
+    try:
+        trainer._save(staging)
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def world_mean(values: list[float]) -> list[float]:
+    """Averages per-step values over the processes of a running ``torch.distributed`` group (identity otherwise)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return list(values)
+    tensor = torch.tensor(values, dtype=torch.float64)
+    torch.distributed.all_reduce(tensor)
+    return (tensor / torch.distributed.get_world_size()).tolist()

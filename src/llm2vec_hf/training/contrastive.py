@@ -1,0 +1,145 @@
+"""SimCSE (LLM2Vec's step 3) and supervised contrastive learning, on ``SentenceTransformerTrainer``.
+
+The model is a ``SentenceTransformer`` whose only module is ``LLM2VecTransformer`` (the module exported
+checkpoints use), wrapping the bidirectional encoder with earlier adapters merged and a fresh LoRA. Instructions
+are excluded from pooling exactly as at inference (DESIGN §4), because the same module tokenizes and pools.
+
+* SimCSE: each text is its own positive (columns ``anchor`` = ``positive`` = the text); the attention dropout
+  ``simcse_dropout`` is the only noise; in-batch negatives; ``MultipleNegativesRankingLoss`` with
+  ``scale = loss_scale`` (20).
+* Supervised: ``query`` (as ``[instruction, query]``), ``positive`` and ``num_hard_negatives`` negative columns;
+  every batch from one dataset (``GroupedBatchSampler``); ``loss_scale`` 50.
+* ``use_gradcache``: ``CachedMultipleNegativesRankingLoss`` with ``gradcache_mini_batch_size`` (GradCache).
+* Under DDP the embeddings are gathered across devices (``gather_across_devices``), so the negatives of one step
+  are those of the global batch and the loss equals the single-process loss on that batch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+
+from .data import GroupedBatchSampler, load_hub_texts, read_supervised, read_texts, supervised_columns
+
+logger = logging.getLogger(__name__)
+
+
+def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_length: int, pooling_mode: str):
+    """A ``SentenceTransformer`` around an already loaded encoder (possibly a ``PeftModel``), no second load."""
+    from sentence_transformers import SentenceTransformer
+
+    from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
+
+    class _Preloaded(LLM2VecTransformer):
+        def _load_model(self, *args, **kwargs):
+            return encoder
+
+    module = _Preloaded(base_folder, max_seq_length=max_seq_length)
+    module.__class__ = LLM2VecTransformer
+    tokenizer.model_max_length = max_seq_length
+    module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
+    settings = dict(getattr(module.auto_model.config, "llm2vec", None) or {})
+    settings["pooling_mode"] = pooling_mode
+    module.auto_model.config.llm2vec = settings
+    return SentenceTransformer(modules=[module], device=str(next(encoder.parameters()).device))
+
+
+def set_attention_dropout(model, p: float) -> int:
+    """Sets the attention dropout of every attention module (and the config); returns how many were set."""
+    count = 0
+    for module in model.modules():
+        if hasattr(module, "attention_dropout") and not isinstance(getattr(module, "attention_dropout"), bool):
+            module.attention_dropout = p
+            count += 1
+    config = getattr(model, "config", None)
+    if config is not None and hasattr(config, "attention_dropout"):
+        config.attention_dropout = p
+    return count
+
+
+def contrastive_loss(model, contrastive_args, scale: float, world_size: int):
+    from sentence_transformers.sentence_transformer.losses import (
+        CachedMultipleNegativesRankingLoss,
+        MultipleNegativesRankingLoss,
+    )
+
+    gather = contrastive_args.gather_across_devices and world_size > 1
+    if contrastive_args.use_gradcache:
+        return CachedMultipleNegativesRankingLoss(
+            model, scale=scale, mini_batch_size=contrastive_args.gradcache_mini_batch_size,
+            gather_across_devices=gather,
+        )
+    return MultipleNegativesRankingLoss(model, scale=scale, gather_across_devices=gather)
+
+
+def load_contrastive_rows(recipe) -> tuple[dict[str, list], list[str]]:
+    """Columns for the stage and the dataset label of each row (one label for SimCSE)."""
+    data_args, stage = recipe.data, recipe.model.stage
+    if stage == "simcse":
+        if data_args.train_file:
+            texts = read_texts(data_args.train_file, data_args.text_column, data_args.max_train_samples)
+        else:
+            texts = load_hub_texts(data_args.dataset_name, data_args.dataset_config_name, "train",
+                                   data_args.text_column, data_args.max_train_samples)
+        return {"anchor": texts, "positive": list(texts)}, ["simcse"] * len(texts)
+    records = read_supervised(data_args.train_file, data_args.max_train_samples)
+    columns, groups, negatives = supervised_columns(records, recipe.contrastive.num_hard_negatives,
+                                                    data_args.train_file)
+    logger.info("Supervised data: %d records from %d dataset(s), %d hard negative(s) each", len(records),
+                len(set(groups)), negatives)
+    return columns, groups
+
+
+def build_contrastive_trainer(recipe, resume: str | None):
+    """Reads data, loads the encoder with earlier adapters merged and a fresh LoRA; returns ``(trainer, base)``."""
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformerTrainer
+    from transformers import set_seed
+
+    from .checkpoints import AdapterTrainerMixin
+    from .lora import add_lora, enable_gradient_checkpointing, load_model_for_stage
+
+    args, stage, contrastive = recipe.training, recipe.model.stage, recipe.contrastive
+    columns, groups = load_contrastive_rows(recipe)
+    # Fails early, before loading the model, when no dataset fills one global batch.
+    GroupedBatchSampler(groups, args.per_device_train_batch_size, args.world_size, args.seed)
+
+    encoder, tokenizer, base_folder = load_model_for_stage(recipe.model, for_mntp=False)
+    if stage == "simcse":
+        n = set_attention_dropout(encoder, contrastive.simcse_dropout)
+        logger.info("SimCSE: attention dropout %.2f on %d attention modules", contrastive.simcse_dropout, n)
+    set_seed(args.seed)
+    peft_model = add_lora(encoder, recipe.model)
+    if args.gradient_checkpointing:
+        enable_gradient_checkpointing(peft_model)
+        args.gradient_checkpointing = False  # done above, the LoRA-compatible way
+    model = sentence_transformer_for(peft_model, tokenizer, base_folder, recipe.data.max_seq_length,
+                                     contrastive.pooling_mode)
+    scale = contrastive.loss_scale if contrastive.loss_scale is not None else (20.0 if stage == "simcse" else 50.0)
+    loss = contrastive_loss(model, contrastive, scale, args.world_size)
+    logger.info("%s: %s, scale %.1f, batch %d x %d device(s)", stage, type(loss).__name__, scale,
+                args.per_device_train_batch_size, args.world_size)
+    args.dataloader_drop_last = True
+
+    class ContrastiveTrainer(AdapterTrainerMixin, SentenceTransformerTrainer):
+        def peft_model(self):
+            return peft_model
+
+        def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None,
+                              seed=0):
+            return GroupedBatchSampler(groups, batch_size, self.args.world_size, self.args.seed)
+
+        def _save(self, output_dir=None, state_dict=None):
+            super()._save(output_dir, state_dict)
+            output_dir = output_dir or self.args.output_dir
+            with open(os.path.join(output_dir, "llm2vec_config.json"), "w") as handle:
+                json.dump({"pooling_mode": contrastive.pooling_mode}, handle)
+
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_dict(columns),
+        loss=loss,
+    )
+    return trainer, base_folder

@@ -1,0 +1,73 @@
+"""One training run, whatever the stage: checks, training, the adapter, the loss curve, the summary line."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+
+from .checkpoints import check_output_dir, resolve_resume, save_adapter_atomically
+from .reporting import next_step_summary, write_loss_curve
+
+logger = logging.getLogger(__name__)
+
+LOSS_CURVE = "loss_curve.png"
+
+
+@dataclass
+class TrainingResult:
+    stage: str
+    adapter_dir: str
+    base: str
+    adapters: list[str]
+    metrics: dict = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)  # this process's loss per micro-batch, this session only
+    loss_curve: str | None = None
+    summary: str = ""
+    trainer: object = None
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def run_training(recipe) -> TrainingResult:
+    args, stage = recipe.training, recipe.model.stage
+    if getattr(args, "load_best_model_at_end", False):
+        raise ValueError("load_best_model_at_end is not supported: each stage keeps its last adapter")
+    resume_requested = args.resume_from_checkpoint not in (None, False, "", "false", "False")
+    resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
+    if _is_main_process():
+        check_output_dir(args.output_dir, resuming=resume_requested)
+    args.resume_from_checkpoint = resume
+
+    if stage == "mntp":
+        from .mntp import build_mntp_trainer
+
+        trainer, base_folder = build_mntp_trainer(recipe, resume)
+    else:
+        from .contrastive import build_contrastive_trainer
+
+        trainer, base_folder = build_contrastive_trainer(recipe, resume)
+
+    if resume:
+        logger.info("Resuming from %s", resume)
+    train_output = trainer.train(resume_from_checkpoint=resume)
+    metrics = dict(train_output.metrics)
+    if stage == "mntp" and trainer.eval_dataset is not None:
+        metrics.update(trainer.evaluate())
+    save_adapter_atomically(trainer, args.output_dir)
+    adapters = list(recipe.model.peft_model_name_or_path or [])
+    result = TrainingResult(stage, args.output_dir, recipe.model.model_name_or_path, adapters, metrics,
+                            list(getattr(trainer, "recorded_losses", [])), trainer=trainer)
+    if trainer.is_world_process_zero():
+        trainer.save_state()
+        with open(os.path.join(args.output_dir, "train_results.json"), "w") as handle:
+            json.dump({"stage": stage, "base": recipe.model.model_name_or_path, "adapters": adapters,
+                       "recipe": recipe.source, **metrics}, handle, indent=2)
+        result.loss_curve = write_loss_curve(trainer.state.log_history, os.path.join(args.output_dir, LOSS_CURVE),
+                                             f"{stage} loss")
+        result.summary = next_step_summary(stage, recipe.model.model_name_or_path, adapters, args.output_dir)
+        logger.info(result.summary)
+    return result
