@@ -150,7 +150,7 @@ def _read_json_file(folder: Path, name: str) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{folder}/{name} does not parse as JSON: {error}") from None
+        raise CheckpointError(f"{folder}/{name} does not parse as JSON: {' '.join(str(error).split())}") from None
 
 
 def _count_weights(folder: Path, names: set[str]) -> tuple[dict[str, list[int]], list[str]]:
@@ -274,7 +274,8 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
     try:
         metadata = ModelCard(card_text).data.to_dict()
     except Exception as error:  # huggingface_hub raises ValueError / yaml errors for a bad front matter
-        raise CheckpointError(f"{folder}/README.md: the model card's metadata does not parse: {error}") from None
+        detail = " ".join(str(error).split())
+        raise CheckpointError(f"{folder}/README.md: the model card's metadata does not parse: {detail}") from None
 
     return CheckpointSummary(folder=folder, files=files, family=config.model_type, tensors=len(shapes),
                              parameters=parameters, weight_files=shards, st_modules=st_modules, prompts=prompts,
@@ -413,7 +414,7 @@ def push(
         operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=content))
     message = commit_message or f"Upload LLM2Vec encoder ({summary.family}, {summary.parameters:,} parameters)"
     try:
-        api.create_repo(repo_id, token=token, private=private, repo_type="model", exist_ok=True)
+        api.create_repo(repo_id, token=token, private=True if private else None, repo_type="model", exist_ok=True)
         if revision and revision != "main":
             api.create_branch(repo_id, branch=revision, token=token, repo_type="model", exist_ok=True)
         info = api.create_commit(repo_id, operations=operations, commit_message=message, token=token,
