@@ -96,6 +96,7 @@ def write_checkpoint(
         config_json["architectures"] = [family.native_model_name]
         _write_json(staging / "config.json", config_json)
         tokenizer.save_pretrained(staging)
+        make_tokenizer_portable(staging)
         for name in MODELING_FILES:
             shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(name), staging / name)
         _write_json(staging / "llm2vec_config.json", {k: settings[k] for k in OFFICIAL_KEYS})
@@ -107,6 +108,28 @@ def write_checkpoint(
         raise
     logger.info("Wrote %s", output_path)
     return str(output_path)
+
+
+def make_tokenizer_portable(folder: str | Path) -> None:
+    """Writes tokenizer files that transformers 4.x and tokenizers < 0.20 read too (so the official llm2vec can).
+
+    transformers 5 names the generic fast tokenizer ``TokenizersBackend`` (``PreTrainedTokenizerFast`` is the
+    same class under its old name), and tokenizers >= 0.20 writes BPE merges as pairs, which older releases
+    cannot parse; merges written as "a b" strings read the same in every release when no token has a space.
+    """
+    folder = Path(folder)
+    config_path, tokenizer_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
+    if config_path.is_file():
+        config = json.loads(config_path.read_text())
+        if config.get("tokenizer_class") == "TokenizersBackend":
+            config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            _write_json(config_path, config)
+    if tokenizer_path.is_file():
+        data = json.loads(tokenizer_path.read_text())
+        merges = data.get("model", {}).get("merges")
+        if merges and isinstance(merges[0], list) and not any(" " in part for pair in merges for part in pair):
+            data["model"]["merges"] = [" ".join(pair) for pair in merges]
+            tokenizer_path.write_text(json.dumps(data, ensure_ascii=False))
 
 
 def _move_into_place(staging: Path, output: Path) -> None:

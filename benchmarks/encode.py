@@ -1,0 +1,250 @@
+"""Encoding throughput of llm2vec-hf against the official llm2vec 0.2.3, on the same weights and corpus.
+
+    python benchmarks/encode.py                      # full run: 26M-parameter Llama + tiny, 2 threads
+    python benchmarks/encode.py --quick              # a smaller corpus, for a smoke test
+
+The official library runs in its own virtual environment (created on first use in benchmarks/.venv-official,
+or pass --official-python); it is never a dependency of llm2vec-hf. Paths are timed alternately, several
+rounds, and the best round is reported, because this machine is shared and noisy.
+
+Reported per path: texts/s, tokens/s, achieved GFLOP/s as a fraction of the fp32 matmul rate measured in the
+same run, peak RSS of the process, and max |Δ| of the vectors against the official ones.
+FLOPs per text = 2 × non-embedding parameters × tokens + 4 × layers × hidden × tokens² (attention scores and
+weighted sum), counted on real (unpadded) tokens: padding is work that does not count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+OFFICIAL_VENV = HERE / ".venv-official"
+INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
+
+SHAPES = {
+    # ~26M non-embedding parameters: 8 × (4·512² + 3·512·1408) = 25.7M
+    "llama-26m": dict(hidden_size=512, num_layers=8, intermediate_size=1408, num_attention_heads=8, num_key_value_heads=8),
+    "llama-tiny": dict(hidden_size=64, num_layers=2, intermediate_size=128, num_attention_heads=4, num_key_value_heads=2),
+}
+
+
+def make_corpus(n: int, seed: int = 0) -> list[str]:
+    """Mixed-length English texts: median about 25 words, a long tail to 300 words."""
+    from llm2vec_hf.tiny import english_corpus
+
+    words = " ".join(english_corpus()).split()
+    rng = random.Random(seed)
+    texts = []
+    for _ in range(n):
+        length = min(300, max(3, int(rng.lognormvariate(3.2, 0.7))))
+        start = rng.randrange(0, len(words) - length)
+        texts.append(" ".join(words[start : start + length]))
+    return texts
+
+
+def build_model(shape: str, folder: Path) -> dict:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from llm2vec_hf.export import make_tokenizer_portable
+    from llm2vec_hf.tiny import train_tokenizer
+
+    spec = SHAPES[shape]
+    tokenizer = train_tokenizer("llama", vocab_size=2048)
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # the official forward rejects token_type_ids
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec["hidden_size"],
+        intermediate_size=spec["intermediate_size"],
+        num_hidden_layers=spec["num_layers"],
+        num_attention_heads=spec["num_attention_heads"],
+        num_key_value_heads=spec["num_key_value_heads"],
+        max_position_embeddings=2048,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    make_tokenizer_portable(folder)
+    config_path = folder / "tokenizer_config.json"
+    config_json = json.loads(config_path.read_text())
+    config_json["model_input_names"] = ["input_ids", "attention_mask"]
+    config_path.write_text(json.dumps(config_json))
+    non_embedding = sum(p.numel() for n, p in model.model.named_parameters() if "embed_tokens" not in n)
+    return {"non_embedding_params": non_embedding, "hidden": spec["hidden_size"], "layers": spec["num_layers"]}
+
+
+def matmul_gflops(threads: int, size: int = 1024, seconds: float = 2.0) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * size**3 * count / (time.perf_counter() - start) / 1e9
+
+
+# The worker runs one path in a fresh process so that peak RSS belongs to that path alone.
+WORKER = r"""
+import json, resource, sys, time
+import numpy as np
+import torch
+args = json.loads(sys.argv[1])
+torch.set_num_threads(args["threads"])
+inputs = json.load(open(args["inputs"]))
+path = args["path"]
+if path == "official":
+    from llm2vec import LLM2Vec
+    model = LLM2Vec.from_pretrained(args["model"], torch_dtype=torch.float32, pooling_mode="mean", max_length=512)
+    encode = lambda: model.encode(inputs, batch_size=args["batch_size"], show_progress_bar=False, convert_to_numpy=True)
+elif path == "llm2vec-hf":
+    from llm2vec_hf import LLM2Vec
+    model = LLM2Vec.from_pretrained(args["model"], pooling_mode="mean", max_length=512)
+    encode = lambda: model.encode(inputs, batch_size=args["batch_size"], show_progress_bar=False, convert_to_numpy=True)
+elif path == "sentence-transformers":
+    from sentence_transformers import SentenceTransformer
+    model = SentenceTransformer(args["exported"], trust_remote_code=True)
+    def encode():
+        plain = [x for x in inputs if isinstance(x, str)]
+        pairs = [x for x in inputs if not isinstance(x, str)]
+        out = [model.encode(plain, batch_size=args["batch_size"], convert_to_numpy=True)] if plain else []
+        if pairs:
+            out.append(model.encode([x[1] for x in pairs], prompt=pairs[0][0] + " ", batch_size=args["batch_size"], convert_to_numpy=True))
+        return np.concatenate(out)
+encode()  # warm-up on the whole corpus: the first pass pays for allocations
+times = []
+for _ in range(args["repeats"]):
+    start = time.perf_counter(); vectors = encode(); times.append(time.perf_counter() - start)
+np.save(args["out"], vectors)
+print(json.dumps({"seconds": min(times), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def run_worker(python: str, path: str, payload: dict) -> dict:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(payload["threads"])}
+    proc = subprocess.run([python, "-c", WORKER, json.dumps({**payload, "path": path})], capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{path} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def official_python(explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    python = OFFICIAL_VENV / "bin" / "python"
+    if not python.exists():
+        print(f"Creating {OFFICIAL_VENV} with the official llm2vec 0.2.3 (once)…", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(OFFICIAL_VENV)], check=True)
+        pip = [str(python), "-m", "pip", "install", "-q"]
+        subprocess.run(pip + ["torch==2.13.0"], check=True)
+        subprocess.run(pip + ["llm2vec==0.2.3", "transformers==4.44.2"], check=True)
+    return str(python)
+
+
+def token_counts(folder: Path, inputs) -> list[int]:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    full = [f"{x[0]} {x[1]}" if isinstance(x, list) else x for x in inputs]
+    return [min(512, len(ids)) for ids in tokenizer(full)["input_ids"]]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--texts", type=int, default=512)
+    parser.add_argument("--quick", action="store_true", help="64 texts, tiny model only, 1 repeat")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--official-python", help="python of an environment with llm2vec==0.2.3")
+    parser.add_argument("--paths", default="official,llm2vec-hf,sentence-transformers")
+    parser.add_argument("--output", default=str(HERE / "results" / "encode.json"))
+    args = parser.parse_args()
+    shapes = ["llama-tiny"] if args.quick else ["llama-26m", "llama-tiny"]
+    n_texts, repeats = (64, 1) if args.quick else (args.texts, args.repeats)
+    paths = args.paths.split(",")
+    python_official = official_python(args.official_python) if "official" in paths else None
+
+    from llm2vec_hf.export import export_checkpoint
+
+    rate = matmul_gflops(args.threads)
+    corpus = make_corpus(n_texts)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for shape in shapes:
+            model_dir = tmp / shape
+            info = build_model(shape, model_dir)
+            exported = export_checkpoint(str(model_dir), str(tmp / f"{shape}-exported"), max_length=512)
+            for with_instruction in (False, True):
+                inputs = [[INSTRUCTION, t] for t in corpus] if with_instruction else list(corpus)
+                inputs_file = tmp / "inputs.json"
+                inputs_file.write_text(json.dumps(inputs))
+                tokens = token_counts(model_dir, inputs)
+                flops = sum(2 * info["non_embedding_params"] * n + 4 * info["layers"] * info["hidden"] * n * n for n in tokens)
+                results, vectors = {}, {}
+                for path in paths:
+                    payload = {
+                        "model": str(model_dir), "exported": exported, "inputs": str(inputs_file), "threads": args.threads,
+                        "batch_size": args.batch_size, "repeats": repeats, "out": str(tmp / f"{path}.npy"),
+                    }
+                    python = python_official if path == "official" else sys.executable
+                    results[path] = run_worker(python, path, payload)
+                    import numpy as np
+
+                    vectors[path] = np.load(tmp / f"{path}.npy")
+                for path, result in results.items():
+                    seconds = result["seconds"]
+                    delta = float(abs(vectors[path] - vectors["official"]).max()) if "official" in vectors else None
+                    rows.append({
+                        "model": shape, "instructions": with_instruction, "path": path, "texts": len(inputs),
+                        "tokens": sum(tokens), "seconds": round(seconds, 3),
+                        "texts_per_s": round(len(inputs) / seconds, 1), "tokens_per_s": round(sum(tokens) / seconds),
+                        "gflops": round(flops / seconds / 1e9, 1), "fraction_of_matmul": round(flops / seconds / 1e9 / rate, 3),
+                        "peak_rss_mb": round(result["peak_rss_mb"]), "max_abs_delta_vs_official": delta,
+                    })
+                if "official" in results:
+                    base = results["official"]["seconds"]
+                    for row in rows[-len(results):]:
+                        row["speedup_vs_official"] = round(base / row["seconds"], 2)
+    print_table(rows, rate, args.threads)
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "threads": args.threads},
+        "matmul_gflops_fp32": round(rate, 1), "corpus_texts": n_texts, "batch_size": args.batch_size, "rows": rows,
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+
+
+def print_table(rows: list[dict], rate: float, threads: int) -> None:
+    print(f"\nfp32 matmul rate: {rate:.1f} GFLOP/s with {threads} threads\n")
+    header = ["model", "instr", "path", "texts/s", "tokens/s", "GFLOP/s", "% matmul", "speedup", "peak MB", "max |Δ|"]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for r in rows:
+        delta = "—" if r["max_abs_delta_vs_official"] is None else f"{r['max_abs_delta_vs_official']:.1e}"
+        print(
+            f"| {r['model']} | {'yes' if r['instructions'] else 'no'} | {r['path']} | {r['texts_per_s']} | {r['tokens_per_s']} "
+            f"| {r['gflops']} | {100 * r['fraction_of_matmul']:.0f}% | {r.get('speedup_vs_official', '—')}× | {r['peak_rss_mb']} | {delta} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
