@@ -1,0 +1,151 @@
+"""``llm2vec-hf eval`` on MTEB: a retrieval task and an STS task defined from local files, run offline through
+mteb's own evaluation code (mteb.evaluate, its retrieval and STS evaluators, its results folder).
+
+The scores are checked against the same metrics computed here by hand from the checkpoint's own vectors, with
+the instructions the evaluation should have chosen: a wrong instruction, a wrong side, or texts fed in another
+form would change them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+mteb = pytest.importorskip("mteb", reason="mteb is not installed: install the extra, pip install -e '.[dev,eval]'")
+
+from llm2vec_hf import cli  # noqa: E402
+from llm2vec_hf.export import export_checkpoint  # noqa: E402
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
+STS_PROMPT = "Retrieve sentences that mean the same:"
+RETRIEVAL_INSTRUCTION = "Given a word, retrieve the sentence that defines it:"  # task.json's, in colon form
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tiny_bases, tmp_path_factory) -> Path:
+    prompts = {"query": "Given a web search query, retrieve relevant passages ", "TinySTS": STS_PROMPT}
+    folder = tmp_path_factory.mktemp("eval-mteb") / "tiny-llama"
+    return Path(export_checkpoint(str(tiny_bases["llama"]), str(folder), prompts=prompts, max_length=64))
+
+
+@pytest.fixture(scope="module")
+def evaluated(checkpoint, tmp_path_factory, monkeypatch_module):
+    monkeypatch_module.setenv("HF_HUB_OFFLINE", "1")
+    output = tmp_path_factory.mktemp("eval-mteb-out")
+    code = cli.main(["eval", str(checkpoint), "--tasks", str(FIXTURES / "retrieval"), str(FIXTURES / "sts"),
+                     "--output", str(output), "--batch-size", "8", "--model-card"])
+    assert code == 0
+    return output, json.loads((output / "summary.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as patch:
+        yield patch
+
+
+@pytest.fixture(scope="module")
+def model(checkpoint):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(checkpoint), trust_remote_code=True)
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=-1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=-1, keepdims=True)
+    return a @ b.T
+
+
+def score(summary: dict, task: str) -> float:
+    (row,) = [r for r in summary["rows"] if r["task"] == task]
+    return row["score"]
+
+
+def test_results_folder_is_mtebs(evaluated):
+    output, summary = evaluated
+    cache = mteb.ResultCache(str(output))
+    assert cache.get_models() == [("tiny-llama", "no_revision_available")]
+    assert sorted(cache.get_task_names()) == ["TinyDefinitionRetrieval", "TinySTS"]
+    folder = output / "results" / "tiny-llama" / "no_revision_available"
+    assert (folder / "model_meta.json").is_file()
+    for task in ("TinyDefinitionRetrieval", "TinySTS"):
+        result = mteb.TaskResult.from_disk(folder / f"{task}.json")
+        assert result.get_score() == pytest.approx(score(summary, task), abs=1e-6)
+    assert summary["mteb_results_dir"] == str(folder)
+
+
+def test_instructions_used(evaluated):
+    _, summary = evaluated
+    used = summary["instructions"]
+    assert used["TinyDefinitionRetrieval"]["query"] == [RETRIEVAL_INSTRUCTION, "task prompt"]
+    assert used["TinyDefinitionRetrieval"]["document"][0] == ""
+    assert used["TinySTS"]["all"] == [STS_PROMPT, "checkpoint prompt 'TinySTS'"]
+
+
+def test_retrieval_score_is_ndcg_of_the_checkpoints_vectors(evaluated, model):
+    _, summary = evaluated
+    corpus = read_jsonl(FIXTURES / "retrieval" / "corpus.jsonl")
+    queries = read_jsonl(FIXTURES / "retrieval" / "queries.jsonl")
+    qrels = dict(line.split("\t")[:2] for line in (FIXTURES / "retrieval" / "qrels.tsv").read_text().splitlines()[1:])
+    documents = model.encode([f"{d['title']} {d['text']}" for d in corpus], convert_to_numpy=True)
+    vectors = model.encode([q["text"] for q in queries], prompt=RETRIEVAL_INSTRUCTION, convert_to_numpy=True)
+    similarity = cosine(vectors, documents)
+    gains = []
+    for row, query in zip(similarity, queries):
+        ranking = [corpus[i]["id"] for i in np.argsort(-row)]
+        rank = ranking.index(qrels[query["id"]]) + 1
+        gains.append(1 / math.log2(rank + 1) if rank <= 10 else 0.0)
+    assert score(summary, "TinyDefinitionRetrieval") == pytest.approx(float(np.mean(gains)), abs=1e-5)  # mteb keeps 5 decimals
+
+
+def test_sts_scores_use_the_checkpoint_prompt_on_both_sides(evaluated, model, checkpoint):
+    from scipy.stats import pearsonr, spearmanr
+
+    output, summary = evaluated
+    pairs = read_jsonl(FIXTURES / "sts" / "pairs.jsonl")
+    gold = [p["score"] for p in pairs]
+
+    def similarities(prompt):
+        a = model.encode([p["sentence1"] for p in pairs], prompt=prompt, convert_to_numpy=True)
+        b = model.encode([p["sentence2"] for p in pairs], prompt=prompt, convert_to_numpy=True)
+        return np.sum(cosine(a, b) * np.eye(len(pairs)), axis=1)
+
+    with_prompt, without = similarities(STS_PROMPT), similarities(None)
+    result = json.loads((output / "results" / "tiny-llama" / "no_revision_available" / "TinySTS.json").read_text())
+    scores = result["scores"]["test"][0]
+    assert scores["cosine_spearman"] == pytest.approx(spearmanr(with_prompt, gold).statistic, abs=2e-6)
+    assert scores["cosine_pearson"] == pytest.approx(pearsonr(with_prompt, gold).statistic, abs=2e-6)
+    # the prompt matters, so the check above can tell whether it was used
+    assert abs(pearsonr(without, gold).statistic - scores["cosine_pearson"]) > 1e-3
+    assert score(summary, "TinySTS") == pytest.approx(scores["cosine_spearman"], abs=1e-6)
+
+
+def test_scores_go_into_the_model_card(evaluated, checkpoint):
+    from llm2vec_hf import model_card
+
+    if not hasattr(model_card, "add_evaluation_results"):
+        pytest.skip("this version's model card has no evaluation results")
+    _, summary = evaluated
+    assert summary["model_card"] is True
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(checkpoint / "README.md")
+    results = {(r.dataset_name, r.metric_type): r.metric_value for r in card.data.eval_results}
+    assert results[("MTEB TinySTS", "cosine_spearman")] == pytest.approx(score(summary, "TinySTS"), abs=1e-6)
+    assert results[("MTEB TinyDefinitionRetrieval", "ndcg_at_10")] == pytest.approx(
+        score(summary, "TinyDefinitionRetrieval"), abs=1e-6)
+
+
+def test_unknown_task_is_a_clear_error(checkpoint, tmp_path, capsys):
+    code = cli.main(["eval", str(checkpoint), "--tasks", "NoSuchTask", "--output", str(tmp_path)])
+    assert code == 2
+    assert "unknown MTEB task 'NoSuchTask'" in capsys.readouterr().err

@@ -1,0 +1,115 @@
+"""Word-level probes on a small local CoNLL-format file (no mteb needed).
+
+Checks the pieces against direct computations: words map to exactly their tokens, a word's feature is the mean of
+its tokens' vectors (or of the vectors one position earlier with the MNTP shift), causal probing is causal, and
+the linear probe learns POS tags from a random tiny model's features better than the majority label.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm2vec_hf import cli
+from llm2vec_hf.evaluation.word_probes import (
+    Sentence,
+    read_conll,
+    run_word_probes,
+    word_features,
+    word_token_positions,
+)
+from llm2vec_hf.llm2vec import LLM2Vec
+
+CONLL = Path(__file__).resolve().parent / "fixtures" / "eval" / "conll"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(exported) -> Path:
+    return exported("llama", "mean")
+
+
+@pytest.fixture(scope="module")
+def encoder(checkpoint) -> LLM2Vec:
+    return LLM2Vec.from_pretrained(str(checkpoint))
+
+
+def test_read_conll():
+    train, test = read_conll(CONLL / "train.txt"), read_conll(CONLL / "test.txt")
+    assert (len(train), len(test)) == (70, 30)
+    first = test[0]
+    assert first.words[:3] == ["The", "large", "report"]
+    assert first.tags["pos"][:3] == ["DT", "JJ", "NN"]
+    assert first.tags["chunk"][:3] == ["B-NP", "I-NP", "I-NP"]
+    assert "B-LOC" in first.tags["ner"] and len(first.tags["ner"]) == len(first.words)
+
+
+def test_words_map_to_exactly_their_tokens(encoder):
+    tokenizer = encoder.tokenizer
+    words = ["Buenos", "Aires", "is", "unbelievably", "large", "."]
+    ids, positions = word_token_positions(tokenizer, words, max_length=64)
+    assert ids == tokenizer(" ".join(words))["input_ids"]
+    flat = [p for word in positions for p in word]
+    assert flat == list(range(1, len(ids)))  # every token but BOS, in order, once
+    for word, word_positions in zip(words, positions):
+        assert tokenizer.decode([ids[p] for p in word_positions]).strip() == word
+    # truncation drops the words that no longer fit
+    _, cut = word_token_positions(tokenizer, words, max_length=positions[2][-1] + 1)
+    assert cut[2] and not cut[3] and not cut[5]
+
+
+@pytest.mark.parametrize("shift", [False, True])
+def test_word_feature_is_the_mean_of_its_token_vectors(encoder, shift):
+    sentences = [Sentence(["Mary", "sold", "a", "quiet", "horse", "."]), Sentence(["Fiat", "builds", "cars", "."])]
+    features, kept = word_features(encoder.model, encoder.tokenizer, sentences, max_length=64, shift=shift)
+    assert kept == [(0, w) for w in range(6)] + [(1, w) for w in range(4)]
+    for (s, w), feature in zip(kept, features):
+        ids, positions = word_token_positions(encoder.tokenizer, sentences[s].words, 64)
+        with torch.no_grad():
+            hidden = encoder.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+        wanted = [p - 1 for p in positions[w]] if shift else positions[w]
+        torch.testing.assert_close(torch.from_numpy(feature), hidden[wanted].mean(0), atol=1e-5, rtol=1e-5)
+
+
+def test_probes_learn_pos_tags_and_write_results(checkpoint, tmp_path):
+    rows = run_word_probes(str(checkpoint), ["pos", "chunk", "ner"], data=str(CONLL), output_dir=tmp_path)
+    by_task = {row["task"]: row for row in rows}
+    pos = by_task["word:pos"]
+    assert pos["test_words"] == pos["test_words_total"] == sum(len(s.words) for s in read_conll(CONLL / "test.txt"))
+    # a random tiny model's token vectors still identify words: far better than always guessing "NNP"
+    assert pos["accuracy"] > pos["majority_baseline"] + 0.1
+    assert 0 <= by_task["word:ner"]["f1_macro"] <= 1
+    assert json.loads((tmp_path / "word_probes" / "pos.json").read_text())["accuracy"] == pos["accuracy"]
+
+
+def test_causal_probe_is_causal(checkpoint, tmp_path, monkeypatch):
+    seen = {}
+    original = word_features
+
+    def spy(model, *args, **kwargs):
+        seen["model"] = model
+        return original(model, *args, **kwargs)
+
+    monkeypatch.setattr("llm2vec_hf.evaluation.word_probes.word_features", spy)
+    causal = run_word_probes(str(checkpoint), ["pos"], data=str(CONLL), causal=True, max_train_sentences=20,
+                             max_test_sentences=10)
+    model = seen["model"]
+    ids = torch.tensor([[1, 50, 60, 70, 80]])
+    changed = torch.tensor([[1, 50, 60, 70, 81]])
+    with torch.no_grad():
+        moved = (model(input_ids=ids).last_hidden_state - model(input_ids=changed).last_hidden_state).abs().amax(-1)
+    assert moved[0, :4].max() == 0 and moved[0, 4] > 0
+    assert causal[0]["attention"] == "causal"
+
+
+def test_eval_command_runs_word_probes(checkpoint, tmp_path, capsys):
+    code = cli.main(["eval", str(checkpoint), "--tasks", "word:pos", "word:chunk", "--word-data", str(CONLL),
+                     "--mntp-shift", "--output", str(tmp_path)])
+    assert code == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert [r["task"] for r in summary["rows"]] == ["word:pos", "word:chunk"]
+    assert all(r["shift"] for r in summary["rows"])
+    table = capsys.readouterr().out
+    assert "word:pos" in table and "accuracy" in table
