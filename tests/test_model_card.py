@@ -73,15 +73,28 @@ def test_card_carries_training_facts_of_the_run(tmp_path):
                                   "hyperparameters": {"learning_rate": 0.0002, "loss_scale": 20},
                                   "final_loss": 0.75},
     })
-    out = export_checkpoint(str(base), str(tmp_path / "out"), adapters=[str(mntp), str(supervised)])
+    # a run of `llm2vec-hf train`: train_results.json names its recipe; the folder name says nothing
+    recipe = tmp_path / "simcse.yaml"
+    recipe.write_text("stage: simcse\ndataset_name: wikitext\ndataset_config_name: wikitext-103-raw-v1\n"
+                      "learning_rate: 3.0e-4\nlora_r: 4\nloss_scale: 20\noutput_dir: /secret/runs/x\n"
+                      "logging_steps: 5\n")
+    simcse = _copy_adapter(MIGRATION / "mntp", tmp_path / "runs" / "run-3", **{
+        "train_results.json": {"stage": "simcse", "base": "b", "adapters": [], "recipe": str(recipe),
+                               "train_loss": 1.5},
+    })
+    out = export_checkpoint(str(base), str(tmp_path / "out"), adapters=[str(mntp), str(supervised), str(simcse)])
     text = Path(out, "README.md").read_text()
     data = ModelCard.load(Path(out, "README.md")).data.to_dict()
     assert data["base_model"] == "llm2vec-hf-fixtures/tiny-random-llama"
-    assert data["datasets"] == ["org/e5-public: subset"]  # a colon in a value stays valid YAML
+    assert data["datasets"] == ["org/e5-public: subset", "wikitext"]  # a colon in a value stays valid YAML
     assert data["license"] == "apache-2.0" and data["language"] == ["fr"]  # inherited from the base's card
-    rows = [line for line in text.splitlines() if line.startswith("| 1 |") or line.startswith("| 2 |")]
-    assert len(rows) == 2
-    mntp_row, supervised_row = rows
+    rows = [line for line in text.splitlines() if line.startswith(("| 1 |", "| 2 |", "| 3 |"))]
+    assert len(rows) == 3
+    mntp_row, supervised_row, simcse_row = rows
+    assert "SimCSE" in simcse_row and "`run-3`" in simcse_row and "`wikitext`" in simcse_row
+    assert "`learning_rate=0.0003`" in text and "`lora_r=4`" in text and "`mean_train_loss=1.5`" in text
+    assert "`dataset_config_name=wikitext-103-raw-v1`" in text
+    assert "/secret/runs" not in text and "logging_steps" not in text  # bookkeeping is not a hyperparameter
     assert "MNTP" in mntp_row and "`tiny-mntp`" in mntp_row and "4 / 8 / 0.05" in mntp_row
     assert "| 120 | 1.25 |" in mntp_row and "`q_proj`" in mntp_row
     assert "supervised contrastive" in supervised_row and "| 50 | 0.75 |" in supervised_row

@@ -111,13 +111,16 @@ def load_bidirectional(
 
 
 def tokenizer_folder(folders: list[str]) -> str:
-    """The last of base and adapter folders that carries a tokenizer.
+    """The first adapter folder that carries a tokenizer, else the base's.
 
     Training may change the tokenizer (the official MNTP run makes "_" its mask token, a special token), and
     the official models are used with the adapter's tokenizer, so an adapter's tokenizer wins over the base's.
+    With two stages it is the first adapter's: the official two-stage load,
+    ``LLM2Vec.from_pretrained(MNTP_REPO, peft_model_name_or_path=SUPERVISED_REPO)``, tokenizes with the MNTP
+    repo's tokenizer, and the later adapter's own copy may differ (tests/test_migration.py checks parity).
     """
-    with_tokenizer = [f for f in folders if os.path.isfile(os.path.join(f, "tokenizer_config.json"))]
-    return with_tokenizer[-1] if with_tokenizer else folders[0]
+    with_tokenizer = [f for f in folders[1:] if os.path.isfile(os.path.join(f, "tokenizer_config.json"))]
+    return with_tokenizer[0] if with_tokenizer else folders[0]
 
 
 def load_tokenizer(path: str):

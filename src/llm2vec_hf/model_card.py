@@ -10,7 +10,10 @@ Training facts come from the run, read from each adapter folder:
 - ``llm2vec_training.json`` (written by ``llm2vec-hf train``, optional): ``stage``, ``datasets``, ``steps``,
   ``hyperparameters`` (a flat mapping), ``final_loss``;
 - ``trainer_state.json`` (the HF Trainer's, optional): ``global_step``, ``num_train_epochs``,
-  ``train_batch_size``, the last logged loss.
+  ``train_batch_size``, the last logged loss;
+- ``train_results.json`` (written by ``llm2vec-hf train``, optional): ``stage``, ``train_loss`` and the path of
+  the YAML recipe, whose data (``dataset_name`` / ``train_file``) and hyperparameters are read when the file is
+  still there.
 A stage with no record is named from its folder name (``…-mntp``, ``…-simcse``, ``…-supervised``), as the
 official McGill-NLP repos are.
 
@@ -85,14 +88,27 @@ def adapter_facts(name: str, folder: str | None) -> dict[str, Any]:
     peft = _read_json(os.path.join(folder, "adapter_config.json"))
     record = _read_json(os.path.join(folder, TRAINING_RECORD))
     state = _read_json(os.path.join(folder, "trainer_state.json"))
+    results = _read_json(os.path.join(folder, "train_results.json"))  # written by `llm2vec-hf train`
+    recipe = _read_recipe(results.get("recipe"))
     losses = [entry["loss"] for entry in state.get("log_history", []) if isinstance(entry, dict) and "loss" in entry]
-    hyper = dict(record.get("hyperparameters") or {})
+    hyper = {k: v for k, v in recipe.items() if _is_hyperparameter(k)}
+    hyper.update(record.get("hyperparameters") or {})
     for key in ("num_train_epochs", "train_batch_size"):
         if key in state and key not in hyper:
             hyper[key] = state[key]
+    if "train_loss" in results:
+        hyper.setdefault("mean_train_loss", round(float(results["train_loss"]), 6))
     datasets = record.get("datasets") or []
     if isinstance(datasets, str):
         datasets = [datasets]
+    if not datasets and recipe.get("dataset_name"):
+        config_name = recipe.get("dataset_config_name")
+        datasets = [str(recipe["dataset_name"])]
+        if config_name:
+            hyper.setdefault("dataset_config_name", config_name)
+    local_data = [os.path.basename(str(recipe[k])) for k in ("train_file",) if recipe.get(k)]
+    if not record.get("stage") and results.get("stage"):
+        record = {**record, "stage": results["stage"]}
     return {
         # a local path is shown by its folder name only: cards are published, local paths are private
         "name": hub_repo_id(name) or os.path.basename(os.path.normpath(name)),
@@ -106,8 +122,33 @@ def adapter_facts(name: str, folder: str | None) -> dict[str, Any]:
         "steps": record.get("steps", state.get("global_step")),
         "final_loss": record.get("final_loss", losses[-1] if losses else None),
         "datasets": [str(d) for d in datasets],
+        "local_data": local_data,
         "hyperparameters": hyper,
     }
+
+
+#: Recipe keys that are bookkeeping (paths, logging, saving), not hyperparameters of the run.
+_NOT_HYPERPARAMETERS = re.compile(
+    r"^(stage|model_name_or_path|peft_model_name_or_path|dataset_name|dataset_config_name|report_to|use_cpu|"
+    r"overwrite_output_dir|resume_from_checkpoint|push_to_hub|run_name|.*_dir|.*_file|.*_path|logging_.*|save_.*|"
+    r"eval_.*|hub_.*|dataloader_.*)$"
+)
+
+
+def _is_hyperparameter(key: str) -> bool:
+    return not _NOT_HYPERPARAMETERS.match(key)
+
+
+def _read_recipe(path: Any) -> dict[str, Any]:
+    """The YAML recipe a training run names in train_results.json, when it is still where it was."""
+    if not path or not os.path.isfile(str(path)):
+        return {}
+    try:
+        with open(str(path)) as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, yaml.YAMLError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, (str, int, float, bool))} if isinstance(data, dict) else {}
 
 
 def _base_card_metadata(base_folder: str | None) -> dict[str, Any]:
@@ -151,7 +192,7 @@ def training_section(base_model: str, facts: list[dict[str, Any]]) -> str:
         lora = " / ".join(_cell(fact[k]) for k in ("rank", "alpha", "dropout"))
         lines.append(
             f"| {i} | {fact['stage']} | `{fact['name']}` | {lora} | {_cell(fact['target_modules'])} | "
-            f"{_cell(fact['steps'])} | {_cell(fact['final_loss'])} | {_cell(fact['datasets'])} |"
+            f"{_cell(fact['steps'])} | {_cell(fact['final_loss'])} | {_cell(fact['datasets'] + fact['local_data'])} |"
         )
     for i, fact in enumerate(facts, 1):
         if fact["hyperparameters"]:
