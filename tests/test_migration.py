@@ -114,3 +114,58 @@ def test_skipping_the_mntp_adapter_does_not_match(tmp_path):
     case = _cases(["mntp", "supervised"])[0]
     got = LLM2Vec.from_pretrained(out).encode(case["inputs"], show_progress_bar=False).numpy()
     assert np.abs(got - np.array(case["embeddings"], dtype=np.float32)).max() > 10 * TOL
+
+
+# --- the official chat-template wrapping, keyed on hub names there, stored in the checkpoint here -------------
+
+TEMPLATES = json.loads((MIGRATION / "templates.json").read_text())
+DOC = (Path(__file__).resolve().parent.parent / "docs" / "migration.md").read_text()
+
+
+@pytest.fixture(scope="module")
+def templated(tmp_path_factory):
+    root = tmp_path_factory.mktemp("templated")
+    folders = {}
+
+    def get(template: str) -> Path:
+        if template not in folders:
+            folders[template] = Path(export_checkpoint(str(MIGRATION / "base"), str(root / str(len(folders))),
+                                                       text_template=template, max_length=64, doc_max_length=48))
+        return folders[template]
+
+    return get
+
+
+@pytest.mark.parametrize("case", TEMPLATES["cases"],
+                         ids=lambda c: f"{c['hub_name'].split('/')[1]}-{c['input_set']}-skip{c['skip_instruction']}")
+def test_text_template_reproduces_official_wrapping(templated, case):
+    """`export --text-template VALUE` on a base gives the vectors the official library gives when the same base
+    is loaded under the hub name it keys its wrapping on (scripts/make_template_reference.py)."""
+    from transformers import AutoModel, AutoTokenizer
+
+    folder = templated(case["text_template"])
+    expected = np.array(case["embeddings"], dtype=np.float32)
+    skip = case["skip_instruction"]
+    library = LLM2Vec.from_pretrained(str(folder), skip_instruction=skip).encode(
+        case["inputs"], batch_size=4, show_progress_bar=False)
+    assert np.abs(library.numpy() - expected).max() <= TOL
+    model = AutoModel.from_pretrained(str(folder), trust_remote_code=True)
+    remote = model.encode(case["inputs"], AutoTokenizer.from_pretrained(str(folder)), skip_instruction=skip).numpy()
+    assert np.abs(remote - expected).max() <= TOL
+    # without the template the vectors are different: the comparison can fail
+    plain = LLM2Vec.from_pretrained(str(MIGRATION / "base"), skip_instruction=skip, max_length=64,
+                                    doc_max_length=48).encode(case["inputs"], show_progress_bar=False)
+    assert np.abs(plain.numpy() - expected).max() > 10 * TOL
+
+
+def test_docs_give_the_exact_text_template():
+    """docs/migration.md's flag values, decoded by bash, are the templates the reference was checked with."""
+    import re
+    import subprocess
+
+    by_hub_name = {c["hub_name"]: c["text_template"] for c in TEMPLATES["cases"]}
+    llama3 = re.search(r"--text-template (\$'[^']*')", DOC).group(1)
+    decoded = subprocess.run(["bash", "-c", f"printf %s {llama3}"], capture_output=True, text=True, check=True).stdout
+    assert decoded == by_hub_name["meta-llama/Meta-Llama-3-8B-Instruct"]
+    assert 'text_template="<|start_header_id|>user<|end_header_id|>\\n\\n{text}<|eot_id|>"' in DOC
+    assert f"`'{by_hub_name['mistralai/Mistral-7B-Instruct-v0.2']}'`" in DOC
