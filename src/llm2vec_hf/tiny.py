@@ -7,6 +7,7 @@ The tokenizer is a byte-level BPE trained on the spot on English prose that CPyt
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
 
@@ -38,8 +39,11 @@ def english_corpus() -> tuple[str, ...]:
     return tuple(paragraphs)
 
 
-def train_tokenizer(family: str = "llama", vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """A byte-level BPE tokenizer with the family's special tokens, trained on `english_corpus`."""
+def train_tokenizer(
+    family: str = "llama", vocab_size: int = 512, corpus: Iterable[str] | None = None
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer with the family's special tokens, trained on ``corpus`` (default:
+    `english_corpus`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     special = SPECIAL_TOKENS[family]
@@ -50,7 +54,7 @@ def train_tokenizer(family: str = "llama", vocab_size: int = 512) -> PreTrainedT
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size, special_tokens=names, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
     )
-    tokenizer.train_from_iterator(english_corpus(), trainer)
+    tokenizer.train_from_iterator(english_corpus() if corpus is None else corpus, trainer)
     if special.get("bos"):
         bos = special["bos"]
         tokenizer.post_processor = processors.TemplateProcessing(
