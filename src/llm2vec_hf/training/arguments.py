@@ -132,7 +132,13 @@ class Recipe:
 
 
 def make_parser() -> HfArgumentParser:
-    return HfArgumentParser((*ARGUMENT_CLASSES, training_arguments_class()))
+    parser = HfArgumentParser((*ARGUMENT_CLASSES, training_arguments_class()))
+
+    def error(message: str):  # argparse would print the whole usage and exit; one line is clearer
+        raise ValueError(f"Bad command-line value: {message}")
+
+    parser.error = error
+    return parser
 
 
 def _known_keys(parser: HfArgumentParser) -> set[str]:

@@ -98,7 +98,7 @@ def build_contrastive_trainer(recipe, resume: str | None):
     from transformers import set_seed
 
     from .checkpoints import AdapterTrainerMixin
-    from .lora import add_lora, enable_gradient_checkpointing, load_model_for_stage
+    from .lora import add_lora, enable_gradient_checkpointing, load_model_for_stage, take_gradient_checkpointing
 
     args, stage, contrastive = recipe.training, recipe.model.stage, recipe.contrastive
     columns, groups = load_contrastive_rows(recipe)
@@ -111,9 +111,8 @@ def build_contrastive_trainer(recipe, resume: str | None):
         logger.info("SimCSE: attention dropout %.2f on %d attention modules", contrastive.simcse_dropout, n)
     set_seed(args.seed)
     peft_model = add_lora(encoder, recipe.model)
-    if args.gradient_checkpointing:
+    if take_gradient_checkpointing(args):
         enable_gradient_checkpointing(peft_model)
-        args.gradient_checkpointing = False  # done above, the LoRA-compatible way
     model = sentence_transformer_for(peft_model, tokenizer, base_folder, recipe.data.max_seq_length,
                                      contrastive.pooling_mode)
     scale = contrastive.loss_scale if contrastive.loss_scale is not None else (20.0 if stage == "simcse" else 50.0)

@@ -26,11 +26,37 @@ def lora_config(model_args):
     )
 
 
+def check_adapter_family(adapter: str, base: str) -> None:
+    """Refuses an adapter whose config names a model class of another family than ``base`` (PEFT records the class
+    it was trained on in ``auto_mapping``). Shape checks alone miss this when two bases have the same sizes."""
+    import json
+    import os
+
+    from ..errors import AdapterMismatchError
+    from ..loading import load_config, resolve_local
+    from ..modeling.modeling_llm2vec import FAMILIES
+
+    config_file = os.path.join(resolve_local(adapter), "adapter_config.json")
+    if not os.path.isfile(config_file):
+        return  # apply_adapter names the problem
+    with open(config_file) as handle:
+        trained_on = ((json.load(handle).get("auto_mapping") or {}).get("base_model_class")) or ""
+    family_of_class = {cls.__name__: model_type for model_type, f in FAMILIES.items() for cls in (f.model, f.mntp)}
+    base_type = load_config(base).model_type
+    if trained_on in family_of_class and family_of_class[trained_on] != base_type:
+        raise AdapterMismatchError(
+            f"Adapter {adapter} was made for another base model: it was trained on a {trained_on} "
+            f"({family_of_class[trained_on]}), but {base} is a {base_type} model"
+        )
+
+
 def load_model_for_stage(model_args, for_mntp: bool):
     """Returns ``(model, tokenizer, base_folder)``: the bidirectional encoder (or MNTP model) with the adapters
     of ``peft_model_name_or_path`` merged. An adapter made for another base raises ``AdapterMismatchError`` here,
     before any training starts."""
     adapters = list(model_args.peft_model_name_or_path or [])
+    for adapter in adapters:
+        check_adapter_family(adapter, model_args.model_name_or_path)
     hf_kwargs = {}
     if model_args.attn_implementation:
         hf_kwargs["attn_implementation"] = model_args.attn_implementation
@@ -70,3 +96,15 @@ def enable_gradient_checkpointing(model) -> None:
     model.enable_input_require_grads()
     if hasattr(model, "config"):
         model.config.use_cache = False
+
+
+def take_gradient_checkpointing(args) -> bool:
+    """Whether the recipe asks for gradient checkpointing; clears the request so that the Trainer does not enable it
+    a second time its own way (we enable it the LoRA-compatible way). Reads both the old and the new name
+    (``gradient_checkpointing``, ``activation_checkpointing`` from transformers 5.x on)."""
+    names = ("gradient_checkpointing", "activation_checkpointing")
+    wanted = any(bool(getattr(args, name, False)) for name in names)
+    for name in names:
+        if hasattr(args, name):
+            setattr(args, name, False)
+    return wanted

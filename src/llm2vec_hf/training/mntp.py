@@ -144,7 +144,7 @@ def build_mntp_trainer(recipe, resume: str | None):
     from transformers import Trainer, set_seed
 
     from .checkpoints import AdapterTrainerMixin
-    from .lora import add_lora, enable_gradient_checkpointing, load_model_for_stage
+    from .lora import add_lora, enable_gradient_checkpointing, load_model_for_stage, take_gradient_checkpointing
 
     args, data_args, mntp = recipe.training, recipe.data, recipe.mntp
     train_texts, eval_texts = load_texts(data_args, args.seed)
@@ -165,9 +165,8 @@ def build_mntp_trainer(recipe, resume: str | None):
 
     set_seed(args.seed)
     model = add_lora(model, recipe.model)
-    if args.gradient_checkpointing:
+    if take_gradient_checkpointing(args):
         enable_gradient_checkpointing(model)
-        args.gradient_checkpointing = False  # done above, the LoRA-compatible way
     args.prediction_loss_only = False  # sentence-transformers' arguments default to True; we report accuracy
     if args.label_names is None:
         args.label_names = ["labels"]  # a PeftModel hides them from the Trainer's signature inspection

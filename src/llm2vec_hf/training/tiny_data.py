@@ -28,7 +28,8 @@ def supervised_records(seed: int = 0) -> list[dict]:
     """Two small retrieval datasets from CPython's documentation topics.
 
     * first-sentence: query = a paragraph's first sentence, positive = the rest, negative = the rest of another.
-    * topic: query = the topic's title, positive = one of its paragraphs, negative = a paragraph of another topic.
+    * topic: query = the topic's title, positive = one of its paragraphs, negative = a paragraph of another topic
+      (one record per topic).
     """
     from pydoc_data.topics import topics
 
@@ -51,11 +52,11 @@ def supervised_records(seed: int = 0) -> list[dict]:
         if title and paragraphs:
             by_topic[title] = paragraphs
     titles = sorted(by_topic)
-    for title in titles:
-        for paragraph in by_topic[title][:4]:
-            other_title = rng.choice([t for t in titles if t != title])
-            records.append({"query": title, "positive": paragraph, "negative": rng.choice(by_topic[other_title]),
-                            "instruction": INSTRUCTIONS["topic"], "dataset": "topic"})
+    for title in titles:  # one record per title: a repeated query in a batch would make its positives negatives
+        other_title = rng.choice([t for t in titles if t != title])
+        records.append({"query": title, "positive": rng.choice(by_topic[title]),
+                        "negative": rng.choice(by_topic[other_title]),
+                        "instruction": INSTRUCTIONS["topic"], "dataset": "topic"})
     rng.shuffle(records)
     return records
 

@@ -1,0 +1,460 @@
+"""Training: recipes, bad input, MNTP masking, the tiny pipelines end to end, resume, gradient checkpointing.
+
+Everything runs on tiny models (hidden 32, 2 layers) built on the spot; nothing is downloaded. The DDP tests
+live in test_training_ddp.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from llm2vec_hf.errors import AdapterMismatchError, LLM2VecError
+from llm2vec_hf.training import parse_recipe, run_training
+from llm2vec_hf.training.data import DataError, GroupedBatchSampler
+from llm2vec_hf.training.tiny_data import prepare_tiny
+
+REPO = Path(__file__).resolve().parent.parent
+CONFIGS = REPO / "configs"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine makes OpenMP spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict[str, Path]:
+    return prepare_tiny(tmp_path_factory.mktemp("tiny"))
+
+
+def recipe_values(stage: str, tiny: dict[str, Path], output_dir: Path, **overrides) -> dict:
+    """A small recipe of the given stage on the tiny base (a few steps on CPU)."""
+    values = {
+        "stage": stage,
+        "model_name_or_path": str(tiny["base"]),
+        "train_file": str(tiny["supervised"] if stage == "supervised" else tiny["corpus"]),
+        "max_seq_length": 32,
+        "lora_r": 4,
+        "output_dir": str(output_dir),
+        "per_device_train_batch_size": 8,
+        "learning_rate": 1e-2,
+        "max_steps": 12,
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "report_to": "none",
+        "seed": 7,
+        "use_cpu": True,
+        "disable_tqdm": True,
+    }
+    if stage == "mntp":
+        values.update(max_train_samples=400, max_eval_samples=8, per_device_eval_batch_size=8)
+    if stage == "simcse":
+        values.update(max_train_samples=400)
+    values.update(overrides)
+    return values
+
+
+def train(stage, tiny, output_dir, **overrides):
+    return run_training(parse_recipe(recipe_values(stage, tiny, output_dir, **overrides)))
+
+
+def falls(losses: list[float], k: int = 3) -> bool:
+    return sum(losses[-k:]) / k < sum(losses[:k]) / k
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Recipes
+# --------------------------------------------------------------------------------------------------------------
+RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts)
+
+
+def test_recipes_exist_for_every_stage_and_model():
+    names = {p.relative_to(CONFIGS).as_posix() for p in RECIPES}
+    for stage in ("mntp", "simcse", "supervised"):
+        assert f"tiny/{stage}.yaml" in names
+        for model in ("sheared-llama-1.3b", "llama-2-7b-chat", "mistral-7b-instruct-v0.2",
+                      "meta-llama-3-8b-instruct", "meta-llama-3.1-8b-instruct", "qwen2.5-7b-instruct",
+                      "gemma-2-9b-it"):
+            assert f"{stage}/{model}.yaml" in names, f"missing recipe {stage}/{model}.yaml"
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+def test_every_recipe_parses(path):
+    # The GPU recipes ask for bf16, which TrainingArguments refuses on a machine without a GPU unless use_cpu.
+    recipe = parse_recipe(path, [] if torch.cuda.is_available() else ["--use_cpu", "true"])
+    assert recipe.model.stage == path.stem if path.parent.name == "tiny" else recipe.model.stage == path.parent.name
+    assert recipe.training.max_steps > 0 and recipe.training.output_dir
+
+
+def test_reference_hyperparameters_in_recipes():
+    cpu = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
+    mntp = parse_recipe(CONFIGS / "mntp" / "mistral-7b-instruct-v0.2.yaml", cpu)
+    assert (mntp.mntp.mlm_probability, mntp.mntp.data_collator_type, mntp.mntp.mask_token_type) == (0.8, "all_mask", "blank")
+    llama = parse_recipe(CONFIGS / "mntp" / "meta-llama-3-8b-instruct.yaml", cpu)
+    assert (llama.mntp.mlm_probability, llama.mntp.data_collator_type) == (0.2, "default")
+    assert llama.training.bf16 and llama.training.gradient_checkpointing and llama.model.dtype == "bfloat16"
+    assert (llama.training.per_device_train_batch_size, llama.data.max_seq_length, llama.training.max_steps) == (32, 512, 1000)
+    simcse = parse_recipe(CONFIGS / "simcse" / "meta-llama-3-8b-instruct.yaml", cpu)
+    assert (simcse.contrastive.simcse_dropout, simcse.contrastive.loss_scale, simcse.training.learning_rate) == (0.3, 20, 3e-5)
+    assert (simcse.training.per_device_train_batch_size, simcse.data.max_seq_length) == (128, 128)
+    supervised = parse_recipe(CONFIGS / "supervised" / "meta-llama-3-8b-instruct.yaml", cpu)
+    assert (supervised.contrastive.loss_scale, supervised.training.learning_rate, supervised.training.warmup_steps) == (50, 2e-4, 300)
+    assert supervised.training.per_device_train_batch_size == 64
+
+
+def test_accelerate_configs_are_yaml_with_a_distributed_type():
+    import yaml
+
+    found = {p.stem: yaml.safe_load(p.read_text()) for p in (CONFIGS / "accelerate").glob("*.yaml")}
+    assert {"ddp", "fsdp", "deepspeed_zero2", "deepspeed_zero3"} <= set(found)
+    assert found["ddp"]["distributed_type"] == "MULTI_GPU"
+    assert found["fsdp"]["distributed_type"] == "FSDP"
+    assert found["deepspeed_zero2"]["deepspeed_config"]["zero_stage"] == 2
+    assert found["deepspeed_zero3"]["deepspeed_config"]["zero_stage"] == 3
+
+
+def test_command_line_overrides_yaml_with_types(tmp_path):
+    recipe = parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--max_steps", "7", "--learning_rate=0.5",
+                                                           "--peft_model_name_or_path", "a", "b", "--bf16", "true"])
+    assert recipe.training.max_steps == 7 and recipe.training.learning_rate == 0.5 and recipe.training.bf16 is True
+    assert recipe.model.peft_model_name_or_path == ["a", "b"]
+    assert recipe.model.lora_alpha is None and recipe.data.max_seq_length == 64  # from the YAML / defaults
+    single = parse_recipe(CONFIGS / "tiny" / "simcse.yaml")
+    assert single.model.peft_model_name_or_path == ["runs/tiny/mntp"]
+
+
+def test_unknown_keys_are_errors_with_a_suggestion(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((CONFIGS / "tiny" / "mntp.yaml").read_text() + "\nlearning_rat: 0.1\n")
+    with pytest.raises(ValueError, match=r"'learning_rat' \(did you mean 'learning_rate'\?\)"):
+        parse_recipe(bad)
+    with pytest.raises(ValueError, match=r"'max_stepz' \(did you mean 'max_steps'\?\)"):
+        parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--max_stepz", "3"])
+    with pytest.raises(ValueError, match="stage"):
+        parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--stage", "pretrain"])
+    with pytest.raises(ValueError, match="mask_token_type"):
+        parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--mask_token_type", "star"])
+
+
+def test_cli_prints_bad_input_as_one_line(tmp_path, capsys):
+    from llm2vec_hf.cli import main
+
+    code = main(["train", str(CONFIGS / "tiny" / "mntp.yaml"), "--max_stepz", "3"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "max_stepz" in err and err.startswith("llm2vec-hf train: error:")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Bad input: clear errors before training starts
+# --------------------------------------------------------------------------------------------------------------
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_missing_and_empty_data_files(tiny, tmp_path):
+    with pytest.raises(DataError, match="not found"):
+        train("mntp", tiny, tmp_path / "o1", train_file=str(tmp_path / "nope.txt"))
+    with pytest.raises(DataError, match="is empty"):
+        train("simcse", tiny, tmp_path / "o2", train_file=str(_write(tmp_path / "empty.txt", "")))
+    with pytest.raises(DataError, match="holds no text"):
+        train("simcse", tiny, tmp_path / "o3", train_file=str(_write(tmp_path / "blank.txt", "\n  \n")))
+
+
+def test_malformed_jsonl_names_the_line(tiny, tmp_path):
+    good = json.dumps({"query": "q", "positive": "p"})
+    path = _write(tmp_path / "bad.jsonl", f"{good}\n{good}\n{{not json\n")
+    with pytest.raises(DataError, match=r"bad.jsonl, line 3: not valid JSON"):
+        train("supervised", tiny, tmp_path / "o", train_file=str(path))
+
+
+@pytest.mark.parametrize("missing", ["query", "positive"])
+def test_record_missing_query_or_positive(tiny, tmp_path, missing):
+    record = {"query": "q", "positive": "p", "negative": "n"}
+    del record[missing]
+    path = _write(tmp_path / "d.jsonl", json.dumps({"query": "a", "positive": "b"}) + "\n" + json.dumps(record) + "\n")
+    with pytest.raises(DataError, match=rf"line 2: record has no '{missing}'"):
+        train("supervised", tiny, tmp_path / "o", train_file=str(path))
+
+
+def test_too_few_negatives_is_an_error(tiny, tmp_path):
+    path = _write(tmp_path / "d.jsonl", json.dumps({"query": "a", "positive": "b", "negative": ["c"]}) + "\n")
+    with pytest.raises(DataError, match="record #1 has 1 negative"):
+        train("supervised", tiny, tmp_path / "o", train_file=str(path), num_hard_negatives=2)
+
+
+def test_unwritable_output_dir(tiny, tmp_path):
+    blocker = _write(tmp_path / "a-file", "x")
+    with pytest.raises(LLM2VecError, match="Cannot write to output_dir"):
+        train("simcse", tiny, blocker / "out")
+
+
+def test_adapter_for_another_base_is_refused_before_training(tiny, tiny_bases, mntp_run, tmp_path):
+    from llm2vec_hf.tiny import build_tiny_decoder
+
+    wider = build_tiny_decoder(tmp_path / "wider", "llama", hidden_size=64)  # same family, other shapes
+    for base, stage in ((tiny_bases["qwen2"], "simcse"), (wider, "supervised"), (wider, "mntp")):
+        with pytest.raises(AdapterMismatchError, match="another base"):
+            train(stage, tiny, tmp_path / stage, model_name_or_path=str(base),
+                  peft_model_name_or_path=[mntp_run.adapter_dir])
+        assert not (tmp_path / stage / "adapter_model.safetensors").exists()
+
+
+def test_existing_checkpoints_need_resume(tiny, tmp_path):
+    (tmp_path / "o" / "checkpoint-3").mkdir(parents=True)
+    with pytest.raises(LLM2VecError, match="resume_from_checkpoint true"):
+        train("simcse", tiny, tmp_path / "o")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# MNTP masking and the i-1 shift
+# --------------------------------------------------------------------------------------------------------------
+def _collator(**kwargs):
+    from llm2vec_hf.training.mntp import MNTPDataCollator
+
+    return MNTPDataCollator(mask_id=3, vocab_size=100, special_ids=frozenset({1, 2}), **kwargs)
+
+
+def test_mntp_default_collator_80_10_10():
+    torch.manual_seed(0)
+    ids = torch.randint(10, 100, (64, 256))
+    ids[:, 0] = 1  # BOS
+    features = [{"input_ids": row.tolist()} for row in ids]
+    batch = _collator(mlm_probability=0.3)(features)
+    selected = batch["labels"] != -100
+    assert torch.equal(batch["labels"][selected], ids[selected])
+    assert not selected[:, 0].any()
+    rate = selected.float().mean().item()
+    assert 0.27 < rate < 0.33
+    masked = (batch["input_ids"] == 3) & selected
+    unchanged = (batch["input_ids"] == ids) & selected
+    assert 0.77 < masked.sum() / selected.sum() < 0.83
+    assert 0.08 < unchanged.sum() / selected.sum() < 0.13  # 10 % kept + random tokens that hit the same id
+    assert torch.equal(batch["input_ids"][~selected], ids[~selected])
+
+
+def test_mntp_all_mask_collator_and_special_tokens():
+    torch.manual_seed(0)
+    ids = torch.randint(10, 100, (8, 64))
+    ids[:, 0], ids[:, 10], ids[:, -1] = 1, 2, 2
+    batch = _collator(mlm_probability=0.5, all_mask=True)([{"input_ids": row.tolist()} for row in ids])
+    selected = batch["labels"] != -100
+    assert (batch["input_ids"][selected] == 3).all()
+    assert not selected[:, [0, 10, 63]].any()
+
+
+def test_masked_accuracy_uses_the_shift():
+    import numpy as np
+    from transformers import EvalPrediction
+
+    from llm2vec_hf.training.mntp import masked_accuracy
+
+    labels = np.full((1, 5), -100)
+    labels[0, 2], labels[0, 4] = 7, 9
+    predictions = np.zeros((1, 5), dtype=int)
+    predictions[0, 1] = 7  # position 1 predicts token 2: right
+    predictions[0, 4] = 9  # position 4 "predicts" token 4 itself: not how MNTP reads, so wrong
+    assert masked_accuracy(EvalPrediction(predictions=predictions, label_ids=labels))["accuracy"] == 0.5
+
+
+def test_mntp_loss_predicts_token_i_from_position_i_minus_1(tiny):
+    from llm2vec_hf.loading import load_bidirectional
+
+    model, tokenizer, _ = load_bidirectional(str(tiny["base"]), for_mntp=True)
+    ids = tokenizer(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")["input_ids"]
+    labels = torch.full_like(ids, -100)
+    labels[0, 3], labels[0, 5] = ids[0, 3], ids[0, 5]
+    out = model(input_ids=ids, labels=labels)
+    logits = out.logits[0]
+    manual = torch.nn.functional.cross_entropy(logits[[2, 4]], ids[0, [3, 5]])
+    assert torch.allclose(out.loss, manual, atol=1e-6)
+
+
+@pytest.mark.parametrize("mask_token_type", ["blank", "eos", "mask"])
+def test_mask_token_types(tiny, mask_token_type):
+    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.training.mntp import mask_token_id
+
+    model, tokenizer, _ = load_bidirectional(str(tiny["base"]), for_mntp=True)
+    mask_id = mask_token_id(tokenizer, model, mask_token_type)
+    expected = {"blank": "_", "eos": tokenizer.eos_token, "mask": "<mask>"}[mask_token_type]
+    assert tokenizer.convert_ids_to_tokens(mask_id) == expected
+    assert model.get_input_embeddings().weight.shape[0] >= len(tokenizer)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Batching: one dataset per batch, global batches split across ranks
+# --------------------------------------------------------------------------------------------------------------
+def test_grouped_batches_come_from_one_dataset_and_split_per_rank():
+    groups = ["a"] * 37 + ["b"] * 21 + ["c"] * 3
+    single = GroupedBatchSampler(groups, batch_size=8, world_size=1, seed=3)
+    double = GroupedBatchSampler(groups, batch_size=4, world_size=2, seed=3)
+    batches = list(single)
+    assert len(batches) == len(single) == 4 + 2  # c has fewer rows than a global batch
+    assert all(len({groups[i] for i in b}) == 1 and len(b) == 8 for b in batches)
+    chunks = list(double)
+    assert len(chunks) == len(double) == 12
+    assert [chunks[i] + chunks[i + 1] for i in range(0, 12, 2)] == batches  # same global batches
+    assert sorted(i for b in batches for i in b) == sorted(set(i for b in batches for i in b))
+    double.set_epoch(1)
+    assert list(double) != chunks
+    with pytest.raises(DataError, match="No dataset has enough rows"):
+        GroupedBatchSampler(["a"] * 5, batch_size=4, world_size=2)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The tiny pipelines: mntp -> simcse -> export and mntp -> supervised -> export
+# --------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def mntp_run(tiny, tmp_path_factory):
+    return train("mntp", tiny, tmp_path_factory.mktemp("mntp"), max_steps=16, gradient_checkpointing=True,
+                 eval_strategy="no")
+
+
+def _adapter_files(folder: str) -> set[str]:
+    return {name for name in os.listdir(folder) if name.startswith("adapter_")}
+
+
+def test_mntp_stage(mntp_run):
+    assert falls(mntp_run.losses), mntp_run.losses
+    assert _adapter_files(mntp_run.adapter_dir) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert 0 <= mntp_run.metrics["eval_accuracy"] <= 1 and "eval_loss" in mntp_run.metrics
+    assert Path(mntp_run.loss_curve).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "llm2vec-hf export" in mntp_run.summary and mntp_run.adapter_dir in mntp_run.summary
+
+
+def _encode(folder, texts):
+    from sentence_transformers import SentenceTransformer
+
+    return torch.as_tensor(SentenceTransformer(str(folder), device="cpu", trust_remote_code=True).encode(texts))
+
+
+@pytest.mark.parametrize("stage", ["simcse", "supervised"])
+def test_tiny_pipeline_to_export(tiny, mntp_run, tmp_path, stage):
+    from llm2vec_hf.export import export_checkpoint
+
+    run = train(stage, tiny, tmp_path / stage, peft_model_name_or_path=mntp_run.adapter_dir,
+                **({"simcse_dropout": 0.3} if stage == "simcse" else {}))
+    assert falls(run.losses), run.losses
+    assert _adapter_files(run.adapter_dir) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert json.loads((Path(run.adapter_dir) / "llm2vec_config.json").read_text()) == {"pooling_mode": "mean"}
+    both = export_checkpoint(str(tiny["base"]), str(tmp_path / "both"), adapters=[mntp_run.adapter_dir, run.adapter_dir])
+    only_mntp = export_checkpoint(str(tiny["base"]), str(tmp_path / "mntp"), adapters=[mntp_run.adapter_dir])
+    texts = ["A function definition defines a user-defined function object.", "The quick brown fox."]
+    vectors, before = _encode(both, texts), _encode(only_mntp, texts)
+    assert vectors.shape == (2, 32) and torch.isfinite(vectors).all()
+    assert not torch.allclose(vectors, before, atol=1e-4)  # the contrastive adapter changed the encoder
+
+
+def test_simcse_dropout_reaches_attention(tiny):
+    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.training.contrastive import set_attention_dropout
+
+    model, tokenizer, _ = load_bidirectional(str(tiny["base"]))
+    assert set_attention_dropout(model, 0.3) == 2
+    batch = tokenizer(["Dropout is the only noise in SimCSE."], return_tensors="pt")
+    model.train()
+    first, second = model(**batch).last_hidden_state, model(**batch).last_hidden_state
+    assert not torch.allclose(first, second)
+    set_attention_dropout(model, 0.0)
+    assert torch.allclose(model(**batch).last_hidden_state, model(**batch).last_hidden_state)
+
+
+def test_gradcache_loss_matches_plain_loss(tiny, tmp_path):
+    plain = train("supervised", tiny, tmp_path / "plain", max_steps=2, lora_dropout=0.0)
+    cached = train("supervised", tiny, tmp_path / "cached", max_steps=2, lora_dropout=0.0, use_gradcache=True,
+                   gradcache_mini_batch_size=3)
+    assert type(cached.trainer.loss).__name__ == "CachedMultipleNegativesRankingLoss"
+    assert plain.losses == pytest.approx(cached.losses, abs=1e-5)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Gradient checkpointing with LoRA
+# --------------------------------------------------------------------------------------------------------------
+def test_gradient_checkpointing_with_lora_gives_the_same_gradients(tiny):
+    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.training.arguments import ModelArguments
+    from llm2vec_hf.training.lora import add_lora, enable_gradient_checkpointing
+
+    grads = []
+    for checkpointing in (False, True):
+        model, tokenizer, _ = load_bidirectional(str(tiny["base"]), for_mntp=True)
+        torch.manual_seed(0)
+        peft_model = add_lora(model, ModelArguments("mntp", str(tiny["base"]), lora_r=4, lora_dropout=0.0))
+        for name, param in peft_model.named_parameters():
+            if "lora_B" in name:
+                torch.nn.init.normal_(param, std=0.1)  # non-zero B, so every LoRA weight gets a gradient
+        if checkpointing:
+            enable_gradient_checkpointing(peft_model)
+            assert peft_model.base_model.model.model.gradient_checkpointing
+        peft_model.train()
+        batch = tokenizer(["Gradient checkpointing recomputes activations."] * 2, return_tensors="pt")
+        peft_model(**batch, labels=batch["input_ids"]).loss.backward()
+        grads.append({n: p.grad.clone() for n, p in peft_model.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 2 * 7 * 2
+    for name in grads[0]:
+        assert torch.allclose(grads[0][name], grads[1][name], atol=1e-6), name
+        assert grads[1][name].abs().sum() > 0, name
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Kill and resume
+# --------------------------------------------------------------------------------------------------------------
+def test_resolve_resume_picks_the_newest_complete_checkpoint(tmp_path):
+    from llm2vec_hf.training.checkpoints import resolve_resume
+
+    for name in ("checkpoint-2", "checkpoint-10", "checkpoint-9", ".staging/checkpoint-12"):
+        (tmp_path / name).mkdir(parents=True)
+    assert resolve_resume("true", str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    assert resolve_resume(True, str(tmp_path)) == str(tmp_path / "checkpoint-10")
+    assert resolve_resume("false", str(tmp_path)) is None
+    assert resolve_resume(True, str(tmp_path / "empty")) is None
+    with pytest.raises(LLM2VecError, match="no such checkpoint"):
+        resolve_resume(str(tmp_path / "checkpoint-99"), str(tmp_path))
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_and_reaches_max_steps(tiny, tmp_path):
+    output = tmp_path / "run"
+    values = recipe_values("simcse", tiny, output, max_steps=14, save_strategy="steps", save_steps=2,
+                           save_total_limit=2, logging_steps=1)
+    recipe = tmp_path / "simcse.yaml"
+    import yaml
+
+    recipe.write_text(yaml.safe_dump(values))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "llm2vec_hf.cli", "train", str(recipe)], env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None and not (output / "checkpoint-6").exists():
+        time.sleep(0.05)
+    assert process.poll() is None, f"the run ended before it could be killed: {process.stderr.read()[-2000:]}"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    checkpoints = sorted(p.name for p in output.glob("checkpoint-*"))
+    assert checkpoints, "no checkpoint was written before the kill"
+    for name in checkpoints:  # every visible checkpoint is complete
+        assert {"adapter_model.safetensors", "trainer_state.json", "optimizer.pt", "rng_state.pth"} <= set(
+            os.listdir(output / name)), name
+    assert not (output / "adapter_model.safetensors").exists()
+
+    resumed = run_training(parse_recipe(recipe, ["--resume_from_checkpoint", "true"]))
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 14
+    first_resumed_step = int(sorted(checkpoints, key=lambda n: int(n.split("-")[1]))[-1].split("-")[1]) + 1
+    assert len(resumed.losses) == 14 - first_resumed_step + 1
+    assert _adapter_files(str(output)) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert (output / "loss_curve.png").is_file()
