@@ -149,3 +149,19 @@ def test_unknown_task_is_a_clear_error(checkpoint, tmp_path, capsys):
     code = cli.main(["eval", str(checkpoint), "--tasks", "NoSuchTask", "--output", str(tmp_path)])
     assert code == 2
     assert "unknown MTEB task 'NoSuchTask'" in capsys.readouterr().err
+
+
+def test_llm2vec_task_set_resolves_in_mtebs_registry():
+    """Every task of the shipped instruction set is an mteb task, English subsets only; no data is loaded."""
+    from llm2vec_hf.evaluation.instructions import MTEB_INSTRUCTIONS, resolve_instruction
+    from llm2vec_hf.evaluation.mteb_tasks import get_tasks
+
+    tasks = get_tasks(["llm2vec-mteb"])
+    assert [t.metadata.name for t in tasks] == list(MTEB_INSTRUCTIONS)
+    subsets = {t.metadata.name: t.hf_subsets for t in tasks if t.metadata.is_multilingual}
+    assert subsets["STS17"] == ["en-en"] and subsets["STS22"] == ["en"]
+    for task in tasks:
+        side = "query" if task.metadata.type in ("Retrieval", "Reranking") else None
+        instruction, source = resolve_instruction(task.metadata.name, task.metadata.type, side, {})
+        assert (instruction, source) == (MTEB_INSTRUCTIONS[task.metadata.name], "shipped instruction set")
+    assert get_tasks(["GermanSTSBenchmark"])[0].hf_subsets == ["default"]  # monolingual: no language filter

@@ -8,6 +8,7 @@ the linear probe learns POS tags from a random tiny model's features better than
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,9 @@ import torch
 
 from llm2vec_hf import cli
 from llm2vec_hf.evaluation.word_probes import (
+    TASKS,
     Sentence,
+    load_word_data,
     read_conll,
     run_word_probes,
     word_features,
@@ -44,6 +47,25 @@ def test_read_conll():
     assert first.tags["pos"][:3] == ["DT", "JJ", "NN"]
     assert first.tags["chunk"][:3] == ["B-NP", "I-NP", "I-NP"]
     assert "B-LOC" in first.tags["ner"] and len(first.tags["ner"]) == len(first.words)
+
+
+def test_dataset_path_reads_conll2003_columns(tmp_path):
+    """The Hugging Face dataset path, fed offline: CoNLL-2003's columns (class ids with names) in parquet files."""
+    datasets = pytest.importorskip("datasets", reason="datasets is not installed (it comes with the [eval] extra)")
+    splits = {"train": read_conll(CONLL / "train.txt"), "test": read_conll(CONLL / "test.txt")}
+    names = {task: sorted({t for s in splits["train"] + splits["test"] for t in s.tags[task]}) for task in TASKS}
+    features = datasets.Features(
+        {"tokens": datasets.Sequence(datasets.Value("string")),
+         **{TASKS[task][1]: datasets.Sequence(datasets.ClassLabel(names=names[task])) for task in TASKS}}
+    )
+    for split, sentences in splits.items():
+        rows = {"tokens": [s.words for s in sentences],
+                **{TASKS[t][1]: [[names[t].index(tag) for tag in s.tags[t]] for s in sentences] for t in TASKS}}
+        datasets.Dataset.from_dict(rows, features=features).to_parquet(str(tmp_path / f"{split}.parquet"))
+    train, test, name = load_word_data(str(tmp_path))
+    assert name == tmp_path.name
+    assert [(s.words, s.tags) for s in train] == [(s.words, s.tags) for s in splits["train"]]
+    assert [(s.words, s.tags) for s in test] == [(s.words, s.tags) for s in splits["test"]]
 
 
 def test_words_map_to_exactly_their_tokens(encoder):
@@ -105,11 +127,22 @@ def test_causal_probe_is_causal(checkpoint, tmp_path, monkeypatch):
 
 
 def test_eval_command_runs_word_probes(checkpoint, tmp_path, capsys):
-    code = cli.main(["eval", str(checkpoint), "--tasks", "word:pos", "word:chunk", "--word-data", str(CONLL),
-                     "--mntp-shift", "--output", str(tmp_path)])
+    from llm2vec_hf import model_card
+
+    card_support = hasattr(model_card, "add_evaluation_results")
+    folder = Path(shutil.copytree(checkpoint, tmp_path / "model"))
+    code = cli.main(["eval", str(folder), "--tasks", "word:pos", "word:chunk", "--word-data", str(CONLL),
+                     "--mntp-shift", "--output", str(tmp_path / "out")] + (["--model-card"] if card_support else []))
     assert code == 0
-    summary = json.loads((tmp_path / "summary.json").read_text())
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [r["task"] for r in summary["rows"]] == ["word:pos", "word:chunk"]
     assert all(r["shift"] for r in summary["rows"])
     table = capsys.readouterr().out
     assert "word:pos" in table and "accuracy" in table
+    if card_support:
+        from huggingface_hub import ModelCard
+
+        results = ModelCard.load(folder / "README.md").data.eval_results
+        by_task = {r.task_name: r for r in results}
+        assert by_task["Word-level probe (word:pos)"].task_type == "token-classification"
+        assert by_task["Word-level probe (word:pos)"].metric_value == pytest.approx(summary["rows"][0]["score"], abs=1e-6)

@@ -189,14 +189,19 @@ def get_tasks(names: Sequence[str], languages: Sequence[str] | None = ("eng",)) 
         expanded = list(MTEB_INSTRUCTIONS) if name == ALL_LLM2VEC_TASKS else [name]
         for task_name in expanded:
             try:
-                tasks.append(
-                    mteb.get_task(task_name, languages=list(languages) if languages else None,
-                                  exclusive_language_filter=bool(languages))
-                )
+                task = mteb.get_task(task_name)
             except KeyError as error:
                 if os.path.isdir(task_name):
                     raise LLM2VecError(f"{task_name} has no task.json.\n{LOCAL_TASK_FORMAT}") from error
                 raise LLM2VecError(f"unknown MTEB task {task_name!r} (and no local task folder of that name)") from error
+            if languages and task.metadata.is_multilingual:
+                try:
+                    task = mteb.get_task(task_name, languages=list(languages), exclusive_language_filter=True)
+                except ValueError as error:
+                    raise LLM2VecError(
+                        f"{task_name} has no subset in {', '.join(languages)}; pass --all-languages to run all of them"
+                    ) from error
+            tasks.append(task)
     return tasks
 
 
@@ -387,12 +392,16 @@ def model_index_entries(rows: Iterable[dict[str, Any]], tasks: Sequence = ()) ->
     entries = []
     for row in rows:
         if row.get("type") == "WordProbe":
+            probe = row["task"].split(":", 1)[-1]
+            dataset = row.get("dataset", "conll2003")
             entries.append(
                 {
                     "task_type": "token-classification",
                     "task_name": f"Word-level probe ({row['task']})",
-                    "dataset_type": row.get("dataset", "conll2003"),
-                    "dataset_name": row.get("dataset", "conll2003"),
+                    "dataset_type": dataset,
+                    # the probe is part of the name: cards merge results by (task, dataset, split, metric)
+                    "dataset_name": f"{dataset} ({probe})",
+                    "dataset_config": probe,
                     "dataset_split": row["split"],
                     "metric_type": row["metric"],
                     "metric_name": row["metric"],

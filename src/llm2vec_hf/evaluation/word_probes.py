@@ -77,28 +77,44 @@ def _split_file(folder: Path, split: str) -> Path | None:
 
 
 def load_word_data(source: str) -> tuple[list[Sentence], list[Sentence], str]:
-    """(train, test, dataset name) from a CoNLL folder or a Hugging Face dataset id."""
+    """(train, test, dataset name) from a CoNLL folder, or else a dataset ``datasets.load_dataset`` reads.
+
+    The dataset (a Hub id, or a local folder of parquet/json files) needs ``train`` and ``test`` splits with a
+    ``tokens`` column and any of ``pos_tags``, ``chunk_tags``, ``ner_tags`` (class ids with names, or strings).
+    """
     if os.path.isdir(source):
         folder = Path(source)
         train, test = _split_file(folder, "train"), _split_file(folder, "test")
-        if not train or not test:
-            raise LLM2VecError(f"{folder}: needs train.txt and test.txt in CoNLL format (word POS chunk NER)")
-        return read_conll(train), read_conll(test), folder.resolve().name
+        if train and test:
+            return read_conll(train), read_conll(test), folder.resolve().name
     try:
         import datasets
     except ImportError as error:  # datasets comes with mteb, i.e. with the [eval] extra
-        raise LLM2VecError("reading a Hugging Face dataset needs `datasets`: pip install 'llm2vec-hf[eval]'") from error
+        raise LLM2VecError(
+            f"{source} is not a folder with CoNLL train.txt and test.txt; reading it as a dataset needs `datasets`: "
+            "pip install 'llm2vec-hf[eval]'"
+        ) from error
     data = datasets.load_dataset(source)
+    missing = [split for split in ("train", "test") if split not in data]
+    if missing:
+        raise LLM2VecError(f"{source}: no {' or '.join(missing)} split (has {', '.join(data)})")
 
     def convert(split) -> list[Sentence]:
-        names = {task: data[split].features[column].feature.names for task, (_, column) in TASKS.items()
-                 if column in data[split].features}
+        features = data[split].features
+        columns = {task: column for task, (_, column) in TASKS.items() if column in features}
+
+        def namer(column):
+            names = getattr(getattr(features[column], "feature", None), "names", None)
+            return (lambda value: names[value]) if names else str
+
+        namers = {task: namer(column) for task, column in columns.items()}
         return [
-            Sentence(list(row["tokens"]), {task: [names[task][i] for i in row[TASKS[task][1]]] for task in names})
+            Sentence(list(row["tokens"]), {task: [namers[task](v) for v in row[column]] for task, column in columns.items()})
             for row in data[split]
         ]
 
-    return convert("train"), convert("test"), source
+    name = Path(source).resolve().name if os.path.isdir(source) else source
+    return convert("train"), convert("test"), name
 
 
 def word_token_positions(tokenizer, words: Sequence[str], max_length: int) -> tuple[list[int], list[list[int]]]:
