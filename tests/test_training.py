@@ -320,8 +320,10 @@ def test_grouped_batches_come_from_one_dataset_and_split_per_rank():
 # --------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def mntp_run(tiny, tmp_path_factory):
-    return train("mntp", tiny, tmp_path_factory.mktemp("mntp"), max_steps=16, gradient_checkpointing=True,
-                 eval_strategy="no")
+    values = recipe_values("mntp", tiny, tmp_path_factory.mktemp("mntp"), max_steps=16, gradient_checkpointing=True,
+                           eval_strategy="no")
+    del values["report_to"]  # the default: TensorBoard where installed
+    return run_training(parse_recipe(values))
 
 
 def _adapter_files(folder: str) -> set[str]:
@@ -334,6 +336,13 @@ def test_mntp_stage(mntp_run):
     assert 0 <= mntp_run.metrics["eval_accuracy"] <= 1 and "eval_loss" in mntp_run.metrics
     assert Path(mntp_run.loss_curve).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "llm2vec-hf export" in mntp_run.summary and mntp_run.adapter_dir in mntp_run.summary
+    events = list(Path(mntp_run.adapter_dir).rglob("events.out.tfevents.*"))
+    try:
+        import tensorboard  # noqa: F401
+
+        assert events and mntp_run.trainer.args.report_to == ["tensorboard"]
+    except ImportError:
+        assert not events and mntp_run.trainer.args.report_to in (["none"], [])
 
 
 def _encode(folder, texts):

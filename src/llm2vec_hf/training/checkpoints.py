@@ -46,7 +46,11 @@ class AdapterTrainerMixin:
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir or self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
-        self.peft_model().save_pretrained(output_dir, safe_serialization=True)
+        if state_dict is not None:
+            # Trainer passes a gathered state dict under DeepSpeed/FSDP; its keys carry the wrapper's prefix
+            # (e.g. "0.auto_model." for a SentenceTransformer); PEFT wants them from "base_model.model." on.
+            state_dict = {k[k.find("base_model.model."):]: v for k, v in state_dict.items() if "base_model.model." in k}
+        self.peft_model().save_pretrained(output_dir, safe_serialization=True, state_dict=state_dict)
         logger.debug("Saved adapter to %s", output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
