@@ -152,6 +152,13 @@ def test_text_template_reproduces_official_wrapping(templated, case):
     model = AutoModel.from_pretrained(str(folder), trust_remote_code=True)
     remote = model.encode(case["inputs"], AutoTokenizer.from_pretrained(str(folder)), skip_instruction=skip).numpy()
     assert np.abs(remote - expected).max() <= TOL
+    if skip:  # the checkpoint's own setting: sentence-transformers applies the stored template too
+        from sentence_transformers import SentenceTransformer
+
+        st = SentenceTransformer(str(folder), trust_remote_code=True)
+        rows = [st.encode([x[1]], prompt=x[0].strip() + " ")[0] if isinstance(x, list) else st.encode([x])[0]
+                for x in case["inputs"]]
+        assert np.abs(np.stack(rows) - expected).max() <= TOL
     # without the template the vectors are different: the comparison can fail
     plain = LLM2Vec.from_pretrained(str(MIGRATION / "base"), skip_instruction=skip, max_length=64,
                                     doc_max_length=48).encode(case["inputs"], show_progress_bar=False)

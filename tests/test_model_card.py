@@ -142,14 +142,17 @@ def test_render_with_evaluation_and_model_id(exported):
     config = AutoConfig.from_pretrained(folder)
     model = types.SimpleNamespace(config=config, parameters=lambda: iter([torch.zeros(1)]))
     settings = json.loads((folder / "llm2vec_config.json").read_text())
-    settings["text_template"] = "[INST] {text} [/INST]"
+    settings["text_template"] = "<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|>"
     evaluation = [{"task_type": "sts", "dataset_type": "mteb/stsbenchmark-sts", "dataset_name": "STSBenchmark",
                    "metric_type": "cosine_spearman", "metric_value": 77.5, "dataset_split": "test"}]
     text = render_model_card(model, settings, {}, {"base_model": "org/base", "adapters": []}, evaluation=evaluation)
     card = ModelCard(text)
     assert card.data.base_model == "org/base"
     assert card.data.eval_results[0].metric_value == 77.5 and card.data.model_name == "llm2vec-base"
-    assert "`[INST] {text} [/INST]`" in text
+    # the template sits in a table row: its "|" are escaped, so the row keeps its two cells
+    row = next(line for line in text.splitlines() if line.startswith("| text template |"))
+    assert row == "| text template | `<\\|start_header_id\\|>user<\\|end_header_id\\|>\\n\\n{text}<\\|eot_id\\|>` |"
+    assert len(re.split(r"(?<!\\)\|", row)) == 4
     # no stored prompt: the usage passes the instruction itself
     assert 'prompt="Given a web search query, retrieve relevant passages that answer the query "' in text
     published = with_model_id(text, "org/llm2vec-base")

@@ -285,7 +285,9 @@ def render_model_card(
         "max_length": settings["max_length"],
         "doc_max_length": settings["doc_max_length"],
         "skip_instruction": str(settings["skip_instruction"]).lower(),
-        "text_template": f"`{json.dumps(text_template)[1:-1]}`" if text_template else "none",
+        # a table cell: "|" must be escaped even inside a code span (GitHub-flavoured markdown tables)
+        "text_template": f"`{json.dumps(text_template, ensure_ascii=False)[1:-1]}`".replace("|", "\\|")
+        if text_template else "none",
         "min_transformers": MIN_TRANSFORMERS_VERSION,
         "max_transformers": TRANSFORMERS_UPPER,
         "export_transformers": transformers.__version__,
