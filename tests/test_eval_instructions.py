@@ -48,3 +48,13 @@ def test_as_instruction_matches_mteb_llm2vec_wrapper():
     assert as_instruction("Retrieve semantically similar text.") == "Retrieve semantically similar text:"
     assert as_instruction("  Given a claim, find documents  ") == "Given a claim, find documents:"
     assert as_instruction("") == ""
+
+
+def test_user_overrides_come_first():
+    overrides = {"STS12": "Mine:", "SciFact-query": "Q mine:", "SciFact-document": "D mine:"}
+    prompts = {"STS12": "Checkpoint's:", "SciFact": "Checkpoint's:"}
+    assert resolve_instruction("STS12", "STS", None, prompts, overrides=overrides) == ("Mine:", "--instructions 'STS12'")
+    assert resolve_instruction("SciFact", "Retrieval", "query", prompts, overrides=overrides)[0] == "Q mine:"
+    assert resolve_instruction("SciFact", "Retrieval", "document", prompts, overrides=overrides)[0] == "D mine:"
+    # a task-wide override is for queries: documents of a retrieval task stay bare
+    assert resolve_instruction("NQ", "Retrieval", "document", {}, overrides={"NQ": "x"})[0] == ""

@@ -129,6 +129,24 @@ def test_sts_scores_use_the_checkpoint_prompt_on_both_sides(evaluated, model, ch
     assert score(summary, "TinySTS") == pytest.approx(scores["cosine_spearman"], abs=1e-6)
 
 
+def test_instructions_file_takes_precedence(checkpoint, model, tmp_path):
+    from scipy.stats import pearsonr
+
+    (tmp_path / "instructions.json").write_text(json.dumps({"TinySTS": "Find paraphrases:"}))
+    code = cli.main(["eval", str(checkpoint), "--tasks", str(FIXTURES / "sts"), "--output", str(tmp_path / "out"),
+                     "--instructions", str(tmp_path / "instructions.json")])
+    assert code == 0
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["instructions"]["TinySTS"]["all"] == ["Find paraphrases:", "--instructions 'TinySTS'"]
+    pairs = read_jsonl(FIXTURES / "sts" / "pairs.jsonl")
+    a = model.encode([p["sentence1"] for p in pairs], prompt="Find paraphrases:", convert_to_numpy=True)
+    b = model.encode([p["sentence2"] for p in pairs], prompt="Find paraphrases:", convert_to_numpy=True)
+    similarity = np.sum(cosine(a, b) * np.eye(len(pairs)), axis=1)
+    result = json.loads(next((tmp_path / "out" / "results").rglob("TinySTS.json")).read_text())
+    expected = pearsonr(similarity, [p["score"] for p in pairs]).statistic
+    assert result["scores"]["test"][0]["cosine_pearson"] == pytest.approx(expected, abs=2e-6)
+
+
 def test_scores_go_into_the_model_card(evaluated, checkpoint):
     from llm2vec_hf import model_card
 

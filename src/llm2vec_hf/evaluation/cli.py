@@ -37,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="torch device (default: sentence-transformers' choice)")
     parser.add_argument("--no-instructions", action="store_true", help="encode every text without an instruction")
     parser.add_argument("--instructions", metavar="FILE.json", default=None,
-                        help="a JSON {task name: instruction} to use instead of the shipped set")
+                        help="a JSON {task name: instruction} that takes precedence over the checkpoint's prompts "
+                             "and the shipped set (keys may also be TASK-query / TASK-document)")
     parser.add_argument("--all-languages", action="store_true",
                         help="run every subset of multilingual MTEB tasks (default: English subsets only)")
     parser.add_argument("--model-card", action="store_true",

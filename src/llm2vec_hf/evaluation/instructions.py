@@ -113,10 +113,13 @@ def resolve_instruction(
     shipped: Mapping[str, str] | None = None,
     use_instructions: bool = True,
     default: str | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> tuple[str, str]:
     """The instruction for one side (``prompt_type``: "query", "document" or None) of one task, and its source.
 
-    Checkpoint named prompts are looked up with mteb's key names. For a query or a symmetric task, first match wins:
+    ``overrides`` (the user's ``--instructions`` file) come first: ``{task}-{prompt_type}`` or ``{task}`` (for
+    documents of asymmetric tasks only ``{task}-document``). Checkpoint named prompts are looked up with mteb's key
+    names. Then, for a query or a symmetric task, first match wins:
     1. checkpoint prompt ``{task}-{prompt_type}``, then ``{task}``;
     2. the shipped set (``MTEB_INSTRUCTIONS``, or ``shipped``);
     3. the task's own prompt (mteb task metadata ``prompt``, or ``instruction`` of a local task), as a colon form;
@@ -130,12 +133,18 @@ def resolve_instruction(
     prompts = {k: v for k, v in (checkpoint_prompts or {}).items() if v is not None}
     shipped = MTEB_INSTRUCTIONS if shipped is None else shipped
     asymmetric = task_type in ASYMMETRIC_TYPES
+    overrides = overrides or {}
+    side = prompt_type if asymmetric else None
+    keys = [f"{task_name}-document"] if asymmetric and prompt_type == "document" else (
+        ([f"{task_name}-{side}"] if side else []) + [task_name])
+    for key in keys:
+        if key in overrides:
+            return overrides[key], f"--instructions {key!r}"
     if asymmetric and prompt_type == "document":
         for key in (f"{task_name}-document", f"{task_type}-document", "document"):
             if key in prompts:
                 return prompts[key], f"checkpoint prompt {key!r}"
         return "", "none"
-    side = prompt_type if asymmetric else None
     keys = ([f"{task_name}-{side}"] if side else []) + [task_name]
     for key in keys:
         if key in prompts:

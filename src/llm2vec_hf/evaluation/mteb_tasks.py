@@ -219,7 +219,8 @@ def make_encoder(model, name: str, revision: str | None = None, use_instructions
     """An mteb encoder (``AbsEncoder``) for a loaded ``SentenceTransformer`` of an llm2vec-hf checkpoint.
 
     ``prompts``: named prompts to look up per task (default: the checkpoint's, ``model.prompts``);
-    ``instructions``: the instruction set (default ``MTEB_INSTRUCTIONS``).
+    ``instructions``: {task name (or ``task-query`` / ``task-document``): instruction} that take precedence over
+    everything else (``--instructions FILE.json``); the shipped set ``MTEB_INSTRUCTIONS`` stays the fallback.
     """
     require_mteb()
     from mteb.models.model_meta import ModelMeta
@@ -232,7 +233,7 @@ def make_encoder(model, name: str, revision: str | None = None, use_instructions
         def __init__(self):
             self.model = model
             self.checkpoint_prompts = dict(model.prompts if prompts is None else prompts)
-            self.instructions = MTEB_INSTRUCTIONS if instructions is None else instructions
+            self.overrides = dict(instructions or {})
             self.use_instructions = use_instructions
             #: task -> side -> (instruction, source): what was used, for the summary and results.
             self.used: dict[str, dict[str | None, tuple[str, str]]] = {}
@@ -250,9 +251,9 @@ def make_encoder(model, name: str, revision: str | None = None, use_instructions
                 side,
                 checkpoint_prompts=self.checkpoint_prompts,
                 task_prompt=task_metadata.prompt,
-                shipped=self.instructions,
                 use_instructions=self.use_instructions,
                 default=_abstask_prompt(task_metadata.name),
+                overrides=self.overrides,
             )
             self.used.setdefault(task_metadata.name, {})[side] = (instruction, source)
             return instruction
@@ -278,11 +279,12 @@ def make_encoder(model, name: str, revision: str | None = None, use_instructions
 
 
 def _abstask_prompt(task_name: str) -> str:
-    from mteb.abstasks.abstask import get_abstask_prompt
-
+    """mteb's generic prompt for the task's type ("" where this mteb has none or cannot place the task)."""
     try:
-        return get_abstask_prompt(task_name)
-    except Exception:  # a task class mteb cannot place: no generic prompt
+        from mteb.abstasks.abstask import get_abstask_prompt
+
+        return get_abstask_prompt(task_name) or ""
+    except Exception:
         return ""
 
 
