@@ -318,12 +318,19 @@ def test_grouped_batches_come_from_one_dataset_and_split_per_rank():
 # --------------------------------------------------------------------------------------------------------------
 # The tiny pipelines: mntp -> simcse -> export and mntp -> supervised -> export
 # --------------------------------------------------------------------------------------------------------------
+def tiny_recipe(stage: str, tiny, output_dir, *overrides: str):
+    """configs/tiny/<stage>.yaml itself, with the data paths pointed at this test's folder and fewer steps."""
+    data = tiny["supervised"] if stage == "supervised" else tiny["corpus"]
+    paths = ["--model_name_or_path", str(tiny["base"]), "--train_file", str(data), "--output_dir", str(output_dir),
+             "--disable_tqdm", "true"]
+    return parse_recipe(CONFIGS / "tiny" / f"{stage}.yaml", [*paths, *overrides])
+
+
 @pytest.fixture(scope="module")
 def mntp_run(tiny, tmp_path_factory):
-    values = recipe_values("mntp", tiny, tmp_path_factory.mktemp("mntp"), max_steps=16, gradient_checkpointing=True,
-                           eval_strategy="no")
-    del values["report_to"]  # the default: TensorBoard where installed
-    return run_training(parse_recipe(values))
+    # report_to is left to its default: TensorBoard where installed.
+    return run_training(tiny_recipe("mntp", tiny, tmp_path_factory.mktemp("mntp"), "--max_steps", "16",
+                                    "--gradient_checkpointing", "true", "--max_train_samples", "600"))
 
 
 def _adapter_files(folder: str) -> set[str]:
@@ -355,8 +362,10 @@ def _encode(folder, texts):
 def test_tiny_pipeline_to_export(tiny, mntp_run, tmp_path, stage):
     from llm2vec_hf.export import export_checkpoint
 
-    run = train(stage, tiny, tmp_path / stage, peft_model_name_or_path=mntp_run.adapter_dir,
-                **({"simcse_dropout": 0.3} if stage == "simcse" else {}))
+    recipe = tiny_recipe(stage, tiny, tmp_path / stage, "--peft_model_name_or_path", mntp_run.adapter_dir,
+                         "--max_steps", "12", "--report_to", "none")
+    assert recipe.model.peft_model_name_or_path == [mntp_run.adapter_dir]
+    run = run_training(recipe)
     assert falls(run.losses), run.losses
     assert _adapter_files(run.adapter_dir) == {"adapter_config.json", "adapter_model.safetensors"}
     assert json.loads((Path(run.adapter_dir) / "llm2vec_config.json").read_text()) == {"pooling_mode": "mean"}
@@ -467,3 +476,14 @@ def test_killed_run_resumes_and_reaches_max_steps(tiny, tmp_path):
     assert len(resumed.losses) == 14 - first_resumed_step + 1
     assert _adapter_files(str(output)) == {"adapter_config.json", "adapter_model.safetensors"}
     assert (output / "loss_curve.png").is_file()
+
+
+def test_mntp_reads_a_datasets_dataset(tiny, tmp_path):
+    folder = tmp_path / "dataset"
+    folder.mkdir()
+    (folder / "train.txt").write_text(tiny["corpus"].read_text())
+    run = train("mntp", tiny, tmp_path / "out", train_file=None, dataset_name=str(folder), max_steps=2,
+                max_train_samples=200)
+    assert len(run.losses) == 2 and 0 <= run.metrics["eval_accuracy"] <= 1
+    with pytest.raises(DataError, match="Could not load dataset"):
+        train("mntp", tiny, tmp_path / "out2", train_file=None, dataset_name=str(tmp_path / "no-such-dataset"))
