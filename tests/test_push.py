@@ -110,6 +110,9 @@ def test_push_end_to_end_then_load_by_repo_id(checkpoint, hub_env, capsys, caplo
         # a second push to the existing repo (create_repo answers 409 → exist_ok) lands on main
         assert push(checkpoint, "org/tiny-llm2vec", out=lambda line: None) is not None
         assert set(repo.branches["main"]) == set(local) and len(repo.commits) == 2
+        # and one to the branch that now exists (create_branch answers 409 → exist_ok)
+        assert push(checkpoint, "org/tiny-llm2vec", revision="v1", commit_message="again", out=lambda line: None)
+        assert [c["branch"] for c in repo.commits] == ["v1", "main", "v1"] and repo.commits[-1]["summary"] == "again"
 
         # download side: a fresh process loads the pushed repo by id through all three paths
         code = f"""
@@ -191,6 +194,12 @@ def test_refusing_hub(checkpoint, hub_env, monkeypatch, capsys, mode, needle):
         code, out, err = _run_cli(["push", str(checkpoint), "--repo-id", "org/x"], capsys)
         assert _calls(hub) and not hub.repos
     _assert_one_line_error(code, out, err, needle)
+
+
+def test_offline_mode_is_named(checkpoint, hub_env, monkeypatch, capsys):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    code, out, err = _run_cli(["push", str(checkpoint), "--repo-id", "org/x"], capsys)
+    _assert_one_line_error(code, out, err, "HF_HUB_OFFLINE is set")
 
 
 def test_dry_run_prints_files_sizes_and_metadata_without_network(checkpoint, hub_env, monkeypatch, capsys):
