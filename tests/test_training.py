@@ -487,3 +487,9 @@ def test_mntp_reads_a_datasets_dataset(tiny, tmp_path):
     assert len(run.losses) == 2 and 0 <= run.metrics["eval_accuracy"] <= 1
     with pytest.raises(DataError, match="Could not load dataset"):
         train("mntp", tiny, tmp_path / "out2", train_file=None, dataset_name=str(tmp_path / "no-such-dataset"))
+
+
+def test_mntp_evaluation_masks_are_the_same_every_time(tiny, tmp_path):
+    run = train("mntp", tiny, tmp_path / "o", max_steps=1)
+    first, second = run.trainer.evaluate(), run.trainer.evaluate()
+    assert first["eval_loss"] == second["eval_loss"] and first["eval_accuracy"] == second["eval_accuracy"]

@@ -186,6 +186,12 @@ def build_mntp_trainer(recipe, resume: str | None):
         def peft_model(self):
             return model
 
+        def evaluate(self, *args, **kwargs):
+            # The same masks at every evaluation, so that eval loss and accuracy are comparable across steps.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.args.seed)
+                return super().evaluate(*args, **kwargs)
+
     trainer = MNTPTrainer(
         model=model,
         args=args,

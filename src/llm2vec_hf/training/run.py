@@ -56,7 +56,8 @@ def run_training(recipe) -> TrainingResult:
     train_output = trainer.train(resume_from_checkpoint=resume)
     metrics = dict(train_output.metrics)
     if stage == "mntp" and trainer.eval_dataset is not None:
-        metrics.update(trainer.evaluate())
+        last_eval = [e for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == trainer.state.global_step]
+        metrics.update(last_eval[-1] if last_eval else trainer.evaluate())
     save_adapter_atomically(trainer, args.output_dir)
     adapters = list(recipe.model.peft_model_name_or_path or [])
     result = TrainingResult(stage, args.output_dir, recipe.model.model_name_or_path, adapters, metrics,
