@@ -183,3 +183,22 @@ def test_llm2vec_task_set_resolves_in_mtebs_registry():
         instruction, source = resolve_instruction(task.metadata.name, task.metadata.type, side, {})
         assert (instruction, source) == (MTEB_INSTRUCTIONS[task.metadata.name], "shipped instruction set")
     assert get_tasks(["GermanSTSBenchmark"])[0].hf_subsets == ["default"]  # monolingual: no language filter
+
+
+def test_checkpoint_prompts_for_plain_mteb_follow_llm2vec():
+    """sentence_transformers_prompts() stored in a checkpoint: mteb's own prompt lookup (what it does for any
+    SentenceTransformer) then gives queries the instruction, retrieval documents none, symmetric tasks one."""
+    from mteb.models.abs_encoder import get_prompt_name
+    from mteb.types import PromptType
+
+    from llm2vec_hf.evaluation.instructions import MTEB_INSTRUCTIONS, MTEB_TASK_TYPES, sentence_transformers_prompts
+
+    prompts = sentence_transformers_prompts()
+    for name, instruction in MTEB_INSTRUCTIONS.items():
+        metadata = mteb.get_task(name).metadata
+        assert (MTEB_TASK_TYPES.get(name) or "symmetric") == (
+            metadata.type if metadata.type in ("Retrieval", "Reranking") else "symmetric")
+        sides = ((PromptType.query, instruction), (PromptType.document, "")) if name in MTEB_TASK_TYPES else (
+            (None, instruction), (PromptType.query, instruction))
+        for side, wanted in sides:
+            assert prompts[get_prompt_name(prompts, metadata, side)] == wanted

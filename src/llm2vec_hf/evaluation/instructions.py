@@ -92,6 +92,15 @@ MTEB_INSTRUCTIONS: dict[str, str] = {
     "SummEval": "Given a news summary, retrieve other semantically similar summaries:",
 }
 
+_RERANKING = ("AskUbuntuDupQuestions", "MindSmallReranking", "SciDocsRR", "StackOverflowDupQuestions")
+_LAST_RETRIEVAL = list(MTEB_INSTRUCTIONS).index("TRECCOVID")
+#: task -> mteb task type, for the tasks of ``MTEB_INSTRUCTIONS`` that are retrieval or reranking (the rest are
+#: symmetric); checked against mteb's registry in the tests.
+MTEB_TASK_TYPES: dict[str, str] = {
+    **{name: "Retrieval" for name in list(MTEB_INSTRUCTIONS)[: _LAST_RETRIEVAL + 1]},
+    **{name: "Reranking" for name in _RERANKING},
+}
+
 #: mteb task types whose two sides play different roles: only queries get the instruction.
 ASYMMETRIC_TYPES = frozenset({"Retrieval", "Reranking", "InstructionRetrieval", "InstructionReranking"})
 
@@ -163,6 +172,27 @@ def resolve_instruction(
     if default:
         return as_instruction(default), "mteb default for the task type"
     return "", "none"
+
+
+def sentence_transformers_prompts(instructions: Mapping[str, str] | None = None,
+                                  task_types: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Named prompts that carry the instruction set inside a checkpoint, keyed the way mteb looks them up.
+
+    Retrieval/reranking tasks get ``{task}-query`` (the instruction) and ``{task}-document`` (empty); the others
+    ``{task}``. Stored in a checkpoint's ``config_sentence_transformers.json`` (``export --prompt``), they make
+    plain ``mteb.evaluate(SentenceTransformer(checkpoint), tasks)`` follow LLM2Vec's protocol, and
+    ``llm2vec-hf eval`` reads them first. ``task_types`` (task -> mteb type) defaults to ``MTEB_TASK_TYPES``.
+    """
+    instructions = MTEB_INSTRUCTIONS if instructions is None else instructions
+    task_types = MTEB_TASK_TYPES if task_types is None else task_types
+    prompts: dict[str, str] = {}
+    for task, instruction in instructions.items():
+        if task_types.get(task) in ASYMMETRIC_TYPES:
+            prompts[f"{task}-query"] = instruction
+            prompts[f"{task}-document"] = ""
+        else:
+            prompts[task] = instruction
+    return prompts
 
 
 def instruction_table(resolved: Mapping[str, Mapping[str, Any]]) -> str:
