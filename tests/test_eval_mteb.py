@@ -202,3 +202,33 @@ def test_checkpoint_prompts_for_plain_mteb_follow_llm2vec():
             (None, instruction), (PromptType.query, instruction))
         for side, wanted in sides:
             assert prompts[get_prompt_name(prompts, metadata, side)] == wanted
+
+
+def test_registered_mteb_tasks_get_the_shipped_instructions(model, tmp_path):
+    """Real mteb task classes (STS12, SciFact) with a few rows put in place of their Hub data: the encoder gives
+    them LLM2Vec's instructions through mteb's own evaluation."""
+    from datasets import Dataset
+
+    from llm2vec_hf.evaluation.instructions import MTEB_INSTRUCTIONS
+    from llm2vec_hf.evaluation.mteb_tasks import get_tasks, make_encoder
+
+    sts12, scifact = get_tasks(["STS12", "SciFact"])
+    pairs = read_jsonl(FIXTURES / "sts" / "pairs.jsonl")
+    sts12.dataset = {"test": Dataset.from_list(pairs)}
+    corpus = [{"id": d["id"], "text": d["text"], "title": d["title"]}
+              for d in read_jsonl(FIXTURES / "retrieval" / "corpus.jsonl")]
+    scifact.dataset = {"default": {"test": {
+        "corpus": Dataset.from_list(corpus),
+        "queries": Dataset.from_list(read_jsonl(FIXTURES / "retrieval" / "queries.jsonl")),
+        "relevant_docs": {"q1": {"d1": 1}, "q2": {"d2": 1}, "q3": {"d3": 1}},
+        "top_ranked": None,
+    }}}
+    for task in (sts12, scifact):
+        task.data_loaded = True
+    encoder = make_encoder(model, "tiny-llama", prompts={})
+    result = mteb.evaluate(encoder, [sts12, scifact], cache=mteb.ResultCache(str(tmp_path)),
+                           overwrite_strategy="always", show_progress_bar=False)
+    assert {r.task_name for r in result.task_results} == {"STS12", "SciFact"}
+    assert encoder.used["STS12"] == {None: (MTEB_INSTRUCTIONS["STS12"], "shipped instruction set")}
+    assert encoder.used["SciFact"]["query"] == (MTEB_INSTRUCTIONS["SciFact"], "shipped instruction set")
+    assert encoder.used["SciFact"]["document"] == ("", "none")
