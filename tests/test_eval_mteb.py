@@ -174,11 +174,14 @@ def test_llm2vec_task_set_resolves_in_mtebs_registry():
     from llm2vec_hf.evaluation.instructions import MTEB_INSTRUCTIONS, resolve_instruction
     from llm2vec_hf.evaluation.mteb_tasks import get_tasks
 
-    tasks = get_tasks(["llm2vec-mteb"])
-    assert [t.metadata.name for t in tasks] == list(MTEB_INSTRUCTIONS)
+    tasks = get_tasks(["llm2vec-mteb"])  # mteb's MTEB(eng, v1): CQADupstack is one task of 12 sub-tasks
+    assert len(tasks) == 56
     subsets = {t.metadata.name: t.hf_subsets for t in tasks if t.metadata.is_multilingual}
     assert subsets["STS17"] == ["en-en"] and subsets["STS22"] == ["en"]
-    for task in tasks:
+    assert subsets["AmazonCounterfactualClassification"] == ["en"]
+    encoded = [sub for t in tasks for sub in (t.metadata.tasks if hasattr(t.metadata, "tasks") else [t])]
+    assert sorted(t.metadata.name for t in encoded) == sorted(MTEB_INSTRUCTIONS)
+    for task in encoded:
         side = "query" if task.metadata.type in ("Retrieval", "Reranking") else None
         instruction, source = resolve_instruction(task.metadata.name, task.metadata.type, side, {})
         assert (instruction, source) == (MTEB_INSTRUCTIONS[task.metadata.name], "shipped instruction set")

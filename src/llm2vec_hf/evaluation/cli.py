@@ -1,6 +1,7 @@
 """Evaluate a checkpoint on MTEB tasks (mteb 2.x, extra ``[eval]``) and word-level probes.
 
---tasks takes MTEB task names (e.g. SciFact STS12), ``llm2vec-mteb`` (the 56 English tasks LLM2Vec reported),
+--tasks takes MTEB task names (e.g. SciFact STS12), ``llm2vec-mteb`` (the 56 English tasks LLM2Vec reported,
+mteb's MTEB(eng, v1)),
 local task folders (a folder with task.json; see docs/evaluation.md), and word probes ``word:pos``,
 ``word:chunk``, ``word:ner`` (CoNLL-2003 or a folder of CoNLL files, --word-data).
 

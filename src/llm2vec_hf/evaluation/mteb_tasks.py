@@ -27,8 +27,9 @@ logger = logging.getLogger(__name__)
 
 #: The tested mteb release line; setup.cfg's ``[eval]`` extra pins the same range.
 MTEB_REQUIREMENT = "mteb>=2.26,<3"
-#: ``--tasks`` alias for the 56 English MTEB tasks LLM2Vec reported (CQADupstack as its 12 forums).
+#: ``--tasks`` alias for the 56 English MTEB tasks LLM2Vec reported: mteb's ``MTEB(eng, v1)`` benchmark.
 ALL_LLM2VEC_TASKS = "llm2vec-mteb"
+ENGLISH_BENCHMARK = "MTEB(eng, v1)"
 
 LOCAL_TASK_FORMAT = """\
 A local task is a folder with task.json and data files:
@@ -175,6 +176,15 @@ def local_task(folder: str | os.PathLike):
     return cls()
 
 
+def _english_mteb_v1(mteb) -> list | None:
+    """The tasks of mteb's ``MTEB(eng, v1)`` benchmark (the 56 LLM2Vec reported, with their English subsets and
+    splits, CQADupstack as one aggregate task), or None where this mteb does not name it."""
+    try:
+        return list(mteb.get_benchmark(ENGLISH_BENCHMARK).tasks)
+    except Exception:  # renamed or removed in some mteb 2.x: fall back to the instruction set's task list
+        return None
+
+
 def get_tasks(names: Sequence[str], languages: Sequence[str] | None = ("eng",)) -> list:
     """mteb tasks for ``names``: mteb task names, local task folders, or ``llm2vec-mteb`` (the LLM2Vec set).
 
@@ -186,6 +196,11 @@ def get_tasks(names: Sequence[str], languages: Sequence[str] | None = ("eng",)) 
         if is_local_task(name):
             tasks.append(local_task(name))
             continue
+        if name == ALL_LLM2VEC_TASKS:
+            benchmark = _english_mteb_v1(mteb)
+            if benchmark is not None:
+                tasks.extend(benchmark)
+                continue
         expanded = list(MTEB_INSTRUCTIONS) if name == ALL_LLM2VEC_TASKS else [name]
         for task_name in expanded:
             try:
