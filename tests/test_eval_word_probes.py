@@ -82,6 +82,34 @@ def test_words_map_to_exactly_their_tokens(encoder):
     assert cut[2] and not cut[3] and not cut[5]
 
 
+@pytest.mark.parametrize("pre_tokenize", [True, False])
+def test_word_alignment_with_a_sentencepiece_style_tokenizer(pre_tokenize):
+    """Llama-2 / Mistral-style tokens ("▁word", from a Prepend + Replace normaliser). Without a Metaspace
+    pre-tokenizer BPE also learns pieces across words ("s▁"): those go to the word of their first letter."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from llm2vec_hf.tiny import english_corpus
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    if pre_tokenize:
+        backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="never")
+    backend.train_from_iterator(english_corpus(), trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>"]))
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", unk_token="<unk>")
+    words = ["Buenos", "Aires", "is", "unbelievably", "large", ".", "U.S.", "1,000"]
+    ids, positions = word_token_positions(tokenizer, words, max_length=64)
+    tokens = tokenizer.convert_ids_to_tokens(ids)
+    assert [p for word in positions for p in word] == list(range(1, len(ids)))
+    for word, word_positions in zip(words, positions):
+        pieces = "".join(tokens[p] for p in word_positions)
+        if pre_tokenize:
+            assert pieces == "▁" + word
+        else:  # a piece may end in the next word's "▁"
+            assert pieces.replace("▁", "") == word
+
+
 @pytest.mark.parametrize("shift", [False, True])
 def test_word_feature_is_the_mean_of_its_token_vectors(encoder, shift):
     sentences = [Sentence(["Mary", "sold", "a", "quiet", "horse", "."]), Sentence(["Fiat", "builds", "cars", "."])]

@@ -120,8 +120,9 @@ def load_word_data(source: str) -> tuple[list[Sentence], list[Sentence], str]:
 def word_token_positions(tokenizer, words: Sequence[str], max_length: int) -> tuple[list[int], list[list[int]]]:
     """Token ids of ``" ".join(words)`` (with special tokens) and, per word, the positions of its tokens.
 
-    A token belongs to the word holding its last character; a token that is only the space before a word belongs
-    to that word. Words whose tokens were all cut by ``max_length`` get no positions.
+    A token belongs to the word holding its first non-space character (byte-level ``Ġword`` and SentencePiece
+    ``▁word`` tokens carry the space before the word); a token that is only a space belongs to the next word.
+    Words whose tokens were all cut by ``max_length`` get no positions.
     """
     if not getattr(tokenizer, "is_fast", False):
         raise LLM2VecError("word probes need a fast tokenizer (offset mapping)")
@@ -136,8 +137,10 @@ def word_token_positions(tokenizer, words: Sequence[str], max_length: int) -> tu
     encoded = tokenizer(text, return_offsets_mapping=True, truncation=True, max_length=max_length)
     positions: list[list[int]] = [[] for _ in words]
     for position, (start, end) in enumerate(encoded["offset_mapping"]):
-        if end > start and end <= len(owner):
-            positions[owner[end - 1]].append(position)
+        if end <= start or end > len(owner):
+            continue  # special tokens
+        chars = [i for i in range(start, end) if not text[i].isspace()]
+        positions[owner[chars[0] if chars else end - 1]].append(position)
     return list(encoded["input_ids"]), positions
 
 
