@@ -214,6 +214,9 @@ def tokenize_inputs(tokenizer, pairs: list[tuple[str, str]], settings: dict[str,
     the text tokenized alone without special tokens: BOS and instruction are not pooled. Works for either
     padding side.
     """
+    if tokenizer.pad_token is None:
+        # As the reference does; padded positions are masked out, so any token will do.
+        tokenizer.pad_token = tokenizer.eos_token
     if settings["pooling_mode"] == "eos_token" and not settings["eos_text"]:
         raise ValueError("eos_token pooling needs `eos_text` or a tokenizer with an EOS token")
     full_texts, pooled_texts = format_inputs(pairs, settings)
