@@ -493,3 +493,35 @@ def test_mntp_evaluation_masks_are_the_same_every_time(tiny, tmp_path):
     run = train("mntp", tiny, tmp_path / "o", max_steps=1)
     first, second = run.trainer.evaluate(), run.trainer.evaluate()
     assert first["eval_loss"] == second["eval_loss"] and first["eval_accuracy"] == second["eval_accuracy"]
+
+
+def test_supervised_columns_feed_instructions_as_pairs(tmp_path):
+    from llm2vec_hf.training.data import read_supervised, supervised_columns
+
+    lines = [{"query": "q1", "positive": "p1", "negative": ["n1", "m1"], "instruction": "Find it", "dataset": "a"},
+             {"query": "q2", "positive": "p2", "negative": "n2", "dataset": "b"}]
+    path = _write(tmp_path / "d.jsonl", "\n".join(json.dumps(line) for line in lines) + "\n")
+    columns, groups, n = supervised_columns(read_supervised(str(path)), None)
+    assert n == 1 and groups == ["a", "b"] and list(columns) == ["query", "positive", "negative_1"]
+    assert columns["query"] == [["Find it", "q1"], ["", "q2"]] and columns["positive"] == ["p1", "p2"]
+    lines[1]["document_instruction"] = "Find the duplicate"
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    columns, _, _ = supervised_columns(read_supervised(str(path)), None)
+    assert columns["positive"] == [["", "p1"], ["Find the duplicate", "p2"]]
+    assert columns["negative_1"] == [["", "n1"], ["Find the duplicate", "n2"]]
+
+
+def test_instruction_is_read_but_not_pooled_in_training(tiny):
+    """The training model pools a query's text tokens only, exactly as the exported checkpoint does."""
+    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.modeling.modeling_llm2vec import resolve_encoding, tokenize_inputs
+    from llm2vec_hf.training.contrastive import sentence_transformer_for
+
+    encoder, tokenizer, folders = load_bidirectional(str(tiny["base"]))
+    model = sentence_transformer_for(encoder, tokenizer, folders[0], max_seq_length=32, pooling_mode="mean")
+    features = model.preprocess([["Find the paragraph", "def statements"]])
+    expected = tokenize_inputs(tokenizer, [("Find the paragraph", "def statements")],
+                               resolve_encoding(encoder.config, tokenizer, max_length=32))
+    assert torch.equal(features["pool_mask"], expected["pool_mask"])
+    n_text = len(tokenizer("def statements", add_special_tokens=False)["input_ids"])
+    assert int(features["pool_mask"].sum()) == n_text < int(features["attention_mask"].sum())

@@ -41,6 +41,9 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
     module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
     settings = dict(getattr(module.auto_model.config, "llm2vec", None) or {})
     settings["pooling_mode"] = pooling_mode
+    # The reference trains on texts truncated to max_seq_length only; encode()'s word-wise doc_max_length cut
+    # (default 400) is an inference rule, so it is lifted to max_seq_length here.
+    settings["doc_max_length"] = max_seq_length
     module.auto_model.config.llm2vec = settings
     return SentenceTransformer(modules=[module], device=str(next(encoder.parameters()).device))
 

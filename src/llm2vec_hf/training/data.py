@@ -98,10 +98,14 @@ class SupervisedRecord:
     negatives: list[str]
     instruction: str
     dataset: str
+    document_instruction: str = ""
 
 
 def read_supervised(path: str, max_samples: int | None = None) -> list[SupervisedRecord]:
-    """Reads ``{query, positive, negative (one or a list), instruction, dataset}`` records from JSONL."""
+    """Reads ``{query, positive, negative (one or a list), instruction, dataset}`` records from JSONL.
+
+    An optional ``document_instruction`` is given to the positive and the negatives too (the reference does that
+    for its symmetric tasks, e.g. duplicate-question datasets)."""
     _check_file(path)
     records = []
     for number, record in _iter_jsonl(path):
@@ -117,9 +121,11 @@ def read_supervised(path: str, max_samples: int | None = None) -> list[Supervise
             raise DataError(f"{path}, line {number}: 'negative' must be a text or a list of non-empty texts")
         instruction = record.get("instruction") or ""
         dataset = record.get("dataset") or "default"
-        if not isinstance(instruction, str) or not isinstance(dataset, str):
-            raise DataError(f"{path}, line {number}: 'instruction' and 'dataset' must be strings")
-        records.append(SupervisedRecord(record["query"], record["positive"], negatives, instruction, dataset))
+        document_instruction = record.get("document_instruction") or ""
+        if not all(isinstance(v, str) for v in (instruction, dataset, document_instruction)):
+            raise DataError(f"{path}, line {number}: 'instruction', 'document_instruction' and 'dataset' must be strings")
+        records.append(SupervisedRecord(record["query"], record["positive"], negatives, instruction, dataset,
+                                        document_instruction))
         if max_samples and len(records) >= max_samples:
             break
     if not records:
@@ -143,10 +149,16 @@ def supervised_columns(
             f"{path}: record #{short + 1} has {len(records[short].negatives)} negative(s), "
             f"but num_hard_negatives is {num_hard_negatives}"
         )
+    if any(r.document_instruction for r in records):
+        def document(r, text):  # an empty instruction reads exactly as a plain text
+            return [r.document_instruction, text]
+    else:
+        def document(r, text):
+            return text
     columns: dict[str, list] = {"query": [[r.instruction, r.query] for r in records],
-                                "positive": [r.positive for r in records]}
+                                "positive": [document(r, r.positive) for r in records]}
     for i in range(num_hard_negatives):
-        columns[f"negative_{i + 1}"] = [r.negatives[i] for r in records]
+        columns[f"negative_{i + 1}"] = [document(r, r.negatives[i]) for r in records]
     return columns, [r.dataset for r in records], num_hard_negatives
 
 
