@@ -92,3 +92,12 @@ def test_attention_modules_have_causal_switched_off():
     flags = [m.is_causal for m in model.modules() if hasattr(m, "is_causal")]
     assert flags and not any(flags)
     assert model.config.is_causal is False and model.config.use_bidirectional_attention is True
+
+
+def test_enable_bidirectional_false_is_causal_even_on_an_exported_checkpoint(exported):
+    from llm2vec_hf import LLM2Vec
+
+    causal = LLM2Vec.from_pretrained(str(exported("llama")), enable_bidirectional=False).model
+    bidirectional = LLM2Vec.from_pretrained(str(exported("llama"))).model
+    assert not first_token_moves(causal, padded=True)
+    assert first_token_moves(bidirectional, padded=True)

@@ -95,7 +95,12 @@ def load_bidirectional(
         model_class = family.mntp if for_mntp else family.model
         config = family.config.from_pretrained(path)
     else:
+        # An exported checkpoint says is_causal: false, which the native class honours too: switch it back on.
         model_class = AutoModel
+        config.is_causal = True
+        config.use_bidirectional_attention = False
+        if hasattr(config, "auto_map"):
+            del config.auto_map  # the native class, not our remote code
     try:
         model = model_class.from_pretrained(path, config=config, **hf_kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError) as error:
