@@ -8,7 +8,8 @@ trainers that ``llm2vec-hf train`` uses (``trainer.training_step``: forward, los
 tokens/s of the step (median of ``--repeats`` steps after one warm-up step; tokens = non-padding tokens of
 all texts in the batch) and the step's peak memory: on CUDA ``torch.cuda.max_memory_allocated`` above the memory
 held before the step, on CPU the peak resident set (Linux ``VmHWM``, reset before the step) above the resident
-set before it. Prints a table and writes JSON.
+set before it, with glibc told to map every block of 16 KiB or more separately and return it on free, so that
+the resident set follows the live tensors. Prints a table and writes JSON.
 """
 
 from __future__ import annotations
@@ -87,7 +88,10 @@ def measure(case: dict) -> dict:
 
 def run_case(case: dict) -> dict:
     done = subprocess.run([sys.executable, __file__, "--one", json.dumps(case)], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+                               # glibc: serve every block of 16 KiB or more by mmap and give it back on free, so
+                               # that the resident set follows the live tensors (CPU memory figures).
+                               "MALLOC_MMAP_THRESHOLD_": "16384", "MALLOC_TRIM_THRESHOLD_": "0"})
     if done.returncode != 0:
         raise RuntimeError(f"case {case['name']} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])

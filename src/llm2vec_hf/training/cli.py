@@ -15,6 +15,7 @@ import logging
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the description's lines
     parser.add_argument("config", help="YAML recipe (configs/...)")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="--key value",
                         help="recipe fields to override, e.g. --max_steps 10 --output_dir runs/x")
