@@ -474,6 +474,9 @@ def test_killed_run_resumes_and_reaches_max_steps(tiny, tmp_path):
     assert state["global_step"] == 14
     first_resumed_step = int(sorted(checkpoints, key=lambda n: int(n.split("-")[1]))[-1].split("-")[1]) + 1
     assert len(resumed.losses) == 14 - first_resumed_step + 1
+    # Same data, same dropout noise (RNG states restored), same weights: the uninterrupted run's losses.
+    uninterrupted = run_training(parse_recipe(recipe, ["--output_dir", str(tmp_path / "uninterrupted")]))
+    assert resumed.losses == pytest.approx(uninterrupted.losses[first_resumed_step - 1:], abs=1e-6)
     assert _adapter_files(str(output)) == {"adapter_config.json", "adapter_model.safetensors"}
     assert (output / "loss_curve.png").is_file()
 
@@ -525,3 +528,51 @@ def test_instruction_is_read_but_not_pooled_in_training(tiny):
     assert torch.equal(features["pool_mask"], expected["pool_mask"])
     n_text = len(tokenizer("def statements", add_special_tokens=False)["input_ids"])
     assert int(features["pool_mask"].sum()) == n_text < int(features["attention_mask"].sum())
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stage", ["mntp", "supervised"])
+def test_interrupted_run_resumes_exactly(tiny, tmp_path, stage, monkeypatch):
+    """Interrupted after step 6 (last checkpoint: 4), resumed: steps 5-8 repeat the uninterrupted run's losses."""
+    from transformers import TrainerCallback
+
+    from llm2vec_hf.training import contrastive, mntp
+
+    settings = dict(max_steps=8, save_strategy="steps", save_steps=4, max_train_samples=300)
+    uninterrupted = train(stage, tiny, tmp_path / "a", **settings)
+
+    class Stop(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step == 6:
+                raise _Interrupt
+
+    module, name = (mntp, "build_mntp_trainer") if stage == "mntp" else (contrastive, "build_contrastive_trainer")
+    build = getattr(module, name)
+
+    def build_with_stop(recipe, resume):
+        trainer, base = build(recipe, resume)
+        trainer.add_callback(Stop())
+        return trainer, base
+
+    monkeypatch.setattr(module, name, build_with_stop)
+    with pytest.raises(_Interrupt):
+        train(stage, tiny, tmp_path / "b", **settings)
+    monkeypatch.setattr(module, name, build)
+    assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-4"]
+    resumed = train(stage, tiny, tmp_path / "b", resume_from_checkpoint="true", **settings)
+    assert resumed.losses == pytest.approx(uninterrupted.losses[4:], abs=1e-6)
+
+
+def test_mntp_masks_depend_on_the_block_and_epoch_only():
+    torch.manual_seed(0)
+    ids = torch.randint(10, 100, (4, 64)).tolist()
+    collate = _collator(mlm_probability=0.3, seed=5)
+    first = collate([{"input_ids": row, "index": i} for i, row in enumerate(ids)])
+    torch.manual_seed(123)  # the global RNG plays no part
+    again = collate([{"input_ids": row, "index": i} for i, row in enumerate(ids)])
+    assert all(torch.equal(first[k], again[k]) for k in first)
+    next_epoch = collate([{"input_ids": row, "index": i + 4} for i, row in enumerate(ids)])
+    assert not torch.equal(first["labels"], next_epoch["labels"])

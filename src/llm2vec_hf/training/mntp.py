@@ -42,7 +42,13 @@ def mask_token_id(tokenizer, model, mask_token_type: str) -> int:
 
 @dataclass
 class MNTPDataCollator:
-    """Stacks equal-length blocks and masks them for MNTP (see the module docstring)."""
+    """Stacks equal-length blocks and masks them for MNTP (see the module docstring).
+
+    Features that carry an ``index`` (``BlockDataset`` gives one: block number + epoch x blocks) are masked with a
+    generator seeded by ``(seed, index)``: the masks then depend on the data alone, not on the global RNG, so a
+    resumed run masks exactly as an uninterrupted one, evaluation masks are the same at every evaluation, and
+    each epoch still masks every block differently. Without ``index`` the global RNG is used.
+    """
 
     mask_id: int
     vocab_size: int
@@ -50,6 +56,7 @@ class MNTPDataCollator:
     mlm_probability: float = 0.2
     all_mask: bool = False
     pad_id: int = 0
+    seed: int = 0
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         length = max(len(f["input_ids"]) for f in features)
@@ -59,27 +66,63 @@ class MNTPDataCollator:
             ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
-        input_ids, labels = self.mask(input_ids, attention_mask)
+        indices = [f.get("index") for f in features]
+        input_ids, labels = self.mask(input_ids, attention_mask, None if None in indices else indices)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
-    def mask(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _draws(self, shape: tuple[int, int], indices: list[int] | None):
+        """Uniforms for (selection, mask, random) per token, random token ids, and one uniform per row."""
+        rows, length = shape
+        if indices is None:
+            return torch.rand((3, rows, length)), torch.randint(self.vocab_size, shape), torch.rand(rows)
+        uniforms, tokens, extra = [], [], []
+        for index in indices:
+            generator = torch.Generator().manual_seed(self.seed * 1_000_003 + int(index))
+            uniforms.append(torch.rand((3, length), generator=generator))
+            tokens.append(torch.randint(self.vocab_size, (length,), generator=generator))
+            extra.append(torch.rand(1, generator=generator))
+        return torch.stack(uniforms, 1), torch.stack(tokens), torch.cat(extra)
+
+    def mask(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, indices: list[int] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        uniforms, random_tokens, extra = self._draws(tuple(input_ids.shape), indices)
         eligible = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(sorted(self.special_ids) or [-1]))
         eligible[:, 0] = False  # no position predicts position 0 under the causal shift
-        selected = (torch.rand(input_ids.shape) < self.mlm_probability) & eligible
+        selected = (uniforms[0] < self.mlm_probability) & eligible
         # Every row predicts at least one token, so no batch has an all-ignored loss.
         for row in torch.nonzero(~selected.any(1) & eligible.any(1)).flatten().tolist():
             candidates = torch.nonzero(eligible[row]).flatten()
-            selected[row, candidates[torch.randint(len(candidates), (1,))]] = True
+            selected[row, candidates[min(int(extra[row] * len(candidates)), len(candidates) - 1)]] = True
         labels = torch.where(selected, input_ids, torch.full_like(input_ids, -100))
         inputs = input_ids.clone()
         if self.all_mask:
             inputs[selected] = self.mask_id
             return inputs, labels
-        to_mask = selected & (torch.rand(input_ids.shape) < 0.8)
+        to_mask = selected & (uniforms[1] < 0.8)
         inputs[to_mask] = self.mask_id
-        to_random = selected & ~to_mask & (torch.rand(input_ids.shape) < 0.5)
-        inputs[to_random] = torch.randint(self.vocab_size, input_ids.shape)[to_random]
+        to_random = selected & ~to_mask & (uniforms[2] < 0.5)
+        inputs[to_random] = random_tokens[to_random]
         return inputs, labels
+
+
+class SeededRandomSampler(torch.utils.data.Sampler):
+    """A random order that depends only on (seed, epoch), so that a resumed run sees the same blocks as an
+    uninterrupted one (the default sampler draws its seed from the global RNG, which a resume restores later)."""
+
+    def __init__(self, dataset, seed: int):
+        self.length, self.seed, self.epoch = len(dataset), seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        offset = self.epoch * self.length  # BlockDataset maps it back; the collator masks each epoch differently
+        return iter((offset + torch.randperm(self.length, generator=generator)).tolist())
+
+    def __len__(self) -> int:
+        return self.length
 
 
 class BlockDataset(torch.utils.data.Dataset):
@@ -89,8 +132,8 @@ class BlockDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.blocks)
 
-    def __getitem__(self, index: int) -> dict[str, list[int]]:
-        return {"input_ids": self.blocks[index]}
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return {"input_ids": self.blocks[index % len(self.blocks)], "index": index}
 
 
 def tokenize_into_blocks(tokenizer, texts: list[str], block_size: int, max_blocks: int | None = None) -> list[list[int]]:
@@ -167,6 +210,7 @@ def build_mntp_trainer(recipe, resume: str | None):
     model = add_lora(model, recipe.model)
     if take_gradient_checkpointing(args):
         enable_gradient_checkpointing(model)
+    args.remove_unused_columns = False  # the collator reads each block's "index" and outputs only model inputs
     args.prediction_loss_only = False  # sentence-transformers' arguments default to True; we report accuracy
     if args.label_names is None:
         args.label_names = ["labels"]  # a PeftModel hides them from the Trainer's signature inspection
@@ -180,17 +224,17 @@ def build_mntp_trainer(recipe, resume: str | None):
         mlm_probability=mntp.mlm_probability,
         all_mask=mntp.data_collator_type == "all_mask",
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        seed=args.seed,
     )
 
     class MNTPTrainer(AdapterTrainerMixin, Trainer):
         def peft_model(self):
             return model
 
-        def evaluate(self, *args, **kwargs):
-            # The same masks at every evaluation, so that eval loss and accuracy are comparable across steps.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(self.args.seed)
-                return super().evaluate(*args, **kwargs)
+        def _get_train_sampler(self, train_dataset=None):
+            return SeededRandomSampler(train_dataset if train_dataset is not None else self.train_dataset,
+                                       self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
 
     trainer = MNTPTrainer(
         model=model,
