@@ -576,3 +576,26 @@ def test_mntp_masks_depend_on_the_block_and_epoch_only():
     assert all(torch.equal(first[k], again[k]) for k in first)
     next_epoch = collate([{"input_ids": row, "index": i + 4} for i, row in enumerate(ids)])
     assert not torch.equal(first["labels"], next_epoch["labels"])
+
+
+@pytest.mark.parametrize("stage", ["mntp", "simcse", "supervised"])
+def test_gradient_checkpointing_trains_the_same(tiny, tmp_path, stage):
+    """Through the trainers (including the sentence-transformers one): the same losses with and without gradient
+    checkpointing, dropout included (checkpointing replays the RNG state when it recomputes)."""
+    runs = [train(stage, tiny, tmp_path / str(flag), max_steps=3, max_train_samples=200, gradient_checkpointing=flag)
+            for flag in (False, True)]
+    model = runs[1].trainer.model
+    encoder = model[0].auto_model if stage != "mntp" else model
+    assert encoder.base_model.model.is_gradient_checkpointing if stage != "mntp" else \
+        encoder.base_model.model.model.gradient_checkpointing
+    assert runs[0].losses == pytest.approx(runs[1].losses, abs=1e-6)
+
+
+def test_bf16_training_with_bfloat16_weights(tiny, tmp_path):
+    """The GPU recipes' setting (bf16 autocast, bfloat16 base weights) runs; LoRA weights stay float32."""
+    from safetensors.torch import load_file
+
+    run = train("supervised", tiny, tmp_path / "o", max_steps=2, bf16=True, dtype="bfloat16")
+    assert len(run.losses) == 2 and all(map(lambda x: x == x and abs(x) < 1e4, run.losses))
+    weights = load_file(str(tmp_path / "o" / "adapter_model.safetensors"))
+    assert weights and {w.dtype for w in weights.values()} == {torch.float32}
