@@ -145,6 +145,10 @@ def test_unknown_keys_are_errors_with_a_suggestion(tmp_path):
         parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--max_stepz", "3"])
     with pytest.raises(ValueError, match="stage"):
         parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--stage", "pretrain"])
+    with pytest.raises(ValueError, match="The recipe sets no 'stage', 'model_name_or_path'"):
+        parse_recipe({"output_dir": "x", "train_file": "y"})
+    with pytest.raises(ValueError, match="The recipe sets no 'output_dir'"):
+        parse_recipe({"stage": "mntp", "model_name_or_path": "m", "train_file": "y"})
     with pytest.raises(ValueError, match="mask_token_type"):
         parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--mask_token_type", "star"])
 

@@ -181,6 +181,12 @@ def parse_recipe(
     if unknown:
         where = f"in {config}" if isinstance(config, (str, os.PathLike)) else "in the recipe"
         raise _unknown_key_error(unknown, known, where)
+    given = set(data) | {item.split("=", 1)[0].lstrip("-") for item in overrides or [] if item.startswith("--")}
+    missing = [a.dest for a in parser._actions if a.required and a.dest not in given]
+    missing += [] if "output_dir" in given else ["output_dir"]  # transformers would pick a default folder
+    if missing:
+        raise ValueError(f"The recipe sets no {', '.join(repr(m) for m in missing)} (required; stage is one of "
+                         f"{', '.join(STAGES)})")
     for action in parser._actions:
         if action.dest in data:
             action.required = False
