@@ -603,3 +603,22 @@ def test_bf16_training_with_bfloat16_weights(tiny, tmp_path):
     assert len(run.losses) == 2 and all(map(lambda x: x == x and abs(x) < 1e4, run.losses))
     weights = load_file(str(tmp_path / "o" / "adapter_model.safetensors"))
     assert weights and {w.dtype for w in weights.values()} == {torch.float32}
+
+
+def test_loss_curve_without_matplotlib_is_a_valid_png(tmp_path):
+    import struct
+    import zlib
+
+    from llm2vec_hf.training.reporting import _write_png_curve
+
+    path = tmp_path / "curve.png"
+    _write_png_curve(str(path), [[(1, 3.0), (2, 2.0), (3, 1.5)], [(3, 1.8)]], width=60, height=40)
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    start = data.index(b"IDAT")
+    length = struct.unpack(">I", data[start - 4 : start])[0]
+    assert zlib.crc32(data[start : start + 4 + length]) & 0xFFFFFFFF == struct.unpack(">I", data[start + 4 + length : start + 8 + length])[0]
+    raw = zlib.decompress(data[start + 4 : start + 4 + length])
+    assert (width, height) == (60, 40) and len(raw) == height * (1 + width * 3)
+    assert bytes([31, 119, 180]) in raw  # the training curve's blue

@@ -204,7 +204,7 @@ def parse_recipe(
     for cls in (*ARGUMENT_CLASSES, training_arguments_class()):
         names = {f.name for f in fields(cls) if f.init}
         instances.append(cls(**{k: v for k, v in arguments.items() if k in names}))
-    recipe = Recipe(*instances, explicit=frozenset(explicit), source=str(config) if config is not None else None)
+    recipe = Recipe(*instances, explicit=frozenset(explicit), source=str(config) if isinstance(config, (str, os.PathLike)) else None)
     validate(recipe)
     return recipe
 

@@ -7,7 +7,6 @@ built-in rasteriser draws the same curve (no axis labels), so the picture never 
 from __future__ import annotations
 
 import logging
-import os
 import struct
 import zlib
 
@@ -99,6 +98,3 @@ def next_step_summary(stage: str, base: str, adapters: list[str], adapter_dir: s
                 f"--peft_model_name_or_path {' '.join(chain)}   (or export now: {export})")
     return f"{stage} adapter saved to {adapter_dir}. Next: {export}"
 
-
-def sizeof(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(root, f)) for root, _, files in os.walk(path) for f in files)
