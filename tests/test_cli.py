@@ -46,7 +46,9 @@ def test_export_then_encode_txt_and_jsonl(tiny_bases, tmp_path, capsys):
 def test_encode_bad_files_give_one_line(exported, tmp_path, capsys, content, suffix, message):
     path = tmp_path / f"input{suffix}"
     path.write_text(content)
-    assert main(["encode", str(exported("llama")), "--input", str(path), "--output", str(tmp_path / "o.npy")]) == 2
+    model = exported("llama")
+    capsys.readouterr()  # building the fixture may print progress bars
+    assert main(["encode", str(model), "--input", str(path), "--output", str(tmp_path / "o.npy")]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and not (tmp_path / "o.npy").exists()
 

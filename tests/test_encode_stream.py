@@ -1,0 +1,181 @@
+"""``llm2vec-hf encode`` streams in chunks, resumes a killed run to the same bytes, and scales out over processes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from llm2vec_hf import encode_file as encode_module
+from llm2vec_hf.cli import main
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "a",
+    "Ünïcödé naïve café — 日本語のテキスト",
+    "LLM2Vec turns decoder-only language models into text encoders.",
+    "short",
+    "bidirectional attention with masked next token prediction and contrastive learning " * 3,
+]
+
+
+def write_jsonl(path, n: int) -> None:
+    lines = []
+    for i in range(n):
+        record = {"text": f"{TEXTS[i % len(TEXTS)]} {i}"}
+        if i % 3 == 1:
+            record["instruction"] = "Retrieve passages:"
+        lines.append(json.dumps(record, ensure_ascii=False))
+        if i == 10:
+            lines.append("")  # blank lines are skipped in .jsonl; offsets and line numbers must still hold
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def count_encoded(monkeypatch) -> list[int]:
+    """Records the size of every chunk the in-process encoder gets."""
+    sizes: list[int] = []
+    original = encode_module.InProcessEncoder.__call__
+
+    def recording(self, items):
+        sizes.append(len(items))
+        return original(self, items)
+
+    monkeypatch.setattr(encode_module.InProcessEncoder, "__call__", recording)
+    return sizes
+
+
+def run_cli(args: list[str], crash: str | None = None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != encode_module.CRASH_HOOK}
+    if crash:
+        env[encode_module.CRASH_HOOK] = crash
+    return subprocess.run([sys.executable, "-m", "llm2vec_hf.cli", *args], capture_output=True, text=True,
+                          env=env, timeout=300)
+
+
+def test_streams_in_chunks_and_writes_a_plain_npy(exported, tmp_path, monkeypatch):
+    model = exported("llama")
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, 21)
+    sizes = count_encoded(monkeypatch)
+    out = tmp_path / "out.npy"
+    assert main(["encode", str(model), "--input", str(source), "--output", str(out), "--chunk-size", "8"]) == 0
+    assert sizes == [8, 8, 5]
+    vectors = np.load(out)
+    assert vectors.shape == (21, 32) and vectors.dtype == np.float32
+    buffer = io.BytesIO()
+    np.save(buffer, vectors)
+    assert out.read_bytes() == buffer.getvalue()  # the header is exactly numpy's
+    assert not (tmp_path / "out.npy.partial.npy").exists() and not (tmp_path / "out.npy.progress.json").exists()
+    from llm2vec_hf import LLM2Vec
+
+    items = [item for item, _, _ in encode_module.iter_inputs(str(source))]
+    expected = LLM2Vec.from_pretrained(str(model)).encode(items, show_progress_bar=False).numpy()
+    assert np.abs(vectors - expected).max() <= 1e-5
+
+
+@pytest.mark.parametrize("crash", ["2", "2:data"])
+def test_killed_run_resumes_to_identical_bytes(exported, tmp_path, monkeypatch, capsys, crash):
+    """Killed after chunk 2 is committed ("2"), or after its rows are written but before its progress record
+    ("2:data"): the rerun encodes only what is left and writes the same bytes as an uninterrupted run."""
+    model = exported("llama")
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, 40)
+    reference = tmp_path / "reference.npy"
+    args = ["encode", str(model), "--input", str(source), "--chunk-size", "8", "--batch-size", "3"]
+    assert main(args + ["--output", str(reference)]) == 0
+
+    out = tmp_path / "out.npy"
+    killed = run_cli(args + ["--output", str(out)], crash=crash)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    assert not out.exists()  # nothing that looks complete
+    progress = json.loads((tmp_path / "out.npy.progress.json").read_text())
+    committed = 16 if crash == "2" else 8
+    assert progress["done"] == committed and progress["rows"] == 40
+    assert (tmp_path / "out.npy.partial.npy").is_file()
+
+    # Another instruction is another job: refused in one line, the partial output is kept.
+    capsys.readouterr()
+    assert main(args + ["--output", str(out), "--prompt-name", "query"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "was started from a different instruction" in err and len(err.splitlines()) == 1
+    assert (tmp_path / "out.npy.partial.npy").is_file()
+
+    sizes = count_encoded(monkeypatch)
+    assert main(args + ["--output", str(out)]) == 0
+    assert sum(sizes) == 40 - committed  # resumed, not redone
+    assert out.read_bytes() == reference.read_bytes()
+    assert not (tmp_path / "out.npy.partial.npy").exists() and not (tmp_path / "out.npy.progress.json").exists()
+
+
+def test_changed_input_is_refused_and_restart_discards(exported, tmp_path, capsys):
+    model = exported("llama")
+    source = tmp_path / "in.txt"
+    source.write_text("\n".join(f"text number {i}" for i in range(12)) + "\n")
+    out = tmp_path / "out.npy"
+    args = ["encode", str(model), "--input", str(source), "--output", str(out), "--chunk-size", "4"]
+    original = encode_module.InProcessEncoder.__call__
+    calls = []
+
+    def interrupted_after_one_chunk(self, items):
+        calls.append(len(items))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # Ctrl-C during the second chunk
+        return original(self, items)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(encode_module.InProcessEncoder, "__call__", interrupted_after_one_chunk)
+        assert main(args) == 130
+    assert json.loads((tmp_path / "out.npy.progress.json").read_text())["done"] == 4 and not out.exists()
+    with open(source, "a") as handle:
+        handle.write("one more line\n")
+    capsys.readouterr()
+    assert main(args) == 2
+    assert "was started from a different input" in capsys.readouterr().err
+    assert main(args + ["--restart"]) == 0
+    assert np.load(out).shape == (13, 32)
+
+
+def test_bad_line_far_into_the_file_fails_before_any_output(exported, tmp_path, capsys):
+    model = exported("llama")
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, 30)
+    with open(source, "a") as handle:
+        handle.write('{"text": 3}\n')
+    capsys.readouterr()
+    out = tmp_path / "out.npy"
+    assert main(["encode", str(model), "--input", str(source), "--output", str(out), "--chunk-size", "4"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert ":32: each record needs a string field 'text'" in err and len(err.splitlines()) == 1
+    assert not any(tmp_path.glob("out.npy*"))
+
+
+def test_pool_devices():
+    assert encode_module.pool_devices(None, None) is None
+    assert encode_module.pool_devices("cpu", 1) is None
+    assert encode_module.pool_devices(None, 3) == ["cpu"] * 3
+    assert encode_module.pool_devices("cuda", 2) == ["cuda:0", "cuda:1"]
+    assert encode_module.pool_devices("cuda:0,cuda:1", None) == ["cuda:0", "cuda:1"]
+    with pytest.raises(encode_module.LLM2VecError):
+        encode_module.pool_devices("cuda:0,cuda:1", 3)
+
+
+def test_two_processes_give_the_vectors_of_one(exported, tmp_path):
+    """sentence-transformers' multi-process pool (2 CPU workers, reused over 2 chunks) against one process."""
+    model = exported("llama")
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, 30)
+    one, two = tmp_path / "one.npy", tmp_path / "two.npy"
+    base = ["encode", str(model), "--input", str(source), "--chunk-size", "16", "--batch-size", "4"]
+    assert main(base + ["--output", str(one)]) == 0
+    assert main(base + ["--output", str(two), "--processes", "2"]) == 0
+    a, b = np.load(one), np.load(two)
+    assert a.shape == b.shape == (30, 32)
+    delta = float(np.abs(a - b).max())
+    print(f"2 processes vs 1: max |delta| = {delta:.3g}")
+    assert delta <= 1e-5
