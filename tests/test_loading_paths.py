@@ -16,7 +16,7 @@ import torch
 
 from llm2vec_hf import FAMILIES, POOLING_MODES, LLM2Vec
 
-from conftest import SAMPLE_INPUTS, hub_cache_with, run_python
+from conftest import SAMPLE_INPUTS, hub_cache_with, remote_code_vectors, run_python
 
 TOL = 1e-4
 FAMILY_NAMES = sorted(FAMILIES)
@@ -43,21 +43,7 @@ def automodel_vectors(exported, tmp_path_factory):
     """Vectors of every case through AutoModel remote code, computed in one subprocess without llm2vec_hf."""
     folders = {f"{f}/{p}": str(exported(f, p)) for f, p in CASES}
     out = tmp_path_factory.mktemp("automodel") / "vectors.npz"
-    code = f"""
-import json, numpy as np
-from transformers import AutoModel, AutoTokenizer
-folders = json.loads({json.dumps(json.dumps(folders))})
-inputs = json.loads({json.dumps(json.dumps(SAMPLE_INPUTS))})
-result = {{}}
-for key, folder in folders.items():
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    result[key] = model.encode(inputs, AutoTokenizer.from_pretrained(folder), batch_size=4).numpy()
-np.savez({str(out)!r}, **result)
-"""
-    proc = run_python(code, block_llm2vec_hf=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(np.load(out))
+    return remote_code_vectors(folders, {key: SAMPLE_INPUTS for key in folders}, out)
 
 
 @pytest.mark.parametrize("family,pooling_mode", CASES)

@@ -18,7 +18,7 @@ import pytest
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.export import export_checkpoint
 
-from conftest import FIXTURES, run_python
+from conftest import FIXTURES, remote_code_vectors
 from test_loading_paths import sentence_transformers_vectors
 
 TOL = 1e-4
@@ -95,20 +95,7 @@ def exported_reference(tmp_path_factory):
 def remote_reference_vectors(exported_reference, tmp_path_factory):
     out = tmp_path_factory.mktemp("remote") / "vectors.npz"
     inputs = {key: case["inputs"] for (arch, mode), case in export_cases().items() for key in [f"{arch}/{mode}"]}
-    code = f"""
-import json, numpy as np
-from transformers import AutoModel, AutoTokenizer
-folders = json.loads({json.dumps(json.dumps(exported_reference))})
-inputs = json.loads({json.dumps(json.dumps(inputs))})
-result = {{}}
-for key, folder in folders.items():
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
-    result[key] = model.encode(inputs[key], AutoTokenizer.from_pretrained(folder), batch_size=4).numpy()
-np.savez({str(out)!r}, **result)
-"""
-    proc = run_python(code, block_llm2vec_hf=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(np.load(out))
+    return remote_code_vectors(exported_reference, inputs, out)
 
 
 @pytest.mark.parametrize("key", sorted(f"{a}/{m}" for a, m in export_cases()))
