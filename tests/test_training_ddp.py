@@ -45,6 +45,8 @@ WORKER = textwrap.dedent(
     if torch.distributed.get_rank() == 0:
         with open(result_file, "w") as handle:
             json.dump(results, handle)
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
     """
 )
 
@@ -85,7 +87,12 @@ def ddp_results(tmp_path_factory):
     recipes = {stage: values(stage, tiny, root / f"ddp-{stage}", batch=4, distributed=True) for stage in ("mntp", "simcse", "supervised")}
     worker, result_file = root / "worker.py", root / "results.json"
     worker.write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    # A clean launch: no distributed or accelerate settings that earlier tests in this process may have left behind.
+    leaked = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
+              "MASTER_PORT")
+    env = {k: v for k, v in os.environ.items()
+           if k not in leaked and not k.startswith(("ACCELERATE_", "TORCHELASTIC_", "FSDP_"))}
+    env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                str(worker), json.dumps(recipes), str(result_file)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)

@@ -71,4 +71,5 @@ def run_training(recipe) -> TrainingResult:
                                              f"{stage} loss")
         result.summary = next_step_summary(stage, recipe.model.model_name_or_path, adapters, args.output_dir)
         logger.info(result.summary)
+    trainer.accelerator.wait_for_everyone()  # no rank returns before the adapter is on disk
     return result
