@@ -15,6 +15,7 @@ import json
 import os
 import socket
 import subprocess
+import warnings
 import sys
 import textwrap
 
@@ -80,12 +81,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def ddp_results(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    tiny = prepare_tiny(root / "tiny")
-    recipes = {stage: values(stage, tiny, root / f"ddp-{stage}", batch=4, distributed=True) for stage in ("mntp", "simcse", "supervised")}
-    worker, result_file = root / "worker.py", root / "results.json"
+def launch(root, tiny, attempt: int):
+    recipes = {stage: values(stage, tiny, root / f"ddp{attempt}-{stage}", batch=4, distributed=True)
+               for stage in ("mntp", "simcse", "supervised")}
+    worker, result_file = root / "worker.py", root / f"results{attempt}.json"
     worker.write_text(WORKER)
     # A clean launch: no distributed or accelerate settings that earlier tests in this process may have left behind.
     leaked = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "MASTER_ADDR",
@@ -93,12 +92,22 @@ def ddp_results(tmp_path_factory):
     env = {k: v for k, v in os.environ.items()
            if k not in leaked and not k.startswith(("ACCELERATE_", "TORCHELASTIC_", "FSDP_"))}
     env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
-    # --max-restarts=1: the gloo group has been seen to abort at teardown about once in 15 runs on a loaded machine;
-    # torchrun restarts the worker group then. A deterministic failure fails both times.
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--max-restarts=1",
-               f"--master_port={free_port()}",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                str(worker), json.dumps(recipes), str(result_file)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    return done, result_file
+
+
+@pytest.fixture(scope="module")
+def ddp_results(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    tiny = prepare_tiny(root / "tiny")
+    done, result_file = launch(root, tiny, attempt=1)
+    if done.returncode != 0:
+        # Seen about once in 15 runs on a loaded machine: a rank aborting inside gloo. One fresh launch (new
+        # folders, new port); a deterministic failure fails both times and reports the second.
+        warnings.warn(f"torchrun failed once (exit {done.returncode}); relaunching:\n{done.stderr[-2000:]}")
+        done, result_file = launch(root, tiny, attempt=2)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
     return tiny, root, json.loads(result_file.read_text())
 
