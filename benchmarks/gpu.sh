@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# GPU benchmark of llm2vec-hf against the official llm2vec 0.2.3, in one command, within a time budget.
+#
+#   bash benchmarks/gpu.sh fetch     # once, where pip reaches PyPI: the official env's wheels (cp312, x86-64)
+#                                    #   into benchmarks/.wheels-gpu/official (~14 MB; git-ignored)
+#   bash benchmarks/gpu.sh           # on the GPU machine (H100/H200): ~8 minutes, no network needed
+#
+# What it does, in order (benchmarks/gpu_bench.py is the worker):
+#   1. two environments, as prefixes on PYTHONPATH over the machine's python (which holds the CUDA torch):
+#      - llm2vec-hf: this checkout installed with --no-deps over the machine's transformers 5.x /
+#        sentence-transformers 6 (a shim copy of the package if pip cannot build it);
+#      - official: llm2vec 0.2.3 + transformers 4.44.2 + tokenizers 0.19.1 + huggingface_hub 0.36.2 +
+#        peft 0.21.2, from the carried wheels (or from PyPI when reachable).
+#      Not venvs: the machine's python3 is itself a venv holding torch, and a venv made from it would not see it.
+#   2. correctness first (llm2vec-hf): attention is bidirectional (changing the last token moves the first
+#      token's output, padded and unpadded; a causal control does not move) under eager, sdpa, flex_attention and
+#      flash_attention_2 (when flash-attn is installed), and each backend's vectors in fp32 (max rel |Δ| <= 1e-4)
+#      and bf16 (min cosine >= 0.995) against eager fp32;
+#   3. timings in bf16 of a 1.3B-shaped Llama and a 7B-shaped Mistral (random weights), batch x length sweeps
+#      with length 512, for llm2vec-hf and the official library: forward tokens/s and LLM2Vec.encode tokens/s,
+#      each as a fraction of the bf16 matmul rate measured in the same process;
+#   4. a table on stdout, and in $OUT if set (else benchmarks/results/gpu/): gpu.log, gpu_results.json and one
+#      JSON file per step (6 files: what the device tool brings back).
+#
+# Settings (environment): BUDGET_S (default 480: stops starting new timings ~45 s before), SHAPES
+# (default llama-1.3b,mistral-7b), PYTHON (default python3), OFFICIAL_PYTHON (an interpreter that already has
+# llm2vec 0.2.3; skips building that env), DRY_RUN=1 (tiny shapes on the CPU: checks the script, no GPU).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+WHEELS="$ROOT/benchmarks/.wheels-gpu"
+OFFICIAL_PINS=(llm2vec==0.2.3 transformers==4.44.2 tokenizers==0.19.1 huggingface_hub==0.36.2 peft==0.21.2)
+PY="${PYTHON:-python3}"
+
+if [[ "${1:-run}" == "fetch" ]]; then
+    mkdir -p "$WHEELS/official"
+    # llm2vec 0.2.3 is published as an sdist only: build its (pure-Python) wheel here.
+    "$PY" -m pip wheel -q --no-deps -w "$WHEELS/official" llm2vec==0.2.3
+    "$PY" -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$WHEELS/official" "${OFFICIAL_PINS[@]:1}"
+    ls -l "$WHEELS/official"
+    exit 0
+fi
+
+START=$(date +%s)
+BUDGET_S="${BUDGET_S:-480}"
+DEADLINE=$((START + BUDGET_S - 45))
+WORK="${OUT:-$ROOT/benchmarks/results/gpu}"
+ENVS="$(mktemp -d /tmp/llm2vec-gpu-envs.XXXXXX)"
+mkdir -p "$WORK"
+export TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+exec > >(tee "$WORK/gpu.log") 2>&1
+WORKER_ARGS=(--work "$WORK" --scratch "$ENVS/scratch")
+if [[ "${DRY_RUN:-0}" == "1" ]]; then
+    WORKER_ARGS+=(--dry-run --device cpu)
+else
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
+fi
+log() { echo "[gpu.sh $(($(date +%s) - START))s] $*"; }
+
+# --- 1. environments --------------------------------------------------------------------------------------------
+log "llm2vec-hf environment in $ENVS/hf"
+if ! "$PY" -m pip install -q --no-deps --no-build-isolation --no-index --target "$ENVS/hf" "$ROOT" 2>"$ENVS/hf-pip.log"; then
+    log "pip could not build the package ($(tail -1 "$ENVS/hf-pip.log")); using a copy of the source tree"
+    mkdir -p "$ENVS/hf"
+    cp -r "$ROOT/src/llm2vec_hf" "$ENVS/hf/llm2vec_hf"
+    rm -rf "$ENVS/hf/llm2vec_hf/modeling"
+    cp -r "$ROOT/modeling" "$ENVS/hf/llm2vec_hf/modeling"
+fi
+HF=(env PYTHONPATH="$ENVS/hf" "$PY")
+"${HF[@]}" -c "import llm2vec_hf, transformers, sentence_transformers, torch; print('llm2vec-hf', llm2vec_hf.__version__, \
+'transformers', transformers.__version__, 'sentence-transformers', sentence_transformers.__version__, 'torch', torch.__version__)"
+
+OFFICIAL=()
+if [[ -n "${OFFICIAL_PYTHON:-}" ]]; then
+    OFFICIAL=(env PYTHONPATH= "$OFFICIAL_PYTHON")
+else
+    log "official environment in $ENVS/official"
+    if compgen -G "$WHEELS/official/*.whl" >/dev/null; then
+        "$PY" -m pip install -q --no-deps --no-index --no-compile --target "$ENVS/official" "$WHEELS"/official/*.whl
+    else
+        timeout 120 "$PY" -m pip install -q --no-deps --timeout 10 --retries 0 --target "$ENVS/official" \
+            "${OFFICIAL_PINS[@]}" || log "no wheels in $WHEELS/official and no PyPI: official timings skipped"
+    fi
+    OFFICIAL=(env PYTHONPATH="$ENVS/official" "$PY")
+fi
+if ! "${OFFICIAL[@]}" -c "import llm2vec, transformers; assert transformers.__version__ == '4.44.2', transformers.__version__; \
+print('official llm2vec with transformers', transformers.__version__)"; then
+    log "the official environment does not import; its timings are skipped"
+    OFFICIAL=()
+fi
+
+# --- 2. correctness ---------------------------------------------------------------------------------------------
+log "prepare + correctness"
+"${HF[@]}" "$ROOT/benchmarks/gpu_bench.py" prepare "${WORKER_ARGS[@]}"
+CHECK_STATUS=0
+timeout 180 "${HF[@]}" "$ROOT/benchmarks/gpu_bench.py" correctness "${WORKER_ARGS[@]}" || CHECK_STATUS=$?
+[[ $CHECK_STATUS == 0 ]] || log "correctness step exited with $CHECK_STATUS"
+
+# --- 3. timings: the time left is split between the two sides -----------------------------------------------------
+NOW=$(date +%s)
+HALF=$((NOW + (DEADLINE - NOW) / 2))
+SHAPES="${SHAPES:-llama-1.3b,mistral-7b}"
+log "timing llm2vec-hf until +$((HALF - START))s"
+timeout $((HALF - NOW + 60)) "${HF[@]}" "$ROOT/benchmarks/gpu_bench.py" timing --side llm2vec-hf \
+    --shapes "$SHAPES" --deadline "$HALF" "${WORKER_ARGS[@]}" || log "llm2vec-hf timing exited with $?"
+if ((${#OFFICIAL[@]})); then
+    NOW=$(date +%s)
+    log "timing official until +$((DEADLINE - START))s"
+    timeout $((DEADLINE - NOW + 60)) "${OFFICIAL[@]}" "$ROOT/benchmarks/gpu_bench.py" timing --side official \
+        --shapes "$SHAPES" --deadline "$DEADLINE" "${WORKER_ARGS[@]}" || log "official timing exited with $?"
+fi
+
+# --- 4. report ---------------------------------------------------------------------------------------------------
+log "report"
+STATUS=0
+"${HF[@]}" "$ROOT/benchmarks/gpu_bench.py" report "${WORKER_ARGS[@]}" || STATUS=$?
+log "done; JSON in $WORK"
+rm -rf "$ENVS"
+exit $STATUS
