@@ -622,3 +622,27 @@ def test_loss_curve_without_matplotlib_is_a_valid_png(tmp_path):
     raw = zlib.decompress(data[start + 4 : start + 4 + length])
     assert (width, height) == (60, 40) and len(raw) == height * (1 + width * 3)
     assert bytes([31, 119, 180]) in raw  # the training curve's blue
+
+
+def test_rotation_killed_midway_leaves_no_half_deleted_checkpoint(tmp_path, monkeypatch):
+    """A kill while an old checkpoint is being deleted must not leave a checkpoint-N that looks resumable."""
+    from llm2vec_hf.training import checkpoints
+
+    for step in (1, 2, 3):
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        for name in ("adapter_model.safetensors", "trainer_state.json", "optimizer.pt", "rng_state.pth"):
+            (folder / name).write_text("x")
+
+    def killed_during_delete(path, *args, **kwargs):
+        os.remove(os.path.join(path, "adapter_model.safetensors"))
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpoints.shutil, "rmtree", killed_during_delete)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoints._rotate(str(tmp_path), 2)
+    for path in checkpoints.list_checkpoints(str(tmp_path)):
+        assert "adapter_model.safetensors" in os.listdir(path), path
+    monkeypatch.undo()
+    checkpoints.check_output_dir(str(tmp_path), resuming=True)  # cleans the leftover
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-2", "checkpoint-3"]

@@ -97,7 +97,10 @@ def _rotate(run_dir: str, limit: int | None) -> None:
     if not limit or limit < 1:
         return
     for old in list_checkpoints(run_dir)[:-limit]:
-        shutil.rmtree(old, ignore_errors=True)
+        # Renamed out of sight first: a kill during the deletion must not leave a half-deleted checkpoint-N.
+        doomed = os.path.join(run_dir, STAGING + "-deleting-" + os.path.basename(old))
+        os.replace(old, doomed)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def list_checkpoints(output_dir: str) -> list[str]:
@@ -143,7 +146,9 @@ def check_output_dir(output_dir: str, resuming: bool) -> None:
             f"output_dir {output_dir} already holds checkpoints ({os.path.basename(existing[-1])}); pass "
             "--resume_from_checkpoint true to continue that run, or choose another output_dir"
         )
-    shutil.rmtree(os.path.join(output_dir, STAGING), ignore_errors=True)
+    for entry in os.listdir(output_dir):
+        if entry == STAGING or entry.startswith(STAGING + "-deleting-"):
+            shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
 
 
 def save_adapter_atomically(trainer, output_dir: str) -> None:
