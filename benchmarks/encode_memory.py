@@ -13,7 +13,7 @@ in a fresh process whose peak RSS is read from wait4():
   ``LLM2Vec.encode`` call, ``np.save`` the whole array.
 
 It prints a table and writes benchmarks/results/encode_memory.json (RSS in MiB, wall time, texts/s, and
-whether both outputs agree within 1e-5).
+whether both outputs agree), and for the streaming run its RSS sampled every 5 s (to see whether it levels off).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ import random
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -55,12 +56,29 @@ def short_texts(n: int, seed: int = 0) -> list[str]:
     return texts
 
 
-def run_measured(command: list[str], threads: int) -> tuple[float, float]:
-    """Runs ``command``; returns (peak RSS in MiB of that process, wall seconds)."""
+def sample_rss(pid: int, trace: list, stop: threading.Event, every: float) -> None:
+    """Appends (seconds, RSS MiB) of process ``pid`` every ``every`` seconds, from /proc."""
+    start = time.perf_counter()
+    while not stop.wait(every):
+        try:
+            with open(f"/proc/{pid}/status") as handle:
+                kib = next(int(line.split()[1]) for line in handle if line.startswith("VmRSS:"))
+        except (OSError, StopIteration):
+            return
+        trace.append([round(time.perf_counter() - start, 1), round(kib / 1024, 1)])
+
+
+def run_measured(command: list[str], threads: int, trace: list | None = None) -> tuple[float, float]:
+    """Runs ``command``; returns (peak RSS in MiB of that process, wall seconds); fills ``trace`` with RSS samples."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TOKENIZERS_PARALLELISM": "false"}
     start = time.perf_counter()
     process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stop = threading.Event()
+    sampler = threading.Thread(target=sample_rss, args=(process.pid, trace if trace is not None else [], stop, 5.0))
+    sampler.start()
     stderr = process.stderr.read()
+    stop.set()
+    sampler.join()
     _, status, usage = os.wait4(process.pid, 0)
     process.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - start
@@ -94,14 +112,16 @@ def main() -> None:
             source = tmp / f"texts-{n}.txt"
             source.write_text("\n".join(short_texts(n)) + "\n", encoding="utf-8")
             stream_out, full_out = tmp / f"stream-{n}.npy", tmp / f"full-{n}.npy"
+            trace: list = []
             rss, wall = run_measured(
                 [sys.executable, "-m", "llm2vec_hf.cli", "encode", str(model), "--input", str(source),
                  "--output", str(stream_out), "--chunk-size", str(args.chunk_size),
                  "--batch-size", str(args.batch_size)],
                 args.threads,
+                trace,
             )
             row = {"texts": n, "input_mib": source.stat().st_size / 2**20, "stream_rss_mib": rss,
-                   "stream_s": wall, "stream_texts_per_s": n / wall}
+                   "stream_s": wall, "stream_texts_per_s": n / wall, "stream_rss_trace_s_mib": trace}
             print(f"  {n} texts, stream: {rss:.0f} MiB, {wall:.1f} s", flush=True)
             if not args.no_baseline:
                 rss, wall = run_measured(
