@@ -345,7 +345,8 @@ def encode_file(
     rows = state["rows"]
 
     crash = _crash_point()
-    encoder = PoolEncoder(model_path, batch_size, devices) if devices else InProcessEncoder(model_path, batch_size, device)
+    single_device = ",".join(d.strip() for d in (device or "").split(",") if d.strip()) or None
+    encoder = PoolEncoder(model_path, batch_size, devices) if devices else InProcessEncoder(model_path, batch_size, single_device)
     handle = None
     try:
         from tqdm.auto import tqdm
