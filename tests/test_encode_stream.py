@@ -173,7 +173,9 @@ def test_two_processes_give_the_vectors_of_one(exported, tmp_path):
     one, two = tmp_path / "one.npy", tmp_path / "two.npy"
     base = ["encode", str(model), "--input", str(source), "--chunk-size", "16", "--batch-size", "4"]
     assert main(base + ["--output", str(one)]) == 0
+    threads_before = os.environ.get("OMP_NUM_THREADS")
     assert main(base + ["--output", str(two), "--processes", "2"]) == 0
+    assert os.environ.get("OMP_NUM_THREADS") == threads_before  # the workers' setting does not leak
     a, b = np.load(one), np.load(two)
     assert a.shape == b.shape == (30, 32)
     delta = float(np.abs(a - b).max())

@@ -283,13 +283,18 @@ class PoolEncoder:
     def __init__(self, model_path: str, batch_size: int, devices: list[str]):
         from sentence_transformers import SentenceTransformer
 
-        cpu_workers = sum(1 for d in devices if d == "cpu")
-        if cpu_workers and "OMP_NUM_THREADS" not in os.environ:
-            # Workers are spawned: each would otherwise start as many threads as there are cores.
-            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_workers))
         self.model = SentenceTransformer(model_path, trust_remote_code=True, device="cpu")
         self.batch_size = batch_size
-        self.pool = self.model.start_multi_process_pool(devices)
+        cpu_workers = sum(1 for d in devices if d == "cpu")
+        set_threads = cpu_workers and "OMP_NUM_THREADS" not in os.environ
+        if set_threads:
+            # Workers are spawned and read this at start: each would otherwise use as many threads as cores.
+            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_workers))
+        try:
+            self.pool = self.model.start_multi_process_pool(devices)
+        finally:
+            if set_threads:
+                del os.environ["OMP_NUM_THREADS"]
 
     def __call__(self, items: list) -> np.ndarray:
         vectors = self.model.encode(
