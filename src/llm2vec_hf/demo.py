@@ -50,6 +50,20 @@ def main(args) -> int:
     return 0
 
 
+def require_extras() -> None:
+    """The demo evaluates through mteb and draws with matplotlib: say so before any work starts."""
+    import importlib.util
+
+    from .errors import LLM2VecError
+
+    missing = [name for name in ("mteb", "matplotlib") if importlib.util.find_spec(name) is None]
+    if missing:
+        raise LLM2VecError(
+            f"the demo needs {' and '.join(missing)}: pip install 'llm2vec-hf[eval,train]' (from a checkout: "
+            "pip install -e '.[dev,eval,train]')"
+        )
+
+
 def prepare_output(output: str | os.PathLike) -> Path:
     """The output folder: new, empty, or an earlier demo's (which is replaced)."""
     from .errors import LLM2VecError
@@ -124,6 +138,7 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo") -> dict:
     from .export import export_checkpoint
     from .model_card import add_evaluation_results
 
+    require_extras()
     started = time.perf_counter()
     output = prepare_output(output)
     base = default_model_path()
