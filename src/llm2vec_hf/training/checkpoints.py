@@ -27,12 +27,12 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class AdapterTrainerMixin:
-    """Mixed into ``transformers.Trainer`` subclasses whose model holds exactly one trainable PEFT adapter."""
+    """Mixed into ``transformers.Trainer`` subclasses whose model holds exactly one trainable PEFT adapter.
+
+    The subclass provides ``peft_model()``, returning that ``PeftModel`` (the MNTP and contrastive trainers do).
+    """
 
     recorded_losses: list[float]
-
-    def peft_model(self):
-        raise NotImplementedError
 
     def compute_loss(self, model, inputs, *args, **kwargs):
         result = super().compute_loss(model, inputs, *args, **kwargs)
