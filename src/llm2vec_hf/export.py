@@ -22,10 +22,10 @@ from typing import Any, Iterable
 import transformers
 
 from .errors import LLM2VecError
-from .loading import load_bidirectional, read_llm2vec_config
+from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
 from .modeling import modeling_llm2vec
-from .modeling.modeling_llm2vec import DEFAULT_ENCODING, MIN_TRANSFORMERS_VERSION, family_for, resolve_encoding
+from .modeling.modeling_llm2vec import MIN_TRANSFORMERS_VERSION, family_for, resolve_encoding
 
 logger = logging.getLogger(__name__)
 
@@ -52,10 +52,7 @@ def export_checkpoint(
     adapters = list(adapters)
     check_output(output, overwrite)
     model, tokenizer, folders = load_bidirectional(base, adapters, dtype=dtype)
-    settings = resolve_encoding(model.config)
-    settings.update({k: v for k, v in read_llm2vec_config(*folders).items() if k in DEFAULT_ENCODING})
-    settings.update({k: v for k, v in encoding.items() if v is not None})
-    settings = resolve_encoding(model.config, tokenizer, **settings)
+    settings = encoding_settings(model, tokenizer, folders, **encoding)
     training = {"base_model": base, "adapters": adapters, "base_folder": folders[0], "adapter_folders": folders[1:]}
     return write_checkpoint(model, tokenizer, settings, output, prompts=prompts, overwrite=overwrite, training=training)
 

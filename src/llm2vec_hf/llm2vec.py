@@ -10,9 +10,9 @@ import torch
 
 from .loading import (
     apply_adapter,
+    encoding_settings,
     load_bidirectional,
     load_tokenizer,
-    read_llm2vec_config,
     resolve_local,
     tokenizer_folder,
 )
@@ -91,10 +91,7 @@ class LLM2Vec(torch.nn.Module):
             model = apply_adapter(model, last, merge=merge_peft)
             folders.append(last)
             tokenizer = load_tokenizer(tokenizer_folder(folders))
-        settings = resolve_encoding(getattr(model, "config", None))
-        settings.update(read_llm2vec_config(folders[0], folders[-1] if adapters else None))
-        settings.update({k: v for k, v in encoding_args.items() if v is not None})
-        settings = {k: v for k, v in settings.items() if k in DEFAULT_ENCODING}
+        settings = encoding_settings(model, tokenizer, [folders[0], folders[-1] if adapters else None], **encoding_args)
         return cls(model=model, tokenizer=tokenizer, **settings)
 
     def encode(

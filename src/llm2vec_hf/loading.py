@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import re
-from pathlib import Path
 from typing import Any, Iterable
 
 import torch
@@ -19,7 +18,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from .errors import AdapterMismatchError, CheckpointError
-from .modeling.modeling_llm2vec import family_for
+from .modeling.modeling_llm2vec import DEFAULT_ENCODING, family_for, resolve_encoding
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +63,17 @@ def read_llm2vec_config(*folders: str | None) -> dict[str, Any]:
             with open(os.path.join(folder, "llm2vec_config.json")) as handle:
                 settings.update(json.load(handle))
     return settings
+
+
+def encoding_settings(model, tokenizer, folders: Iterable[str | None], **explicit: Any) -> dict[str, Any]:
+    """Encoding settings of a loaded checkpoint, later sources winning: defaults, config.json's ``llm2vec``,
+    ``llm2vec_config.json`` of ``folders`` in order (as the official loader reads it), then ``explicit`` values
+    that are not None."""
+    config = getattr(model, "config", None)
+    settings = resolve_encoding(config)
+    settings.update({k: v for k, v in read_llm2vec_config(*folders).items() if k in DEFAULT_ENCODING})
+    settings.update({k: v for k, v in explicit.items() if v is not None})
+    return resolve_encoding(config, tokenizer, **settings)
 
 
 def load_bidirectional(
@@ -194,12 +204,3 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
     if not merge:
         return peft_model
     return peft_model.merge_and_unload()
-
-
-def weights_dtype(model) -> str:
-    dtype = next(model.parameters()).dtype
-    return {v: k for k, v in DTYPES.items()}.get(dtype, str(dtype))
-
-
-def folder_name(path: str | os.PathLike) -> str:
-    return Path(path).name
