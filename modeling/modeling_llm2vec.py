@@ -194,6 +194,8 @@ def cut_to_doc_max_length(tokenizer, texts: list[str], doc_max_length: int, max_
 
 def format_inputs(pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Returns (what the model reads, the part that is pooled) for each ``(instruction, text)`` pair."""
+    if settings["pooling_mode"] == "eos_token" and not settings["eos_text"]:
+        raise ValueError("eos_token pooling needs `eos_text` or a tokenizer with an EOS token")
     full_texts, pooled_texts = [], []
     for instruction, text in pairs:
         marked = f"{instruction.strip()} {_TEXT_MARKER}{text}" if instruction else f"{_TEXT_MARKER}{text}"
@@ -207,31 +209,97 @@ def format_inputs(pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tup
     return full_texts, pooled_texts
 
 
-def tokenize_inputs(tokenizer, pairs: list[tuple[str, str]], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """Tokenizes one batch of ``(instruction, text)`` pairs; adds ``pool_mask``, the tokens that get pooled.
+def tokenize_unpadded(tokenizer, pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tuple[list, list[int]]:
+    """Token ids of what the model reads (truncated to ``max_length``, unpadded), and how many tokens of each
+    are pooled: its last n real tokens, n being the length of the text tokenized alone without special tokens
+    (``skip_instruction``; BOS and instruction are not pooled), else all of them."""
+    full_texts, pooled_texts = format_inputs(pairs, settings)
+    input_ids = tokenizer(full_texts, truncation=True, max_length=settings["max_length"])["input_ids"]
+    if settings["skip_instruction"]:
+        n_pooled = _count_tokens(tokenizer, pooled_texts, settings["max_length"])
+    else:
+        n_pooled = [len(ids) for ids in input_ids]
+    return input_ids, n_pooled
 
-    With ``skip_instruction`` the pooled tokens are the last n real tokens of each row, n being the length of
-    the text tokenized alone without special tokens: BOS and instruction are not pooled. Works for either
-    padding side.
+
+def collate(tokenizer, input_ids: list, n_pooled: list[int]) -> dict[str, torch.Tensor]:
+    """Pads token ids (from `tokenize_unpadded`) into a batch and adds ``pool_mask``, the tokens that get pooled.
+
+    Works for either padding side: the pooled tokens are counted back from each row's last real token.
     """
     if tokenizer.pad_token is None:
         # As the reference does; padded positions are masked out, so any token will do.
         tokenizer.pad_token = tokenizer.eos_token
-    if settings["pooling_mode"] == "eos_token" and not settings["eos_text"]:
-        raise ValueError("eos_token pooling needs `eos_text` or a tokenizer with an EOS token")
-    full_texts, pooled_texts = format_inputs(pairs, settings)
-    batch = tokenizer(
-        full_texts, padding=True, truncation=True, max_length=settings["max_length"], return_tensors="pt"
-    )
+    batch = tokenizer.pad({"input_ids": input_ids}, return_tensors="pt")
     attention_mask = batch["attention_mask"]
-    if settings["skip_instruction"]:
-        n_pooled = torch.tensor(_count_tokens(tokenizer, pooled_texts, settings["max_length"]))
-        tokens_to_end = attention_mask.flip(-1).cumsum(-1).flip(-1) * attention_mask
-        pool_mask = (tokens_to_end > 0) & (tokens_to_end <= n_pooled.unsqueeze(-1))
-    else:
-        pool_mask = attention_mask.bool()
+    tokens_to_end = attention_mask.flip(-1).cumsum(-1).flip(-1) * attention_mask
+    pool_mask = (tokens_to_end > 0) & (tokens_to_end <= torch.tensor(n_pooled).unsqueeze(-1))
     batch["pool_mask"] = pool_mask.to(attention_mask.dtype)
-    return batch
+    return dict(batch)
+
+
+def tokenize_inputs(tokenizer, pairs: list[tuple[str, str]], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Tokenizes one batch of ``(instruction, text)`` pairs, padded, with ``pool_mask`` (see `collate`)."""
+    return collate(tokenizer, *tokenize_unpadded(tokenizer, pairs, settings))
+
+
+#: Default cap on the tokens of one forward call, padding included; see `length_groups`.
+DEFAULT_MAX_BATCH_TOKENS = 2048
+
+
+def length_groups(lengths: Sequence[int], max_rows: int, max_tokens: int | None = None) -> list[list[int]]:
+    """Groups row indices for batching: longest first, at most ``max_rows`` rows and ``max_tokens`` tokens
+    (rows × longest row, i.e. padding included) per group; a row longer than ``max_tokens`` gets its own group.
+
+    Grouping by token count rather than by row count keeps the padding of a mixed-length corpus small: with
+    LLM2Vec's 512-token limit a batch of 32 rows can be mostly padding, which costs as much as real tokens.
+    Ties keep their input order, so grouping is deterministic.
+    """
+    if max_tokens is None:
+        max_tokens = DEFAULT_MAX_BATCH_TOKENS
+    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+        raise ValueError(f"max_batch_tokens must be a positive integer, got {max_tokens!r}")
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        group = groups[-1] if groups else None
+        if group is None or len(group) >= max_rows or (len(group) + 1) * lengths[group[0]] > max_tokens:
+            groups.append([i])
+        else:
+            group.append(i)
+    return groups
+
+
+def forward_in_length_groups(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_tokens: int | None = None
+) -> torch.Tensor:
+    """``last_hidden_state`` of a padded batch, computed group by group (`length_groups`), each group cut to
+    its own longest row; positions that are padding in the batch are zero in the result.
+
+    The vectors do not change beyond float rounding: padded positions are masked out of attention and pooling,
+    and rotary position embeddings depend only on the distance between tokens, so dropping left padding (which
+    shifts every position of a row by the same amount) leaves attention scores as they were. Masks that are not
+    one contiguous block per row (never produced by `collate`) run as one call, as given.
+    """
+    rows_total, width = attention_mask.shape
+    lengths = attention_mask.sum(1)
+    positions = torch.arange(width, device=attention_mask.device)
+    mask = attention_mask.bool()
+    right_padded = bool((mask == (positions < lengths.unsqueeze(1))).all())
+    left_padded = not right_padded and bool((mask == (positions >= width - lengths.unsqueeze(1))).all())
+    groups = length_groups(lengths.tolist(), rows_total, max_tokens)
+    if len(groups) == 1 or not (right_padded or left_padded):
+        return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    hidden_states = None
+    for group in groups:
+        rows = torch.tensor(group, device=input_ids.device)
+        longest = int(lengths[group[0]])
+        columns = slice(0, longest) if right_padded else slice(width - longest, width)
+        hidden = model(input_ids=input_ids[rows, columns], attention_mask=attention_mask[rows, columns]).last_hidden_state
+        if hidden_states is None:
+            hidden_states = hidden.new_zeros(rows_total, width, hidden.shape[-1])
+        hidden_states[rows, columns] = hidden
+    return hidden_states
 
 
 def pool(
@@ -274,32 +342,35 @@ def encode_with(
     batch_size: int = 32,
     show_progress_bar: bool = False,
     device: torch.device | str | None = None,
+    max_batch_tokens: int | None = None,
 ) -> torch.Tensor:
-    """Embeds texts or ``[instruction, text]`` pairs with any bidirectional encoder; returns float32 (N, hidden)."""
-    if not isinstance(batch_size, int) or batch_size < 1:
+    """Embeds texts or ``[instruction, text]`` pairs with any bidirectional encoder; returns float32 (N, hidden).
+
+    All inputs are tokenized first, then run longest first in batches of at most ``batch_size`` texts and
+    ``max_batch_tokens`` tokens counting padding (`length_groups`; default `DEFAULT_MAX_BATCH_TOKENS`). The
+    reference sorts by characters and batches by count; sorting by tokens and capping tokens removes most
+    padding, and the vectors are the same up to float rounding.
+    """
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     pairs = normalize_inputs(inputs)
     texts = cut_to_doc_max_length(
         tokenizer, [text for _, text in pairs], settings["doc_max_length"], settings["max_length"]
     )
     pairs = [(instruction, text) for (instruction, _), text in zip(pairs, texts)]
+    input_ids, n_pooled = tokenize_unpadded(tokenizer, pairs, settings)
+    groups = length_groups([len(ids) for ids in input_ids], batch_size, max_batch_tokens)
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    # Longest first, as the reference does, so that a batch holds texts of similar length.
-    order = sorted(range(len(pairs)), key=lambda i: -len(pairs[i][0]) - len(pairs[i][1]))
-    bos_token_id = tokenizer.bos_token_id
-    chunks = range(0, len(order), batch_size)
     if show_progress_bar:
-        chunks = logging.tqdm(chunks, desc="Encoding", unit="batch")
+        groups = logging.tqdm(groups, desc="Encoding", unit="batch")
     was_training = model.training
     model.eval()
     vectors = [None] * len(pairs)
-    for start in chunks:
-        index = order[start : start + batch_size]
-        batch = tokenize_inputs(tokenizer, [pairs[i] for i in index], settings)
-        model_inputs = {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
-        hidden = model(**model_inputs).last_hidden_state
-        pooled = pool(hidden, batch, settings["pooling_mode"], bos_token_id).cpu()
-        for row, i in enumerate(index):
+    for group in groups:
+        batch = collate(tokenizer, [input_ids[i] for i in group], [n_pooled[i] for i in group])
+        hidden = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+        pooled = pool(hidden.last_hidden_state, batch, settings["pooling_mode"], tokenizer.bos_token_id).cpu()
+        for row, i in enumerate(group):
             vectors[i] = pooled[row]
     model.train(was_training)
     return torch.stack(vectors)
@@ -311,13 +382,24 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
     # Decoder checkpoints carry an LM head that the encoder does not use.
     _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
 
-    def encode(self, inputs, tokenizer, batch_size: int = 32, show_progress_bar: bool = False, **settings):
+    def encode(
+        self,
+        inputs,
+        tokenizer,
+        batch_size: int = 32,
+        show_progress_bar: bool = False,
+        max_batch_tokens: int | None = None,
+        **settings,
+    ):
         """Embeds texts or ``[instruction, text]`` pairs exactly as llm2vec does, with this checkpoint's settings.
 
-        ``settings`` override the checkpoint's (pooling_mode, max_length, doc_max_length, skip_instruction, …).
+        ``settings`` override the checkpoint's (pooling_mode, max_length, doc_max_length, skip_instruction, …);
+        ``max_batch_tokens`` caps the tokens of one forward call, padding included (see `encode_with`).
         """
         resolved = resolve_encoding(self.config, tokenizer, **settings)
-        return encode_with(self, tokenizer, inputs, resolved, batch_size, show_progress_bar)
+        return encode_with(
+            self, tokenizer, inputs, resolved, batch_size, show_progress_bar, max_batch_tokens=max_batch_tokens
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -15,9 +15,17 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from sentence_transformers.base.modules import Transformer
 
-from .modeling_llm2vec import cut_to_doc_max_length, normalize_inputs, pool, resolve_encoding, tokenize_inputs
+from .modeling_llm2vec import (
+    cut_to_doc_max_length,
+    forward_in_length_groups,
+    normalize_inputs,
+    pool,
+    resolve_encoding,
+    tokenize_inputs,
+)
 
 
 class LLM2VecTransformer(Transformer):
@@ -26,7 +34,15 @@ class LLM2VecTransformer(Transformer):
     The prompt (``encode(texts, prompt=...)`` or a named prompt) is the instruction: the model reads
     ``prompt.strip() + " " + text`` and only the text's tokens are pooled (with ``skip_instruction``).
     Settings come from the checkpoint's ``config.llm2vec``; ``max_seq_length`` overrides ``max_length``.
+
+    At inference, each batch runs in groups of rows of similar token length, each cut to its own longest row
+    (`forward_in_length_groups`): sentence-transformers sorts by characters and batches by count, so a batch
+    can be mostly padding. ``max_batch_tokens`` (an attribute, or ``encode(..., max_batch_tokens=N)``) caps a
+    group's tokens, padding included. Training (gradients on) runs each batch as one call, as given.
     """
+
+    max_batch_tokens: int | None = None
+    forward_kwargs = {"max_batch_tokens"}
 
     def _encoding_settings(self) -> dict[str, Any]:
         overrides = {"max_length": self.max_seq_length} if self.max_seq_length else {}
@@ -47,7 +63,13 @@ class LLM2VecTransformer(Transformer):
 
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         pool_mask = features.pop("pool_mask")
-        features = super().forward(features, **kwargs)
+        max_batch_tokens = kwargs.pop("max_batch_tokens", None) or self.max_batch_tokens
+        if torch.is_grad_enabled() or kwargs:
+            features = super().forward(features, **kwargs)
+        else:
+            features["token_embeddings"] = forward_in_length_groups(
+                self.auto_model, features["input_ids"], features["attention_mask"], max_batch_tokens
+            )
         features["pool_mask"] = pool_mask
         features["sentence_embedding"] = pool(
             features["token_embeddings"],

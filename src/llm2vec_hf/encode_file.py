@@ -9,9 +9,9 @@ complete.
 
 A run that was killed resumes where it stopped when it is started again: when the partial output's progress
 record names the same input file (path, size, mtime, hash of its first and last MiB), the same checkpoint
-(its config files, weight files' sizes and mtimes) and the same instruction. With the same ``--batch-size``
-and ``--chunk-size`` the result is byte-identical to an uninterrupted run (chunks start at the same rows and
-are batched the same way). A partial output from another input, checkpoint or prompt is refused with one line;
+(its config files, weight files' sizes and mtimes) and the same instruction. With the same ``--batch-size``,
+``--chunk-size`` and ``--max-batch-tokens`` the result is byte-identical to an uninterrupted run (chunks start at
+the same rows and are batched the same way). A partial output from another input, checkpoint or prompt is refused with one line;
 ``--restart`` discards it.
 
 ``--processes N`` (or several devices, ``--device cuda:0,cuda:1``) encodes with sentence-transformers'
@@ -261,15 +261,15 @@ def pool_devices(device: str | None, processes: int | None) -> list[str] | None:
 
 
 class InProcessEncoder:
-    def __init__(self, model_path: str, batch_size: int, device: str | None):
+    def __init__(self, model_path: str, batching: dict, device: str | None):
         from .llm2vec import LLM2Vec
 
         self.model = LLM2Vec.from_pretrained(model_path)
-        self.batch_size, self.device = batch_size, device
+        self.batching, self.device = batching, device
 
     def __call__(self, items: list) -> np.ndarray:
         vectors = self.model.encode(
-            items, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True, device=self.device
+            items, show_progress_bar=False, convert_to_numpy=True, device=self.device, **self.batching
         )
         return np.asarray(vectors, dtype=np.float32)
 
@@ -280,11 +280,11 @@ class InProcessEncoder:
 class PoolEncoder:
     """sentence-transformers' multi-process pool over ``devices``, through the checkpoint's ST module."""
 
-    def __init__(self, model_path: str, batch_size: int, devices: list[str]):
+    def __init__(self, model_path: str, batching: dict, devices: list[str]):
         from sentence_transformers import SentenceTransformer
 
         self.model = SentenceTransformer(model_path, trust_remote_code=True, device="cpu")
-        self.batch_size = batch_size
+        self.batching = batching
         cpu_workers = sum(1 for d in devices if d == "cpu")
         set_threads = cpu_workers and "OMP_NUM_THREADS" not in os.environ
         if set_threads:
@@ -298,7 +298,7 @@ class PoolEncoder:
 
     def __call__(self, items: list) -> np.ndarray:
         vectors = self.model.encode(
-            items, pool=self.pool, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False
+            items, pool=self.pool, convert_to_numpy=True, show_progress_bar=False, **self.batching
         )
         return np.asarray(vectors, dtype=np.float32)
 
@@ -321,12 +321,15 @@ def encode_file(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     processes: int | None = None,
     restart: bool = False,
+    max_batch_tokens: int | None = None,
 ) -> int:
     """Encodes ``input_path`` into ``output_path`` (.npy), streaming and resumable; returns the number of rows."""
     if not output_path.endswith(".npy"):
         raise LLM2VecError(f"{output_path}: output must be a .npy file")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise LLM2VecError(f"--batch-size must be a positive integer, got {batch_size}")
+    if max_batch_tokens is not None and (not isinstance(max_batch_tokens, int) or max_batch_tokens < 1):
+        raise LLM2VecError(f"--max-batch-tokens must be a positive integer, got {max_batch_tokens}")
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise LLM2VecError(f"--chunk-size must be a positive integer, got {chunk_size}")
     devices = pool_devices(device, processes)
@@ -344,14 +347,16 @@ def encode_file(
             if os.path.exists(stale):
                 os.remove(stale)
         state = {"version": PROGRESS_VERSION, "key": key, "rows": counted or count_inputs(input_path), "dim": None,
-                 "done": 0, "offset": 0, "line": 1, "batch_size": batch_size, "chunk_size": chunk_size}
+                 "done": 0, "offset": 0, "line": 1, "batch_size": batch_size, "chunk_size": chunk_size,
+                 "max_batch_tokens": max_batch_tokens}
     else:
         logger.info(f"Resuming {output_path}: {state['done']} of {state['rows']} rows already encoded")
     rows = state["rows"]
 
     crash = _crash_point()
     single_device = ",".join(d.strip() for d in (device or "").split(",") if d.strip()) or None
-    encoder = PoolEncoder(model_path, batch_size, devices) if devices else InProcessEncoder(model_path, batch_size, single_device)
+    batching = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}
+    encoder = PoolEncoder(model_path, batching, devices) if devices else InProcessEncoder(model_path, batching, single_device)
     handle = None
     try:
         from tqdm.auto import tqdm
@@ -427,7 +432,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--input", required=True, help=".txt (a text per line) or .jsonl (text, optional instruction)")
     parser.add_argument("--output", required=True, help=".npy file to write (row i = input i)")
     parser.add_argument("--prompt-name", help="named prompt of the checkpoint, used as the instruction")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=32, help="most texts in one forward call (default 32)")
+    parser.add_argument("--max-batch-tokens", type=int,
+                        help="most tokens in one forward call, padding included (default 2048; raise it on a GPU)")
     parser.add_argument("--device", help="torch device (default: cpu); several, comma-separated, for one worker each")
     parser.add_argument("--processes", type=int, help="encode with N worker processes (sentence-transformers pool)")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
@@ -437,6 +444,7 @@ def add_arguments(parser) -> None:
 
 def main(args) -> int:
     count = encode_file(args.model, args.input, args.output, args.prompt_name, args.batch_size, args.device,
-                        chunk_size=args.chunk_size, processes=args.processes, restart=args.restart)
+                        chunk_size=args.chunk_size, processes=args.processes, restart=args.restart,
+                        max_batch_tokens=args.max_batch_tokens)
     print(f"Wrote {count} vectors to {args.output}")
     return 0

@@ -102,12 +102,18 @@ class LLM2Vec(torch.nn.Module):
         convert_to_numpy: bool = False,
         convert_to_tensor: bool = False,
         device: str | torch.device | None = None,
+        max_batch_tokens: int | None = None,
     ) -> torch.Tensor | np.ndarray:
-        """Embeds texts or ``[instruction, text]`` pairs; returns float32 vectors, one per input."""
+        """Embeds texts or ``[instruction, text]`` pairs; returns float32 vectors, one per input.
+
+        A forward call holds at most ``batch_size`` texts and ``max_batch_tokens`` tokens, padding included
+        (default 2048: long texts come in smaller batches, short ones in full ones; raise it on a GPU).
+        """
         if device is not None:
             self.model.to(device)
         vectors = encode_with(
-            self.model, self.tokenizer, sentences, self.settings, batch_size, show_progress_bar, device
+            self.model, self.tokenizer, sentences, self.settings, batch_size, show_progress_bar, device,
+            max_batch_tokens=max_batch_tokens,
         )
         if convert_to_numpy and not convert_to_tensor:
             return vectors.numpy()
