@@ -274,7 +274,8 @@ def forward_in_length_groups(
     model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_tokens: int | None = None
 ) -> torch.Tensor:
     """``last_hidden_state`` of a padded batch, computed group by group (`length_groups`), each group cut to
-    its own longest row; positions that are padding in the batch are zero in the result.
+    its own longest row. As in one padded call, the states at padded positions mean nothing (here they are
+    zero or the model's output there).
 
     The vectors do not change beyond float rounding: padded positions are masked out of attention and pooling,
     and rotary position embeddings depend only on the distance between tokens, so dropping left padding (which
