@@ -7,6 +7,9 @@ The official library runs in its own virtual environment (created on first use i
 or pass --official-python); it is never a dependency of llm2vec-hf. Paths are timed alternately, several
 rounds, and the best round is reported, because this machine is shared and noisy.
 
+A path may carry options: ``llm2vec-hf:max_batch_tokens=4096``, ``llm2vec-hf:compile=1`` (compile_for_inference;
+its one-off compile time is in the JSON's warmup_seconds, not in the throughput).
+
 Reported per path: texts/s, tokens/s, achieved GFLOP/s as a fraction of the fp32 matmul rate measured in the
 same run, peak RSS of the process, and max |Δ| of the vectors against the official ones.
 FLOPs per text = 2 × non-embedding parameters × tokens + 4 × layers × hidden × tokens² (attention scores and
@@ -111,6 +114,7 @@ args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 inputs = json.load(open(args["inputs"]))
 path, options = args["path"], args["options"]
+compile_model = bool(options.pop("compile", 0))
 if path == "official":
     from llm2vec import LLM2Vec
     model = LLM2Vec.from_pretrained(args["model"], torch_dtype=torch.float32, pooling_mode="mean", max_length=512)
@@ -118,10 +122,15 @@ if path == "official":
 elif path == "llm2vec-hf":
     from llm2vec_hf import LLM2Vec
     model = LLM2Vec.from_pretrained(args["model"], pooling_mode="mean", max_length=512)
+    if compile_model:
+        model.compile_for_inference()
     encode = lambda: model.encode(inputs, batch_size=args["batch_size"], show_progress_bar=False, convert_to_numpy=True, **options)
 elif path == "sentence-transformers":
     from sentence_transformers import SentenceTransformer
     model = SentenceTransformer(args["exported"], trust_remote_code=True)
+    if compile_model:
+        from llm2vec_hf import compile_for_inference
+        compile_for_inference(model[0].auto_model)
     def encode():
         plain = [x for x in inputs if isinstance(x, str)]
         pairs = [x for x in inputs if not isinstance(x, str)]
@@ -129,9 +138,10 @@ elif path == "sentence-transformers":
         if pairs:
             out.append(model.encode([x[1] for x in pairs], prompt=pairs[0][0] + " ", batch_size=args["batch_size"], convert_to_numpy=True, **options))
         return np.concatenate(out)
-vectors = encode()  # warm-up on the whole corpus: the first pass pays for allocations
+start = time.perf_counter()
+vectors = encode()  # warm-up on the whole corpus: the first pass pays for allocations (and compilation)
 np.save(args["out"], vectors)
-print("ready", flush=True)
+print(json.dumps({"warmup_seconds": time.perf_counter() - start}), flush=True)
 for line in sys.stdin:
     start = time.perf_counter(); encode(); seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
@@ -150,7 +160,7 @@ class Worker:
             [python, "-c", WORKER, json.dumps({**payload, "path": path, "options": options})],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
         )
-        self._read()  # "ready": loaded and warmed up
+        self.warmup_seconds = json.loads(self._read())["warmup_seconds"]  # loaded and warmed up
 
     def _read(self) -> str:
         line = self.proc.stdout.readline()
@@ -188,7 +198,12 @@ def time_paths(specs: list[str], pythons: dict[str, str], payload: dict, rounds:
     finally:
         for worker in workers:
             worker.close()
-    return {spec: {"seconds": min(t), "median_seconds": statistics.median(t), "all_seconds": [round(x, 3) for x in t], "peak_rss_mb": peak[spec]} for spec, t in times.items()}
+    warmup = {worker.spec: worker.warmup_seconds for worker in workers}
+    return {
+        spec: {"seconds": min(t), "median_seconds": statistics.median(t), "all_seconds": [round(x, 3) for x in t],
+               "warmup_seconds": round(warmup[spec], 1), "peak_rss_mb": peak[spec]}
+        for spec, t in times.items()
+    }
 
 
 def official_python(explicit: str | None) -> str:
@@ -267,6 +282,7 @@ def main() -> None:
                         "model": shape, "instructions": with_instruction, "path": path, "texts": len(inputs),
                         "tokens": sum(tokens), "seconds": round(seconds, 3),
                         "median_seconds": round(result["median_seconds"], 3), "all_seconds": result["all_seconds"],
+                        "warmup_seconds": result["warmup_seconds"],
                         "texts_per_s": round(len(inputs) / seconds, 1), "tokens_per_s": round(sum(tokens) / seconds),
                         "gflops": round(flops / seconds / 1e9, 1), "fraction_of_matmul": round(flops / seconds / 1e9 / rate, 3),
                         "peak_rss_mb": round(result["peak_rss_mb"]), "max_abs_delta_vs_official": delta,

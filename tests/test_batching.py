@@ -187,3 +187,26 @@ def test_encode_command_takes_a_token_budget(exported, tmp_path, capsys):
     assert main(base + ["--output", str(tmp_path / "c.npy"), "--max-batch-tokens", "0"]) == 2
     assert "--max-batch-tokens must be a positive integer" in capsys.readouterr().err
     assert not (tmp_path / "c.npy").exists()
+
+
+def test_compile_for_inference_keeps_the_vectors(exported):
+    """torch.compile with frozen weights (inductor, C++ on CPU) gives the eager vectors."""
+    library = LLM2Vec.from_pretrained(str(exported("llama")))
+    eager = library.encode(MIXED_INPUTS, max_batch_tokens=64, show_progress_bar=False)
+    from torch._dynamo.utils import counters
+
+    counters.clear()
+    assert library.compile_for_inference() is library
+    compiled = library.encode(MIXED_INPUTS, max_batch_tokens=64, show_progress_bar=False)
+    assert counters["stats"]["unique_graphs"] >= 1, "nothing was compiled"
+    assert (compiled - eager).abs().max() <= 1e-4
+
+
+def test_encode_command_refuses_compile_with_a_pool(exported, tmp_path, capsys):
+    from llm2vec_hf.cli import main
+
+    source = tmp_path / "texts.txt"
+    source.write_text("one text\n")
+    args = ["encode", str(exported("llama")), "--input", str(source), "--output", str(tmp_path / "o.npy")]
+    assert main(args + ["--compile", "--processes", "2"]) == 2
+    assert "--compile works in one process" in capsys.readouterr().err

@@ -261,10 +261,12 @@ def pool_devices(device: str | None, processes: int | None) -> list[str] | None:
 
 
 class InProcessEncoder:
-    def __init__(self, model_path: str, batching: dict, device: str | None):
+    def __init__(self, model_path: str, batching: dict, device: str | None, compile_model: bool = False):
         from .llm2vec import LLM2Vec
 
         self.model = LLM2Vec.from_pretrained(model_path)
+        if compile_model:
+            self.model.compile_for_inference()
         self.batching, self.device = batching, device
 
     def __call__(self, items: list) -> np.ndarray:
@@ -322,6 +324,7 @@ def encode_file(
     processes: int | None = None,
     restart: bool = False,
     max_batch_tokens: int | None = None,
+    compile_model: bool = False,
 ) -> int:
     """Encodes ``input_path`` into ``output_path`` (.npy), streaming and resumable; returns the number of rows."""
     if not output_path.endswith(".npy"):
@@ -333,6 +336,8 @@ def encode_file(
     if not isinstance(chunk_size, int) or chunk_size < 1:
         raise LLM2VecError(f"--chunk-size must be a positive integer, got {chunk_size}")
     devices = pool_devices(device, processes)
+    if compile_model and devices:
+        raise LLM2VecError("--compile works in one process; drop --processes (or give one device)")
     partial = output_path + ".partial.npy"
     progress_path = output_path + ".progress.json"
     # A fresh run checks the whole input before it resolves (perhaps downloads) and loads the model.
@@ -348,7 +353,7 @@ def encode_file(
                 os.remove(stale)
         state = {"version": PROGRESS_VERSION, "key": key, "rows": counted or count_inputs(input_path), "dim": None,
                  "done": 0, "offset": 0, "line": 1, "batch_size": batch_size, "chunk_size": chunk_size,
-                 "max_batch_tokens": max_batch_tokens}
+                 "max_batch_tokens": max_batch_tokens, "compile": compile_model}
     else:
         logger.info(f"Resuming {output_path}: {state['done']} of {state['rows']} rows already encoded")
     rows = state["rows"]
@@ -356,7 +361,7 @@ def encode_file(
     crash = _crash_point()
     single_device = ",".join(d.strip() for d in (device or "").split(",") if d.strip()) or None
     batching = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}
-    encoder = PoolEncoder(model_path, batching, devices) if devices else InProcessEncoder(model_path, batching, single_device)
+    encoder = PoolEncoder(model_path, batching, devices) if devices else InProcessEncoder(model_path, batching, single_device, compile_model)
     handle = None
     try:
         from tqdm.auto import tqdm
@@ -439,12 +444,14 @@ def add_arguments(parser) -> None:
     parser.add_argument("--processes", type=int, help="encode with N worker processes (sentence-transformers pool)")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                         help=f"texts read, encoded and committed at a time (default {DEFAULT_CHUNK_SIZE})")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the model first (one-off 20-70 s; ~1.2x faster after; for large inputs)")
     parser.add_argument("--restart", action="store_true", help="discard a partial output instead of resuming it")
 
 
 def main(args) -> int:
     count = encode_file(args.model, args.input, args.output, args.prompt_name, args.batch_size, args.device,
                         chunk_size=args.chunk_size, processes=args.processes, restart=args.restart,
-                        max_batch_tokens=args.max_batch_tokens)
+                        max_batch_tokens=args.max_batch_tokens, compile_model=args.compile)
     print(f"Wrote {count} vectors to {args.output}")
     return 0

@@ -19,6 +19,22 @@ from .loading import (
 from .modeling.modeling_llm2vec import DEFAULT_ENCODING, encode_with, resolve_encoding
 
 
+def compile_for_inference(model: torch.nn.Module, **torch_compile_kwargs) -> torch.nn.Module:
+    """Compiles a transformers model in place for encoding: ``model.compile(dynamic=True, options={"freezing": True})``.
+
+    Inductor fuses the elementwise work around the matmuls (RMSNorm, rotary embeddings, SiLU gating, residual
+    adds: a fifth of eager CPU time) and, with freezing, treats the weights as constants and prepacks them for
+    oneDNN. Measured on a 2-core CPU (benchmarks/RESULTS.md): about 1.2× faster encoding with the same vectors
+    (max |Δ| ~ 4e-6), after a one-off 20–70 s compile that happens on the first batches; worth it for large
+    corpora, not for a handful of texts. ``dynamic=True`` keeps varying batch shapes from recompiling each time.
+    Frozen weights cannot be trained: compile a copy that only encodes. Works for ``LLM2Vec.model``, an
+    ``AutoModel`` encoder, and a SentenceTransformer's ``model[0].auto_model``. Needs a C++ compiler on CPU.
+    """
+    options = {"freezing": True, **torch_compile_kwargs.pop("options", {})}
+    model.compile(**{"dynamic": True, **torch_compile_kwargs}, options=options)
+    return model
+
+
 class LLM2Vec(torch.nn.Module):
     """A bidirectional encoder, its tokenizer and LLM2Vec's pooling settings.
 
@@ -130,6 +146,11 @@ class LLM2Vec(torch.nn.Module):
         from .modeling.modeling_llm2vec import tokenize_inputs
 
         return tokenize_inputs(self.tokenizer, pairs, self.settings)
+
+    def compile_for_inference(self, **torch_compile_kwargs) -> "LLM2Vec":
+        """Compiles the encoder in place for faster ``encode`` (see `compile_for_inference`); returns self."""
+        compile_for_inference(self.model, **torch_compile_kwargs)
+        return self
 
     def save(self, output_path: str, prompts: dict[str, str] | None = None, overwrite: bool = False) -> str:
         """Writes a complete llm2vec-hf checkpoint (DESIGN §5): loads in transformers, sentence-transformers and
