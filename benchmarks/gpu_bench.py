@@ -341,9 +341,11 @@ def timing(args) -> None:
                                forward_fraction_of_bf16_matmul=round(flops / seconds / 1e12 / rate, 3))
                     encoder = LLM2Vec(model, tokenizer, pooling_mode="mean", max_length=length, doc_max_length=length)
                     inputs = texts[: 4 * batch]
+                    # The same batch shape for both sides: llm2vec-hf's token budget would otherwise split it.
+                    budget = {} if side == "official" else {"max_batch_tokens": batch * length}
 
                     def encode():
-                        encoder.encode(inputs, batch_size=batch, show_progress_bar=False)
+                        encoder.encode(inputs, batch_size=batch, show_progress_bar=False, **budget)
 
                     seconds = timed(encode, reps=2)
                     row.update(encode_tokens_per_s=round(len(inputs) * length / seconds),
