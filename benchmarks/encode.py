@@ -3,6 +3,10 @@
     python benchmarks/encode.py                      # full run: 26M-parameter Llama + tiny, 2 threads
     python benchmarks/encode.py --quick              # a smaller corpus, for a smoke test
 
+Paths: official (llm2vec 0.2.3 ``LLM2Vec.encode``), llm2vec-hf (``LLM2Vec.encode``), llm2vec-hf-encode (the
+``llm2vec-hf encode`` command as a function call: .jsonl in, .npy out, loading the model every round),
+sentence-transformers (``SentenceTransformer.encode`` of the exported checkpoint, instructions as prompts).
+
 The official library runs in its own virtual environment (created on first use in benchmarks/.venv-official,
 or pass --official-python); it is never a dependency of llm2vec-hf. Paths are timed alternately, several
 rounds, and the best round is reported, because this machine is shared and noisy.
@@ -125,6 +129,23 @@ elif path == "llm2vec-hf":
     if compile_model:
         model.compile_for_inference()
     encode = lambda: model.encode(inputs, batch_size=args["batch_size"], show_progress_bar=False, convert_to_numpy=True, **options)
+elif path == "llm2vec-hf-encode":
+    # The `llm2vec-hf encode` command, whole: a .jsonl in, a .npy out, model loading included in every round.
+    import os, tempfile
+    from llm2vec_hf.encode_file import encode_file
+    work = tempfile.mkdtemp()
+    source = os.path.join(work, "inputs.jsonl")
+    with open(source, "w") as handle:
+        for x in inputs:
+            record = {"text": x} if isinstance(x, str) else {"instruction": x[0], "text": x[1]}
+            handle.write(json.dumps(record) + "\n")
+    def encode():
+        target = os.path.join(work, "vectors.npy")
+        encode_file(args["exported"], source, target, batch_size=args["batch_size"], restart=True,
+                    compile_model=compile_model, **options)
+        vectors = np.load(target)
+        os.remove(target)
+        return vectors
 elif path == "sentence-transformers":
     from sentence_transformers import SentenceTransformer
     model = SentenceTransformer(args["exported"], trust_remote_code=True)
@@ -156,16 +177,20 @@ class Worker:
         options = {k: int(v) if v.isdigit() else v for k, v in (o.split("=") for o in option_text.split(",") if o)}
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(payload["threads"])}
         self.spec = spec
+        # stderr goes to a file: a pipe nobody reads would block a chatty worker once it fills.
+        self.stderr = tempfile.TemporaryFile(mode="w+")
         self.proc = subprocess.Popen(
             [python, "-c", WORKER, json.dumps({**payload, "path": path, "options": options})],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env,
         )
         self.warmup_seconds = json.loads(self._read())["warmup_seconds"]  # loaded and warmed up
 
     def _read(self) -> str:
         line = self.proc.stdout.readline()
         if not line:
-            raise RuntimeError(f"{self.spec} failed:\n{self.proc.stderr.read()[-3000:]}")
+            self.proc.wait()
+            self.stderr.seek(0)
+            raise RuntimeError(f"{self.spec} failed:\n{self.stderr.read()[-3000:]}")
         return line
 
     def run(self) -> dict:
@@ -176,6 +201,7 @@ class Worker:
     def close(self) -> None:
         self.proc.stdin.close()
         self.proc.wait()
+        self.stderr.close()
 
 
 def time_paths(specs: list[str], pythons: dict[str, str], payload: dict, rounds: int, matmul_rates: list) -> dict[str, dict]:
@@ -236,7 +262,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds; the best is reported")
     parser.add_argument("--official-python", help="python of an environment with llm2vec==0.2.3")
     parser.add_argument(
-        "--paths", default="official,llm2vec-hf,sentence-transformers",
+        "--paths", default="official,llm2vec-hf,llm2vec-hf-encode,sentence-transformers",
         help="comma-separated; a path may carry encode() options after a colon, joined by '+', e.g. "
         "llm2vec-hf:max_batch_tokens=100000000 (the row's name is the whole spec)",
     )
@@ -269,7 +295,8 @@ def main() -> None:
                     "model": str(model_dir), "exported": exported, "inputs": str(inputs_file), "threads": args.threads,
                     "batch_size": args.batch_size, "out": str(tmp / "{spec}.npy"),
                 }
-                pythons = {"official": python_official, "llm2vec-hf": sys.executable, "sentence-transformers": sys.executable}
+                pythons = {"official": python_official, "llm2vec-hf": sys.executable, "llm2vec-hf-encode": sys.executable,
+                           "sentence-transformers": sys.executable}
                 results = time_paths(paths, pythons, payload, repeats, matmul_rates)
                 rate = max(matmul_rates)
                 import numpy as np
