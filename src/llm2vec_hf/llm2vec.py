@@ -29,6 +29,7 @@ def compile_for_inference(model: torch.nn.Module, **torch_compile_kwargs) -> tor
     corpora, not for a handful of texts. ``dynamic=True`` keeps varying batch shapes from recompiling each time.
     Frozen weights cannot be trained: compile a copy that only encodes. Works for ``LLM2Vec.model``, an
     ``AutoModel`` encoder, and a SentenceTransformer's ``model[0].auto_model``. Needs a C++ compiler on CPU.
+    Extra inductor settings go in ``options`` (torch refuses ``mode`` together with ``options``).
     """
     options = {"freezing": True, **torch_compile_kwargs.pop("options", {})}
     model.compile(**{"dynamic": True, **torch_compile_kwargs}, options=options)
