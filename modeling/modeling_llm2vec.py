@@ -296,7 +296,8 @@ def forward_in_length_groups(
         rows = torch.tensor(group, device=input_ids.device)
         longest = int(lengths[group[0]])
         columns = slice(0, longest) if right_padded else slice(width - longest, width)
-        hidden = model(input_ids=input_ids[rows, columns], attention_mask=attention_mask[rows, columns]).last_hidden_state
+        output = model(input_ids=input_ids[rows, columns], attention_mask=attention_mask[rows, columns])
+        hidden = output.last_hidden_state
         if hidden_states is None:
             hidden_states = hidden.new_zeros(rows_total, width, hidden.shape[-1])
         hidden_states[rows, columns] = hidden

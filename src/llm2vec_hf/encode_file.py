@@ -10,9 +10,9 @@ complete.
 A run that was killed resumes where it stopped when it is started again: when the partial output's progress
 record names the same input file (path, size, mtime, hash of its first and last MiB), the same checkpoint
 (its config files, weight files' sizes and mtimes) and the same instruction. With the same ``--batch-size``,
-``--chunk-size`` and ``--max-batch-tokens`` the result is byte-identical to an uninterrupted run (chunks start at
-the same rows and are batched the same way). A partial output from another input, checkpoint or prompt is refused with one line;
-``--restart`` discards it.
+``--chunk-size``, ``--max-batch-tokens`` and ``--compile`` the result is byte-identical to an uninterrupted run
+(chunks start at the same rows, are batched the same way and run the same kernels). A partial output from
+another input, checkpoint or prompt is refused with one line; ``--restart`` discards it.
 
 ``--processes N`` (or several devices, ``--device cuda:0,cuda:1``) encodes with sentence-transformers'
 multi-process pool: one worker per device, each with a copy of the model, loaded through the checkpoint's
@@ -361,7 +361,10 @@ def encode_file(
     crash = _crash_point()
     single_device = ",".join(d.strip() for d in (device or "").split(",") if d.strip()) or None
     batching = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}
-    encoder = PoolEncoder(model_path, batching, devices) if devices else InProcessEncoder(model_path, batching, single_device, compile_model)
+    if devices:
+        encoder = PoolEncoder(model_path, batching, devices)
+    else:
+        encoder = InProcessEncoder(model_path, batching, single_device, compile_model)
     handle = None
     try:
         from tqdm.auto import tqdm
