@@ -92,7 +92,10 @@ def add_lora(model, model_args):
 def enable_gradient_checkpointing(model) -> None:
     """Gradient checkpointing under LoRA: non-reentrant, and the frozen embeddings' output requires grad so that
     recomputed blocks still propagate gradients to the adapters."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.24; the old name warns there
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model.enable_input_require_grads()
     if hasattr(model, "config"):
         model.config.use_cache = False
