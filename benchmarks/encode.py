@@ -15,7 +15,9 @@ A path may carry options: ``llm2vec-hf:max_batch_tokens=4096``, ``llm2vec-hf:com
 its one-off compile time is in the JSON's warmup_seconds, not in the throughput).
 
 Reported per path: texts/s, tokens/s, achieved GFLOP/s as a fraction of the fp32 matmul rate measured in the
-same run, peak RSS of the process, and max |Δ| of the vectors against the official ones.
+same run, peak RSS of the process, and max |Δ| of the vectors against the official ones. With --profile, each
+path also encodes once under torch.profiler, and a second table splits its time into matmul, attention, other
+torch ops and time outside torch ops (Python, tokenizer).
 FLOPs per text = 2 × non-embedding parameters × tokens + 4 × layers × hidden × tokens² (attention scores and
 weighted sum), counted on real (unpadded) tokens: padding is work that does not count.
 """
@@ -164,9 +166,39 @@ vectors = encode()  # warm-up on the whole corpus: the first pass pays for alloc
 np.save(args["out"], vectors)
 print(json.dumps({"warmup_seconds": time.perf_counter() - start}), flush=True)
 for line in sys.stdin:
+    if line.strip() == "profile":
+        from torch.profiler import ProfilerActivity, profile
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            start = time.perf_counter(); encode(); seconds = time.perf_counter() - start
+        self_seconds = {e.key: e.self_cpu_time_total / 1e6 for e in prof.key_averages()}
+        print(json.dumps({"wall_seconds": seconds, "self_seconds": self_seconds}), flush=True)
+        continue
     start = time.perf_counter(); encode(); seconds = time.perf_counter() - start
     print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
 """
+
+# Profile categories, by the name torch.profiler gives each op. "outside ops" is what the profiler did not see
+# inside a torch op: Python, the tokenizer, pooling bookkeeping. A compiled graph's fused kernels count as "other
+# ops" (their time is the self time of the graph's call record).
+MATMUL_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "mkldnn::", "aten::mkldnn_", "aten::_mkl")
+ATTENTION_OPS = ("scaled_dot_product",)
+
+
+def profile_breakdown(profiled: dict) -> dict:
+    """Shares of one profiled encode: matmul, attention, other torch ops, and time outside any torch op."""
+    wall = profiled["wall_seconds"]
+    parts = {"matmul": 0.0, "attention": 0.0, "other_ops": 0.0}
+    for name, seconds in profiled["self_seconds"].items():
+        if name.startswith(MATMUL_OPS):
+            parts["matmul"] += seconds
+        elif any(key in name for key in ATTENTION_OPS):
+            parts["attention"] += seconds
+        else:
+            parts["other_ops"] += seconds
+    parts["outside_ops"] = max(0.0, wall - sum(parts.values()))
+    top = sorted(profiled["self_seconds"].items(), key=lambda item: -item[1])[:8]
+    return {"wall_seconds": round(wall, 3), **{k: round(v / wall, 3) for k, v in parts.items()},
+            "top_ops_seconds": {name: round(seconds, 3) for name, seconds in top}}
 
 
 class Worker:
@@ -193,8 +225,8 @@ class Worker:
             raise RuntimeError(f"{self.spec} failed:\n{self.stderr.read()[-3000:]}")
         return line
 
-    def run(self) -> dict:
-        self.proc.stdin.write("run\n")
+    def run(self, command: str = "run") -> dict:
+        self.proc.stdin.write(command + "\n")
         self.proc.stdin.flush()
         return json.loads(self._read())
 
@@ -204,9 +236,11 @@ class Worker:
         self.stderr.close()
 
 
-def time_paths(specs: list[str], pythons: dict[str, str], payload: dict, rounds: int, matmul_rates: list) -> dict[str, dict]:
+def time_paths(specs: list[str], pythons: dict[str, str], payload: dict, rounds: int, matmul_rates: list,
+               profile: bool = False) -> dict[str, dict]:
     """Best and median seconds per path over ``rounds`` alternating rounds, and peak RSS. The matmul rate is
-    measured in every round too (appended to ``matmul_rates``): this machine's speed drifts by 2× over minutes."""
+    measured in every round too (appended to ``matmul_rates``): this machine's speed drifts by 2× over minutes.
+    With ``profile``, each path then encodes once more under torch.profiler (not timed with the rounds)."""
     workers = []
     for spec in specs:
         # One warm worker at a time, so that loading one does not slow another one's warm-up.
@@ -221,13 +255,15 @@ def time_paths(specs: list[str], pythons: dict[str, str], payload: dict, rounds:
                 result = worker.run()
                 times[worker.spec].append(result["seconds"])
                 peak[worker.spec] = result["peak_rss_mb"]
+        profiles = {worker.spec: profile_breakdown(worker.run("profile")) for worker in workers} if profile else {}
     finally:
         for worker in workers:
             worker.close()
     warmup = {worker.spec: worker.warmup_seconds for worker in workers}
     return {
         spec: {"seconds": min(t), "median_seconds": statistics.median(t), "all_seconds": [round(x, 3) for x in t],
-               "warmup_seconds": round(warmup[spec], 1), "peak_rss_mb": peak[spec]}
+               "warmup_seconds": round(warmup[spec], 1), "peak_rss_mb": peak[spec],
+               **({"profile": profiles[spec]} if spec in profiles else {})}
         for spec, t in times.items()
     }
 
@@ -267,6 +303,8 @@ def main() -> None:
         "llm2vec-hf:max_batch_tokens=100000000 (the row's name is the whole spec)",
     )
     parser.add_argument("--shapes", default="llama-26m,llama-tiny", help=f"comma-separated, of {', '.join(SHAPES)}")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the rounds, profile one encode per path (torch.profiler): where its time goes")
     parser.add_argument("--output", default=str(HERE / "results" / "encode.json"))
     args = parser.parse_args()
     shapes = ["llama-tiny"] if args.quick else args.shapes.split(",")
@@ -297,7 +335,7 @@ def main() -> None:
                 }
                 pythons = {"official": python_official, "llm2vec-hf": sys.executable, "llm2vec-hf-encode": sys.executable,
                            "sentence-transformers": sys.executable}
-                results = time_paths(paths, pythons, payload, repeats, matmul_rates)
+                results = time_paths(paths, pythons, payload, repeats, matmul_rates, profile=args.profile)
                 rate = max(matmul_rates)
                 import numpy as np
 
@@ -313,6 +351,7 @@ def main() -> None:
                         "texts_per_s": round(len(inputs) / seconds, 1), "tokens_per_s": round(sum(tokens) / seconds),
                         "gflops": round(flops / seconds / 1e9, 1), "fraction_of_matmul": round(flops / seconds / 1e9 / rate, 3),
                         "peak_rss_mb": round(result["peak_rss_mb"]), "max_abs_delta_vs_official": delta,
+                        **({"profile": result["profile"]} if "profile" in result else {}),
                     })
                 if "official" in results:
                     base = results["official"]["seconds"]
@@ -346,6 +385,15 @@ def print_table(rows: list[dict], rate: float, threads: int) -> None:
             f"| {r['model']} | {'yes' if r['instructions'] else 'no'} | {r['path']} | {r['texts_per_s']} | {r['tokens_per_s']} "
             f"| {r['gflops']} | {100 * r['fraction_of_matmul']:.0f}% | {r.get('speedup_vs_official', '—')}× ({r.get('median_speedup_vs_official', '—')}×) | {r['peak_rss_mb']} | {delta} |"
         )
+    profiled = [r for r in rows if "profile" in r]
+    if profiled:
+        print("\nwhere one profiled encode spent its time (torch.profiler self time; shares of wall time)\n")
+        print("| model | instr | path | wall s | matmul | attention | other ops | outside ops |")
+        print("|" + "---|" * 8)
+        for r in profiled:
+            p = r["profile"]
+            print(f"| {r['model']} | {'yes' if r['instructions'] else 'no'} | {r['path']} | {p['wall_seconds']} "
+                  + " ".join(f"| {100 * p[k]:.0f}%" for k in ("matmul", "attention", "other_ops", "outside_ops")) + " |")
 
 
 if __name__ == "__main__":
