@@ -48,6 +48,13 @@ class LLM2VecTransformer(Transformer):
         overrides = {"max_length": self.max_seq_length} if self.max_seq_length else {}
         return resolve_encoding(self.auto_model.config, self.tokenizer, **overrides)
 
+    def _can_flatten_inputs(self) -> bool:
+        # sentence-transformers' padding-free path (flash-attention varlen, on GPUs) packs a batch into one row
+        # without an attention mask, and then interleaves long and short texts in each batch since padding no
+        # longer costs anything. `preprocess` here always pads, because LLM2Vec pooling needs each row's
+        # pool_mask; saying so keeps batches length-sorted, and `forward_in_length_groups` cuts the padding.
+        return False
+
     def preprocess(self, inputs, prompt: str | None = None, **kwargs) -> dict[str, Any]:
         settings = self._encoding_settings()
         if prompt:

@@ -157,6 +157,25 @@ def test_sentence_transformers_regroups_each_batch(exported):
     assert np.abs(small - expected).max() <= TOL
 
 
+def test_sentence_transformers_never_takes_the_padding_free_path(exported, monkeypatch):
+    """With flash-attention varlen at hand (simulated: it needs a GPU), stock sentence-transformers would pack
+    batches and interleave long and short texts; the LLM2Vec module pads (it needs each row's pool mask), so it
+    must decline, and encode keeps length-sorted batches."""
+    import transformers.modeling_flash_attention_utils as flash_utils
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.base.modules import Transformer
+
+    model = SentenceTransformer(str(exported("llama")), trust_remote_code=True)
+    monkeypatch.setattr(Transformer, "_is_flash_attention_requested", lambda self: True)
+    monkeypatch.setattr(flash_utils, "lazy_import_flash_attention", lambda *a, **k: ((None, object(), None, None, None), (None, None)))
+    assert Transformer._can_flatten_inputs(model[0]), "the simulated environment should allow flattening"
+    model[0].unpad_inputs = None  # re-evaluates, as sentence-transformers does on load
+    assert model[0].can_flatten_inputs is False and not model._can_flatten_inputs()
+    texts = [x for x in MIXED_INPUTS if isinstance(x, str)]
+    expected = LLM2Vec.from_pretrained(str(exported("llama"))).encode(texts, show_progress_bar=False).numpy()
+    assert np.abs(model.encode(texts, batch_size=4, convert_to_numpy=True) - expected).max() <= TOL
+
+
 def test_sentence_transformers_training_forward_is_one_call(exported):
     """With gradients on (training), the module runs the batch as given: losses see exactly what they did."""
     from sentence_transformers import SentenceTransformer
