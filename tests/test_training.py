@@ -99,6 +99,20 @@ def test_every_recipe_parses(path):
     assert recipe.training.max_steps > 0 and recipe.training.output_dir
 
 
+def test_gradient_checkpointing_in_a_recipe_parses_without_the_deprecation_warning():
+    """transformers 5.24 renamed it activation_checkpointing and warns on the old name; recipes keep the name
+    every supported transformers knows, and the parser hands it over under the new one where there is one."""
+    import warnings
+
+    from llm2vec_hf.training.lora import take_gradient_checkpointing
+
+    cpu = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".gradient_checkpointing. is deprecated")
+        recipe = parse_recipe(CONFIGS / "supervised" / "sheared-llama-1.3b.yaml", cpu)
+    assert take_gradient_checkpointing(recipe.training)
+
+
 def test_reference_hyperparameters_in_recipes():
     cpu = [] if torch.cuda.is_available() else ["--use_cpu", "true"]
     mntp = parse_recipe(CONFIGS / "mntp" / "mistral-7b-instruct-v0.2.yaml", cpu)

@@ -198,6 +198,7 @@ def parse_recipe(
     explicit = set(data)
     explicit.update(item.split("=", 1)[0].lstrip("-") for item in overrides or [] if item.startswith("--"))
     arguments = vars(namespace)
+    _to_current_checkpointing_names(arguments)
     if "report_to" not in explicit:
         arguments["report_to"] = _default_report_to()
     instances = []
@@ -207,6 +208,16 @@ def parse_recipe(
     recipe = Recipe(*instances, explicit=frozenset(explicit), source=str(config) if isinstance(config, (str, os.PathLike)) else None)
     validate(recipe)
     return recipe
+
+
+def _to_current_checkpointing_names(arguments: dict[str, Any]) -> None:
+    """Recipes say ``gradient_checkpointing`` (every supported transformers knows it); from 5.24 on it is a
+    deprecated alias of ``activation_checkpointing`` that warns on every run, so hand the value over under the
+    new name where the installed TrainingArguments has it."""
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if new in arguments and arguments[new] is None and arguments.get(old) is not None:
+            arguments[new], arguments[old] = arguments[old], None
 
 
 def _default_report_to() -> list[str]:
