@@ -24,7 +24,7 @@ def compile_for_inference(model: torch.nn.Module, **torch_compile_kwargs) -> tor
 
     Inductor fuses the elementwise work around the matmuls (RMSNorm, rotary embeddings, SiLU gating, residual
     adds: a fifth of eager CPU time) and, with freezing, treats the weights as constants and prepacks them for
-    oneDNN. Measured on a 2-core CPU (benchmarks/RESULTS.md): about 1.2× faster encoding with the same vectors
+    oneDNN. Measured on a 2-core CPU (benchmarks/RESULTS.md): 1.05–1.2× faster encoding with the same vectors
     (max |Δ| ~ 4e-6), after a one-off 20–70 s compile that happens on the first batches; worth it for large
     corpora, not for a handful of texts. ``dynamic=True`` keeps varying batch shapes from recompiling each time.
     Frozen weights cannot be trained: compile a copy that only encodes. Works for ``LLM2Vec.model``, an
