@@ -381,9 +381,11 @@ def print_table(rows: list[dict], rate: float, threads: int) -> None:
     print("|" + "---|" * len(header))
     for r in rows:
         delta = "—" if r["max_abs_delta_vs_official"] is None else f"{r['max_abs_delta_vs_official']:.1e}"
+        speedup = (f"{r['speedup_vs_official']}× ({r['median_speedup_vs_official']}×)"
+                   if "speedup_vs_official" in r else "—")
         print(
             f"| {r['model']} | {'yes' if r['instructions'] else 'no'} | {r['path']} | {r['texts_per_s']} | {r['tokens_per_s']} "
-            f"| {r['gflops']} | {100 * r['fraction_of_matmul']:.0f}% | {r.get('speedup_vs_official', '—')}× ({r.get('median_speedup_vs_official', '—')}×) | {r['peak_rss_mb']} | {delta} |"
+            f"| {r['gflops']} | {100 * r['fraction_of_matmul']:.0f}% | {speedup} | {r['peak_rss_mb']} | {delta} |"
         )
     profiled = [r for r in rows if "profile" in r]
     if profiled:

@@ -1,10 +1,13 @@
-"""The GPU benchmark cannot run here (no GPU): check that its scripts at least parse."""
+"""Benchmark scripts: the CPU encode benchmark runs end to end (without the official library, which lives in a
+venv of its own); the GPU benchmark cannot run here (no GPU), so its scripts are checked to parse."""
 
 from __future__ import annotations
 
+import json
 import py_compile
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,3 +24,25 @@ def test_gpu_sh_is_valid_bash():
 def test_benchmark_workers_compile(tmp_path):
     for name in ("gpu_bench.py", "encode_memory.py", "encode.py"):
         py_compile.compile(str(BENCHMARKS / name), cfile=str(tmp_path / f"{name}c"), doraise=True)
+
+
+@pytest.mark.slow
+def test_encode_benchmark_runs_from_one_command(tmp_path):
+    output = tmp_path / "encode.json"
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "encode.py"), "--quick", "--profile",
+         "--paths", "llm2vec-hf,sentence-transformers", "--output", str(output)],
+        capture_output=True, text=True, timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "where one profiled encode spent its time" in result.stdout
+    report = json.loads(output.read_text())
+    assert report["matmul_gflops_fp32"] > 0
+    rows = report["rows"]
+    assert {(r["path"], r["instructions"]) for r in rows} == {
+        (path, instr) for path in ("llm2vec-hf", "sentence-transformers") for instr in (False, True)}
+    for row in rows:
+        assert row["texts"] == 64 and row["texts_per_s"] > 0 and row["max_abs_delta_vs_official"] is None
+        shares = [row["profile"][k] for k in ("matmul", "attention", "other_ops", "outside_ops")]
+        assert all(0 <= x <= 1 for x in shares) and 0.97 <= sum(shares) <= 1.03
+        assert row["profile"]["matmul"] > 0 and row["profile"]["top_ops_seconds"]
