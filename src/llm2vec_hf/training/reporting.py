@@ -2,7 +2,7 @@
 
 The PNG is drawn with matplotlib, which comes with ``pip install llm2vec-hf[train]`` (the README's set-up
 installs it). Without matplotlib the run still ends normally: no PNG, one log line saying how to get it, and the
-same numbers stay in ``trainer_state.json`` and the TensorBoard logs.
+same numbers stay in ``trainer_state.json`` (and in the TensorBoard logs, where tensorboard is installed).
 """
 
 from __future__ import annotations
