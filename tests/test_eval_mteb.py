@@ -129,6 +129,20 @@ def test_sts_scores_use_the_checkpoint_prompt_on_both_sides(evaluated, model, ch
     assert score(summary, "TinySTS") == pytest.approx(scores["cosine_spearman"], abs=1e-6)
 
 
+def test_eval_command_hides_mtebs_own_deprecation_notices(checkpoint, tmp_path, recwarn):
+    """mteb calls a renamed sentence-transformers method; the command's user cannot act on that notice."""
+    code = cli.main(["eval", str(checkpoint), "--tasks", str(FIXTURES / "sts"), "--output", str(tmp_path)])
+    assert code == 0
+    assert not [w for w in recwarn if "get_sentence_embedding_dimension" in str(w.message)]
+    recwarn.clear()
+    from sentence_transformers import SentenceTransformer
+
+    SentenceTransformer(str(checkpoint), trust_remote_code=True).get_sentence_embedding_dimension()
+    if hasattr(SentenceTransformer, "get_embedding_dimension"):  # renamed in this sentence-transformers
+        assert [w for w in recwarn if "get_sentence_embedding_dimension" in str(w.message)], \
+            "outside the command, the notice is not hidden"
+
+
 def test_instructions_file_takes_precedence(checkpoint, model, tmp_path):
     from scipy.stats import pearsonr
 

@@ -10,6 +10,7 @@ import argparse
 import importlib
 import logging
 import sys
+import warnings
 
 from .errors import LLM2VecError
 
@@ -46,10 +47,28 @@ def build_parser(modules: dict[str, object]) -> argparse.ArgumentParser:
     return parser
 
 
+# Deprecation notices that dependencies raise about their *own* calls into renamed APIs (mteb 2.26 calls
+# sentence-transformers' get_sentence_embedding_dimension; PEFT 0.21 reads transformers'
+# is_gradient_checkpointing). A user of these commands cannot act on them, and they bury the output. They are
+# silenced only while a command runs, not with --verbose, and never for the Python API.
+FOREIGN_DEPRECATIONS = (
+    r"The `get_sentence_embedding_dimension` method has been renamed",
+    r"`is_gradient_checkpointing` is deprecated",
+)
+
+
 def main(argv: list[str] | None = None) -> int:
     modules = available_commands()
     args = build_parser(modules).parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    with warnings.catch_warnings():
+        if not args.verbose:
+            for message in FOREIGN_DEPRECATIONS:
+                warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+        return _run(modules, args)
+
+
+def _run(modules, args) -> int:
     try:
         return modules[args.command].main(args) or 0
     except (LLM2VecError, ValueError, TypeError, OSError) as error:
