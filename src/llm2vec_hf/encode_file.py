@@ -448,7 +448,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                         help=f"texts read, encoded and committed at a time (default {DEFAULT_CHUNK_SIZE})")
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model first (one-off 20-70 s; ~1.2x faster after; for large inputs)")
+                        help="torch.compile the model first (one-off 20-70 s; 1.05-1.2x faster after; for large inputs)")
     parser.add_argument("--restart", action="store_true", help="discard a partial output instead of resuming it")
 
 
