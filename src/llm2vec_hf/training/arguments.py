@@ -22,6 +22,7 @@ from transformers import HfArgumentParser
 STAGES = ("mntp", "simcse", "supervised")
 MASK_TOKEN_TYPES = ("blank", "eos", "mask")
 DATA_COLLATOR_TYPES = ("default", "all_mask")
+SIMCSE_POOLINGS = ("text", "padded_row")
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -108,9 +109,31 @@ class ContrastiveArguments:
     gather_across_devices: bool = field(
         default=True, metadata={"help": "under DDP, use every device's texts as negatives"}
     )
+    text_template: str | None = field(
+        default=None,
+        metadata={"help": 'chat wrapper of every text, e.g. "[INST] {text} [/INST]" (supervised recipes of chat '
+                          "bases, as the official run_supervised.py); stored in the exported checkpoint"},
+    )
+    simcse_pooling: str = field(
+        default="text",
+        metadata={"help": "SimCSE: text (pool the text's tokens, as at inference) or padded_row (every position of "
+                          "the left-padded row, BOS and padding included: the official run_simcse.py's pooling)",
+                  "choices": SIMCSE_POOLINGS},
+    )
 
 
-ARGUMENT_CLASSES = (ModelArguments, DataArguments, MNTPArguments, ContrastiveArguments)
+@dataclass
+class ScheduleArguments:
+    """When training stops, apart from the Trainer's own ``max_steps`` / ``num_train_epochs``."""
+
+    stop_after_n_steps: int | None = field(
+        default=None,
+        metadata={"help": "stop at this optimizer step without changing the learning-rate schedule (the official "
+                          "recipes: linear decay over num_train_epochs, stopped at step 1000)"},
+    )
+
+
+ARGUMENT_CLASSES = (ModelArguments, DataArguments, MNTPArguments, ContrastiveArguments, ScheduleArguments)
 
 
 def training_arguments_class():
@@ -129,6 +152,7 @@ class Recipe:
     #: keys the user set (YAML or command line), to tell a default from a choice
     explicit: frozenset = frozenset()
     source: str | None = None
+    schedule: ScheduleArguments = field(default_factory=ScheduleArguments)
 
 
 def make_parser() -> HfArgumentParser:
@@ -205,7 +229,9 @@ def parse_recipe(
     for cls in (*ARGUMENT_CLASSES, training_arguments_class()):
         names = {f.name for f in fields(cls) if f.init}
         instances.append(cls(**{k: v for k, v in arguments.items() if k in names}))
-    recipe = Recipe(*instances, explicit=frozenset(explicit), source=str(config) if isinstance(config, (str, os.PathLike)) else None)
+    model_args, data_args, mntp_args, contrastive_args, schedule_args, training_args = instances
+    recipe = Recipe(model_args, data_args, mntp_args, contrastive_args, training_args, explicit=frozenset(explicit),
+                    source=str(config) if isinstance(config, (str, os.PathLike)) else None, schedule=schedule_args)
     validate(recipe)
     return recipe
 
@@ -253,6 +279,13 @@ def validate(recipe: Recipe) -> None:
 
     if c.pooling_mode not in POOLING_MODES:
         raise ValueError(f"pooling_mode must be one of {', '.join(POOLING_MODES)}, got {c.pooling_mode!r}")
+    if c.text_template is not None and c.text_template.count("{text}") != 1:
+        raise ValueError(f"text_template must hold {{text}} exactly once, got {c.text_template!r}")
+    if c.simcse_pooling not in SIMCSE_POOLINGS:
+        raise ValueError(f"simcse_pooling must be one of {', '.join(SIMCSE_POOLINGS)}, got {c.simcse_pooling!r}")
+    stop = recipe.schedule.stop_after_n_steps
+    if stop is not None and stop < 1:
+        raise ValueError(f"stop_after_n_steps must be a positive integer, got {stop}")
     if m.lora_r < 1:
         raise ValueError(f"lora_r must be a positive integer, got {m.lora_r}")
     if d.max_seq_length < 2:

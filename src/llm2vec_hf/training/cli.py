@@ -1,6 +1,11 @@
 """Train one LLM2Vec stage (mntp | simcse | supervised) from a YAML recipe.
 
     llm2vec-hf train CONFIG.yaml [--key value]...
+    llm2vec-hf train CONFIG.yaml [--key value]... --print-config
+
+``--print-config`` prints the resolved recipe as JSON (every field, overrides applied) with the learning-rate
+schedule it resolves to (scheduler, warmup, the stop step and the number of steps the decay is computed over,
+counted from the data), and exits without loading a model.
 
 Every recipe key can be overridden on the command line (``--max_steps 10``, ``--output_dir runs/x``,
 ``--resume_from_checkpoint true``). Keys: the recipe fields in docs/training.md plus every
@@ -13,9 +18,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+PRINT_FLAGS = ("--print-config", "--print_config")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter  # keep the description's lines
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the resolved recipe and learning-rate schedule as JSON, and exit")
     parser.add_argument("config", help="YAML recipe (configs/...)")
     parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="--key value",
                         help="recipe fields to override, e.g. --max_steps 10 --output_dir runs/x")
@@ -25,7 +34,17 @@ def main(args) -> int:
     from .arguments import parse_recipe
     from .run import run_training
 
+    overrides = list(args.overrides)
+    print_config = args.print_config or any(item in PRINT_FLAGS for item in overrides)
+    overrides = [item for item in overrides if item not in PRINT_FLAGS]  # the flag may come after the overrides
+    if print_config:
+        import json
+
+        from .schedule import resolved_config
+
+        print(json.dumps(resolved_config(parse_recipe(args.config, overrides)), indent=2))
+        return 0
     logging.getLogger("llm2vec_hf").setLevel(logging.INFO)
-    recipe = parse_recipe(args.config, args.overrides)
+    recipe = parse_recipe(args.config, overrides)
     run_training(recipe)  # logs the one-line summary (adapter folder, next command)
     return 0

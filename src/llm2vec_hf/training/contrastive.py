@@ -20,12 +20,39 @@ import json
 import logging
 import os
 
+import torch
+
 from .data import GroupedBatchSampler, load_hub_texts, read_supervised, read_texts, supervised_columns
 
 logger = logging.getLogger(__name__)
 
 
-def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_length: int, pooling_mode: str):
+def padded_row_module_class():
+    """``LLM2VecTransformer`` that pools every position of the left-padded row, BOS and padding included.
+
+    The official run_simcse.py passes texts without its instruction marker, so its embed mask is empty and its
+    ``skip_instruction`` pooling averages the whole padded row. Kept as an option (``simcse_pooling:
+    padded_row``) to reproduce it exactly; the default pools the text's tokens as inference does
+    (docs/architecture.md, differences table).
+    """
+    from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
+
+    class PaddedRowLLM2VecTransformer(LLM2VecTransformer):
+        def preprocess(self, inputs, prompt=None, **kwargs):
+            side = self.tokenizer.padding_side
+            self.tokenizer.padding_side = "left"  # the official tokenizer pads on the left
+            try:
+                batch = super().preprocess(inputs, prompt=prompt, **kwargs)
+            finally:
+                self.tokenizer.padding_side = side
+            batch["pool_mask"] = torch.ones_like(batch["attention_mask"])
+            return batch
+
+    return PaddedRowLLM2VecTransformer
+
+
+def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_length: int, pooling_mode: str,
+                             text_template: str | None = None, padded_row_pooling: bool = False):
     """A ``SentenceTransformer`` around an already loaded encoder (possibly a ``PeftModel``), no second load."""
     from sentence_transformers import SentenceTransformer
 
@@ -36,11 +63,14 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
             return encoder
 
     module = _Preloaded(base_folder, max_seq_length=max_seq_length)
-    module.__class__ = LLM2VecTransformer
+    module.__class__ = padded_row_module_class() if padded_row_pooling else LLM2VecTransformer
     tokenizer.model_max_length = max_seq_length
     module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
     settings = dict(getattr(module.auto_model.config, "llm2vec", None) or {})
     settings["pooling_mode"] = pooling_mode
+    # Training reads texts exactly as the exported checkpoint will encode them (the template is saved with the
+    # adapter and carried into the checkpoint by export).
+    settings["text_template"] = text_template
     # The reference trains on texts truncated to max_seq_length only; encode()'s word-wise doc_max_length cut
     # (default 400) is an inference rule, so it is lifted to max_seq_length here.
     settings["doc_max_length"] = max_seq_length
@@ -106,7 +136,11 @@ def build_contrastive_trainer(recipe, resume: str | None):
     args, stage, contrastive = recipe.training, recipe.model.stage, recipe.contrastive
     columns, groups = load_contrastive_rows(recipe)
     # Fails early, before loading the model, when no dataset fills one global batch.
-    GroupedBatchSampler(groups, args.per_device_train_batch_size, args.world_size, args.seed)
+    drop_last = stage != "simcse"
+    GroupedBatchSampler(groups, args.per_device_train_batch_size, args.world_size, args.seed, drop_last)
+    if contrastive.simcse_pooling == "padded_row" and (stage != "simcse" or contrastive.pooling_mode != "mean"):
+        raise ValueError("simcse_pooling padded_row reproduces the official SimCSE mean pooling: it needs stage "
+                         "simcse and pooling_mode mean")
 
     encoder, tokenizer, base_folder = load_model_for_stage(recipe.model, for_mntp=False)
     if stage == "simcse":
@@ -117,12 +151,13 @@ def build_contrastive_trainer(recipe, resume: str | None):
     if take_gradient_checkpointing(args):
         enable_gradient_checkpointing(peft_model)
     model = sentence_transformer_for(peft_model, tokenizer, base_folder, recipe.data.max_seq_length,
-                                     contrastive.pooling_mode)
+                                     contrastive.pooling_mode, contrastive.text_template,
+                                     contrastive.simcse_pooling == "padded_row")
     scale = contrastive.loss_scale if contrastive.loss_scale is not None else (20.0 if stage == "simcse" else 50.0)
     loss = contrastive_loss(model, contrastive, scale, args.world_size)
     logger.info("%s: %s, scale %.1f, batch %d x %d device(s)", stage, type(loss).__name__, scale,
                 args.per_device_train_batch_size, args.world_size)
-    args.dataloader_drop_last = True
+    args.dataloader_drop_last = drop_last
 
     class ContrastiveTrainer(AdapterTrainerMixin, SentenceTransformerTrainer):
         def peft_model(self):
@@ -130,13 +165,16 @@ def build_contrastive_trainer(recipe, resume: str | None):
 
         def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None,
                               seed=0):
-            return GroupedBatchSampler(groups, batch_size, self.args.world_size, self.args.seed)
+            return GroupedBatchSampler(groups, batch_size, self.args.world_size, self.args.seed, drop_last)
 
         def _save(self, output_dir=None, state_dict=None):
             super()._save(output_dir, state_dict)
             output_dir = output_dir or self.args.output_dir
             with open(os.path.join(output_dir, "llm2vec_config.json"), "w") as handle:
-                json.dump({"pooling_mode": contrastive.pooling_mode}, handle)
+                settings = {"pooling_mode": contrastive.pooling_mode}
+                if contrastive.text_template:
+                    settings["text_template"] = contrastive.text_template
+                json.dump(settings, handle)
 
     trainer = ContrastiveTrainer(
         model=model,

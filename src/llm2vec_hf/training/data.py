@@ -70,8 +70,30 @@ def read_texts(path: str, text_column: str = "text", max_samples: int | None = N
     return texts
 
 
-def load_hub_texts(name: str, config_name: str | None, split: str, text_column: str, max_samples: int | None):
-    """Texts of one split of a ``datasets`` dataset (cached or downloaded), empty lines dropped."""
+def read_raw_texts(path: str, text_column: str = "text") -> list[str]:
+    """Every text of a file exactly as the official run_mntp.py's ``datasets`` loaders give it: for .txt each
+    line without its line break, empty lines included (the MNTP grouping gives each its BOS); for .jsonl the
+    ``text_column`` of every record, unstripped."""
+    _check_file(path)
+    if path.endswith((".jsonl", ".json")):
+        texts = []
+        for number, record in _iter_jsonl(path):
+            value = record.get(text_column)
+            if not isinstance(value, str):
+                raise DataError(f"{path}, line {number}: no string field {text_column!r}")
+            texts.append(value)
+    else:
+        with open(path, encoding="utf-8") as handle:  # text mode: universal newlines, split on "\n" only
+            texts = [line[:-1] if line.endswith("\n") else line for line in handle]
+    if not any(t.strip() for t in texts):
+        raise DataError(f"Data file {path} holds no text")
+    return texts
+
+
+def load_hub_texts(name: str, config_name: str | None, split: str, text_column: str, max_samples: int | None,
+                   keep_empty: bool = False):
+    """Texts of one split of a ``datasets`` dataset (cached or downloaded); empty lines dropped and texts
+    stripped, unless ``keep_empty`` (MNTP reads them as the official script does)."""
     import datasets
 
     try:
@@ -83,7 +105,10 @@ def load_hub_texts(name: str, config_name: str | None, split: str, text_column: 
         ) from None
     if text_column not in dataset.column_names:
         raise DataError(f"Dataset {name!r} has no column {text_column!r}; its columns: {dataset.column_names}")
-    texts = [t.strip() for t in dataset[text_column] if isinstance(t, str) and t.strip()]
+    if keep_empty:
+        texts = [t for t in dataset[text_column] if isinstance(t, str)]
+    else:
+        texts = [t.strip() for t in dataset[text_column] if isinstance(t, str) and t.strip()]
     if max_samples:
         texts = texts[:max_samples]
     if not texts:
@@ -173,22 +198,25 @@ class GroupedBatchSampler(torch.utils.data.Sampler):
     does), so no batch mixes datasets and every rank gets the same number of batches.
     """
 
-    def __init__(self, groups: list[str], batch_size: int, world_size: int = 1, seed: int = 0):
+    def __init__(self, groups: list[str], batch_size: int, world_size: int = 1, seed: int = 0,
+                 drop_last: bool = True):
         self.groups, self.batch_size, self.world_size, self.seed = list(groups), batch_size, world_size, seed
-        self.drop_last = True
+        # SimCSE keeps its last, smaller batch on one device, as the official Trainer's default sampler does (its
+        # epoch length, hence its learning-rate schedule, counts it); across devices it is dropped.
+        self.drop_last = drop_last or world_size > 1 or len(set(self.groups)) > 1
         self.epoch = 0
         global_size = batch_size * world_size
         counts: dict[str, int] = {}
         for group in self.groups:
             counts[group] = counts.get(group, 0) + 1
         usable = {g: n // global_size for g, n in counts.items()}
-        if sum(usable.values()) == 0:
+        if self.drop_last and sum(usable.values()) == 0:
             raise DataError(
                 f"No dataset has enough rows for one global batch of {global_size} "
                 f"(per-device batch {batch_size} x {world_size} device(s)); largest has {max(counts.values())}"
             )
         for group, n in usable.items():
-            if n == 0:
+            if n == 0 and self.drop_last:
                 logger.warning("Dataset %r has %d rows, fewer than one global batch (%d): skipped",
                                group, counts[group], global_size)
 
@@ -206,7 +234,8 @@ class GroupedBatchSampler(torch.utils.data.Sampler):
             rows = by_group[group]
             order = torch.randperm(len(rows), generator=generator).tolist()
             shuffled = [rows[i] for i in order]
-            for start in range(0, len(shuffled) - global_size + 1, global_size):
+            stop = len(shuffled) if not self.drop_last else len(shuffled) - global_size + 1
+            for start in range(0, stop, global_size):
                 batches.append(shuffled[start : start + global_size])
         order = torch.randperm(len(batches), generator=generator).tolist()
         return [batches[i] for i in order]
@@ -221,6 +250,8 @@ class GroupedBatchSampler(torch.utils.data.Sampler):
         counts: dict[str, int] = {}
         for group in self.groups:
             counts[group] = counts.get(group, 0) + 1
+        if not self.drop_last:
+            return sum(math.ceil(n / global_size) for n in counts.values())
         return sum(n // global_size for n in counts.values()) * self.world_size
 
 

@@ -1,11 +1,13 @@
 """Masked next-token prediction (MNTP), LLM2Vec's step 2, on the plain ``transformers.Trainer``.
 
-The model is the family's ``…ForMNTP`` (the causal-LM head on the bidirectional body). A fraction
-``mlm_probability`` of the tokens is selected; their inputs are replaced by the mask token (``default``: 80 % mask,
-10 % random token, 10 % unchanged, as BERT; ``all_mask``: 100 % mask); their labels keep the original token and
-every other label is -100. The causal-LM loss shifts labels by one, so the masked token at position i is predicted
-from the hidden state at position i-1, as LLM2Vec prescribes. Position 0 is never selected: under that shift no
-position predicts it. Evaluation reports the accuracy of the masked predictions with the same shift.
+The model is the family's ``…ForMNTP`` (the causal-LM head on the bidirectional body). The data is read and
+grouped as the official run_mntp.py does (every line, empty ones included, tokenized with special tokens and cut
+into blocks of ``max_seq_length``, 1,000 texts at a time). A fraction ``mlm_probability`` of the tokens that the
+tokenizer did not add is selected; their inputs are replaced by the mask token (``default``: 80 % mask, 10 %
+random token, 10 % unchanged, as BERT; ``all_mask``: 100 % mask); their labels keep the original token and every
+other label is -100. The causal-LM loss shifts labels by one, so the masked token at position i is predicted
+from the hidden state at position i-1, as LLM2Vec prescribes. Evaluation reports the accuracy of the masked
+predictions with the same shift.
 """
 
 from __future__ import annotations
@@ -17,27 +19,38 @@ from typing import Any
 import numpy as np
 import torch
 
-from .data import DataError, load_hub_texts, read_texts, split_for_validation
+from .data import DataError, load_hub_texts, read_raw_texts
 
 logger = logging.getLogger(__name__)
 
 
 def mask_token_id(tokenizer, model, mask_token_type: str) -> int:
-    """The id inputs are replaced with: "_" (blank), EOS (eos) or a new "<mask>" token (mask, resizes the model)."""
+    """The id masked inputs are replaced with, chosen as the official run_mntp.py chooses it.
+
+    A tokenizer that already has a mask token keeps it (the official script sets one only when there is none).
+    Otherwise: ``blank`` is the vocabulary entry "_" (``convert_tokens_to_ids("_")``; with a SentencePiece
+    vocabulary that is not what ``tokenizer("_")`` gives, which is "▁_"), ``eos`` the EOS token, ``mask`` a new
+    "<mask>" token (the embeddings grow by one row).
+    """
+    if tokenizer.mask_token is not None:
+        logger.info("The tokenizer has its own mask token %r: MNTP masks with it (as the official script)",
+                    tokenizer.mask_token)
+        return tokenizer.mask_token_id
     if mask_token_type == "eos":
         if tokenizer.eos_token_id is None:
             raise ValueError("mask_token_type eos: the tokenizer has no EOS token")
         return tokenizer.eos_token_id
     if mask_token_type == "mask":
-        if tokenizer.mask_token is None:
-            tokenizer.add_special_tokens({"mask_token": "<mask>"})
+        tokenizer.add_tokens(["<mask>"])
+        tokenizer.mask_token = "<mask>"
         if len(tokenizer) > model.get_input_embeddings().weight.shape[0]:
             model.resize_token_embeddings(len(tokenizer))
-        return tokenizer.mask_token_id
-    ids = tokenizer("_", add_special_tokens=False)["input_ids"]
-    if len(ids) != 1 or ids[0] == tokenizer.unk_token_id:
-        raise ValueError('mask_token_type blank: the tokenizer has no single token for "_"; use eos or mask')
-    return ids[0]
+        return tokenizer.convert_tokens_to_ids("<mask>")
+    blank = tokenizer.convert_tokens_to_ids("_")
+    # The official script would silently mask with the unknown token here; that trains something else.
+    if blank is None or (blank == tokenizer.unk_token_id and tokenizer.unk_token != "_"):
+        raise ValueError('mask_token_type blank: the vocabulary has no token "_"; use eos or mask')
+    return blank
 
 
 @dataclass
@@ -66,8 +79,14 @@ class MNTPDataCollator:
             ids = torch.as_tensor(feature["input_ids"], dtype=torch.long)
             input_ids[row, : len(ids)] = ids
             attention_mask[row, : len(ids)] = 1
+        special = None
+        if all("special_tokens_mask" in f for f in features):
+            special = torch.ones((len(features), length), dtype=torch.bool)
+            for row, feature in enumerate(features):
+                mask = torch.as_tensor(feature["special_tokens_mask"], dtype=torch.bool)
+                special[row, : len(mask)] = mask
         indices = [f.get("index") for f in features]
-        input_ids, labels = self.mask(input_ids, attention_mask, None if None in indices else indices)
+        input_ids, labels = self.mask(input_ids, attention_mask, None if None in indices else indices, special)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
     def _draws(self, shape: tuple[int, int], indices: list[int] | None):
@@ -84,11 +103,17 @@ class MNTPDataCollator:
         return torch.stack(uniforms, 1), torch.stack(tokens), torch.cat(extra)
 
     def mask(
-        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, indices: list[int] | None = None
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, indices: list[int] | None = None,
+        special_tokens_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Selects and replaces tokens; ``special_tokens_mask`` (the tokenizer's, kept with each block, as the
+        official collator reads it) marks tokens never selected; without it, every special-token id is."""
         uniforms, random_tokens, extra = self._draws(tuple(input_ids.shape), indices)
-        eligible = attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(sorted(self.special_ids) or [-1]))
-        eligible[:, 0] = False  # no position predicts position 0 under the causal shift
+        if special_tokens_mask is None:
+            special_tokens_mask = torch.isin(input_ids, torch.tensor(sorted(self.special_ids) or [-1]))
+        # Position 0 can be selected, as in the official collator: its label is never predicted under the
+        # causal shift, but its input is masked all the same.
+        eligible = attention_mask.bool() & ~special_tokens_mask.bool()
         selected = (uniforms[0] < self.mlm_probability) & eligible
         # Every row predicts at least one token, so no batch has an all-ignored loss.
         for row in torch.nonzero(~selected.any(1) & eligible.any(1)).flatten().tolist():
@@ -126,29 +151,53 @@ class SeededRandomSampler(torch.utils.data.Sampler):
 
 
 class BlockDataset(torch.utils.data.Dataset):
-    def __init__(self, blocks: list[list[int]]):
-        self.blocks = blocks
+    """Equal-length token blocks (rows of an int array) with the tokenizer's special-tokens mask of each."""
+
+    def __init__(self, blocks, special_tokens_mask=None):
+        self.blocks = np.asarray(blocks, dtype=np.int64) if not isinstance(blocks, np.ndarray) else blocks
+        self.special_tokens_mask = special_tokens_mask
 
     def __len__(self) -> int:
         return len(self.blocks)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        return {"input_ids": self.blocks[index % len(self.blocks)], "index": index}
+        row = index % len(self.blocks)
+        item = {"input_ids": self.blocks[row].tolist(), "index": index}
+        if self.special_tokens_mask is not None:
+            item["special_tokens_mask"] = self.special_tokens_mask[row].tolist()
+        return item
 
 
-def tokenize_into_blocks(tokenizer, texts: list[str], block_size: int, max_blocks: int | None = None) -> list[list[int]]:
-    """Tokenizes texts (with special tokens), concatenates them and cuts equal blocks (the reference's group_texts);
-    stops once ``max_blocks`` blocks exist."""
-    blocks, buffer = [], []
-    for start in range(0, len(texts), 1000):
-        for ids in tokenizer(texts[start : start + 1000], add_special_tokens=True)["input_ids"]:
-            buffer.extend(ids)
-        while len(buffer) >= block_size:
-            blocks.append(buffer[:block_size])
-            buffer = buffer[block_size:]
-        if max_blocks and len(blocks) >= max_blocks:
-            return blocks[:max_blocks]
-    return blocks
+#: The official script groups the tokenized texts with ``datasets.map(batched=True)``: 1,000 texts at a time,
+#: each group's remainder shorter than a block dropped.
+GROUP_TEXTS = 1000
+
+
+def tokenize_into_blocks(tokenizer, texts: list[str], block_size: int, max_blocks: int | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Blocks of ``block_size`` tokens and their special-tokens masks, as the official run_mntp.py's
+    ``group_texts``: each text tokenized with special tokens (an empty line still gives its BOS), texts
+    concatenated 1,000 at a time, each group cut into blocks and its remainder dropped. ``max_blocks`` keeps the
+    first blocks (evaluation)."""
+    blocks, masks, total = [], [], 0
+    for start in range(0, len(texts), GROUP_TEXTS):
+        encoded = tokenizer(texts[start : start + GROUP_TEXTS], add_special_tokens=True,
+                            return_special_tokens_mask=True)
+        ids = np.fromiter((i for row in encoded["input_ids"] for i in row), dtype=np.int64)
+        special = np.fromiter((m for row in encoded["special_tokens_mask"] for m in row), dtype=bool)
+        usable = len(ids) // block_size * block_size
+        if usable:
+            blocks.append(ids[:usable].reshape(-1, block_size))
+            masks.append(special[:usable].reshape(-1, block_size))
+            total += usable // block_size
+        if max_blocks and total >= max_blocks:
+            break
+    if not blocks:
+        return np.zeros((0, block_size), dtype=np.int64), np.zeros((0, block_size), dtype=bool)
+    blocks, masks = np.concatenate(blocks), np.concatenate(masks)
+    if max_blocks:
+        blocks, masks = blocks[:max_blocks], masks[:max_blocks]
+    return blocks, masks
 
 
 def masked_accuracy(eval_prediction) -> dict[str, float]:
@@ -168,18 +217,47 @@ def argmax_logits(logits, labels):
 
 
 def load_texts(data_args, seed: int) -> tuple[list[str], list[str]]:
-    """Training and evaluation texts, from train_file/validation_file or a datasets dataset."""
+    """Training and evaluation texts as the official run_mntp.py reads them: every line (empty ones included,
+    nothing stripped); without validation data, the first ``validation_split_percentage`` % of the lines are held
+    out (``train[:5%]`` / ``train[5%:]``)."""
     if data_args.train_file:
-        train = read_texts(data_args.train_file, data_args.text_column, data_args.max_train_samples)
+        train = read_raw_texts(data_args.train_file, data_args.text_column)
         if data_args.validation_file:
-            return train, read_texts(data_args.validation_file, data_args.text_column)
-        return split_for_validation(train, data_args.validation_split_percentage, seed)
-    name, config = data_args.dataset_name, data_args.dataset_config_name
-    train = load_hub_texts(name, config, "train", data_args.text_column, data_args.max_train_samples)
+            evaluation = read_raw_texts(data_args.validation_file, data_args.text_column)
+        else:
+            train, evaluation = split_first_percent(train, data_args.validation_split_percentage)
+    else:
+        name, config = data_args.dataset_name, data_args.dataset_config_name
+        train = load_hub_texts(name, config, "train", data_args.text_column, None, keep_empty=True)
+        try:
+            evaluation = load_hub_texts(name, config, "validation", data_args.text_column, None, keep_empty=True)
+        except DataError:
+            train, evaluation = split_first_percent(train, data_args.validation_split_percentage)
+    if data_args.max_train_samples:
+        train = train[: data_args.max_train_samples]
+    return train, evaluation
+
+
+def split_first_percent(texts: list[str], percentage: int) -> tuple[list[str], list[str]]:
+    """``train[p%:]`` and ``train[:p%]`` of ``datasets`` (boundary rounded to the closest row)."""
+    if percentage <= 0:
+        return texts, []
+    boundary = int(round(percentage * len(texts) / 100.0))
+    return texts[boundary:], texts[:boundary]
+
+
+def count_blocks(recipe) -> tuple[int, str]:
+    """Training blocks of an MNTP recipe, counted with its tokenizer (no model loaded)."""
+    from ..loading import load_tokenizer, resolve_local
+
+    data_args = recipe.data
     try:
-        return train, load_hub_texts(name, config, "validation", data_args.text_column, None)
-    except DataError:
-        return split_for_validation(train, data_args.validation_split_percentage, seed)
+        tokenizer = load_tokenizer(resolve_local(recipe.model.model_name_or_path))
+    except Exception as error:  # noqa: BLE001 - offline Hub names, missing folders: all mean "cannot count here"
+        raise DataError(f"no tokenizer for {recipe.model.model_name_or_path} here ({type(error).__name__})") from None
+    train_texts, _ = load_texts(data_args, recipe.training.seed)
+    blocks, _ = tokenize_into_blocks(tokenizer, train_texts, data_args.max_seq_length)
+    return len(blocks), f"{len(train_texts)} texts -> {len(blocks)} blocks of {data_args.max_seq_length} tokens"
 
 
 def build_mntp_trainer(recipe, resume: str | None):
@@ -194,15 +272,14 @@ def build_mntp_trainer(recipe, resume: str | None):
     model, tokenizer, base_folder = load_model_for_stage(recipe.model, for_mntp=True)
     mask_id = mask_token_id(tokenizer, model, mntp.mask_token_type)
 
-    max_blocks = None
-    if args.max_steps and args.max_steps > 0:
-        max_blocks = args.max_steps * args.train_batch_size * args.gradient_accumulation_steps * args.world_size
-    train_blocks = tokenize_into_blocks(tokenizer, train_texts, data_args.max_seq_length, max_blocks)
-    if not train_blocks:
+    # Every block of the corpus is tokenized and shuffled, however few steps the run takes.
+    train_blocks, train_special = tokenize_into_blocks(tokenizer, train_texts, data_args.max_seq_length)
+    if not len(train_blocks):
         raise DataError(
             f"The training text has fewer than max_seq_length={data_args.max_seq_length} tokens: nothing to train on"
         )
-    eval_blocks = tokenize_into_blocks(tokenizer, eval_texts, data_args.max_seq_length, data_args.max_eval_samples)
+    eval_blocks, eval_special = tokenize_into_blocks(tokenizer, eval_texts, data_args.max_seq_length,
+                                                     data_args.max_eval_samples)
     logger.info("MNTP data: %d training blocks, %d evaluation blocks of %d tokens", len(train_blocks),
                 len(eval_blocks), data_args.max_seq_length)
 
@@ -214,7 +291,7 @@ def build_mntp_trainer(recipe, resume: str | None):
     args.prediction_loss_only = False  # sentence-transformers' arguments default to True; we report accuracy
     if args.label_names is None:
         args.label_names = ["labels"]  # a PeftModel hides them from the Trainer's signature inspection
-    if not eval_blocks and args.eval_strategy != "no":
+    if not len(eval_blocks) and args.eval_strategy != "no":
         raise DataError("eval_strategy is set but there is no evaluation text (validation_split_percentage is 0?)")
 
     collator = MNTPDataCollator(
@@ -239,8 +316,8 @@ def build_mntp_trainer(recipe, resume: str | None):
     trainer = MNTPTrainer(
         model=model,
         args=args,
-        train_dataset=BlockDataset(train_blocks),
-        eval_dataset=BlockDataset(eval_blocks) if eval_blocks else None,
+        train_dataset=BlockDataset(train_blocks, train_special),
+        eval_dataset=BlockDataset(eval_blocks, eval_special) if len(eval_blocks) else None,
         data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=masked_accuracy,

@@ -51,6 +51,11 @@ def run_training(recipe) -> TrainingResult:
 
         trainer, base_folder = build_contrastive_trainer(recipe, resume)
 
+    stop = recipe.schedule.stop_after_n_steps
+    if stop:
+        from .schedule import StopTrainingCallback
+
+        trainer.add_callback(StopTrainingCallback(stop))
     if resume:
         logger.info("Resuming from %s", resume)
     train_output = trainer.train(resume_from_checkpoint=resume)
