@@ -83,7 +83,8 @@ def resolve_schedule(recipe, steps_per_epoch: int | None, how: str = "") -> dict
         "lr_scheduler_type": scheduler,
         "learning_rate": args.learning_rate,
         "warmup_steps": args.get_warmup_steps(num_training_steps) if num_training_steps is not None else (
-            int(args.warmup_steps) if args.warmup_steps >= 1 else f"{args.warmup_steps:g} x num_training_steps"),
+            int(args.warmup_steps) if args.warmup_steps >= 1 or args.warmup_steps == 0
+            else f"{args.warmup_steps:g} x num_training_steps"),
         "num_training_steps": num_training_steps,
         "num_training_steps_from": source,
         "steps_per_epoch": steps_per_epoch,
