@@ -245,6 +245,7 @@ def contrastive_run(official: Path, stage: str, name: str, model: Path, work: Pa
         "config": {k: config.get(k) for k in ("learning_rate", "loss_scale", "per_device_train_batch_size",
                                               "max_seq_length", "pooling_mode", "simcse_dropout")},
         "texts": [f.texts for f in features],
+        "all_texts": [example.texts for example in recorder.trainer.train_dataset] if stage == "supervised" else None,
         "batch0": [{k: tensors(v) for k, v in f.items()} for f in sentence_features],
         "loss0": recorder.loss0, "learning_rates": recorder.lrs,
     }
@@ -332,6 +333,13 @@ def main() -> None:
                 work.mkdir()
                 results["real_schedules"][f"{stage}/{name}"] = real_schedule(
                     official, stage, name, REAL_STEPS_PER_EPOCH[stage], work)
+    # Official files of one stage share their schedule: each distinct curve is stored once.
+    results["curves"] = {}
+    for key, schedule in results["real_schedules"].items():
+        rates = schedule.pop("learning_rates")
+        name = next((k for k, v in results["curves"].items() if v == rates), key)
+        results["curves"].setdefault(name, rates)
+        schedule["curve"] = name
     import transformers
 
     import llm2vec

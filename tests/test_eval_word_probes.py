@@ -24,6 +24,7 @@ from llm2vec_hf.evaluation.word_probes import (
     word_features,
     word_token_positions,
 )
+from llm2vec_hf.errors import LLM2VecError
 from llm2vec_hf.llm2vec import LLM2Vec
 
 CONLL = Path(__file__).resolve().parent / "fixtures" / "eval" / "conll"
@@ -124,7 +125,9 @@ def test_word_feature_is_the_mean_of_its_token_vectors(encoder, shift):
 
 
 def test_probes_learn_pos_tags_and_write_results(checkpoint, tmp_path):
-    rows = run_word_probes(str(checkpoint), ["pos", "chunk", "ner"], data=str(CONLL), output_dir=tmp_path)
+    # logistic regression: the official linear probe needs more than this fixture's 70 steps to beat the majority
+    rows = run_word_probes(str(checkpoint), ["pos", "chunk", "ner"], data=str(CONLL), output_dir=tmp_path,
+                           probe="logistic")
     by_task = {row["task"]: row for row in rows}
     pos = by_task["word:pos"]
     assert pos["test_words"] == pos["test_words_total"] == sum(len(s.words) for s in read_conll(CONLL / "test.txt"))
@@ -174,3 +177,46 @@ def test_eval_command_runs_word_probes(checkpoint, tmp_path, capsys):
         by_task = {r.task_name: r for r in results}
         assert by_task["Word-level probe (word:pos)"].task_type == "token-classification"
         assert by_task["Word-level probe (word:pos)"].metric_value == pytest.approx(summary["rows"][0]["score"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_official_linear_probe_is_the_default_and_logistic_stays_an_option(checkpoint, tmp_path):
+    linear = run_word_probes(str(checkpoint), ["pos"], data=str(CONLL))[0]
+    logistic = run_word_probes(str(checkpoint), ["pos"], data=str(CONLL), probe="logistic")[0]
+    assert (linear["probe"], logistic["probe"]) == ("linear", "logistic")
+    assert 0 <= linear["accuracy"] <= 1 and linear["accuracy"] != logistic["accuracy"]
+    sentences = len(read_conll(CONLL / "train.txt"))
+    assert linear["probe_steps"] == min(4000, 10 * -(-sentences // 8))  # 10 epochs of 8-sentence batches
+    with pytest.raises(LLM2VecError, match="unknown probe"):
+        run_word_probes(str(checkpoint), ["pos"], data=str(CONLL), probe="svm")
+
+
+def test_linear_probe_trains_as_the_official_probe(monkeypatch):
+    """nn.Linear behind dropout 0.1, AdamW at 5e-4 without weight decay, linear decay, capped at 4000 steps."""
+    import numpy as np
+
+    from llm2vec_hf.evaluation import word_probes
+
+    seen = {}
+    adamw = torch.optim.AdamW
+
+    def spy_adamw(params, **kwargs):
+        seen["optimizer"] = kwargs
+        return adamw(params, **kwargs)
+
+    dropout = torch.nn.Dropout
+
+    def spy_dropout(p):
+        seen["dropout"] = p
+        return dropout(p)
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy_adamw)
+    monkeypatch.setattr(torch.nn, "Dropout", spy_dropout)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(9000, 4)).astype(np.float32)
+    y = ["a" if v > 0 else "b" for v in x[:, 0]]
+    sentence_of = [i // 2 for i in range(9000)]  # 4500 sentences: 10 epochs would be 5630 steps
+    scores = word_probes.linear_probe_scores(x, y, x[:200], y[:200], sentence_of)
+    assert scores["probe_steps"] == 4000
+    assert seen["optimizer"] == {"lr": 5e-4, "weight_decay": 0.0} and seen["dropout"] == 0.1
+    assert scores["accuracy"] > 0.95

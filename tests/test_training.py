@@ -657,3 +657,45 @@ def test_rotation_killed_midway_leaves_no_half_deleted_checkpoint(tmp_path, monk
     monkeypatch.undo()
     checkpoints.check_output_dir(str(tmp_path), resuming=True)  # cleans the leftover
     assert sorted(os.listdir(tmp_path)) == ["checkpoint-2", "checkpoint-3"]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# E5 data: the converter against the official loader's texts (tests/fixtures/official_training)
+# --------------------------------------------------------------------------------------------------------------
+OFFICIAL_TRAINING = REPO / "tests" / "fixtures" / "official_training"
+
+
+def test_e5_converter_gives_the_official_instructions(tmp_path):
+    from llm2vec_hf.training.data import read_supervised
+    from llm2vec_hf.training.e5 import E5_INSTRUCTIONS, convert
+
+    counts = convert(str(OFFICIAL_TRAINING / "echo-data"), str(tmp_path / "train.jsonl"))
+    assert len(counts) == len(E5_INSTRUCTIONS) == 14
+    records = read_supervised(str(tmp_path / "train.jsonl"))
+    allnli = [r.instruction for r in records if r.dataset == "allnli"]
+    assert allnli == ["Given a premise, retrieve a hypothesis that is entailed by the premise; ",
+                      "Retrieve semantically similar text; "] * 2 + [
+                      "Given a premise, retrieve a hypothesis that is entailed by the premise; "]
+    quora = {r.instruction for r in records if r.dataset == "quora_duplicates"}
+    assert quora == {"Given a question, retrieve questions that are semantically equivalent to the given question; ",
+                     "Find questions that have the same meaning as the input question; "}
+    assert all(not r.document_instruction for r in records)
+    # Every text the official E5 loader trains on (instruction + "; " + marker + query; documents bare) is ours.
+    official = json.loads((OFFICIAL_TRAINING / "official.json").read_text())["runs"]["supervised/Sheared-Llama"]
+    ours = {(f"{r.instruction}!@#$%^&*(){r.query}", f"!@#$%^&*(){r.positive}", f"!@#$%^&*(){r.negatives[0]}")
+            for r in records}
+    assert {tuple(texts) for texts in official["all_texts"]} <= ours
+    assert len(official["all_texts"]) == sum(n // 2 * 2 for n in counts.values())  # full batches of 2 kept
+
+
+def test_e5_converter_refuses_an_incomplete_mix(tmp_path):
+    import shutil
+
+    from llm2vec_hf.training.e5 import main
+
+    folder = Path(shutil.copytree(OFFICIAL_TRAINING / "echo-data", tmp_path / "echo"))
+    (folder / "squad.jsonl").unlink()
+    assert main([str(folder), str(tmp_path / "out.jsonl")]) == 2
+    assert not (tmp_path / "out.jsonl").exists()
+    assert main([str(folder), str(tmp_path / "out.jsonl"), "--datasets", "allnli", "nq"]) == 0
+    assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 7

@@ -54,6 +54,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     words.add_argument("--max-test-sentences", type=int, default=None, metavar="N")
     words.add_argument("--probe-max-length", type=int, default=512, metavar="N",
                        help="tokens per sentence for the probes (default 512)")
+    words.add_argument("--probe", choices=word_probes.PROBES, default="linear",
+                       help="linear: the official probe (nn.Linear, dropout 0.1, AdamW 5e-4, 10 epochs capped at "
+                            "4000 steps, 8 sentences per batch), comparable with the paper; logistic: scikit-learn "
+                            "logistic regression, faster (default: %(default)s)")
 
 
 def split_tasks(names: list[str]) -> tuple[list[str], list[str]]:
@@ -120,6 +124,7 @@ def evaluate(args) -> dict[str, Any]:
                 max_train_sentences=args.max_train_sentences,
                 max_test_sentences=args.max_test_sentences,
                 device=args.device,
+                probe=args.probe,
             )
         )
     output.mkdir(parents=True, exist_ok=True)

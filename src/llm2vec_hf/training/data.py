@@ -129,8 +129,8 @@ class SupervisedRecord:
 def read_supervised(path: str, max_samples: int | None = None) -> list[SupervisedRecord]:
     """Reads ``{query, positive, negative (one or a list), instruction, dataset}`` records from JSONL.
 
-    An optional ``document_instruction`` is given to the positive and the negatives too (the reference does that
-    for its symmetric tasks, e.g. duplicate-question datasets)."""
+    An optional ``document_instruction`` is given to the positive and the negatives too. The official E5 recipe
+    gives documents none: its loader's branch for that tests for dataset names the E5 mix does not have."""
     _check_file(path)
     records = []
     for number, record in _iter_jsonl(path):
