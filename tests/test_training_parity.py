@@ -341,3 +341,44 @@ def test_supervised_learning_rate_and_stop_are_the_official_ones(tmp_path, monke
     exported = export_checkpoint(str(MODEL), str(tmp_path / "exported"), [result.adapter_dir])
     config = json.loads((Path(exported) / "config.json").read_text())
     assert config["llm2vec"]["text_template"] == "[INST] {text} [/INST]"
+
+
+@pytest.mark.parametrize("mask_token_type", ["eos", "mask"])
+def test_mntp_mask_type_of_the_recipe_reaches_the_collator(mask_token_type, tmp_path):
+    from llm2vec_hf.training.mntp import build_mntp_trainer
+
+    recipe = recipe_for("mntp", "llama-2-7b-chat", tmp_path, mask_token_type=mask_token_type)
+    trainer, _ = build_mntp_trainer(recipe, None)
+    tokenizer = trainer.processing_class
+    expected = tokenizer.eos_token_id if mask_token_type == "eos" else tokenizer.convert_tokens_to_ids("<mask>")
+    assert trainer.data_collator.mask_id == expected != OFFICIAL["runs"]["mntp/Llama2"]["mask_token_id"]
+
+
+def test_mntp_shuffles_every_block_however_short_the_run(tmp_path):
+    from llm2vec_hf.training.mntp import build_mntp_trainer
+
+    recipe = recipe_for("mntp", "llama-2-7b-chat", tmp_path, max_steps=2)
+    trainer, _ = build_mntp_trainer(recipe, None)
+    assert len(trainer.train_dataset) == len(OFFICIAL["runs"]["mntp/Llama2"]["blocks"])
+    sampler = trainer._get_train_sampler()
+    assert sorted(sampler) == list(range(len(trainer.train_dataset)))
+
+
+def test_mntp_groups_1000_texts_at_a_time_as_the_official_map():
+    """The official group_texts runs under datasets.map(batched=True): 1,000 texts per call, each call's
+    remainder dropped, so the block after each call starts at a text boundary (here: a BOS)."""
+    from transformers import AutoTokenizer
+
+    from llm2vec_hf.training.mntp import tokenize_into_blocks
+
+    tokenizer = AutoTokenizer.from_pretrained(MODEL)
+    texts = ["The river flows.", "", " = Title = "] * 500  # 1,500 texts: two groups
+    ids = [tokenizer(t)["input_ids"] for t in texts]
+    blocks, special = tokenize_into_blocks(tokenizer, texts, 7)
+    first = [i for row in ids[:1000] for i in row]
+    second = [i for row in ids[1000:] for i in row]
+    expected = [first[i:i + 7] for i in range(0, len(first) // 7 * 7, 7)]
+    expected += [second[i:i + 7] for i in range(0, len(second) // 7 * 7, 7)]
+    assert blocks.tolist() == expected
+    assert blocks[len(first) // 7][0] == tokenizer.bos_token_id and len(first) % 7  # a remainder was dropped
+    assert special[:, 0].tolist() == [b == tokenizer.bos_token_id for b in blocks[:, 0].tolist()]
