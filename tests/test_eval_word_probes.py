@@ -210,13 +210,18 @@ def test_linear_probe_trains_as_the_official_probe(monkeypatch):
         seen["dropout"] = p
         return dropout(p)
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny probe: threads only wait on each other
     monkeypatch.setattr(torch.optim, "AdamW", spy_adamw)
     monkeypatch.setattr(torch.nn, "Dropout", spy_dropout)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(9000, 4)).astype(np.float32)
     y = ["a" if v > 0 else "b" for v in x[:, 0]]
     sentence_of = [i // 2 for i in range(9000)]  # 4500 sentences: 10 epochs would be 5630 steps
-    scores = word_probes.linear_probe_scores(x, y, x[:200], y[:200], sentence_of)
+    try:
+        scores = word_probes.linear_probe_scores(x, y, x[:200], y[:200], sentence_of)
+    finally:
+        torch.set_num_threads(threads)
     assert scores["probe_steps"] == 4000
     assert seen["optimizer"] == {"lr": 5e-4, "weight_decay": 0.0} and seen["dropout"] == 0.1
     assert scores["accuracy"] > 0.95
