@@ -699,3 +699,13 @@ def test_e5_converter_refuses_an_incomplete_mix(tmp_path):
     assert not (tmp_path / "out.jsonl").exists()
     assert main([str(folder), str(tmp_path / "out.jsonl"), "--datasets", "allnli", "nq"]) == 0
     assert len((tmp_path / "out.jsonl").read_text().splitlines()) == 7
+
+
+def test_simcse_keeps_its_last_smaller_batch_at_the_end_of_the_epoch():
+    """As the official Trainer's default sampler: the epoch length (hence the schedule) counts the smaller batch."""
+    kept = GroupedBatchSampler(["simcse"] * 10, 4, 1, seed=3, drop_last=False)
+    dropped = GroupedBatchSampler(["simcse"] * 10, 4, 1, seed=3)
+    batches = list(kept)
+    assert len(kept) == len(batches) == 3 and [len(b) for b in batches] == [4, 4, 2]
+    assert batches[:2] == list(dropped) and sorted(i for b in batches for i in b) == list(range(10))
+    assert len(GroupedBatchSampler(["simcse"] * 10, 4, 2, seed=3, drop_last=False)) == 2  # across devices: dropped

@@ -229,16 +229,18 @@ class GroupedBatchSampler(torch.utils.data.Sampler):
         for index, group in enumerate(self.groups):
             by_group.setdefault(group, []).append(index)
         global_size = self.batch_size * self.world_size
-        batches = []
+        batches, tails = [], []
         for group in sorted(by_group):
             rows = by_group[group]
             order = torch.randperm(len(rows), generator=generator).tolist()
             shuffled = [rows[i] for i in order]
-            stop = len(shuffled) if not self.drop_last else len(shuffled) - global_size + 1
-            for start in range(0, stop, global_size):
+            for start in range(0, len(shuffled) - global_size + 1, global_size):
                 batches.append(shuffled[start : start + global_size])
+            if not self.drop_last and len(shuffled) % global_size:
+                tails.append(shuffled[len(shuffled) // global_size * global_size :])
         order = torch.randperm(len(batches), generator=generator).tolist()
-        return [batches[i] for i in order]
+        # The smaller batch comes last, as in a random permutation cut into batches (the Trainer's default).
+        return [batches[i] for i in order] + tails
 
     def __iter__(self):
         for batch in self._global_batches():
