@@ -382,3 +382,71 @@ def test_mntp_groups_1000_texts_at_a_time_as_the_official_map():
     assert blocks.tolist() == expected
     assert blocks[len(first) // 7][0] == tokenizer.bos_token_id and len(first) % 7  # a remainder was dropped
     assert special[:, 0].tolist() == [b == tokenizer.bos_token_id for b in blocks[:, 0].tolist()]
+
+
+def test_print_config_counts_mntp_blocks_with_the_tokenizer_as_the_official_run(tmp_path, capsys):
+    from llm2vec_hf import cli
+
+    official = OFFICIAL["runs"]["mntp/Llama2"]
+    assert cli.main(["train", str(CONFIGS / "mntp" / "llama-2-7b-chat.yaml"), "--print-config",
+                     "--model_name_or_path", str(MODEL), "--dataset_name", "", "--train_file", str(FIXTURES / "corpus.txt"),
+                     "--max_seq_length", "16", "--per_device_train_batch_size", "4", "--use_cpu", "true",
+                     "--bf16", "false"]) == 0
+    schedule = json.loads(capsys.readouterr().out)["lr_schedule"]
+    blocks = len(official["blocks"])
+    assert schedule["steps_per_epoch"] == math.ceil(blocks / 4) and schedule["num_training_steps"] == 3 * math.ceil(blocks / 4)
+    # the official run's learning rates follow from that decay length
+    from llm2vec_hf.training.schedule import learning_rates
+
+    recipe = recipe_for("mntp", "llama-2-7b-chat", tmp_path)
+    assert learning_rates(recipe, schedule["num_training_steps"], STOP) == pytest.approx(official["learning_rates"], rel=1e-9)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The deliberate differences from the official scripts (docs/architecture.md, differences table)
+# --------------------------------------------------------------------------------------------------------------
+def test_blank_mask_without_an_underscore_in_the_vocabulary_is_an_error(tmp_path):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    from llm2vec_hf.training.mntp import mask_token_id
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, "a": 3, "b": 4}
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+    with pytest.raises(ValueError, match='no token "_"'):
+        mask_token_id(tokenizer, None, "blank")
+    assert mask_token_id(tokenizer, None, "eos") == 2
+
+
+def test_mntp_max_train_samples_caps_texts_and_simcse_drops_empty_lines(tmp_path):
+    from llm2vec_hf.training.contrastive import load_contrastive_rows
+    from llm2vec_hf.training.mntp import load_texts
+
+    recipe = recipe_for("mntp", "llama-2-7b-chat", tmp_path, max_train_samples=3, validation_split_percentage=0)
+    assert load_texts(recipe.data, 0)[0] == (FIXTURES / "corpus.txt").read_text().split("\n")[:3]
+    text = tmp_path / "lines.txt"
+    text.write_text("first line\n\n   \nsecond line\n")
+    recipe = recipe_for("simcse", "llama-2-7b-chat", tmp_path, train_file=str(text))
+    columns, _ = load_contrastive_rows(recipe)
+    assert columns["anchor"] == ["first line", "second line"]
+
+
+def test_mntp_row_with_nothing_selected_gets_one_token():
+    from llm2vec_hf.training.mntp import MNTPDataCollator
+
+    collator = MNTPDataCollator(mask_id=3, vocab_size=50, special_ids=frozenset({1}), mlm_probability=1e-9)
+    batch = collator([{"input_ids": [1, 10, 11, 12], "index": 0}, {"input_ids": [1, 13, 14, 15], "index": 1}])
+    assert ((batch["labels"] != -100).sum(1) == 1).all()
+    assert (batch["labels"][:, 0] == -100).all()  # never the special token
+
+
+def test_supervised_batches_are_reshuffled_each_epoch():
+    from llm2vec_hf.training.data import GroupedBatchSampler
+
+    sampler = GroupedBatchSampler(["a"] * 16 + ["b"] * 16, 4, 1, seed=0)
+    first = list(sampler)
+    sampler.set_epoch(1)
+    second = list(sampler)
+    assert first != second and sorted(map(sorted, first)) != sorted(map(sorted, second))

@@ -88,6 +88,8 @@ def resolve_schedule(recipe, steps_per_epoch: int | None, how: str = "") -> dict
         "num_training_steps": num_training_steps,
         "num_training_steps_from": source,
         "steps_per_epoch": steps_per_epoch,
+        # Steps per epoch shrink with the devices; counted for the process this runs in (launch it as the run).
+        "devices": world_size(args),
         "stop_after_n_steps": stop,
     }
     if num_training_steps is None:
