@@ -27,7 +27,8 @@ STOP = 5
 
 #: our recipe -> the official recipe file it reproduces (bases the official repository has no file for follow
 #: the stage's Llama-2 file, whose schedule every official file of the stage shares).
-OFFICIAL_NAME = {"sheared-llama-1.3b": "Sheared-Llama", "llama-2-7b-chat": "Llama2", "mistral-7b-instruct-v0.2": "Mistral",
+OFFICIAL_NAME = {"sheared-llama-1.3b": "Sheared-Llama", "llama-2-7b-chat": "Llama2",
+                 "mistral-7b-instruct-v0.2": "Mistral",
                  "meta-llama-3-8b-instruct": "MetaLlama3", "meta-llama-3.1-8b-instruct": "MetaLlama3.1",
                  "qwen2.5-7b-instruct": "Llama2", "gemma-2-9b-it": "Llama2"}
 
@@ -114,7 +115,8 @@ def test_print_config_shows_the_resolved_schedule_without_loading_a_model(tmp_pa
     from llm2vec_hf.training.e5 import convert
 
     counts = convert(str(FIXTURES / "echo-data"), str(jsonl))
-    assert cli.main(["train", str(CONFIGS / "supervised" / "mistral-7b-instruct-v0.2.yaml"), "--train_file", str(jsonl),
+    assert cli.main(["train", str(CONFIGS / "supervised" / "mistral-7b-instruct-v0.2.yaml"),
+                     "--train_file", str(jsonl),
                      "--per_device_train_batch_size", "2", "--use_cpu", "true", "--bf16", "false",
                      "--print-config"]) == 0
     printed = json.loads(capsys.readouterr().out)
@@ -122,7 +124,8 @@ def test_print_config_shows_the_resolved_schedule_without_loading_a_model(tmp_pa
     assert printed["training"]["per_device_train_batch_size"] == 2 and printed["data"]["train_file"] == str(jsonl)
     schedule = printed["lr_schedule"]
     steps = sum(n // 2 for n in counts.values())  # full batches of 2 per dataset, as E5Data batches
-    assert (schedule["lr_scheduler_type"], schedule["warmup_steps"], schedule["stop_after_n_steps"]) == ("linear", 300, 1000)
+    resolved = (schedule["lr_scheduler_type"], schedule["warmup_steps"], schedule["stop_after_n_steps"])
+    assert resolved == ("linear", 300, 1000)
     assert (schedule["steps_per_epoch"], schedule["num_training_steps"]) == (steps, 3 * steps)
     assert schedule["stop_step"] == min(1000, 3 * steps)  # a data set this small ends before the stop step
 
@@ -389,17 +392,20 @@ def test_print_config_counts_mntp_blocks_with_the_tokenizer_as_the_official_run(
 
     official = OFFICIAL["runs"]["mntp/Llama2"]
     assert cli.main(["train", str(CONFIGS / "mntp" / "llama-2-7b-chat.yaml"), "--print-config",
-                     "--model_name_or_path", str(MODEL), "--dataset_name", "", "--train_file", str(FIXTURES / "corpus.txt"),
+                     "--model_name_or_path", str(MODEL), "--dataset_name", "",
+                     "--train_file", str(FIXTURES / "corpus.txt"),
                      "--max_seq_length", "16", "--per_device_train_batch_size", "4", "--use_cpu", "true",
                      "--bf16", "false"]) == 0
     schedule = json.loads(capsys.readouterr().out)["lr_schedule"]
     blocks = len(official["blocks"])
-    assert schedule["steps_per_epoch"] == math.ceil(blocks / 4) and schedule["num_training_steps"] == 3 * math.ceil(blocks / 4)
+    assert schedule["steps_per_epoch"] == math.ceil(blocks / 4)
+    assert schedule["num_training_steps"] == 3 * math.ceil(blocks / 4)
     # the official run's learning rates follow from that decay length
     from llm2vec_hf.training.schedule import learning_rates
 
     recipe = recipe_for("mntp", "llama-2-7b-chat", tmp_path)
-    assert learning_rates(recipe, schedule["num_training_steps"], STOP) == pytest.approx(official["learning_rates"], rel=1e-9)
+    rates = learning_rates(recipe, schedule["num_training_steps"], STOP)
+    assert rates == pytest.approx(official["learning_rates"], rel=1e-9)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -59,7 +59,8 @@ def count_steps_per_epoch(recipe) -> tuple[int | None, str]:
             columns, groups = load_contrastive_rows(recipe)
             sampler = GroupedBatchSampler(groups, per_device, devices, args.seed, drop_last=stage != "simcse")
             batches = len(sampler) // devices
-            how = f"{len(groups)} rows in {len(set(groups))} dataset(s) -> {batches} global batches of {per_device} x {devices}"
+            how = (f"{len(groups)} rows in {len(set(groups))} dataset(s) -> {batches} global batches of "
+                   f"{per_device} x {devices}")
     except (DataError, OSError, ValueError) as error:
         return None, f"cannot count the training data here: {error}"
     accumulation = args.gradient_accumulation_steps
