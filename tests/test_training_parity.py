@@ -456,3 +456,20 @@ def test_supervised_batches_are_reshuffled_each_epoch():
     sampler.set_epoch(1)
     second = list(sampler)
     assert first != second and sorted(map(sorted, first)) != sorted(map(sorted, second))
+
+
+#: The official run_supervised.py's templates, by the base's hub name (prepare_for_tokenization); bases it does
+#: not name get none, and SimCSE never gets one.
+OFFICIAL_TEMPLATES = {
+    "mistralai/Mistral-7B-Instruct-v0.2": "[INST] {text} [/INST]",
+    "meta-llama/Llama-2-7b-chat-hf": "[INST] {text} [/INST]",
+    "meta-llama/Meta-Llama-3-8B-Instruct": "<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|>",
+    "google/gemma-2-9b-it": "<bos><start_of_turn>user\n{text}<end_of_turn>",
+}
+
+
+@pytest.mark.parametrize("path", [p for p in REAL if p.parent.name != "mntp"], ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recipe_template_is_the_official_one(path):
+    recipe = parse_recipe(path, use_cpu=True, bf16=False)
+    expected = OFFICIAL_TEMPLATES.get(recipe.model.model_name_or_path) if recipe.model.stage == "supervised" else None
+    assert recipe.contrastive.text_template == expected
