@@ -473,3 +473,13 @@ def test_recipe_template_is_the_official_one(path):
     recipe = parse_recipe(path, use_cpu=True, bf16=False)
     expected = OFFICIAL_TEMPLATES.get(recipe.model.model_name_or_path) if recipe.model.stage == "supervised" else None
     assert recipe.contrastive.text_template == expected
+
+
+def test_print_config_describes_a_gpu_recipe_on_any_machine(capsys):
+    """A bf16 recipe prints on a machine without a bf16 accelerator; the printout keeps the recipe's values."""
+    from llm2vec_hf import cli
+
+    assert cli.main(["train", str(CONFIGS / "supervised" / "mistral-7b-instruct-v0.2.yaml"), "--print-config"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["training"]["bf16"] is True and printed["training"]["use_cpu"] is False
+    assert printed["lr_schedule"]["stop_step"] == 1000 and printed["lr_schedule"]["warmup_steps"] == 300

@@ -42,9 +42,35 @@ def main(args) -> int:
 
         from .schedule import resolved_config
 
-        print(json.dumps(resolved_config(parse_recipe(args.config, overrides)), indent=2))
+        print(json.dumps(resolved_config_here(args.config, overrides), indent=2))
         return 0
     logging.getLogger("llm2vec_hf").setLevel(logging.INFO)
     recipe = parse_recipe(args.config, overrides)
     run_training(recipe)  # logs the one-line summary (adapter folder, next command)
     return 0
+
+
+def resolved_config_here(config: str, overrides: list[str]) -> dict:
+    """The ``--print-config`` output: the recipe as it will run, printed on any machine.
+
+    TrainingArguments checks ``bf16``/``fp16`` against this machine's accelerator, so a GPU recipe would not
+    even parse on a laptop. Printing describes the recipe, not this machine: where that check fails, the recipe
+    is parsed again with ``use_cpu`` (which admits CPU autocast), the printed ``use_cpu`` is the recipe's own
+    value, and ``notes`` says so.
+    """
+    from .arguments import parse_recipe
+    from .schedule import resolved_config
+
+    try:
+        return resolved_config(parse_recipe(config, overrides))
+    except ValueError as error:
+        if "bf16" not in str(error) and "fp16" not in str(error):
+            raise
+        refusal = str(error)
+        recipe = parse_recipe(config, [*overrides, "--use_cpu", "true"])
+    resolved = resolved_config(recipe)
+    resolved["training"]["use_cpu"] = False  # the first parse failed, so the recipe did not set it
+    resolved["notes"] = [f"this machine cannot run the recipe's mixed precision ({refusal}); the recipe was "
+                         "parsed as if use_cpu were set, and its schedule does not depend on it"]
+    return resolved
+
