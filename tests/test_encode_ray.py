@@ -213,3 +213,31 @@ def test_ray_options_need_the_ray_engine(exported, tmp_path, capsys):
     code = main(["encode", str(exported("llama")), "--input", str(source), "--output", str(tmp_path / "o.npy"),
                  "--num-workers", "2"])
     assert code == 2 and "need --engine ray" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("content", [
+    b"one\ntwo\nthree\nfour\nfive\nsix\n",     # a multiple of the shard size
+    b"one\ntw\ro\nthree\nfour\nfive\nsix\nseven",  # a lone \r inside a line; no newline at the end
+    b'{"text": "a"}\r\n\r\n{"text": "b", "instruction": "q"}\r\n{"text": "c\\rd"}\n{"text": "e"}\n',  # CRLF, blank
+])
+@pytest.mark.parametrize("scan_bytes", [5, 1 << 20])
+def test_planned_shards_read_back_the_whole_file(tmp_path, monkeypatch, content, scan_bytes):
+    """The newline scan (in blocks of ``scan_bytes``, so that shard ends fall across blocks) cuts the file into
+    byte ranges that, read by the workers, give exactly the lines and line numbers of encode's reader."""
+    from llm2vec_hf.encode_file import iter_inputs
+
+    monkeypatch.setattr(encode_ray, "_SCAN_BYTES", scan_bytes)
+    path = tmp_path / ("in.jsonl" if content.startswith(b"{") else "in.txt")
+    path.write_bytes(content)
+    for lines_per_shard in (1, 2, 3, 4, 100):
+        shards = encode_ray.plan_text_shards(str(path), lines_per_shard)
+        assert shards[0]["start"] == 0 and shards[-1]["stop"] == len(content)
+        assert all(a["stop"] == b["start"] for a, b in zip(shards, shards[1:]))
+        items, lines = [], []
+        for shard in shards:
+            rows = encode_ray.read_text_shard({key: [value] for key, value in shard.items()})
+            lines += rows["line"].tolist()
+            items += [[i, t] if i else t for i, t in zip(rows["instruction"], rows["text"])]
+        expected = list(iter_inputs(str(path)))
+        assert items == [item for item, _, _ in expected]
+        assert lines == [number - 1 for _, _, number in expected]
