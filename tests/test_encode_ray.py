@@ -129,7 +129,16 @@ def test_parquet_carries_ids_and_instructions(cluster, exported, tmp_path):
 def test_dataset_entry_point(cluster, exported, tmp_path):
     model = exported("llama")
     rows = [{"key": 100 + i, "body": f"{TEXTS[i % len(TEXTS)]} {i}"} for i in range(11)]
-    dataset = ray.data.from_items(rows)
+
+    def delay_block_with_key_100(batch):  # nested: pickled by value, the workers cannot import this module
+        import time
+
+        if 100 in batch["key"]:
+            time.sleep(3)
+        return batch
+
+    # The first block comes late: the manifest must still list its shard first (input order, not finishing order).
+    dataset = ray.data.from_items(rows, override_num_blocks=3).map_batches(delay_block_with_key_100)
     out = tmp_path / "out"
     manifest = encode_ray.encode_dataset(dataset, str(model), str(out), text_column="body", rows_per_shard=4,
                                          num_workers=2, prompt_name="query", input_key="rows-v1")

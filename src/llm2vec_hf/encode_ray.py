@@ -203,7 +203,7 @@ class ShardEncoder:
 
     def __init__(self, model_path: str, model_key: str, output_dir: str, text_column: str,
                  instruction_column: str | None, instruction: str, id_columns: list[str], source: str,
-                 batching: dict, device: str, threads: int | None):
+                 batching: dict, device: str, threads: int | None, order_column: str | None = None):
         import torch
 
         if threads:
@@ -211,7 +211,13 @@ class ShardEncoder:
         self.encoder = InProcessEncoder(model_path, batching, device)
         self.model_key, self.output_dir, self.source = model_key, output_dir, source
         self.text_column, self.instruction_column, self.instruction = text_column, instruction_column, instruction
-        self.id_columns = id_columns
+        self.id_columns, self.order_column = id_columns, order_column
+
+    def _summary(self, table, name: str, rows: int, dim: int, reused: bool):
+        import pyarrow as pa
+
+        first = int(table[self.order_column][0].as_py()) if self.order_column else -1
+        return pa.table({"file": [name], "rows": [rows], "dim": [dim], "reused": [reused], "first": [first]})
 
     def _describe(self, table, index: int) -> str:
         ids = ", ".join(f"{name}={table[name][index].as_py()!r}" for name in self.id_columns)
@@ -224,7 +230,8 @@ class ShardEncoder:
         texts = table[self.text_column].to_pylist()
         if not texts:  # a shard of blank .jsonl lines
             return pa.table({"file": pa.array([], pa.string()), "rows": pa.array([], pa.int64()),
-                             "dim": pa.array([], pa.int64()), "reused": pa.array([], pa.bool_())})
+                             "dim": pa.array([], pa.int64()), "reused": pa.array([], pa.bool_()),
+                             "first": pa.array([], pa.int64())})
         if self.instruction_column and self.instruction_column in table.column_names:
             instructions = [value or self.instruction for value in table[self.instruction_column].to_pylist()]
         else:
@@ -242,7 +249,7 @@ class ShardEncoder:
             metadata = pq.read_schema(path).metadata or {}
             dim = int(metadata.get(b"dim", b"0"))
             if pq.read_metadata(path).num_rows == len(texts) and dim:
-                return pa.table({"file": [name], "rows": [len(texts)], "dim": [dim], "reused": [True]})
+                return self._summary(table, name, len(texts), dim, reused=True)
         items = [[instruction, text] if instruction else text for text, instruction in zip(texts, instructions)]
         vectors = self.encoder(items)
         dim = int(vectors.shape[1])
@@ -257,7 +264,7 @@ class ShardEncoder:
         with open(staging, "rb") as handle:
             os.fsync(handle.fileno())
         os.replace(staging, path)
-        return pa.table({"file": [name], "rows": [len(texts)], "dim": [dim], "reused": [False]})
+        return self._summary(table, name, len(texts), dim, reused=False)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -346,8 +353,6 @@ def run_shards(
         device = "cpu"
         if num_workers is None:
             num_workers = max(1, int(ray.cluster_resources().get("CPU", 1) // num_cpus_per_worker))
-    context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # summaries come back in input order: the manifest's order
     model_key = json.dumps(key["checkpoint"], sort_keys=True) + json.dumps(key["instruction"])
     encoded = dataset.map_batches(
         ShardEncoder,
@@ -357,6 +362,7 @@ def run_shards(
             "id_columns": id_columns, "source": source,
             "batching": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}, "device": device,
             "threads": None if num_gpus_per_worker else max(1, int(num_cpus_per_worker)),
+            "order_column": id_columns[0] if shard_per_block else None,
         },
         batch_size=None if shard_per_block else rows_per_shard,
         batch_format="pyarrow",
@@ -364,6 +370,10 @@ def run_shards(
         num_gpus=num_gpus_per_worker or None,
         num_cpus=num_cpus_per_worker,
     )
+    # A Dataset runs with the DataContext it was made with: summaries must come back in input order (the
+    # manifest's order), so preserve_order is set on that context for this run.
+    options = encoded.context.execution_options
+    preserve_order, options.preserve_order = options.preserve_order, True
     crash_after = int(os.environ.get(CRASH_HOOK) or 0)
     shards, dim, reused = [], None, 0
     from tqdm.auto import tqdm
@@ -375,7 +385,7 @@ def run_shards(
                 raise LLM2VecError(f"{summary['file']} has dimension {summary['dim']}, others {dim}")
             dim = summary["dim"]
             reused += bool(summary["reused"])
-            shards.append({"file": summary["file"], "rows": int(summary["rows"])})
+            shards.append({"file": summary["file"], "rows": int(summary["rows"]), "first": int(summary["first"])})
             progress.update(1)
             if crash_after and len(shards) - reused >= crash_after:
                 from .encode_file import _crash
@@ -387,9 +397,18 @@ def run_shards(
             raise LLM2VecError(str(user_error).strip()) from None
         raise
     finally:
+        options.preserve_order = preserve_order
         progress.close()
     if not shards:
         raise LLM2VecError(f"{source}: no rows to encode")
+    if shard_per_block:
+        # Planned shards are disjoint ranges of lines/rows: their first ids order them whatever Ray did.
+        shards.sort(key=lambda shard: shard["first"])
+        firsts = [shard["first"] for shard in shards]
+        if len(set(firsts)) != len(firsts):
+            raise LLM2VecError(f"{source}: a shard came back twice (first ids {firsts[:20]}…); no manifest written")
+    for shard in shards:
+        del shard["first"]
     listed = {shard["file"] for shard in shards}
     for file in Path(output_dir).glob(f"{SHARD_PREFIX}*.parquet"):
         if file.name not in listed:
