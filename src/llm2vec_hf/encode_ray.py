@@ -366,7 +366,7 @@ def run_shards(
         },
         batch_size=None if shard_per_block else rows_per_shard,
         batch_format="pyarrow",
-        concurrency=num_workers,
+        compute=ray.data.ActorPoolStrategy(size=num_workers),
         num_gpus=num_gpus_per_worker or None,
         num_cpus=num_cpus_per_worker,
     )
