@@ -372,7 +372,8 @@ def run_shards(
     )
     # A Dataset runs with the DataContext it was made with: summaries must come back in input order (the
     # manifest's order), so preserve_order is set on that context for this run.
-    options = encoded.context.execution_options
+    context = getattr(encoded, "context", None) or ray.data.DataContext.get_current()  # older Ray 2.x has no .context
+    options = context.execution_options
     preserve_order, options.preserve_order = options.preserve_order, True
     crash_after = int(os.environ.get(CRASH_HOOK) or 0)
     shards, dim, reused = [], None, 0
