@@ -19,6 +19,8 @@
 #   3. timings in bf16 of a 1.3B-shaped Llama and a 7B-shaped Mistral (random weights), batch x length sweeps
 #      with length 512, for llm2vec-hf and the official library: forward tokens/s and LLM2Vec.encode tokens/s,
 #      each as a fraction of the bf16 matmul rate measured in the same process;
+#   3b. the accelerate configs (FSDP, DeepSpeed ZeRO-2/3 when deepspeed is installed) on all GPUs: tiny SimCSE,
+#      LoRA + gradient checkpointing + bf16, 10 steps; exit status and losses in the log;
 #   4. a table on stdout, and in $OUT if set (else benchmarks/results/gpu/): gpu.log, gpu_results.json and one
 #      JSON file per step (6 files: what the device tool brings back).
 #
@@ -110,6 +112,35 @@ if ((${#OFFICIAL[@]})); then
     log "timing official until +$((DEADLINE - START))s"
     timeout $((DEADLINE - NOW + 60)) "${OFFICIAL[@]}" "$ROOT/benchmarks/gpu_bench.py" timing --side official \
         --shapes "$SHAPES" --deadline "$DEADLINE" "${WORKER_ARGS[@]}" || log "official timing exited with $?"
+fi
+
+# --- 3b. the accelerate configs on the GPUs: FSDP cannot start on a CPU (tests/test_training_ddp.py records the
+# error), so here is where it runs. Tiny SimCSE with LoRA + gradient checkpointing + the file's bf16, 10 steps. ----
+if [[ "${DRY_RUN:-0}" != "1" ]]; then
+    NGPU=$(nvidia-smi -L | wc -l)
+    "${HF[@]}" - "$ROOT" "$ENVS/tiny" <<'PY'
+import sys, yaml
+from llm2vec_hf.training.tiny_data import prepare_tiny
+root, folder = sys.argv[1], sys.argv[2]
+tiny = prepare_tiny(folder)
+recipe = yaml.safe_load(open(f"{root}/configs/tiny/simcse.yaml"))
+recipe.pop("peft_model_name_or_path")
+recipe.update(model_name_or_path=str(tiny["base"]), train_file=str(tiny["corpus"]), use_cpu=False,
+              gradient_checkpointing=True, max_steps=10, save_strategy="no", report_to="none", ddp_backend="nccl")
+yaml.safe_dump(recipe, open(f"{folder}/simcse.yaml", "w"))
+PY
+    for config in fsdp deepspeed_zero2 deepspeed_zero3; do
+        if [[ $config == deepspeed* ]] && ! "${HF[@]}" -c "import deepspeed" 2>/dev/null; then
+            log "accelerate $config: skipped (deepspeed is not installed)"; continue
+        fi
+        log "accelerate $config on $NGPU GPU(s)"
+        ACC_STATUS=0
+        timeout 240 "${HF[@]}" -m accelerate.commands.launch --config_file "$ROOT/configs/accelerate/$config.yaml" \
+            --num_processes "$NGPU" -m llm2vec_hf.cli train "$ENVS/tiny/simcse.yaml" \
+            --output_dir "$WORK/accelerate-$config" >"$WORK/accelerate-$config.log" 2>&1 || ACC_STATUS=$?
+        log "accelerate $config exited with $ACC_STATUS; losses: $(grep -o "'loss': '[0-9.]*'" \
+            "$WORK/accelerate-$config.log" | tr '\n' ' ')"
+    done
 fi
 
 # --- 4. report ---------------------------------------------------------------------------------------------------

@@ -450,9 +450,22 @@ def add_arguments(parser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model first (one-off 20-70 s; 1.05-1.2x faster after; for large inputs)")
     parser.add_argument("--restart", action="store_true", help="discard a partial output instead of resuming it")
+    engine = parser.add_argument_group("Ray engine (pip install 'llm2vec-hf[ray]'; docs/scale-out.md)")
+    engine.add_argument("--engine", choices=("local", "ray"), default="local",
+                        help="local: this machine, into a .npy (default); ray: a Ray cluster, --output is a folder of "
+                             "Parquet shards and a manifest; --input may also be Parquet (file or folder)")
+    engine.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local cluster)")
+    engine.add_argument("--num-workers", type=int, help="encoder actors (default: one per GPU, or per CPU)")
+    engine.add_argument("--num-gpus-per-worker", type=float, default=0, help="GPUs per actor (default 0: CPU)")
 
 
 def main(args) -> int:
+    if getattr(args, "engine", "local") == "ray":
+        from .encode_ray import main as encode_on_ray
+
+        return encode_on_ray(args)
+    if getattr(args, "address", None) or getattr(args, "num_workers", None) or getattr(args, "num_gpus_per_worker", 0):
+        raise LLM2VecError("--address, --num-workers and --num-gpus-per-worker need --engine ray")
     count = encode_file(args.model, args.input, args.output, args.prompt_name, args.batch_size, args.device,
                         chunk_size=args.chunk_size, processes=args.processes, restart=args.restart,
                         max_batch_tokens=args.max_batch_tokens, compile_model=args.compile)
