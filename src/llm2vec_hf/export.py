@@ -21,11 +21,17 @@ from typing import Any, Iterable
 
 import transformers
 
-from .errors import LLM2VecError
+from .errors import LLM2VecError, TokenizerError
 from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
 from .modeling import modeling_llm2vec
-from .modeling.modeling_llm2vec import MIN_TRANSFORMERS_VERSION, family_for, resolve_encoding
+from .modeling.modeling_llm2vec import (
+    MIN_TRANSFORMERS_VERSION,
+    TokenizerEmbeddingError,
+    check_tokenizer_fits,
+    family_for,
+    resolve_encoding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +58,7 @@ def export_checkpoint(
     adapters = list(adapters)
     check_output(output, overwrite)
     model, tokenizer, folders = load_bidirectional(base, adapters, dtype=dtype)
-    settings = encoding_settings(model, tokenizer, folders, **encoding)
+    settings = encoding_settings(model, tokenizer, folders, base, **encoding)
     training = {"base_model": base, "adapters": adapters, "base_folder": folders[0], "adapter_folders": folders[1:]}
     return write_checkpoint(model, tokenizer, settings, output, prompts=prompts, overwrite=overwrite, training=training)
 
@@ -78,6 +84,10 @@ def write_checkpoint(
     """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically."""
     check_output(output, overwrite)
     family = family_for(model.config)
+    try:
+        check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
+    except TokenizerEmbeddingError as error:
+        raise TokenizerError(str(error)) from None
     settings = resolve_encoding(model.config, tokenizer, **settings)
     output_path = Path(output).resolve()
     staging = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.partial-", dir=output_path.parent))
@@ -108,11 +118,15 @@ def write_checkpoint(
 
 
 def make_tokenizer_portable(folder: str | Path) -> None:
-    """Writes tokenizer files that transformers 4.x and tokenizers < 0.20 read too (so the official llm2vec can).
+    """Writes tokenizer files that transformers 4.x and tokenizers < 0.20 read too (so the official llm2vec can),
+    and that every release reads as written.
 
     transformers 5 names the generic fast tokenizer ``TokenizersBackend`` (``PreTrainedTokenizerFast`` is the
     same class under its old name), and tokenizers >= 0.20 writes BPE merges as pairs, which older releases
     cannot parse; merges written as "a b" strings read the same in every release when no token has a space.
+    The tokenizer saved is the one `load_reference_tokenizer` built, whose tokenizer.json already holds the
+    post-processor that adds BOS/EOS; ``add_bos_token``/``add_eos_token`` are dropped because transformers 5
+    rebuilds the post-processor from them when present.
     """
     folder = Path(folder)
     config_path, tokenizer_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
@@ -120,7 +134,9 @@ def make_tokenizer_portable(folder: str | Path) -> None:
         config = json.loads(config_path.read_text())
         if config.get("tokenizer_class") == "TokenizersBackend":
             config["tokenizer_class"] = "PreTrainedTokenizerFast"
-            _write_json(config_path, config)
+        for key in ("add_bos_token", "add_eos_token"):
+            config.pop(key, None)
+        _write_json(config_path, config)
     if tokenizer_path.is_file():
         data = json.loads(tokenizer_path.read_text())
         merges = data.get("model", {}).get("merges")
@@ -198,6 +214,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prompt", action="append", type=_named_prompt, default=[], metavar="NAME=TEXT",
                         help="named prompt (instruction) stored for sentence-transformers; repeatable")
     parser.add_argument("--text-template", help='wrapper applied to each input, e.g. "[INST] {text} [/INST]"')
+    parser.add_argument("--eos-text", help='text appended for eos_token pooling (default: what llm2vec 0.2.3 appends, '
+                        'e.g. " </s>" for Llama/Mistral; "" appends nothing)')
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
@@ -224,6 +242,7 @@ def main(args) -> int:
         doc_max_length=args.doc_max_length,
         skip_instruction=False if args.no_skip_instruction else None,
         text_template=args.text_template,
+        eos_text=args.eos_text,
     )
     print(f"Exported {path}")
     return 0
