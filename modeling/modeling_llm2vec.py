@@ -325,14 +325,16 @@ _REFERENCE_TOKENIZER_CLASS = {
 _REFERENCE_CLASS_DEFAULTS = {
     "LlamaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
     "CodeLlamaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
-    "GemmaTokenizer": {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>"},
-    "Qwen2Tokenizer": {"eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>"},
+    "GemmaTokenizer": {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>"},
+    "Qwen2Tokenizer": {"eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
 }
 #: 4.44 classes whose constructor rebuilds the post-processor from add_bos_token (default True) and
 #: add_eos_token (default False), ignoring the one in tokenizer.json.
 _REFERENCE_REBUILDS_POST_PROCESSOR = ("LlamaTokenizer", "CodeLlamaTokenizer", "GemmaTokenizer")
-_NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "cls_token", "mask_token")
-_GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")
+_NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "cls_token", "mask_token", "pad_token")
+#: tokenizer_config.json keys that decide how a tokenizer is read; `export` writes them as the source had them.
+TOKENIZER_SOURCE_KEYS = ("tokenizer_class", "add_bos_token", "add_eos_token", "pad_token")
+_GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")  # read tokenizer.json as written
 
 
 class TokenizerEmbeddingError(ValueError):
@@ -345,11 +347,13 @@ def _token_text(value: Any) -> Any:
 
 def load_reference_tokenizer(folder: str, model_type: str | None = None):
     """The tokenizer of ``folder`` as llm2vec 0.2.3 uses it: the ids, special tokens and BOS/EOS adding of
-    transformers 4.44's ``AutoTokenizer``, with ``pad_token = eos_token`` and left padding. Returns None when
-    the folder has no tokenizer.json (SentencePiece-only folders: use ``AutoTokenizer``).
+    transformers 4.44's ``AutoTokenizer``, with left padding, and EOS as pad token when none is declared (as the
+    official scripts set it). Returns None when the folder has no tokenizer.json (SentencePiece-only folders:
+    use ``AutoTokenizer``).
 
-    Undeclared class defaults that the vocabulary lacks are not added (4.44 would add them beyond the
-    embedding, where any use fails), and the declared pad token is replaced by EOS, as the reference does.
+    Special tokens that the vocabulary lacks are not added, declared or class defaults: 4.44 would add them
+    beyond the embedding, where any use fails; a pad token missing from it becomes EOS. Batches are padded
+    with the EOS id whatever the pad token (`collate`), as the reference pads.
     """
     tokenizer_file = os.path.join(folder, "tokenizer.json")
     if not os.path.isfile(tokenizer_file):
@@ -374,6 +378,8 @@ def load_reference_tokenizer(folder: str, model_type: str | None = None):
     for key, value in _REFERENCE_CLASS_DEFAULTS.get(class_name, {}).items():
         if key not in declared and value in known:
             declared[key] = value
+    if _token_text(declared.get("pad_token")) not in known:
+        declared.pop("pad_token", None)
     kwargs = {k: _token_text(v) for k, v in declared.items() if k != "additional_special_tokens" and v is not None}
     extra = [_token_text(t) for t in declared.get("additional_special_tokens") or []]
     tokenizer = transformers.PreTrainedTokenizerFast(
@@ -389,9 +395,11 @@ def load_reference_tokenizer(folder: str, model_type: str | None = None):
     if class_name in _REFERENCE_REBUILDS_POST_PROCESSOR:
         tokenizer.add_bos_token = bool(config.get("add_bos_token", True)) and tokenizer.bos_token is not None
         tokenizer.add_eos_token = bool(config.get("add_eos_token", False)) and tokenizer.eos_token is not None
-    if tokenizer.eos_token is not None:
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = "left"
+    # what `export` restores in the tokenizer_config.json it writes, so that 4.44 reads the export as the source
+    tokenizer.llm2vec_source_config = {k: config[k] for k in TOKENIZER_SOURCE_KEYS if k in config}
     return tokenizer
 
 
@@ -411,9 +419,10 @@ def check_tokenizer_fits(tokenizer, num_embeddings: int) -> None:
 
 
 def reference_tokenizer_for(tokenizer, model: torch.nn.Module):
-    """``tokenizer``, or when transformers picked a model-specific class for it, the same files loaded with
-    `load_reference_tokenizer` (cached on ``model``); checked against the model's embedding."""
-    if type(tokenizer).__name__ not in _GENERIC_TOKENIZER_CLASSES:
+    """The same tokenizer files loaded with `load_reference_tokenizer` (found through ``tokenizer.name_or_path``,
+    cached on ``model``), in place of a tokenizer that transformers 5 loaded its own way; checked against the
+    model's embedding. A tokenizer without files (built in memory) is used as it is."""
+    if getattr(tokenizer, "llm2vec_source_config", None) is None:
         cache = model.__dict__.setdefault("_llm2vec_reference_tokenizers", {})
         source = str(getattr(tokenizer, "name_or_path", "") or "")
         if source not in cache:
@@ -428,7 +437,7 @@ def reference_tokenizer_for(tokenizer, model: torch.nn.Module):
                     folder = None
             loaded = load_reference_tokenizer(folder, getattr(model.config, "model_type", None)) if folder else None
             cache[source] = loaded
-            if loaded is None:
+            if loaded is None and type(tokenizer).__name__ not in _GENERIC_TOKENIZER_CLASSES:
                 logger.warning(
                     "Could not find the tokenizer files of %r: encoding with %s as transformers loaded it, which "
                     "may tokenize differently from llm2vec 0.2.3", source, type(tokenizer).__name__

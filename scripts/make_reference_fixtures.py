@@ -835,7 +835,7 @@ def build_custom_tokenizer(spec) -> PreTrainedTokenizerFast:
         min_frequency=2,
         show_progress=False,
         initial_alphabet=alphabet,
-        limit_alphabet=200,
+        limit_alphabet=len(alphabet) if alphabet else 200,  # a limit below the 256 bytes picks them at random
         special_tokens=[AddedToken(t, special=True, normalized=False) for t in order],
     )
     tok.train_from_iterator(training_corpus(), trainer=trainer)
@@ -911,7 +911,8 @@ def build_small_model(arch: str, tok, seed: int):
 
 
 def tokenizer_facts(tok) -> dict:
-    """What the round trip must keep: special tokens (after llm2vec's pad = eos) and ids of the probes."""
+    """What the round trip must keep: the tokenizer as 4.44's AutoTokenizer loads it (before llm2vec sets
+    pad = eos): class, special tokens, BOS/EOS adding (ids of the probes with special tokens)."""
     return {
         "tokenizer_class": type(tok).__name__,
         "special_tokens": {k: getattr(tok, k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")},
@@ -958,7 +959,8 @@ def make_tokenizers(seed: int = 3000):
                     )
                     assert l2v.model.config._name_or_path == (hub_name or f"{FIXTURE_ORG}/tiny-{name}")
                     if facts is None:
-                        facts = tokenizer_facts(l2v.tokenizer)
+                        facts = tokenizer_facts(transformers.AutoTokenizer.from_pretrained(str(model_dir)))
+                        assert l2v.tokenizer.pad_token == l2v.tokenizer.eos_token
                         assert first_token_sensitivity(l2v) > 1e-4, f"{name}: reference is not bidirectional"
                     assert_no_empty_after_cut(l2v, TOKENIZER_INPUTS)
                     emb = encode(l2v, TOKENIZER_INPUTS)

@@ -27,6 +27,7 @@ from .model_card import render_model_card
 from .modeling import modeling_llm2vec
 from .modeling.modeling_llm2vec import (
     MIN_TRANSFORMERS_VERSION,
+    TOKENIZER_SOURCE_KEYS,
     TokenizerEmbeddingError,
     check_tokenizer_fits,
     family_for,
@@ -103,7 +104,7 @@ def write_checkpoint(
         config_json["architectures"] = [family.native_model_name]
         _write_json(staging / "config.json", config_json)
         tokenizer.save_pretrained(staging)
-        make_tokenizer_portable(staging)
+        make_tokenizer_portable(staging, getattr(tokenizer, "llm2vec_source_config", None))
         for name in MODELING_FILES:
             shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(name), staging / name)
         _write_json(staging / "llm2vec_config.json", {k: settings[k] for k in OFFICIAL_KEYS})
@@ -117,25 +118,37 @@ def write_checkpoint(
     return str(output_path)
 
 
-def make_tokenizer_portable(folder: str | Path) -> None:
+def make_tokenizer_portable(folder: str | Path, source_config: dict[str, Any] | None = None) -> None:
     """Writes tokenizer files that transformers 4.x and tokenizers < 0.20 read too (so the official llm2vec can),
-    and that every release reads as written.
+    and that 4.44 reads exactly as it read the source folder.
 
     transformers 5 names the generic fast tokenizer ``TokenizersBackend`` (``PreTrainedTokenizerFast`` is the
     same class under its old name), and tokenizers >= 0.20 writes BPE merges as pairs, which older releases
     cannot parse; merges written as "a b" strings read the same in every release when no token has a space.
-    The tokenizer saved is the one `load_reference_tokenizer` built, whose tokenizer.json already holds the
-    post-processor that adds BOS/EOS; ``add_bos_token``/``add_eos_token`` are dropped because transformers 5
-    rebuilds the post-processor from them when present.
+    ``source_config`` holds the source tokenizer_config.json's class, ``add_bos_token``/``add_eos_token`` and pad
+    token (`load_reference_tokenizer`): they are written back as they were (absent ones removed), so the export
+    declares no class or special token of its own. Without it (a tokenizer built in memory) the generic class
+    is written without ``add_bos_token``/``add_eos_token``, from which transformers 5 would rebuild the
+    post-processor that tokenizer.json already holds.
     """
     folder = Path(folder)
     config_path, tokenizer_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
     if config_path.is_file():
         config = json.loads(config_path.read_text())
-        if config.get("tokenizer_class") == "TokenizersBackend":
-            config["tokenizer_class"] = "PreTrainedTokenizerFast"
-        for key in ("add_bos_token", "add_eos_token"):
-            config.pop(key, None)
+        if source_config is not None:
+            for key in TOKENIZER_SOURCE_KEYS:
+                if key in source_config:
+                    config[key] = source_config[key]
+                else:
+                    config.pop(key, None)
+            if config.get("tokenizer_class") == "TokenizersBackend":  # a source written by transformers 5
+                config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            _drop_special_token(folder / "special_tokens_map.json", "pad_token", keep="pad_token" in source_config)
+        else:
+            if config.get("tokenizer_class") == "TokenizersBackend":
+                config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            for key in ("add_bos_token", "add_eos_token"):
+                config.pop(key, None)
         _write_json(config_path, config)
     if tokenizer_path.is_file():
         data = json.loads(tokenizer_path.read_text())
@@ -143,6 +156,14 @@ def make_tokenizer_portable(folder: str | Path) -> None:
         if merges and isinstance(merges[0], list) and not any(" " in part for pair in merges for part in pair):
             data["model"]["merges"] = [" ".join(pair) for pair in merges]
             tokenizer_path.write_text(json.dumps(data, ensure_ascii=False))
+
+
+def _drop_special_token(path: Path, key: str, keep: bool) -> None:
+    if keep or not path.is_file():
+        return
+    data = json.loads(path.read_text())
+    if data.pop(key, None) is not None:
+        _write_json(path, data)
 
 
 def _move_into_place(staging: Path, output: Path) -> None:

@@ -158,7 +158,7 @@ def load_tokenizer(path: str, model=None):
         tokenizer = load_reference_tokenizer(path, model_type)
         if tokenizer is None:  # no tokenizer.json (SentencePiece files only): transformers converts them
             tokenizer = AutoTokenizer.from_pretrained(path)
-            if tokenizer.eos_token is not None:
+            if tokenizer.pad_token is None and tokenizer.eos_token is not None:
                 tokenizer.pad_token = tokenizer.eos_token
             tokenizer.padding_side = "left"
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
