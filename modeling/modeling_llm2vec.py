@@ -443,7 +443,10 @@ def reference_tokenizer_for(tokenizer, model: torch.nn.Module):
                     "may tokenize differently from llm2vec 0.2.3", source, type(tokenizer).__name__
                 )
         tokenizer = cache[source] or tokenizer
-    check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
+    checked = model.__dict__.setdefault("_llm2vec_checked_tokenizers", set())
+    if id(tokenizer) not in checked:  # sentence-transformers asks once per batch
+        check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
+        checked.add(id(tokenizer))
     return tokenizer
 
 

@@ -25,8 +25,7 @@ from llm2vec_hf.export import export_checkpoint
 from llm2vec_hf.loading import load_tokenizer
 from llm2vec_hf.modeling.modeling_llm2vec import LLAMA3_INSTRUCT_NAME, LLAMA3_INSTRUCT_TEMPLATE
 
-from conftest import FIXTURES, remote_code_vectors
-from test_loading_paths import sentence_transformers_vectors
+from conftest import FIXTURES, run_python
 
 TOL = 1e-4
 ROOT = FIXTURES / "reference" / "tokenizers"
@@ -71,20 +70,67 @@ def folders(tmp_path_factory):
     return get
 
 
+def export_key(name: str, case: dict) -> str:
+    return f"{name}@{(case['name_or_path'] or 'own-name').replace('/', '--')}"
+
+
+def encoding(case: dict) -> dict:
+    return {k: case[k] for k in ("pooling_mode", "skip_instruction", "max_length", "doc_max_length")}
+
+
 @pytest.fixture(scope="module")
 def exported(folders, tmp_path_factory):
+    """One export per folder and name, with eos_token pooling (so the stored eos_text is the one exercised);
+    the cases then pick their pooling settings at encode time."""
     root = tmp_path_factory.mktemp("exported")
     result = {}
     for name, case in CASES:
-        key = case_id(name, case)
-        result[key] = export_checkpoint(str(folders(name, case["name_or_path"])), str(root / key), **overrides(case))
+        key = export_key(name, case)
+        if key not in result:
+            settings = {**overrides(case), "pooling_mode": "eos_token"}
+            result[key] = export_checkpoint(str(folders(name, case["name_or_path"])), str(root / key), **settings)
     return result
 
 
 @pytest.fixture(scope="module")
 def automodel_vectors(exported, tmp_path_factory):
-    out = tmp_path_factory.mktemp("remote") / "vectors.npz"
-    return remote_code_vectors(exported, {case_id(n, c): c["inputs"] for n, c in CASES}, out)
+    """Every case through ``AutoModel.from_pretrained(trust_remote_code=True).encode`` with the checkpoint's
+    tokenizer as transformers' AutoTokenizer loads it, in one process where llm2vec_hf cannot be imported."""
+    work = tmp_path_factory.mktemp("remote")
+    request = [{"key": case_id(n, c), "folder": exported[export_key(n, c)], "inputs": c["inputs"], "settings": encoding(c)}
+               for n, c in CASES]
+    (work / "request.json").write_text(json.dumps(request))
+    code = f"""
+import json, numpy as np
+from transformers import AutoModel, AutoTokenizer
+models, result = {{}}, {{}}
+for item in json.load(open({str(work / 'request.json')!r})):
+    if item["folder"] not in models:
+        model = AutoModel.from_pretrained(item["folder"], trust_remote_code=True)
+        assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
+        models[item["folder"]] = (model, AutoTokenizer.from_pretrained(item["folder"]))
+    model, tokenizer = models[item["folder"]]
+    result[item["key"]] = model.encode(item["inputs"], tokenizer, batch_size=4, **item["settings"]).numpy()
+np.savez({str(work / 'vectors.npz')!r}, **result)
+"""
+    proc = run_python(code, block_llm2vec_hf=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return dict(np.load(work / "vectors.npz"))
+
+
+@pytest.fixture(scope="module")
+def sentence_transformers_models(exported):
+    from sentence_transformers import SentenceTransformer
+
+    return {key: SentenceTransformer(folder, trust_remote_code=True) for key, folder in exported.items()}
+
+
+def sentence_transformers_encode(model, case: dict) -> np.ndarray:
+    """The case's settings go where the module reads them (the checkpoint's stored ``llm2vec`` settings)."""
+    model[0].auto_model.config.llm2vec.update(encoding(case))
+    model.max_seq_length = case["max_length"]
+    return np.stack([model.encode([text], prompt=instruction + " " if instruction else None, convert_to_numpy=True)[0]
+                     for instruction, text in case["inputs"]])
 
 
 @pytest.mark.parametrize("name,case", CASES, ids=[case_id(n, c) for n, c in CASES])
@@ -96,13 +142,16 @@ def test_base_folder_matches_official(folders, name, case):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name,case", CASES, ids=[case_id(n, c) for n, c in CASES])
-def test_exported_checkpoint_matches_official_through_every_path(exported, automodel_vectors, name, case):
-    key = case_id(name, case)
-    folder = exported[key]
+def test_exported_checkpoint_matches_official_through_every_path(
+    exported, automodel_vectors, sentence_transformers_models, name, case
+):
+    key = export_key(name, case)
     expected = np.asarray(case["embeddings"], dtype=np.float32)
-    library = LLM2Vec.from_pretrained(folder).encode(case["inputs"], batch_size=4, show_progress_bar=False).numpy()
-    st = sentence_transformers_vectors(folder, [pair if pair[0] else pair[1] for pair in case["inputs"]])
-    for path, got in [("LLM2Vec", library), ("AutoModel", automodel_vectors[key]), ("SentenceTransformer", st)]:
+    library = LLM2Vec.from_pretrained(exported[key], **encoding(case))
+    library = library.encode(case["inputs"], batch_size=4, show_progress_bar=False).numpy()
+    st = sentence_transformers_encode(sentence_transformers_models[key], case)
+    remote = automodel_vectors[case_id(name, case)]
+    for path, got in [("LLM2Vec", library), ("AutoModel", remote), ("SentenceTransformer", st)]:
         assert np.abs(got - expected).max() <= TOL, path
 
 
@@ -110,9 +159,8 @@ def test_eos_text_is_resolved_at_export_and_stored(exported):
     """The checkpoint keeps the reference's choice, so loading it under another name cannot change it."""
     stored = {}
     for name, case in CASES:
-        if case["pooling_mode"] == "eos_token":
-            config = json.loads((Path(exported[case_id(name, case)]) / "config.json").read_text())
-            stored[(name, case["name_or_path"])] = config["llm2vec"]["eos_text"]
+        config = json.loads((Path(exported[export_key(name, case)]) / "config.json").read_text())
+        stored[(name, case["name_or_path"])] = config["llm2vec"]["eos_text"]
     assert stored == {
         ("gemma-eos-s", None): "<eos>",  # not the tokenizer's EOS "</s>"
         ("llama-sentencepiece", None): " </s>",
@@ -130,8 +178,7 @@ def test_tokenizer_round_trip_keeps_the_reference_tokenization(folders, exported
     used, then replaced by the remote code) all give the reference's ids and special tokens (pad = EOS where
     none is declared, as the official scripts set it); the export declares what the base declared."""
     facts = REFERENCE["fixtures"][name]["tokenizer"]
-    key = next(case_id(n, c) for n, c in CASES if n == name)
-    folder = Path(exported[key])
+    folder = Path(exported[f"{name}@own-name"])
     from transformers import AutoModel
 
     from llm2vec_hf.modeling.modeling_llm2vec import reference_tokenizer_for
