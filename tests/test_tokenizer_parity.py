@@ -71,7 +71,7 @@ def folders(tmp_path_factory):
 
 
 def export_key(name: str, case: dict) -> str:
-    return f"{name}@{(case['name_or_path'] or 'own-name').replace('/', '--')}"
+    return f"{name}--{(case['name_or_path'] or 'own-name').replace('/', '--')}"
 
 
 def encoding(case: dict) -> dict:
@@ -178,7 +178,7 @@ def test_tokenizer_round_trip_keeps_the_reference_tokenization(folders, exported
     used, then replaced by the remote code) all give the reference's ids and special tokens (pad = EOS where
     none is declared, as the official scripts set it); the export declares what the base declared."""
     facts = REFERENCE["fixtures"][name]["tokenizer"]
-    folder = Path(exported[f"{name}@own-name"])
+    folder = Path(exported[f"{name}--own-name"])
     from transformers import AutoModel
 
     from llm2vec_hf.modeling.modeling_llm2vec import reference_tokenizer_for
