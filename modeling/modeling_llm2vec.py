@@ -282,7 +282,7 @@ def collate(tokenizer, input_ids: list, n_pooled: list[int]) -> dict[str, torch.
     pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
     if pad_id is None:
         raise ValueError("The tokenizer has neither an EOS nor a pad token to pad batches with")
-    width = max(len(ids) for ids in input_ids)
+    width = max(len(ids) for ids in input_ids)  # by hand: `tokenizer.pad` would pad with its own pad id
     left = tokenizer.padding_side == "left"
     rows, masks = [], []
     for ids in input_ids:
@@ -604,6 +604,9 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
 
         ``settings`` override the checkpoint's (pooling_mode, max_length, doc_max_length, skip_instruction, …);
         ``max_batch_tokens`` caps the tokens of one forward call, padding included (see `encode_with`).
+        ``tokenizer`` is the checkpoint's (``AutoTokenizer.from_pretrained`` of the same folder or repo): its files
+        are read again the way llm2vec 0.2.3 read them (`reference_tokenizer_for`), since transformers 5 may
+        pick a class that tokenizes differently.
         """
         tokenizer = reference_tokenizer_for(tokenizer, self)
         resolved = resolve_encoding(self.config, tokenizer, **settings)
