@@ -235,3 +235,26 @@ def test_special_token_outside_the_embedding_is_a_clear_error(tmp_path, capsys):
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "Loading weights" not in line]
     assert code == 2 and len(err) == 1 and "error:" in err[0] and "'<|beyond|>'" in err[0], err
     assert not (tmp_path / "out").exists()
+
+
+def test_explicit_eos_text_is_a_stored_setting(tmp_path, capsys):
+    """``--eos-text`` overrides the reference's choice and is stored: the generic-named Llama-3-style folder
+    exported with "<|end_of_text|>" gives the vectors the reference gave under the name Meta-Llama-3-8B."""
+    case = next(c for n, c in CASES if n == "llama3-style" and c["name_or_path"] == "meta-llama/Meta-Llama-3-8B"
+                and c["pooling_mode"] == "eos_token")
+    out = tmp_path / "out"
+    code = cli.main(["export", str(ROOT / "llama3-style" / "model"), "--output", str(out), "--pooling", "eos_token",
+                     "--eos-text", "<|end_of_text|>", "--max-length", "48", "--doc-max-length", "40"])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads((out / "config.json").read_text())["llm2vec"]["eos_text"] == "<|end_of_text|>"
+    got = LLM2Vec.from_pretrained(str(out)).encode(case["inputs"], batch_size=4, show_progress_bar=False).numpy()
+    assert np.abs(got - np.asarray(case["embeddings"], dtype=np.float32)).max() <= TOL
+
+
+def test_families_without_a_reference_get_their_predecessors_eos_text():
+    from llm2vec_hf.modeling.modeling_llm2vec import reference_eos_text
+
+    assert reference_eos_text("qwen3") == reference_eos_text("qwen2") == "<|endoftext|>"
+    assert reference_eos_text("gemma2") == reference_eos_text("gemma") == "<eos>"
+    with pytest.raises(ValueError, match="eos_text"):
+        reference_eos_text("phi3")
