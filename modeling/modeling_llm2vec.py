@@ -101,8 +101,8 @@ DEFAULT_ENCODING = {
     "max_length": 512,
     "doc_max_length": 400,
     "skip_instruction": True,
-    # A chat/instruction wrapper such as "[INST] {text} [/INST]", applied to the whole input; a property of the
-    # checkpoint (the official library keyed it on a handful of hub names instead).
+    # A chat/instruction wrapper such as "[INST] {text} [/INST]", applied to the whole input ("" for none); a
+    # property of the checkpoint. None means the reference's choice by model name (`REFERENCE_TEMPLATES`).
     "text_template": None,
     # What `eos_token` pooling appends to each text ("" appends nothing); None means the reference's choice,
     # `reference_eos_text`. `export` stores the resolved string, so the checkpoint's name cannot change it.
@@ -117,8 +117,9 @@ _TEXT_MARKER = "!@#$%^&*()"
 def resolve_encoding(config=None, tokenizer=None, name_or_path: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Encoding settings: defaults, then the checkpoint's ``config.llm2vec``, then non-None ``overrides``.
 
-    With a tokenizer (the final resolution), an unset ``eos_text`` becomes `reference_eos_text` of the config's
-    family, the model's name (``name_or_path``, else ``config._name_or_path``) and the text template.
+    With a tokenizer (the final resolution), unset ones take the reference's choices for the model's name
+    (``name_or_path``, else ``config._name_or_path``): ``text_template`` from `REFERENCE_TEMPLATES` ("" for
+    none), then ``eos_text`` from `reference_eos_text`.
     """
     settings = dict(DEFAULT_ENCODING)
     stored = getattr(config, "llm2vec", None) if config is not None else None
@@ -133,9 +134,12 @@ def resolve_encoding(config=None, tokenizer=None, name_or_path: str | None = Non
     for key in ("max_length", "doc_max_length"):
         if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {settings[key]!r}")
-    if settings["eos_text"] is None and tokenizer is not None:
+    if tokenizer is not None:
         name = name_or_path if name_or_path is not None else getattr(config, "_name_or_path", None)
-        settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name, settings["text_template"])
+        if settings["text_template"] is None:
+            settings["text_template"] = REFERENCE_TEMPLATES.get(name, "")
+        if settings["eos_text"] is None:
+            settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name, settings["text_template"])
     return settings
 
 
@@ -155,16 +159,26 @@ LLAMA3_BASE_NAME = "meta-llama/Meta-Llama-3-8B"
 LLAMA3_INSTRUCT_NAME = "meta-llama/Meta-Llama-3-8B-Instruct"
 #: The reference's Llama-3-Instruct wrapper; it returns right after wrapping, so nothing is appended after it.
 LLAMA3_INSTRUCT_TEMPLATE = "<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|>"
+#: The wrappers the reference applies by model name (`LLM2Vec.prepare_for_tokenization`); `export` stores the
+#: one it resolves, so the checkpoint keeps it under any name.
+REFERENCE_TEMPLATES = {
+    LLAMA3_INSTRUCT_NAME: LLAMA3_INSTRUCT_TEMPLATE,
+    "mistralai/Mistral-7B-Instruct-v0.2": "[INST] {text} [/INST]",
+    "meta-llama/Llama-2-7b-chat-hf": "[INST] {text} [/INST]",
+    "google/gemma-2-9b-it": "<bos><start_of_turn>user\n{text}<end_of_turn>",
+    "Qwen/Qwen2-1.5B-Instruct": "<|im_start|>user\n{text}<|im_end|>",
+    "Qwen/Qwen2-7B-Instruct": "<|im_start|>user\n{text}<|im_end|>",
+}
 
 
 def reference_eos_text(model_type: str | None, name_or_path: str | None = None, text_template: str | None = None) -> str:
     """The string llm2vec 0.2.3 appends for `eos_token` pooling ("" when it appends nothing).
 
     ``name_or_path`` is what the reference compares: the hub id it was given, or for a local folder the
-    ``_name_or_path`` written in its config.json. The Llama-3-Instruct template (by name, or given as
-    ``text_template``) ends the input, as in the reference.
+    ``_name_or_path`` written in its config.json. The Llama-3-Instruct template (which the reference applies
+    by name, and `resolve_encoding` by name or as given) ends the input, as in the reference.
     """
-    if name_or_path == LLAMA3_INSTRUCT_NAME or text_template == LLAMA3_INSTRUCT_TEMPLATE:
+    if text_template == LLAMA3_INSTRUCT_TEMPLATE:
         return ""
     if name_or_path == LLAMA3_BASE_NAME:
         return "<|end_of_text|>"

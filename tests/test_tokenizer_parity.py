@@ -40,12 +40,9 @@ def case_id(name: str, case: dict) -> str:
 
 
 def overrides(case: dict) -> dict:
-    """What llm2vec-hf is told beyond the folder: the settings, and the Llama-3-Instruct wrapper that the
-    reference applies by hub name (llm2vec-hf keeps templates as an explicit checkpoint setting)."""
-    settings = {k: case[k] for k in ("pooling_mode", "skip_instruction", "max_length", "doc_max_length")}
-    if case["name_or_path"] == LLAMA3_INSTRUCT_NAME:
-        settings["text_template"] = LLAMA3_INSTRUCT_TEMPLATE
-    return settings
+    """What llm2vec-hf is told beyond the folder: the settings only (the Llama-3-Instruct wrapper and the EOS text
+    follow from the folder's name, as in the reference)."""
+    return {k: case[k] for k in ("pooling_mode", "skip_instruction", "max_length", "doc_max_length")}
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +167,10 @@ def test_eos_text_is_resolved_at_export_and_stored(exported):
         ("mistral-metaspace-add-eos", None): " </s>",
         ("qwen2-own-bpe", None): "<|endoftext|>",  # plain text for this vocabulary
     }
+    templates = {key: json.loads((Path(folder) / "config.json").read_text())["llm2vec"]["text_template"]
+                 for key, folder in exported.items()}
+    assert templates.pop("llama3-style--meta-llama--Meta-Llama-3-8B-Instruct") == LLAMA3_INSTRUCT_TEMPLATE
+    assert set(templates.values()) == {""}  # stored as "none", so no later name can add one
 
 
 @pytest.mark.parametrize("name", FIXTURE_NAMES)
