@@ -14,6 +14,8 @@ Read it top to bottom:
 
 from __future__ import annotations
 
+import json
+import os
 from typing import Any, Sequence
 
 import torch
@@ -99,10 +101,11 @@ DEFAULT_ENCODING = {
     "max_length": 512,
     "doc_max_length": 400,
     "skip_instruction": True,
-    # A chat/instruction wrapper such as "[INST] {text} [/INST]", applied to the whole input; a property of the
-    # checkpoint (the official library keyed it on a handful of hub names instead).
+    # A chat/instruction wrapper such as "[INST] {text} [/INST]", applied to the whole input ("" for none); a
+    # property of the checkpoint. None means the reference's choice by model name (`REFERENCE_TEMPLATES`).
     "text_template": None,
-    # What `eos_token` pooling appends to each text; None means the family's default (see `FAMILIES`).
+    # What `eos_token` pooling appends to each text ("" appends nothing); None means the reference's choice,
+    # `reference_eos_text`. `export` stores the resolved string, so the checkpoint's name cannot change it.
     "eos_text": None,
 }
 
@@ -111,10 +114,12 @@ DEFAULT_ENCODING = {
 _TEXT_MARKER = "!@#$%^&*()"
 
 
-def resolve_encoding(config=None, tokenizer=None, **overrides: Any) -> dict[str, Any]:
+def resolve_encoding(config=None, tokenizer=None, name_or_path: str | None = None, **overrides: Any) -> dict[str, Any]:
     """Encoding settings: defaults, then the checkpoint's ``config.llm2vec``, then non-None ``overrides``.
 
-    With a tokenizer, an unset ``eos_text`` becomes the family's separator plus the tokenizer's EOS token.
+    With a tokenizer (the final resolution), unset ones take the reference's choices for the model's name
+    (``name_or_path``, else ``config._name_or_path``): ``text_template`` from `REFERENCE_TEMPLATES` ("" for
+    none), then ``eos_text`` from `reference_eos_text`.
     """
     settings = dict(DEFAULT_ENCODING)
     stored = getattr(config, "llm2vec", None) if config is not None else None
@@ -129,10 +134,68 @@ def resolve_encoding(config=None, tokenizer=None, **overrides: Any) -> dict[str,
     for key in ("max_length", "doc_max_length"):
         if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {settings[key]!r}")
-    if settings["eos_text"] is None and tokenizer is not None and tokenizer.eos_token is not None:
-        family = FAMILIES.get(getattr(config, "model_type", None))
-        settings["eos_text"] = (family.eos_separator if family else " ") + tokenizer.eos_token
+    if tokenizer is not None:
+        name = name_or_path if name_or_path is not None else getattr(config, "_name_or_path", None)
+        if settings["text_template"] is None:
+            settings["text_template"] = REFERENCE_TEMPLATES.get(name, "")
+        if settings["eos_text"] is None:
+            settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name, settings["text_template"])
     return settings
+
+
+#: What llm2vec 0.2.3 appends for `eos_token` pooling, chosen by config class, never by the tokenizer
+#: (`LLM2Vec.prepare_for_tokenization`): Llama-3 configs are LlamaConfig, so they get " </s>" too. Gemma2 and
+#: Qwen3 have no reference; they get their predecessor's string (both tokenizers have it as a special token).
+REFERENCE_EOS_TEXT = {
+    "llama": " </s>",
+    "mistral": " </s>",
+    "gemma": "<eos>",
+    "qwen2": "<|endoftext|>",
+    "gemma2": "<eos>",
+    "qwen3": "<|endoftext|>",
+}
+#: The two hub names the reference special-cases (it compares ``config._name_or_path``).
+LLAMA3_BASE_NAME = "meta-llama/Meta-Llama-3-8B"
+LLAMA3_INSTRUCT_NAME = "meta-llama/Meta-Llama-3-8B-Instruct"
+#: The reference's Llama-3-Instruct wrapper; it returns right after wrapping, so nothing is appended after it.
+LLAMA3_INSTRUCT_TEMPLATE = "<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|>"
+#: The wrappers the reference applies by model name (`LLM2Vec.prepare_for_tokenization`); `export` stores the
+#: one it resolves, so the checkpoint keeps it under any name.
+REFERENCE_TEMPLATES = {
+    LLAMA3_INSTRUCT_NAME: LLAMA3_INSTRUCT_TEMPLATE,
+    "mistralai/Mistral-7B-Instruct-v0.2": "[INST] {text} [/INST]",
+    "meta-llama/Llama-2-7b-chat-hf": "[INST] {text} [/INST]",
+    "google/gemma-2-9b-it": "<bos><start_of_turn>user\n{text}<end_of_turn>",
+    "Qwen/Qwen2-1.5B-Instruct": "<|im_start|>user\n{text}<|im_end|>",
+    "Qwen/Qwen2-7B-Instruct": "<|im_start|>user\n{text}<|im_end|>",
+}
+
+
+def reference_eos_text(model_type: str | None, name_or_path: str | None = None, text_template: str | None = None) -> str:
+    """The string llm2vec 0.2.3 appends for `eos_token` pooling ("" when it appends nothing).
+
+    ``name_or_path`` is what the reference compares: the hub id it was given, or for a local folder the
+    ``_name_or_path`` written in its config.json. The Llama-3-Instruct template (which the reference applies
+    by name, and `resolve_encoding` by name or as given) ends the input, as in the reference.
+    """
+    if text_template == LLAMA3_INSTRUCT_TEMPLATE:
+        return ""
+    if name_or_path == LLAMA3_BASE_NAME:
+        return "<|end_of_text|>"
+    if model_type not in REFERENCE_EOS_TEXT:
+        raise ValueError(f"No eos_token text known for model_type {model_type!r}; set `eos_text` explicitly")
+    return REFERENCE_EOS_TEXT[model_type]
+
+
+def reference_name(name_or_path: str) -> str:
+    """The model name llm2vec 0.2.3 sees: for a local folder the ``_name_or_path`` in its config.json ("" if
+    none), else the hub id as given."""
+    config_file = os.path.join(name_or_path, "config.json")
+    if os.path.isdir(name_or_path) and os.path.isfile(config_file):
+        with open(config_file, encoding="utf-8") as handle:
+            name = json.load(handle).get("_name_or_path", "")
+        return name if isinstance(name, str) else ""
+    return str(name_or_path)
 
 
 def normalize_inputs(inputs: Any) -> list[tuple[str, str]]:
@@ -194,8 +257,8 @@ def cut_to_doc_max_length(tokenizer, texts: list[str], doc_max_length: int, max_
 
 def format_inputs(pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tuple[list[str], list[str]]:
     """Returns (what the model reads, the part that is pooled) for each ``(instruction, text)`` pair."""
-    if settings["pooling_mode"] == "eos_token" and not settings["eos_text"]:
-        raise ValueError("eos_token pooling needs `eos_text` or a tokenizer with an EOS token")
+    if settings["pooling_mode"] == "eos_token" and settings["eos_text"] is None:
+        raise ValueError("eos_token pooling needs `eos_text` (resolve the settings with a tokenizer)")
     full_texts, pooled_texts = [], []
     for instruction, text in pairs:
         marked = f"{instruction.strip()} {_TEXT_MARKER}{text}" if instruction else f"{_TEXT_MARKER}{text}"
@@ -225,22 +288,180 @@ def tokenize_unpadded(tokenizer, pairs: list[tuple[str, str]], settings: dict[st
 def collate(tokenizer, input_ids: list, n_pooled: list[int]) -> dict[str, torch.Tensor]:
     """Pads token ids (from `tokenize_unpadded`) into a batch and adds ``pool_mask``, the tokens that get pooled.
 
-    Works for either padding side: the pooled tokens are counted back from each row's last real token.
+    Pads with the EOS id, as the reference does (it sets ``pad_token = eos_token``): padded positions are masked
+    out, and a tokenizer's own pad token may lie outside the embedding (transformers 5 adds ``<|endoftext|>`` to
+    Qwen2 tokenizers that lack it). Works for either padding side: the pooled tokens are counted back from each
+    row's last real token.
     """
-    if tokenizer.pad_token is None:
-        # As the reference does; padded positions are masked out, so any token will do.
-        tokenizer.pad_token = tokenizer.eos_token
-    batch = tokenizer.pad({"input_ids": input_ids}, return_tensors="pt")
-    attention_mask = batch["attention_mask"]
+    pad_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else tokenizer.pad_token_id
+    if pad_id is None:
+        raise ValueError("The tokenizer has neither an EOS nor a pad token to pad batches with")
+    width = max(len(ids) for ids in input_ids)  # by hand: `tokenizer.pad` would pad with its own pad id
+    left = tokenizer.padding_side == "left"
+    rows, masks = [], []
+    for ids in input_ids:
+        padding = [pad_id] * (width - len(ids))
+        rows.append(padding + list(ids) if left else list(ids) + padding)
+        masks.append([0] * len(padding) + [1] * len(ids) if left else [1] * len(ids) + [0] * len(padding))
+    attention_mask = torch.tensor(masks, dtype=torch.long)
     tokens_to_end = attention_mask.flip(-1).cumsum(-1).flip(-1) * attention_mask
     pool_mask = (tokens_to_end > 0) & (tokens_to_end <= torch.tensor(n_pooled).unsqueeze(-1))
-    batch["pool_mask"] = pool_mask.to(attention_mask.dtype)
-    return dict(batch)
+    return {
+        "input_ids": torch.tensor(rows, dtype=torch.long),
+        "attention_mask": attention_mask,
+        "pool_mask": pool_mask.to(attention_mask.dtype),
+    }
 
 
 def tokenize_inputs(tokenizer, pairs: list[tuple[str, str]], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Tokenizes one batch of ``(instruction, text)`` pairs, padded, with ``pool_mask`` (see `collate`)."""
     return collate(tokenizer, *tokenize_unpadded(tokenizer, pairs, settings))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Tokenizers as the reference loads them (transformers 4.44's AutoTokenizer on the same files)
+# ---------------------------------------------------------------------------------------------------------------
+# transformers 5 picks model-specific tokenizer classes that rebuild the normalizer and pre-tokenizer from
+# scratch (Qwen2Tokenizer adds NFC and Qwen's split pattern, and `<|endoftext|>` as pad even when the vocabulary
+# lacks it), whatever tokenizer.json says; 4.44 read tokenizer.json as written. So we build the tokenizer from
+# tokenizer.json ourselves and apply only what 4.44's classes added on top. See docs/architecture.md, "Tokenizers".
+
+#: 4.44's class when tokenizer_config.json names none (its AutoTokenizer mapping by model_type).
+_REFERENCE_TOKENIZER_CLASS = {
+    "llama": "LlamaTokenizer",
+    "mistral": "LlamaTokenizer",
+    "gemma": "GemmaTokenizer",
+    "gemma2": "GemmaTokenizer",
+    "qwen2": "Qwen2Tokenizer",
+    "qwen3": "Qwen2Tokenizer",
+}
+#: Special tokens 4.44's classes assume when the files declare none (used only if the vocabulary has them).
+_REFERENCE_CLASS_DEFAULTS = {
+    "LlamaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "CodeLlamaTokenizer": {"bos_token": "<s>", "eos_token": "</s>", "unk_token": "<unk>"},
+    "GemmaTokenizer": {"bos_token": "<bos>", "eos_token": "<eos>", "unk_token": "<unk>", "pad_token": "<pad>"},
+    "Qwen2Tokenizer": {"eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>", "pad_token": "<|endoftext|>"},
+}
+#: 4.44 classes whose constructor rebuilds the post-processor from add_bos_token (default True) and
+#: add_eos_token (default False), ignoring the one in tokenizer.json.
+_REFERENCE_REBUILDS_POST_PROCESSOR = ("LlamaTokenizer", "CodeLlamaTokenizer", "GemmaTokenizer")
+_NAMED_SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "cls_token", "mask_token", "pad_token")
+#: tokenizer_config.json keys that decide how a tokenizer is read; `export` writes them as the source had them.
+TOKENIZER_SOURCE_KEYS = ("tokenizer_class", "add_bos_token", "add_eos_token", "pad_token")
+_GENERIC_TOKENIZER_CLASSES = ("TokenizersBackend", "PreTrainedTokenizerFast")  # read tokenizer.json as written
+
+
+class TokenizerEmbeddingError(ValueError):
+    """A special or added token whose id lies outside the model's embedding matrix."""
+
+
+def _token_text(value: Any) -> Any:
+    return value.get("content") if isinstance(value, dict) else value
+
+
+def load_reference_tokenizer(folder: str, model_type: str | None = None):
+    """The tokenizer of ``folder`` as llm2vec 0.2.3 uses it: the ids, special tokens and BOS/EOS adding of
+    transformers 4.44's ``AutoTokenizer``, with left padding, and EOS as pad token when none is declared (as the
+    official scripts set it). Returns None when the folder has no tokenizer.json (SentencePiece-only folders:
+    use ``AutoTokenizer``).
+
+    Special tokens that the vocabulary lacks are not added, declared or class defaults: 4.44 would add them
+    beyond the embedding, where any use fails; a pad token missing from it becomes EOS. Batches are padded
+    with the EOS id whatever the pad token (`collate`), as the reference pads.
+    """
+    tokenizer_file = os.path.join(folder, "tokenizer.json")
+    if not os.path.isfile(tokenizer_file):
+        return None
+    config: dict[str, Any] = {}
+    declared: dict[str, Any] = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):  # the map wins, as in 4.44
+        path = os.path.join(folder, name)
+        if os.path.isfile(path):
+            with open(path, encoding="utf-8") as handle:
+                data = json.load(handle)
+            if name == "tokenizer_config.json":
+                config = data
+            declared.update({k: data[k] for k in _NAMED_SPECIAL_TOKENS + ("additional_special_tokens",) if k in data})
+    class_name = config.get("tokenizer_class") or _REFERENCE_TOKENIZER_CLASS.get(model_type) or "PreTrainedTokenizerFast"
+    class_name = class_name[: -len("Fast")] if class_name.endswith("Fast") else class_name
+    with open(tokenizer_file, encoding="utf-8") as handle:
+        data = json.load(handle)
+    vocab = data.get("model", {}).get("vocab") or {}
+    known = set(vocab) if isinstance(vocab, dict) else {entry[0] for entry in vocab}
+    known |= {token["content"] for token in data.get("added_tokens", [])}
+    for key, value in _REFERENCE_CLASS_DEFAULTS.get(class_name, {}).items():
+        if key not in declared and value in known:
+            declared[key] = value
+    if _token_text(declared.get("pad_token")) not in known:
+        declared.pop("pad_token", None)
+    kwargs = {k: _token_text(v) for k, v in declared.items() if k != "additional_special_tokens" and v is not None}
+    extra = [_token_text(t) for t in declared.get("additional_special_tokens") or []]
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=tokenizer_file,
+        name_or_path=folder,
+        model_max_length=config.get("model_max_length", int(1e30)),
+        clean_up_tokenization_spaces=config.get("clean_up_tokenization_spaces", False),
+        model_input_names=["input_ids", "attention_mask"],
+        **kwargs,
+    )
+    if extra:
+        tokenizer.add_special_tokens({"additional_special_tokens": extra})
+    if class_name in _REFERENCE_REBUILDS_POST_PROCESSOR:
+        tokenizer.add_bos_token = bool(config.get("add_bos_token", True)) and tokenizer.bos_token is not None
+        tokenizer.add_eos_token = bool(config.get("add_eos_token", False)) and tokenizer.eos_token is not None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "left"
+    # what `export` restores in the tokenizer_config.json it writes, so that 4.44 reads the export as the source
+    tokenizer.llm2vec_source_config = {k: config[k] for k in TOKENIZER_SOURCE_KEYS if k in config}
+    return tokenizer
+
+
+def check_tokenizer_fits(tokenizer, num_embeddings: int) -> None:
+    """Raises `TokenizerEmbeddingError` naming the first special or added token whose id has no embedding row."""
+    named = [(f"{k[:-6]} token", getattr(tokenizer, k, None)) for k in _NAMED_SPECIAL_TOKENS + ("pad_token",)]
+    added = [("added token", token) for token in tokenizer.get_added_vocab()]
+    for role, token in named + added:
+        if token is None:
+            continue
+        token_id = tokenizer.convert_tokens_to_ids(str(token))
+        if token_id is not None and token_id >= num_embeddings:
+            raise TokenizerEmbeddingError(
+                f"The tokenizer's {role} {str(token)!r} has id {token_id}, but the model's embedding has only "
+                f"{num_embeddings} rows: the tokenizer does not belong to this model (or lacks a resize)"
+            )
+
+
+def reference_tokenizer_for(tokenizer, model: torch.nn.Module):
+    """The same tokenizer files loaded with `load_reference_tokenizer` (found through ``tokenizer.name_or_path``,
+    cached on ``model``), in place of a tokenizer that transformers 5 loaded its own way; checked against the
+    model's embedding. A tokenizer without files (built in memory) is used as it is."""
+    if getattr(tokenizer, "llm2vec_source_config", None) is None:
+        cache = model.__dict__.setdefault("_llm2vec_reference_tokenizers", {})
+        source = str(getattr(tokenizer, "name_or_path", "") or "")
+        if source not in cache:
+            folder = source if os.path.isdir(source) else None
+            if folder is None and source:
+                try:  # a hub id: the tokenizer files are in the local cache already (no network)
+                    from transformers.utils import cached_file
+
+                    found = cached_file(source, "tokenizer.json", local_files_only=True)
+                    folder = os.path.dirname(found) if found else None
+                except (OSError, ValueError):
+                    folder = None
+            loaded = load_reference_tokenizer(folder, getattr(model.config, "model_type", None)) if folder else None
+            cache[source] = loaded
+            if loaded is None and type(tokenizer).__name__ not in _GENERIC_TOKENIZER_CLASSES:
+                logger.warning(
+                    "Could not find the tokenizer files of %r: encoding with %s as transformers loaded it, which "
+                    "may tokenize differently from llm2vec 0.2.3", source, type(tokenizer).__name__
+                )
+        tokenizer = cache[source] or tokenizer
+    checked = model.__dict__.setdefault("_llm2vec_checked_tokenizers", set())
+    if id(tokenizer) not in checked:  # sentence-transformers asks once per batch
+        check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
+        checked.add(id(tokenizer))
+    return tokenizer
 
 
 #: Default cap on the tokens of one forward call, padding included; see `length_groups`.
@@ -397,7 +618,11 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
 
         ``settings`` override the checkpoint's (pooling_mode, max_length, doc_max_length, skip_instruction, …);
         ``max_batch_tokens`` caps the tokens of one forward call, padding included (see `encode_with`).
+        ``tokenizer`` is the checkpoint's (``AutoTokenizer.from_pretrained`` of the same folder or repo): its files
+        are read again the way llm2vec 0.2.3 read them (`reference_tokenizer_for`), since transformers 5 may
+        pick a class that tokenizes differently.
         """
+        tokenizer = reference_tokenizer_for(tokenizer, self)
         resolved = resolve_encoding(self.config, tokenizer, **settings)
         return encode_with(
             self, tokenizer, inputs, resolved, batch_size, show_progress_bar, max_batch_tokens=max_batch_tokens
@@ -486,10 +711,10 @@ class BidirectionalGemma2ForMNTP(BidirectionalMixin, Gemma2ForCausalLM):
 
 
 class Family:
-    """One supported architecture: its classes and how the reference appends EOS for `eos_token` pooling."""
+    """One supported architecture: its config, encoder and MNTP classes."""
 
-    def __init__(self, config, model, mntp, eos_separator: str):
-        self.config, self.model, self.mntp, self.eos_separator = config, model, mntp, eos_separator
+    def __init__(self, config, model, mntp):
+        self.config, self.model, self.mntp = config, model, mntp
 
     @property
     def native_model_name(self) -> str:
@@ -504,14 +729,14 @@ class Family:
         }
 
 
-#: model_type -> Family. The reference appends " </s>" for Llama/Mistral and the bare EOS for the others.
+#: model_type -> Family.
 FAMILIES: dict[str, Family] = {
-    "llama": Family(BidirectionalLlamaConfig, BidirectionalLlamaModel, BidirectionalLlamaForMNTP, " "),
-    "mistral": Family(BidirectionalMistralConfig, BidirectionalMistralModel, BidirectionalMistralForMNTP, " "),
-    "qwen2": Family(BidirectionalQwen2Config, BidirectionalQwen2Model, BidirectionalQwen2ForMNTP, ""),
-    "qwen3": Family(BidirectionalQwen3Config, BidirectionalQwen3Model, BidirectionalQwen3ForMNTP, ""),
-    "gemma": Family(BidirectionalGemmaConfig, BidirectionalGemmaModel, BidirectionalGemmaForMNTP, ""),
-    "gemma2": Family(BidirectionalGemma2Config, BidirectionalGemma2Model, BidirectionalGemma2ForMNTP, ""),
+    "llama": Family(BidirectionalLlamaConfig, BidirectionalLlamaModel, BidirectionalLlamaForMNTP),
+    "mistral": Family(BidirectionalMistralConfig, BidirectionalMistralModel, BidirectionalMistralForMNTP),
+    "qwen2": Family(BidirectionalQwen2Config, BidirectionalQwen2Model, BidirectionalQwen2ForMNTP),
+    "qwen3": Family(BidirectionalQwen3Config, BidirectionalQwen3Model, BidirectionalQwen3ForMNTP),
+    "gemma": Family(BidirectionalGemmaConfig, BidirectionalGemmaModel, BidirectionalGemmaForMNTP),
+    "gemma2": Family(BidirectionalGemma2Config, BidirectionalGemma2Model, BidirectionalGemma2ForMNTP),
 }
 
 

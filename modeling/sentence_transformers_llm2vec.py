@@ -23,6 +23,7 @@ from .modeling_llm2vec import (
     forward_in_length_groups,
     normalize_inputs,
     pool,
+    reference_tokenizer_for,
     resolve_encoding,
     tokenize_inputs,
 )
@@ -56,6 +57,11 @@ class LLM2VecTransformer(Transformer):
         return False
 
     def preprocess(self, inputs, prompt: str | None = None, **kwargs) -> dict[str, Any]:
+        # tokenize as llm2vec 0.2.3 does, whatever class transformers picked (see `reference_tokenizer_for`)
+        tokenizer = reference_tokenizer_for(self.tokenizer, self.auto_model)
+        if tokenizer is not self.tokenizer and self.processor is self.tokenizer:
+            tokenizer.model_max_length = self.tokenizer.model_max_length  # sentence-transformers' max_seq_length
+            self.processor = tokenizer
         settings = self._encoding_settings()
         if prompt:
             inputs = [[prompt, item] if isinstance(item, str) else item for item in inputs]

@@ -9,7 +9,7 @@ holds the official library (never install llm2vec into the project's own environ
     /work/refenv/bin/pip install llm2vec==0.2.3 "transformers==4.44.2"
     HF_HUB_OFFLINE=1 /work/refenv/bin/python scripts/make_reference_fixtures.py
 
-(run from the repository root; `--only arch` or `--only migration` regenerates one part.)
+(run from the repository root; `--only arch`, `--only migration` or `--only tokenizers` regenerates one part.)
 
 What it writes (see tests/fixtures/reference/README.md):
   <arch>/model/          tiny random checkpoint (llama, mistral, gemma, qwen2) + trained tokenizer
@@ -18,6 +18,9 @@ What it writes (see tests/fixtures/reference/README.md):
   migration/mntp/        MNTP LoRA adapter in the layout run_mntp.py writes (+ config.json like the hub repos)
   migration/supervised/  supervised LoRA adapter in the layout run_supervised.py writes (+ llm2vec_config.json)
   migration/reference.json
+  tokenizers/<name>/model/  tiny checkpoints whose tokenizers are NOT the family defaults (own special tokens,
+                         SentencePiece-style and byte-level vocabularies, 4.44 tokenizer classes that add BOS/EOS)
+  tokenizers/reference.json  their vectors (every pooling mode, eos_token included) and token ids
 
 Everything is deterministic: fixed seeds, a BPE tokenizer trained on CPython's pydoc_data.topics, float32.
 
@@ -54,7 +57,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed.tensor  # noqa: E402,F401  (peft 0.21.2 touches torch.distributed.tensor without importing it)
 import transformers  # noqa: E402
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
+from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import (  # noqa: E402
     GemmaConfig,
     GemmaForCausalLM,
@@ -757,10 +760,248 @@ def make_migration(seed: int = 1234):
     write_json(mig / "reference.json", doc)
     print(f"[migration] {len(cases)} cases written in {time.time() - t0:.1f}s")
 
+# --------------------------------------------------------------------------------------------------
+# Part 3: tokenizers unlike the family defaults
+# --------------------------------------------------------------------------------------------------
+# Each: architecture, vocabulary style, special tokens (ids 0.. in `order`), the tokenizer_class that
+# tokenizer_config.json names (4.44's LlamaTokenizerFast/GemmaTokenizerFast rebuild the post-processor from
+# add_bos_token/add_eos_token; PreTrainedTokenizerFast keeps tokenizer.json's), the post-processor written
+# into tokenizer.json, and the names (config.json `_name_or_path`) the reference is run under.
+TOKENIZER_CASES = {
+    # the issue's case: a Qwen2 model with its own BPE, no <|endoftext|>, no pad, PreTrainedTokenizerFast
+    "qwen2-own-bpe": dict(
+        arch="qwen2", style="bytelevel", order=["<|start|>", "<|stop|>", "<unk>"], bos=None, eos="<|stop|>",
+        unk="<unk>", pad=None, tokenizer_class=None, post="bytelevel", add_bos=None, add_eos=None, names=[None],
+    ),
+    # Llama-2 style SentencePiece BPE (dummy prefix via normalizer), own BOS/EOS, no post-processor in
+    # tokenizer.json: 4.44's LlamaTokenizerFast adds BOS itself
+    "llama-sentencepiece": dict(
+        arch="llama", style="prepend", order=["<unk>", "<|start|>", "<|stop|>"], bos="<|start|>", eos="<|stop|>",
+        unk="<unk>", pad=None, tokenizer_class="LlamaTokenizerFast", post=None, add_bos=True, add_eos=None,
+        names=[None],
+    ),
+    # Mistral with a Metaspace pre-tokenizer, a distinct pad token, and add_eos_token: true
+    "mistral-metaspace-add-eos": dict(
+        arch="mistral", style="metaspace", order=["<unk>", "<|start|>", "<|stop|>", "<|pad|>"], bos="<|start|>",
+        eos="<|stop|>", unk="<unk>", pad="<|pad|>", tokenizer_class="LlamaTokenizerFast", post="bos",
+        add_bos=True, add_eos=True, names=[None],
+    ),
+    # Llama-3 style byte-level BPE; under its generic name the reference appends " </s>" (plain text here),
+    # under the two Llama-3 hub names "<|end_of_text|>" or (Instruct: template) nothing
+    "llama3-style": dict(
+        arch="llama", style="bytelevel",
+        order=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+        bos="<|begin_of_text|>", eos="<|end_of_text|>", unk=None, pad=None, tokenizer_class=None, post="bos",
+        add_bos=None, add_eos=None, names=[None, "meta-llama/Meta-Llama-3-8B", "meta-llama/Meta-Llama-3-8B-Instruct"],
+    ),
+    # Gemma whose EOS is "</s>" (the reference appends "<eos>", plain text here); Gemma-style vocabulary
+    # (spaces as "▁", no dummy prefix), distinct pad
+    "gemma-eos-s": dict(
+        arch="gemma", style="replace", order=["<pad>", "</s>", "<s>", "<unk>"], bos="<s>", eos="</s>",
+        unk="<unk>", pad="<pad>", tokenizer_class="GemmaTokenizerFast", post="bos", add_bos=True, add_eos=None,
+        names=[None],
+    ),
+}
+TOKENIZER_VOCAB_SIZE = 320
+TOKENIZER_INPUTS = [
+    ["", "The quick brown fox jumps over the lazy dog."],
+    ["", "Café naïve e\u0301 東京 😀 3.14159 don't"],
+    ["", "x"],
+    ["Retrieve the matching passage", "how much protein should a female eat"],
+    ["   Classify the sentiment   ", "I loved this movie, it was fantastic!"],
+    ["", LONG_SHORT],
+]
+#: token-id probes for the tokenizer round trip (special-token strings inside text included)
+TOKENIZER_PROBES = [
+    "Hello world", " leading space", "Café naïve e\u0301 東京 😀", "12345 it's", "a </s> b <eos> c <|endoftext|>",
+    "<|stop|> <|start|> <s> <|end_of_text|>", "two  spaces\n\nnewline",
+]
+
+
+def build_custom_tokenizer(spec) -> PreTrainedTokenizerFast:
+    order = spec["order"]
+    unk = spec["unk"]
+    tok = Tokenizer(models.BPE(unk_token=unk, fuse_unk=unk is not None))
+    if spec["style"] == "bytelevel":
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        alphabet = pre_tokenizers.ByteLevel.alphabet()
+    else:
+        tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+        tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+        alphabet = []
+    trainer = trainers.BpeTrainer(
+        vocab_size=TOKENIZER_VOCAB_SIZE,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=alphabet,
+        limit_alphabet=len(alphabet) if alphabet else 200,  # a limit below the 256 bytes picks them at random
+        special_tokens=[AddedToken(t, special=True, normalized=False) for t in order],
+    )
+    tok.train_from_iterator(training_corpus(), trainer=trainer)
+    for i, t in enumerate(order):
+        assert tok.token_to_id(t) == i, (t, tok.token_to_id(t))
+    if spec["style"] in ("prepend", "replace"):
+        # Llama-2's tokenizer.json: the dummy prefix and "▁" come from the normalizer, no pre-tokenizer;
+        # Gemma's: spaces become "▁", no dummy prefix
+        data = json.loads(tok.to_str())
+        replace = {"type": "Replace", "pattern": {"String": " "}, "content": "▁"}
+        prepend = {"type": "Prepend", "prepend": "▁"}
+        data["normalizer"] = {"type": "Sequence", "normalizers": [prepend, replace]} if spec["style"] == "prepend" else replace
+        data["pre_tokenizer"] = None
+        data["decoder"] = {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"}, {"type": "Fuse"},
+        ] + ([{"type": "Strip", "content": " ", "start": 1, "stop": 0}] if spec["style"] == "prepend" else [])}
+        tok = Tokenizer.from_str(json.dumps(data))
+    if spec["post"] == "bos":
+        bos = spec["bos"]
+        tok.post_processor = processors.TemplateProcessing(
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, tok.token_to_id(bos))]
+        )
+    elif spec["post"] == "bytelevel":
+        tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    kwargs = {k + "_token": spec[k] for k in ("bos", "eos", "unk", "pad") if spec[k] is not None}
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, model_max_length=1024, clean_up_tokenization_spaces=False,
+        model_input_names=["input_ids", "attention_mask"], **kwargs,
+    )
+
+
+def save_custom_tokenizer(tok, spec, path: Path):
+    tok.save_pretrained(path)
+    cfg_path = path / "tokenizer_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    if spec["tokenizer_class"]:
+        cfg["tokenizer_class"] = spec["tokenizer_class"]
+    for key in ("add_bos", "add_eos"):
+        if spec[key] is not None:
+            cfg[key + "_token"] = spec[key]
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
+def build_small_model(arch: str, tok, seed: int):
+    common = dict(
+        vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, initializer_range=0.3, rms_norm_eps=1e-6,
+        rope_theta=10000.0, tie_word_embeddings=True, eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id,
+        torch_dtype="float32",
+    )
+    if arch == "llama":
+        cfg, cls = LlamaConfig(pad_token_id=None, **common), LlamaForCausalLM
+    elif arch == "mistral":
+        cfg, cls = MistralConfig(pad_token_id=tok.pad_token_id, sliding_window=None, **common), MistralForCausalLM
+    elif arch == "gemma":
+        cfg, cls = GemmaConfig(head_dim=4, hidden_activation="gelu_pytorch_tanh", pad_token_id=tok.pad_token_id,
+                               **common), GemmaForCausalLM
+    elif arch == "qwen2":
+        cfg, cls = Qwen2Config(pad_token_id=None, use_sliding_window=False, **common), Qwen2ForCausalLM
+    else:
+        raise ValueError(arch)
+    torch.manual_seed(seed)
+    model = cls(cfg)
+    g = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_((0.0 if arch == "gemma" else 1.0) + 0.1 * torch.randn(p.shape, generator=g))
+            elif name.endswith(".bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    model.eval()
+    return model
+
+
+def tokenizer_facts(tok) -> dict:
+    """What the round trip must keep: the tokenizer as 4.44's AutoTokenizer loads it (before llm2vec sets
+    pad = eos): class, special tokens, BOS/EOS adding (ids of the probes with special tokens)."""
+    return {
+        "tokenizer_class": type(tok).__name__,
+        "special_tokens": {k: getattr(tok, k) for k in ("bos_token", "eos_token", "unk_token", "pad_token")},
+        "special_ids": {k: getattr(tok, k) for k in ("bos_token_id", "eos_token_id", "unk_token_id", "pad_token_id")},
+        "length": len(tok),
+        "probe_ids": [tok(t)["input_ids"] for t in TOKENIZER_PROBES],
+        "probe_ids_no_special": [tok(t, add_special_tokens=False)["input_ids"] for t in TOKENIZER_PROBES],
+    }
+
+
+def make_tokenizers(seed: int = 3000):
+    t0 = time.time()
+    root = OUT / "tokenizers"
+    if root.exists():
+        shutil.rmtree(root)
+    fixtures = {}
+    for i, (name, spec) in enumerate(TOKENIZER_CASES.items()):
+        model_dir = root / name / "model"
+        tok = build_custom_tokenizer(spec)
+        model = build_small_model(spec["arch"], tok, seed + i)
+        model.config._name_or_path = f"{FIXTURE_ORG}/tiny-{name}"
+        model_dir.mkdir(parents=True)
+        model.save_pretrained(model_dir, safe_serialization=True)
+        save_custom_tokenizer(tok, spec, model_dir)
+        del model
+        if spec["arch"] == "qwen2":
+            patch_qwen2_bidirectional()
+        cases = []
+        facts = None
+        for hub_name in spec["names"]:
+            folder = model_dir
+            if hub_name is not None:  # the reference reads `_name_or_path` from a local folder's config.json
+                folder = _TMP_ROOT / "named" / name / hub_name.replace("/", "--")
+                shutil.copytree(model_dir, folder)
+                cfg = json.loads((folder / "config.json").read_text())
+                cfg["_name_or_path"] = hub_name
+                (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+            modes = [m for m in POOLING_MODES if not (m == "bos_token" and spec["bos"] is None)]
+            for mode in modes:
+                for skip in (True, False) if mode == "mean" else (True,):
+                    l2v = LLM2Vec.from_pretrained(
+                        str(folder), pooling_mode=mode, max_length=48, doc_max_length=40, skip_instruction=skip,
+                        torch_dtype=torch.float32,
+                    )
+                    assert l2v.model.config._name_or_path == (hub_name or f"{FIXTURE_ORG}/tiny-{name}")
+                    if facts is None:
+                        facts = tokenizer_facts(transformers.AutoTokenizer.from_pretrained(str(model_dir)))
+                        assert l2v.tokenizer.pad_token == l2v.tokenizer.eos_token
+                        assert first_token_sensitivity(l2v) > 1e-4, f"{name}: reference is not bidirectional"
+                    assert_no_empty_after_cut(l2v, TOKENIZER_INPUTS)
+                    emb = encode(l2v, TOKENIZER_INPUTS)
+                    cases.append({
+                        "name_or_path": hub_name,
+                        "pooling_mode": mode,
+                        "skip_instruction": skip,
+                        "max_length": 48,
+                        "doc_max_length": 40,
+                        "batch_size": BATCH_SIZE,
+                        "prepared_example": l2v.prepare_for_tokenization(
+                            l2v._convert_to_str(*TOKENIZER_INPUTS[0])).replace("!@#$%^&*()", ""),
+                        "inputs": TOKENIZER_INPUTS,
+                        "embeddings": [f32_list(r) for r in emb],
+                    })
+        if spec["arch"] == "qwen2":
+            unpatch_qwen2()
+        fixtures[name] = {
+            "arch": spec["arch"],
+            "spec": {k: v for k, v in spec.items() if k != "names"},
+            "tokenizer": facts,
+            "cases": cases,
+        }
+        print(f"[tokenizers] {name}: {len(cases)} cases, {facts['tokenizer_class']}, specials {facts['special_tokens']}")
+    doc = {
+        **versions(),
+        "loader": "llm2vec.LLM2Vec.from_pretrained(folder, pooling_mode=..., max_length=48, doc_max_length=40, "
+        "skip_instruction=..., torch_dtype=torch.float32); encode(inputs, batch_size=4); qwen2 with the Llama "
+        "masking rule (see qwen2/reference.json); a case with name_or_path ran on a copy of the folder whose "
+        "config.json says that _name_or_path",
+        "probes": TOKENIZER_PROBES,
+        "fixtures": fixtures,
+    }
+    write_json(root / "reference.json", doc)
+    print(f"[tokenizers] written in {time.time() - t0:.1f}s")
+
+
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--only", choices=["all", "arch", "migration"], default="all")
+    ap.add_argument("--only", choices=["all", "arch", "migration", "tokenizers"], default="all")
     args = ap.parse_args()
     check_environment()
     torch.set_num_threads(max(1, min(4, os.cpu_count() or 1)))
@@ -773,6 +1014,8 @@ def main():
                 make_arch(arch, seed=1000 + i)
         if args.only in ("all", "migration"):
             make_migration()
+        if args.only in ("all", "tokenizers"):
+            make_tokenizers()
     finally:
         shutil.rmtree(_TMP_ROOT, ignore_errors=True)
     total = sum(f.stat().st_size for f in OUT.rglob("*") if f.is_file())

@@ -110,3 +110,62 @@ def test_exported_checkpoint_matches_official_through_every_path(
     st = sentence_transformers_vectors(folder, case["inputs"])
     for name, got in [("LLM2Vec", library), ("AutoModel", remote_reference_vectors[key]), ("SentenceTransformer", st)]:
         assert np.abs(got - expected).max() <= TOL, name
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The deliberate differences of docs/architecture.md, one test each, and the case count the doc states
+# ---------------------------------------------------------------------------------------------------------------
+def test_bos_token_pools_the_first_bos_when_the_text_contains_another():
+    """The reference returns one row per BOS (the batch breaks); llm2vec-hf pools the first, the one it adds."""
+    import torch
+
+    l2v = LLM2Vec.from_pretrained(str(REFERENCE / "llama" / "model"), pooling_mode="bos_token")
+    texts = ["a much longer text that forces left padding on the other row", "hello <s> world"]
+    got = l2v.encode(texts, batch_size=2, show_progress_bar=False)
+    ids = l2v.tokenizer(texts[1])["input_ids"]
+    bos_positions = [i for i, token in enumerate(ids) if token == l2v.tokenizer.bos_token_id]
+    assert bos_positions[0] == 0 and len(bos_positions) == 2
+    with torch.no_grad():
+        hidden = l2v.model(input_ids=torch.tensor([ids])).last_hidden_state[0]
+    assert (got[1] - hidden[bos_positions[0]]).abs().max() <= TOL
+    assert (got[1] - hidden[bos_positions[1]]).abs().max() > 1e-2
+
+
+@pytest.mark.parametrize("attn_implementation", ["eager", "sdpa"])
+def test_mistral_sliding_window_is_honoured_bidirectionally(tmp_path, attn_implementation):
+    """The reference ignores Mistral's sliding_window; llm2vec-hf attends within it, in both directions."""
+    import torch
+
+    from llm2vec_hf.tiny import build_tiny_decoder
+
+    def first_token_change(sliding_window, position):
+        folder = build_tiny_decoder(tmp_path / f"w{sliding_window}", "mistral", num_layers=1, sliding_window=sliding_window)
+        model = LLM2Vec.from_pretrained(str(folder), attn_implementation=attn_implementation).model
+        ids = torch.tensor([[5, 6, 7, 8, 9, 10]])
+        changed = ids.clone()
+        changed[0, position] = 20
+        with torch.no_grad():
+            states = [model(input_ids=x, attention_mask=torch.ones_like(x)).last_hidden_state[0, 0] for x in (ids, changed)]
+        return float((states[0] - states[1]).abs().max())
+
+    assert first_token_change(2, 1) > 1e-3  # a later token inside the window is seen
+    assert first_token_change(2, 5) == 0.0  # one outside it is not
+    assert first_token_change(None, 5) > 1e-3  # without a window every token is seen
+
+
+def test_architecture_doc_states_the_recorded_case_counts():
+    """docs/architecture.md gives the number of recorded reference cases; it must be what the fixtures hold."""
+    import re
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    tokenizers = json.loads((REFERENCE / "tokenizers" / "reference.json").read_text())["fixtures"].values()
+    counts = {
+        "architecture": len(ALL_CASES),
+        "tokenizer": sum(len(f["cases"]) for f in tokenizers),
+        "migration": len(json.loads((REFERENCE / "migration" / "reference.json").read_text())["cases"]),
+        "template": len(json.loads((REFERENCE / "migration" / "templates.json").read_text())["cases"]),
+    }
+    stated = {kind: int(n) for n, kind in re.findall(r"(\d+)\s+(architecture|tokenizer|migration|template)\s+cases", doc)}
+    assert stated == counts
+    total = re.search(r"check\s+(\d+)\s+cases\s+recorded", doc)
+    assert total and int(total.group(1)) == sum(counts.values())

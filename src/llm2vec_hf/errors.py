@@ -11,3 +11,7 @@ class CheckpointError(LLM2VecError, OSError):
 
 class AdapterMismatchError(LLM2VecError, ValueError):
     """A PEFT adapter that does not fit the base model it is applied to."""
+
+
+class TokenizerError(LLM2VecError, ValueError):
+    """A tokenizer that does not fit its model (e.g. a special token with no embedding row)."""

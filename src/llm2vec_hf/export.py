@@ -21,11 +21,18 @@ from typing import Any, Iterable
 
 import transformers
 
-from .errors import LLM2VecError
+from .errors import LLM2VecError, TokenizerError
 from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
 from .modeling import modeling_llm2vec
-from .modeling.modeling_llm2vec import MIN_TRANSFORMERS_VERSION, family_for, resolve_encoding
+from .modeling.modeling_llm2vec import (
+    MIN_TRANSFORMERS_VERSION,
+    TOKENIZER_SOURCE_KEYS,
+    TokenizerEmbeddingError,
+    check_tokenizer_fits,
+    family_for,
+    resolve_encoding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +59,7 @@ def export_checkpoint(
     adapters = list(adapters)
     check_output(output, overwrite)
     model, tokenizer, folders = load_bidirectional(base, adapters, dtype=dtype)
-    settings = encoding_settings(model, tokenizer, folders, **encoding)
+    settings = encoding_settings(model, tokenizer, folders, base, **encoding)
     training = {"base_model": base, "adapters": adapters, "base_folder": folders[0], "adapter_folders": folders[1:]}
     return write_checkpoint(model, tokenizer, settings, output, prompts=prompts, overwrite=overwrite, training=training)
 
@@ -78,6 +85,10 @@ def write_checkpoint(
     """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically."""
     check_output(output, overwrite)
     family = family_for(model.config)
+    try:
+        check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
+    except TokenizerEmbeddingError as error:
+        raise TokenizerError(str(error)) from None
     settings = resolve_encoding(model.config, tokenizer, **settings)
     output_path = Path(output).resolve()
     staging = Path(tempfile.mkdtemp(prefix=f".{output_path.name}.partial-", dir=output_path.parent))
@@ -93,7 +104,7 @@ def write_checkpoint(
         config_json["architectures"] = [family.native_model_name]
         _write_json(staging / "config.json", config_json)
         tokenizer.save_pretrained(staging)
-        make_tokenizer_portable(staging)
+        make_tokenizer_portable(staging, getattr(tokenizer, "llm2vec_source_config", None))
         for name in MODELING_FILES:
             shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(name), staging / name)
         _write_json(staging / "llm2vec_config.json", {k: settings[k] for k in OFFICIAL_KEYS})
@@ -107,26 +118,52 @@ def write_checkpoint(
     return str(output_path)
 
 
-def make_tokenizer_portable(folder: str | Path) -> None:
-    """Writes tokenizer files that transformers 4.x and tokenizers < 0.20 read too (so the official llm2vec can).
+def make_tokenizer_portable(folder: str | Path, source_config: dict[str, Any] | None = None) -> None:
+    """Writes tokenizer files that transformers 4.x and tokenizers < 0.20 read too (so the official llm2vec can),
+    and that 4.44 reads exactly as it read the source folder.
 
     transformers 5 names the generic fast tokenizer ``TokenizersBackend`` (``PreTrainedTokenizerFast`` is the
     same class under its old name), and tokenizers >= 0.20 writes BPE merges as pairs, which older releases
     cannot parse; merges written as "a b" strings read the same in every release when no token has a space.
+    ``source_config`` holds the source tokenizer_config.json's class, ``add_bos_token``/``add_eos_token`` and pad
+    token (`load_reference_tokenizer`): they are written back as they were (absent ones removed), so the export
+    declares no class or special token of its own. Without it (a tokenizer built in memory) the generic class
+    is written without ``add_bos_token``/``add_eos_token``, from which transformers 5 would rebuild the
+    post-processor that tokenizer.json already holds.
     """
     folder = Path(folder)
     config_path, tokenizer_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
     if config_path.is_file():
         config = json.loads(config_path.read_text())
-        if config.get("tokenizer_class") == "TokenizersBackend":
-            config["tokenizer_class"] = "PreTrainedTokenizerFast"
-            _write_json(config_path, config)
+        if source_config is not None:
+            for key in TOKENIZER_SOURCE_KEYS:
+                if key in source_config:
+                    config[key] = source_config[key]
+                else:
+                    config.pop(key, None)
+            if config.get("tokenizer_class") == "TokenizersBackend":  # a source written by transformers 5
+                config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            _drop_special_token(folder / "special_tokens_map.json", "pad_token", keep="pad_token" in source_config)
+        else:
+            if config.get("tokenizer_class") == "TokenizersBackend":
+                config["tokenizer_class"] = "PreTrainedTokenizerFast"
+            for key in ("add_bos_token", "add_eos_token"):
+                config.pop(key, None)
+        _write_json(config_path, config)
     if tokenizer_path.is_file():
         data = json.loads(tokenizer_path.read_text())
         merges = data.get("model", {}).get("merges")
         if merges and isinstance(merges[0], list) and not any(" " in part for pair in merges for part in pair):
             data["model"]["merges"] = [" ".join(pair) for pair in merges]
             tokenizer_path.write_text(json.dumps(data, ensure_ascii=False))
+
+
+def _drop_special_token(path: Path, key: str, keep: bool) -> None:
+    if keep or not path.is_file():
+        return
+    data = json.loads(path.read_text())
+    if data.pop(key, None) is not None:
+        _write_json(path, data)
 
 
 def _move_into_place(staging: Path, output: Path) -> None:
@@ -198,6 +235,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--prompt", action="append", type=_named_prompt, default=[], metavar="NAME=TEXT",
                         help="named prompt (instruction) stored for sentence-transformers; repeatable")
     parser.add_argument("--text-template", help='wrapper applied to each input, e.g. "[INST] {text} [/INST]"')
+    parser.add_argument("--eos-text", help='text appended for eos_token pooling (default: what llm2vec 0.2.3 appends, '
+                        'e.g. " </s>" for Llama/Mistral; "" appends nothing)')
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
@@ -224,6 +263,7 @@ def main(args) -> int:
         doc_max_length=args.doc_max_length,
         skip_instruction=False if args.no_skip_instruction else None,
         text_template=args.text_template,
+        eos_text=args.eos_text,
     )
     print(f"Exported {path}")
     return 0

@@ -107,8 +107,10 @@ class LLM2Vec(torch.nn.Module):
             last = resolve_local(adapters[-1])
             model = apply_adapter(model, last, merge=merge_peft)
             folders.append(last)
-            tokenizer = load_tokenizer(tokenizer_folder(folders))
-        settings = encoding_settings(model, tokenizer, [folders[0], folders[-1] if adapters else None], **encoding_args)
+            tokenizer = load_tokenizer(tokenizer_folder(folders), model)
+        settings = encoding_settings(
+            model, tokenizer, [folders[0], folders[-1] if adapters else None], base_model_name_or_path, **encoding_args
+        )
         return cls(model=model, tokenizer=tokenizer, **settings)
 
     def encode(

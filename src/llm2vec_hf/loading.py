@@ -17,8 +17,16 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
-from .errors import AdapterMismatchError, CheckpointError
-from .modeling.modeling_llm2vec import DEFAULT_ENCODING, family_for, resolve_encoding
+from .errors import AdapterMismatchError, CheckpointError, TokenizerError
+from .modeling.modeling_llm2vec import (
+    DEFAULT_ENCODING,
+    TokenizerEmbeddingError,
+    check_tokenizer_fits,
+    family_for,
+    load_reference_tokenizer,
+    reference_name,
+    resolve_encoding,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -65,15 +73,19 @@ def read_llm2vec_config(*folders: str | None) -> dict[str, Any]:
     return settings
 
 
-def encoding_settings(model, tokenizer, folders: Iterable[str | None], **explicit: Any) -> dict[str, Any]:
+def encoding_settings(
+    model, tokenizer, folders: Iterable[str | None], name_or_path: str | None = None, **explicit: Any
+) -> dict[str, Any]:
     """Encoding settings of a loaded checkpoint, later sources winning: defaults, config.json's ``llm2vec``,
     ``llm2vec_config.json`` of ``folders`` in order (as the official loader reads it), then ``explicit`` values
-    that are not None."""
+    that are not None. ``name_or_path`` is what the user loaded (folder or hub id): the reference chooses the
+    `eos_token` text by that name (`reference_name`)."""
     config = getattr(model, "config", None)
     settings = resolve_encoding(config)
     settings.update({k: v for k, v in read_llm2vec_config(*folders).items() if k in DEFAULT_ENCODING})
     settings.update({k: v for k, v in explicit.items() if v is not None})
-    return resolve_encoding(config, tokenizer, **settings)
+    name = reference_name(name_or_path) if name_or_path is not None else None
+    return resolve_encoding(config, tokenizer, name_or_path=name, **settings)
 
 
 def load_bidirectional(
@@ -122,7 +134,7 @@ def load_bidirectional(
         adapter_path = resolve_local(adapter)
         model = apply_adapter(model, adapter_path, merge=merge)
         folders.append(adapter_path)
-    return model, load_tokenizer(tokenizer_folder(folders)), folders
+    return model, load_tokenizer(tokenizer_folder(folders), model), folders
 
 
 def tokenizer_folder(folders: list[str]) -> str:
@@ -138,14 +150,24 @@ def tokenizer_folder(folders: list[str]) -> str:
     return with_tokenizer[0] if with_tokenizer else folders[0]
 
 
-def load_tokenizer(path: str):
+def load_tokenizer(path: str, model=None):
+    """The tokenizer of ``path`` as llm2vec 0.2.3 uses it (`load_reference_tokenizer`: tokenizer.json as written,
+    pad = EOS, left padding), checked against ``model``'s embedding when given."""
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as error:
+        tokenizer = load_reference_tokenizer(path, model_type)
+        if tokenizer is None:  # no tokenizer.json (SentencePiece files only): transformers converts them
+            tokenizer = AutoTokenizer.from_pretrained(path)
+            if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+                tokenizer.pad_token = tokenizer.eos_token
+            tokenizer.padding_side = "left"
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
         raise CheckpointError(f"Could not load the tokenizer of {path}: {error}") from None
-    if tokenizer.pad_token is None:
-        # The reference pads with EOS; padding is masked out, so any token works.
-        tokenizer.pad_token = tokenizer.eos_token
+    if model is not None:
+        try:
+            check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
+        except TokenizerEmbeddingError as error:
+            raise TokenizerError(f"{path}: {error}") from None
     return tokenizer
 
 
