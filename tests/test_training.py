@@ -709,3 +709,22 @@ def test_simcse_keeps_its_last_smaller_batch_at_the_end_of_the_epoch():
     assert len(kept) == len(batches) == 3 and [len(b) for b in batches] == [4, 4, 2]
     assert batches[:2] == list(dropped) and sorted(i for b in batches for i in b) == list(range(10))
     assert len(GroupedBatchSampler(["simcse"] * 10, 4, 2, seed=3, drop_last=False)) == 2  # across devices: dropped
+
+
+def test_training_wraps_texts_only_in_the_recipes_template(tiny):
+    """The reference's by-name chat template is an inference rule: run_simcse.py never wraps and run_supervised.py
+    wraps by its own list, so a base named like an official one is not wrapped in training unless the recipe says so."""
+    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.modeling.modeling_llm2vec import REFERENCE_TEMPLATES
+    from llm2vec_hf.training.contrastive import sentence_transformer_for
+
+    encoder, tokenizer, folders = load_bidirectional(str(tiny["base"]))
+    name = "mistralai/Mistral-7B-Instruct-v0.2"
+    assert name in REFERENCE_TEMPLATES
+    encoder.config._name_or_path = name
+    plain = sentence_transformer_for(encoder, tokenizer, folders[0], max_seq_length=32, pooling_mode="mean")
+    ids = plain.preprocess(["def statements"])["input_ids"][0].tolist()
+    assert "INST" not in tokenizer.decode(ids)
+    wrapped = sentence_transformer_for(encoder, tokenizer, folders[0], max_seq_length=32, pooling_mode="mean",
+                                       text_template="[INST] {text} [/INST]")
+    assert "INST" in tokenizer.decode(wrapped.preprocess(["def statements"])["input_ids"][0].tolist())
