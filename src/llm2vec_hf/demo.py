@@ -93,15 +93,20 @@ def prepare_output(output: str | os.PathLike) -> Path:
     return output
 
 
-def write_task(folder: Path) -> Path:
-    """The held-out WordNet retrieval task as an mteb local task (see evaluation.mteb_tasks.LOCAL_TASK_FORMAT)."""
+def write_task(folder: Path, limit: int | None = None) -> Path:
+    """The held-out WordNet retrieval task as an mteb local task (see evaluation.mteb_tasks.LOCAL_TASK_FORMAT);
+    ``limit`` keeps the first queries and their documents."""
     from .default_assets import WORDNET_INSTRUCTION, load_eval_task
 
     queries, docs, qrels = load_eval_task()
+    if limit is not None:
+        queries = dict(list(queries.items())[:limit])
+        qrels = {query: qrels[query] for query in queries}
+        docs = {doc: text for doc, text in docs.items() if any(doc in qrels[q] for q in queries)}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "task.json").write_text(json.dumps({
         "name": TASK_NAME, "type": "Retrieval", "instruction": WORDNET_INSTRUCTION, "split": "test",
-        "description": "WordNet 3.0: retrieve the example sentence of a held-out synset from its definition.",
+        "description": "WordNet 3.0: retrieve the example sentence of a held-out synset from its words and definition.",
     }, indent=2))
     with open(folder / "queries.jsonl", "w") as handle:
         handle.writelines(json.dumps({"id": k, "text": v}) + "\n" for k, v in queries.items())
@@ -276,10 +281,11 @@ STEPS = (
 
 
 def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEED, max_steps: int | None = None,
-             resamples: int = RESAMPLES) -> dict:
+             resamples: int = RESAMPLES, queries: int | None = None) -> dict:
     """Runs the demo into ``output``; returns what it writes to ``results.json``.
 
-    ``max_steps`` caps every training stage (the recipes' budgets otherwise): for quick checks, not for results.
+    ``max_steps`` caps every training stage (the recipes' budgets otherwise) and ``queries`` keeps the task's first
+    queries: both for quick checks of the pipeline, not for results (results.json records them).
     """
     from .default_assets import WORDNET_INSTRUCTION, default_model_path, demo_data_path
     from .export import export_checkpoint
@@ -289,7 +295,7 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEE
     started, cpu_started = time.perf_counter(), time.process_time()
     output = prepare_output(output)
     base = default_model_path()
-    task = write_task(output / "task")
+    task = write_task(output / "task", limit=queries)
     work = output / "work"
     unlabeled, pairs = demo_data_path("unlabeled.txt"), demo_data_path("wordnet_train.jsonl")
 
@@ -313,13 +319,13 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEE
 
     with open(work / "per_query.json", "w", encoding="utf-8") as handle:
         json.dump({"scores": scores, "per_query": per_query}, handle)
-    queries = sorted(per_query[ROWS[0][0]])
-    indices = bootstrap_indices(len(queries), resamples, seed)
+    query_ids = sorted(per_query[ROWS[0][0]])
+    indices = bootstrap_indices(len(query_ids), resamples, seed)
     rows = confidence_rows(per_query, scores, indices, baseline=ROWS[0][0])
     steps = []
     for label, reference in STEPS:
-        paired = paired_difference([per_query[label][q] for q in queries], [per_query[reference][q] for q in queries],
-                                   indices)
+        paired = paired_difference([per_query[label][q] for q in query_ids],
+                                   [per_query[reference][q] for q in query_ids], indices)
         steps.append({"model": label, "reference": reference, "diff": round(paired["diff"], 4),
                       "ci95": [round(x, 4) for x in paired["ci95"]]})
     qrels = read_qrels(task / "qrels.tsv")
@@ -327,7 +333,7 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEE
     results = {
         "metric": "nDCG@10",
         "task": TASK_NAME,
-        "queries": len(queries),
+        "queries": len(query_ids),
         "documents": n_docs,
         "seed": seed,
         "rows": rows,
@@ -340,8 +346,8 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEE
         "wall_seconds": round(time.perf_counter() - started),
         "cpu_seconds": round(time.process_time() - cpu_started),
     }
-    if max_steps is not None:
-        results["max_steps"] = max_steps
+    if max_steps is not None or queries is not None:
+        results["quick_check"] = {"max_steps": max_steps, "queries": queries}
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     draw_chart(results, output / "results.png")
     add_evaluation_results(output / "checkpoint", [
