@@ -371,16 +371,16 @@ def draw_chart(results: dict, path: Path) -> None:
     scores = np.array([row["score"] for row in rows])
     intervals = np.array([row["ci95"] for row in rows])
     errors = np.stack([scores - intervals[:, 0], intervals[:, 1] - scores])
-    bars = axes.barh([row["model"] for row in rows], scores, xerr=errors, capsize=4, color="tab:blue",
-                     error_kw={"ecolor": "black", "elinewidth": 1})
-    axes.bar_label(bars, labels=[f"{s:.3f}" for s in scores], padding=3, label_type="center", color="white")
+    axes.barh([row["model"] for row in rows], scores, xerr=errors, capsize=4, color="tab:blue",
+              error_kw={"ecolor": "black", "elinewidth": 1})
+    for position, (score, high) in enumerate(zip(scores, intervals[:, 1])):
+        axes.text(high, position, f"  {score:.3f}", va="center")
     random_score = results["random_ranking"]["score"]
-    axes.axvline(random_score, color="tab:red", linestyle="--", label=f"random ranking ({random_score:.3f})")
-    axes.legend(loc="lower right")
-    axes.set_xlabel("nDCG@10 with 95% bootstrap intervals (held-out WordNet word sense → sentence retrieval, "
-                    f"{results['queries']} queries)", fontsize=8)
+    axes.axvline(random_score, color="tab:red", linestyle="--", label=f"random ranking ({random_score:.4f})")
+    axes.legend(loc="upper right")
+    axes.set_xlabel(f"nDCG@10, 95% bootstrap intervals ({results['queries']} held-out WordNet queries)")
     axes.set_title(f"LLM2Vec on the embedded default model (seed {results['seed']})")
-    axes.set_xlim(0, max(float(intervals.max()), random_score) * 1.15 or 1)
+    axes.set_xlim(0, max(float(intervals.max()), random_score) * 1.2 or 1)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
