@@ -42,7 +42,8 @@ TASK_NAME = "WordNetDefinitionRetrieval"
 METRIC = "ndcg_at_10"
 #: nDCG's cut-off, as in METRIC.
 K = 10
-DEFAULT_SEED = 42
+#: The seed of the README's table (docs/demo.md has seeds 1, 2 and 3).
+DEFAULT_SEED = 1
 #: Bootstrap resamples: at 5,000 the Monte-Carlo error of a 2.5% percentile is well below the last digit shown.
 RESAMPLES = 5000
 ROWS = (
