@@ -29,10 +29,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-INSTRUCTION = "Given a word definition, retrieve a sentence that uses the word"
+INSTRUCTION = "Given a word and its definition, retrieve a sentence that uses the word in that sense"
 POS_NAMES = {"n": "noun", "v": "verb", "a": "adjective", "s": "adjective", "r": "adverb"}
 SEED = 0
-N_EVAL = 500
+N_EVAL = 1000
 N_TRAIN = 4000
 #: Cap on the bytes of WordNet glosses in unlabeled.txt (the folder must stay under 3 MB in all).
 GLOSS_BYTES = 1_250_000
@@ -88,6 +88,13 @@ def usable_examples(synset: Synset) -> list[str]:
     return [e for e in synset.examples if len(e.split()) >= MIN_EXAMPLE_WORDS]
 
 
+def headed_definition(synset: Synset) -> str:
+    """A query: the synset's words, part of speech and definition, e.g. ``sail, navigate (verb): traverse or
+    travel on (a body of water)``. The words give queries and documents shared surface signal, the definition
+    says which sense is meant (hard negatives are other senses of the same words)."""
+    return f"{', '.join(synset.lemmas)} ({POS_NAMES[synset.pos]}): {synset.definition}"
+
+
 def gloss_line(synset: Synset) -> str:
     """One line of ``unlabeled.txt``: the headwords, the definition and the examples of a synset."""
     text = f"{', '.join(synset.lemmas)} ({POS_NAMES[synset.pos]}): {synset.definition}."
@@ -116,16 +123,21 @@ def build(wordnet: Path) -> tuple[list[dict], list[dict], list[str], dict]:
 
     eval_synsets: list[Synset] = []
     eval_docs: list[str] = []
-    for s in order:
-        if len(eval_synsets) == N_EVAL:
-            break
-        if counts[s.definition.lower()] > 1:
-            continue
-        unique = [e for e in usable_examples(s) if counts[e.lower()] == 1]
-        if not unique:
-            continue
-        eval_synsets.append(s)
-        eval_docs.append(rng.choice(unique))
+    def pick(candidates_in_order, wanted: int) -> None:
+        for s in candidates_in_order:
+            if len(eval_synsets) == wanted:
+                return
+            if counts[s.definition.lower()] > 1 or s.key in {e.key for e in eval_synsets}:
+                continue
+            unique = [e for e in usable_examples(s) if counts[e.lower()] == 1]
+            if unique:
+                eval_synsets.append(s)
+                eval_docs.append(rng.choice(unique))
+
+    # Half from the front of the shuffled order, half from its back: unlabeled.txt (the embedded model's
+    # pretraining text) takes its glosses from the front, after the evaluation synsets, and never reaches the back.
+    pick(order, N_EVAL // 2)
+    pick(order[::-1], N_EVAL)
     eval_keys = {s.key for s in eval_synsets}
     eval_texts = {s.definition.lower() for s in eval_synsets} | {e.lower() for s in eval_synsets for e in s.examples}
 
@@ -160,7 +172,7 @@ def build(wordnet: Path) -> tuple[list[dict], list[dict], list[str], dict]:
             if negative is None:
                 continue
         train_rows.append(
-            {"query": s.definition, "positive": positive, "negative": negative, "instruction": INSTRUCTION,
+            {"query": headed_definition(s), "positive": positive, "negative": negative, "instruction": INSTRUCTION,
              "dataset": "wordnet"}
         )
 
@@ -186,14 +198,14 @@ def build(wordnet: Path) -> tuple[list[dict], list[dict], list[str], dict]:
     unlabeled = [line for line in unlabeled if not any(t in line.lower() for t in _eval_needles(eval_texts))]
 
     eval_rows = [
-        {"query_id": f"q{i:03d}", "query": s.definition, "doc_id": f"d{i:03d}", "doc": doc, "synset": s.key}
+        {"query_id": f"q{i:04d}", "query": headed_definition(s), "doc_id": f"d{i:04d}", "doc": doc, "synset": s.key}
         for i, (s, doc) in enumerate(zip(eval_synsets, eval_docs))
     ]
     # Docs are listed in a shuffled order relative to queries, so that ids carry no positional hint.
     doc_perm = list(range(len(eval_rows)))
     rng.shuffle(doc_perm)
     for row, j in zip(eval_rows, doc_perm):
-        row["doc_id"] = f"d{j:03d}"
+        row["doc_id"] = f"d{j:04d}"
 
     stats = {
         "synsets": len(synsets),

@@ -45,7 +45,7 @@ ARCH = dict(
     rms_norm_eps=1e-5,
     initializer_range=0.02,
 )
-INSTRUCTION = "Given a word definition, retrieve a sentence that uses the word"
+from llm2vec_hf.default_assets import WORDNET_INSTRUCTION as INSTRUCTION  # noqa: E402  the demo task's instruction
 
 
 def read_corpus(path: Path) -> tuple[list[str], list[str]]:

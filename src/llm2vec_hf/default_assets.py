@@ -15,7 +15,7 @@ from pathlib import Path
 _HERE = Path(__file__).resolve().parent
 
 #: The instruction the demo's retrieval task uses for queries (and that the training pairs carry).
-WORDNET_INSTRUCTION = "Given a word definition, retrieve a sentence that uses the word"
+WORDNET_INSTRUCTION = "Given a word and its definition, retrieve a sentence that uses the word in that sense"
 
 DEMO_FILES = ("wordnet_train.jsonl", "wordnet_eval.jsonl", "unlabeled.txt")
 

@@ -1,10 +1,10 @@
 """The main job: LLM2Vec end to end, offline, on the embedded default model.
 
-    llm2vec-hf demo [--output DIR]
+    llm2vec-hf demo [--output DIR] [--seed N]
 
 Starting from a small causal LM that this project pretrained (``default_model/``), the demo evaluates, on a
-held-out retrieval task built from WordNet (a definition → the sentence that uses the word; nDCG@10 through
-mteb):
+held-out retrieval task built from WordNet (a word and one of its definitions → the sentence that uses the word
+in that sense; nDCG@10 through mteb):
 
 1. the causal model with weighted-mean pooling (the paper's best causal baseline);
 2. the same weights with bidirectional attention and no training (mean pooling);
@@ -15,6 +15,10 @@ mteb):
 Each trained stage is exported like any llm2vec-hf checkpoint and evaluated through sentence-transformers. The
 last one is the demo's checkpoint, whose model card carries the results. Writes ``results.json``,
 ``results.png`` and ``checkpoint/`` into the output folder.
+
+Every score comes with a 95% interval from a bootstrap over the task's queries, and every row after the baseline
+with its paired difference to the baseline (the same resamples for every row), so that an ordering within noise
+shows as such. ``docs/demo.md`` has the measured results for three seeds.
 """
 
 from __future__ import annotations
@@ -22,16 +26,26 @@ from __future__ import annotations
 import json
 import logging
 import os
+import platform
 import shutil
 import time
 from importlib import resources
 from pathlib import Path
+from typing import Sequence
+
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
 MARKER = ".llm2vec-demo"
 TASK_NAME = "WordNetDefinitionRetrieval"
 METRIC = "ndcg_at_10"
+#: nDCG's cut-off, as in METRIC.
+K = 10
+#: The seed of the README's table (docs/demo.md has seeds 1, 2 and 3).
+DEFAULT_SEED = 1
+#: Bootstrap resamples: at 5,000 the Monte-Carlo error of a 2.5% percentile is well below the last digit shown.
+RESAMPLES = 5000
 ROWS = (
     ("causal + weighted mean", None),
     ("bidirectional, no training + mean", []),
@@ -43,10 +57,12 @@ ROWS = (
 
 def add_arguments(parser) -> None:
     parser.add_argument("--output", default="llm2vec-demo", help="folder for the demo's outputs (default: llm2vec-demo)")
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                        help=f"seed of the training stages and of the bootstrap (default: {DEFAULT_SEED})")
 
 
 def main(args) -> int:
-    run_demo(args.output)
+    run_demo(args.output, seed=args.seed)
     return 0
 
 
@@ -78,15 +94,20 @@ def prepare_output(output: str | os.PathLike) -> Path:
     return output
 
 
-def write_task(folder: Path) -> Path:
-    """The held-out WordNet retrieval task as an mteb local task (see evaluation.mteb_tasks.LOCAL_TASK_FORMAT)."""
+def write_task(folder: Path, limit: int | None = None) -> Path:
+    """The held-out WordNet retrieval task as an mteb local task (see evaluation.mteb_tasks.LOCAL_TASK_FORMAT);
+    ``limit`` keeps the first queries and their documents."""
     from .default_assets import WORDNET_INSTRUCTION, load_eval_task
 
     queries, docs, qrels = load_eval_task()
+    if limit is not None:
+        queries = dict(list(queries.items())[:limit])
+        qrels = {query: qrels[query] for query in queries}
+        docs = {doc: text for doc, text in docs.items() if any(doc in qrels[q] for q in queries)}
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "task.json").write_text(json.dumps({
         "name": TASK_NAME, "type": "Retrieval", "instruction": WORDNET_INSTRUCTION, "split": "test",
-        "description": "WordNet 3.0: retrieve the example sentence of a held-out synset from its definition.",
+        "description": "WordNet 3.0: retrieve the example sentence of a held-out synset from its words and definition.",
     }, indent=2))
     with open(folder / "queries.jsonl", "w") as handle:
         handle.writelines(json.dumps({"id": k, "text": v}) + "\n" for k, v in queries.items())
@@ -110,44 +131,178 @@ def causal_baseline(base: Path):
     return SentenceTransformer(modules=[module], device="cpu")
 
 
-def evaluate(model_dir: Path, task: Path, work: Path, model=None) -> float:
+def evaluate(model_dir: Path, task: Path, work: Path, model=None) -> tuple[float, dict[str, float]]:
+    """mteb's nDCG@10 of the model on the task, and the per-query nDCG@10 behind it (``{query id: score}``)."""
+    from .errors import LLM2VecError
     from .evaluation.mteb_tasks import run_mteb
 
-    result = run_mteb(str(model_dir), [str(task)], work, batch_size=64, model=model, show_progress_bar=False)
+    predictions = work / "predictions" / Path(model_dir).name
+    result = run_mteb(str(model_dir), [str(task)], work / "mteb", batch_size=64, model=model,
+                      show_progress_bar=False, prediction_folder=predictions)
     (score,) = [row["score"] for row in result["rows"] if row["task"] == TASK_NAME]
-    return score
+    run = json.loads((predictions / f"{TASK_NAME}_predictions.json").read_text())["default"]["test"]
+    per_query = per_query_ndcg(read_qrels(task / "qrels.tsv"), run)
+    if abs(float(np.mean(list(per_query.values()))) - score) > 1e-4:
+        raise LLM2VecError(f"per-query nDCG@{K} of {model_dir} averages {np.mean(list(per_query.values())):.6f}, "
+                           f"but mteb reports {score:.6f}")
+    return score, per_query
 
 
-def train(stage: str, base: Path, adapters: list[Path], data: Path, output: Path) -> Path:
+def read_qrels(path: Path) -> dict[str, dict[str, int]]:
+    from .evaluation.mteb_tasks import _read_qrels
+
+    return _read_qrels(path)
+
+
+def per_query_ndcg(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], k: int = K) -> dict[str, float]:
+    """nDCG@k of each query of ``qrels`` on a retrieval ``run`` ({query: {doc: score}}), through pytrec_eval (what
+    mteb scores with; mteb keeps only the mean). A query the run does not rank scores 0."""
+    import pytrec_eval
+
+    measure = f"ndcg_cut_{k}"
+    scores = pytrec_eval.RelevanceEvaluator(qrels, {f"ndcg_cut.{k}"}).evaluate(run)
+    return {query: float(scores.get(query, {}).get(measure, 0.0)) for query in qrels}
+
+
+def random_ranking_ndcg(qrels: dict[str, dict[str, int]], n_docs: int, k: int = K) -> float:
+    """The expected nDCG@k of a uniformly random ranking of ``n_docs`` documents (binary relevance), exactly.
+
+    Each rank holds a relevant document with probability R/N (R relevant of N), so the expected DCG@k is
+    R/N * sum_{r<=min(k, N)} 1/log2(r+1); the ideal DCG puts the R relevant documents first.
+    """
+    discounts = 1.0 / np.log2(np.arange(2, min(k, n_docs) + 2))
+    per_query = []
+    for relevant in qrels.values():
+        count = sum(1 for grade in relevant.values() if grade > 0)
+        if count:
+            per_query.append(count / n_docs * discounts.sum() / discounts[:count].sum())
+    return float(np.mean(per_query))
+
+
+def bootstrap_indices(n_queries: int, resamples: int = RESAMPLES, seed: int = DEFAULT_SEED) -> np.ndarray:
+    """``resamples`` x ``n_queries`` query indices drawn with replacement (numpy, seeded): one set shared by all
+    rows, so that the differences between rows are paired."""
+    return np.random.default_rng(seed).integers(0, n_queries, size=(resamples, n_queries))
+
+
+def percentile_interval(samples: np.ndarray, confidence: float = 0.95) -> list[float]:
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(samples, [tail, 100 - tail])
+    return [float(low), float(high)]
+
+
+def bootstrap_ci(values: Sequence[float], indices: np.ndarray) -> list[float]:
+    """The 95% percentile interval of the mean of ``values`` (one per query) over the resamples ``indices``."""
+    return percentile_interval(np.asarray(values, dtype=np.float64)[indices].mean(axis=1))
+
+
+def paired_difference(values: Sequence[float], baseline: Sequence[float], indices: np.ndarray) -> dict:
+    """Mean of ``values - baseline`` (per query) and its 95% percentile interval over the resamples ``indices``."""
+    values, baseline = np.asarray(values, dtype=np.float64), np.asarray(baseline, dtype=np.float64)
+    if values.shape != baseline.shape:
+        raise ValueError(f"paired rows need the same queries: {values.shape} vs {baseline.shape}")
+    differences = values - baseline
+    return {"diff": float(differences.mean()), "ci95": percentile_interval(differences[indices].mean(axis=1))}
+
+
+def confidence_rows(per_query: dict[str, dict[str, float]], scores: dict[str, float], indices: np.ndarray,
+                    baseline: str, digits: int = 4) -> list[dict]:
+    """The results rows: ``model``, ``score`` and ``ci95``; every row but ``baseline`` also ``vs_baseline``
+    (a paired bootstrap on the same ``indices``). ``per_query`` maps row -> {query id: nDCG@10}."""
+    queries = sorted(per_query[baseline])
+    base = [per_query[baseline][q] for q in queries]
+    rows = []
+    for label, by_query in per_query.items():
+        if sorted(by_query) != queries:
+            raise ValueError(f"{label!r} was scored on other queries than {baseline!r}")
+        values = [by_query[q] for q in queries]
+        row = {"model": label, "score": round(scores[label], digits),
+               "ci95": [round(x, digits) for x in bootstrap_ci(values, indices)]}
+        if label != baseline:
+            paired = paired_difference(values, base, indices)
+            row["vs_baseline"] = {"diff": round(paired["diff"], digits),
+                                  "ci95": [round(x, digits) for x in paired["ci95"]]}
+        rows.append(row)
+    return rows
+
+
+def machine_info() -> dict:
+    """The CPU the demo ran on: model name, the vector ISA flags that matter to torch, cores, torch's threads."""
+    import torch
+
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name":
+                    name = value.strip()
+                elif key.strip() == "flags":
+                    flags = set(value.split())
+    except OSError:  # not Linux: the model name from platform is all there is
+        pass
+    isa = sorted(flag for flag in flags if flag.startswith(("avx", "amx")) or flag in ("fma", "f16c", "sse4_2"))
+    return {
+        "cpu": name,
+        "isa": isa,
+        "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+    }
+
+
+def train(stage: str, base: Path, adapters: list[Path], data: Path, output: Path, seed: int = DEFAULT_SEED,
+          max_steps: int | None = None) -> Path:
     from .training.arguments import parse_recipe
     from .training.run import run_training
 
     recipe_file = resources.files("llm2vec_hf").joinpath("demo_recipes", f"{stage}.yaml")
+    overrides = {"max_steps": max_steps} if max_steps is not None else {}
     recipe = parse_recipe(
         str(recipe_file),
         model_name_or_path=str(base),
         peft_model_name_or_path=[str(a) for a in adapters] or None,
         train_file=str(data),
         output_dir=str(output),
+        seed=seed,
+        **overrides,
     )
     return Path(run_training(recipe).adapter_dir)
 
 
-def run_demo(output: str | os.PathLike = "llm2vec-demo") -> dict:
-    from .default_assets import default_model_path, demo_data_path
+#: The steps of the paper that the demo's summary compares (row, reference row).
+STEPS = (
+    (ROWS[2][0], ROWS[1][0]),
+    (ROWS[3][0], ROWS[1][0]),
+    (ROWS[4][0], ROWS[1][0]),
+    (ROWS[3][0], ROWS[2][0]),
+)
+
+
+def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEED, max_steps: int | None = None,
+             resamples: int = RESAMPLES, queries: int | None = None) -> dict:
+    """Runs the demo into ``output``; returns what it writes to ``results.json``.
+
+    ``max_steps`` caps every training stage (the recipes' budgets otherwise) and ``queries`` keeps the task's first
+    queries: both for quick checks of the pipeline, not for results (results.json records them).
+    """
+    from .default_assets import WORDNET_INSTRUCTION, default_model_path, demo_data_path
     from .export import export_checkpoint
     from .model_card import add_evaluation_results
 
     require_extras()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     output = prepare_output(output)
     base = default_model_path()
-    task = write_task(output / "task")
+    task = write_task(output / "task", limit=queries)
     work = output / "work"
     unlabeled, pairs = demo_data_path("unlabeled.txt"), demo_data_path("wordnet_train.jsonl")
 
     logger.info("[1/5] causal baseline (weighted mean)")
-    scores = {ROWS[0][0]: evaluate(base, task, work / "mteb", model=causal_baseline(base))}
+    scores, per_query = {}, {}
+    scores[ROWS[0][0]], per_query[ROWS[0][0]] = evaluate(base, task, work, model=causal_baseline(base))
     adapters: dict[str, Path] = {}
     for label, stages in ROWS[1:]:
         step = ROWS.index((label, stages)) + 1
@@ -156,17 +311,46 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo") -> dict:
                 logger.info("[%d/5] training %s", step, stage)
                 earlier = [adapters["mntp"]] if stage != "mntp" else []
                 data = pairs if stage == "supervised" else unlabeled
-                adapters[stage] = train(stage, base, earlier, data, work / stage)
+                adapters[stage] = train(stage, base, earlier, data, work / stage, seed=seed, max_steps=max_steps)
         folder = output / "checkpoint" if stages == ["mntp", "supervised"] else work / ("export-" + "-".join(stages or ["none"]))
         export_checkpoint(str(base), str(folder), adapters=[str(adapters[s]) for s in stages], max_length=128,
-                          prompts={"query": "Given a word definition, retrieve a sentence that uses the word "},
-                          overwrite=True)
+                          prompts={"query": WORDNET_INSTRUCTION + " "}, overwrite=True)
         logger.info("[%d/5] evaluating: %s", step, label)
-        scores[label] = evaluate(folder, task, work / "mteb")
-    rows = [{"model": label, "score": round(scores[label], 4)} for label, _ in ROWS]
-    results = {"metric": "nDCG@10", "task": TASK_NAME, "rows": rows, "wall_seconds": round(time.perf_counter() - started)}
+        scores[label], per_query[label] = evaluate(folder, task, work)
+
+    with open(work / "per_query.json", "w", encoding="utf-8") as handle:
+        json.dump({"scores": scores, "per_query": per_query}, handle)
+    query_ids = sorted(per_query[ROWS[0][0]])
+    indices = bootstrap_indices(len(query_ids), resamples, seed)
+    rows = confidence_rows(per_query, scores, indices, baseline=ROWS[0][0])
+    steps = []
+    for label, reference in STEPS:
+        paired = paired_difference([per_query[label][q] for q in query_ids],
+                                   [per_query[reference][q] for q in query_ids], indices)
+        steps.append({"model": label, "reference": reference, "diff": round(paired["diff"], 4),
+                      "ci95": [round(x, 4) for x in paired["ci95"]]})
+    qrels = read_qrels(task / "qrels.tsv")
+    n_docs = sum(1 for _ in open(task / "corpus.jsonl", encoding="utf-8"))
+    results = {
+        "metric": "nDCG@10",
+        "task": TASK_NAME,
+        "queries": len(query_ids),
+        "documents": n_docs,
+        "seed": seed,
+        "rows": rows,
+        "steps": steps,
+        "random_ranking": {"score": round(random_ranking_ndcg(qrels, n_docs), 4),
+                           "how": "expected nDCG@10 of a uniformly random ranking, computed exactly"},
+        "bootstrap": {"resamples": resamples, "seed": seed, "interval": "95% percentile",
+                      "unit": "queries; paired (the same resamples for every row)"},
+        "machine": machine_info(),
+        "wall_seconds": round(time.perf_counter() - started),
+        "cpu_seconds": round(time.process_time() - cpu_started),
+    }
+    if max_steps is not None or queries is not None:
+        results["quick_check"] = {"max_steps": max_steps, "queries": queries}
     (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
-    draw_chart(rows, output / "results.png")
+    draw_chart(results, output / "results.png")
     add_evaluation_results(output / "checkpoint", [
         {"task_type": "retrieval", "task_name": "Retrieval", "dataset_type": "wordnet", "dataset_name": TASK_NAME,
          "dataset_split": "test",
@@ -176,19 +360,28 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo") -> dict:
     return results
 
 
-def draw_chart(rows: list[dict], path: Path) -> None:
+def draw_chart(results: dict, path: Path) -> None:
+    """Bars with their 95% intervals as error bars, and the random ranking's score as a dashed line."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = results["rows"][::-1]
     figure, axes = plt.subplots(figsize=(8, 4), dpi=100)
-    labels = [row["model"] for row in rows]
-    bars = axes.barh(labels[::-1], [row["score"] for row in rows][::-1], color="tab:blue")
-    axes.bar_label(bars, fmt="%.3f", padding=3)
-    axes.set_xlabel("nDCG@10 on held-out WordNet definition → sentence retrieval")
-    axes.set_title("LLM2Vec on the embedded default model")
-    axes.set_xlim(0, max(row["score"] for row in rows) * 1.25 or 1)
+    scores = np.array([row["score"] for row in rows])
+    intervals = np.array([row["ci95"] for row in rows])
+    errors = np.stack([scores - intervals[:, 0], intervals[:, 1] - scores])
+    axes.barh([row["model"] for row in rows], scores, xerr=errors, capsize=4, color="tab:blue",
+              error_kw={"ecolor": "black", "elinewidth": 1})
+    for position, (score, high) in enumerate(zip(scores, intervals[:, 1])):
+        axes.text(high, position, f"  {score:.3f}", va="center")
+    random_score = results["random_ranking"]["score"]
+    axes.axvline(random_score, color="tab:red", linestyle="--", label=f"random ranking ({random_score:.4f})")
+    axes.legend(loc="upper right")
+    axes.set_xlabel(f"nDCG@10, 95% bootstrap intervals ({results['queries']} held-out WordNet queries)")
+    axes.set_title(f"LLM2Vec on the embedded default model (seed {results['seed']})")
+    axes.set_xlim(0, max(float(intervals.max()), random_score) * 1.2 or 1)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
@@ -196,7 +389,14 @@ def draw_chart(rows: list[dict], path: Path) -> None:
 
 def print_table(results: dict) -> None:
     width = max(len(row["model"]) for row in results["rows"])
-    print(f"\n{'model':<{width}}  {results['metric']}")
+    print(f"\n{'model':<{width}}  {results['metric']:>7}  {'95% CI':<16}  vs causal baseline [95% CI]")
     for row in results["rows"]:
-        print(f"{row['model']:<{width}}  {row['score']:.4f}")
-    print(f"\n({results['wall_seconds']} s)")
+        low, high = row["ci95"]
+        line = f"{row['model']:<{width}}  {row['score']:>7.4f}  [{low:.4f}, {high:.4f}]"
+        if "vs_baseline" in row:
+            paired = row["vs_baseline"]
+            line += f"  {paired['diff']:+.4f} [{paired['ci95'][0]:+.4f}, {paired['ci95'][1]:+.4f}]"
+        print(line)
+    print(f"\nrandom ranking: {results['random_ranking']['score']:.4f}; {results['queries']} queries, "
+          f"{results['bootstrap']['resamples']} paired bootstrap resamples, seed {results['seed']}")
+    print(f"({results['wall_seconds']} s wall, {results['cpu_seconds']} s CPU; {results['machine']['cpu']})")

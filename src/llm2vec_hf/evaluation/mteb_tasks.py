@@ -339,8 +339,11 @@ def run_mteb(
     device: str | None = None,
     show_progress_bar: bool = True,
     model=None,
+    prediction_folder: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Evaluates the checkpoint on ``task_names``; writes mteb's results folder under ``output_dir``.
+
+    ``prediction_folder``: where mteb saves each task's raw predictions (retrieval: the ranked run per query).
 
     Returns ``{"rows": [...], "task_results": [mteb.TaskResult], "tasks": [...], "instructions": {...},
     "results_dir": Path}``; each row is ``{task, type, split, subset, metric, score}`` (the task's main score).
@@ -359,6 +362,7 @@ def run_mteb(
         encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
         show_progress_bar=show_progress_bar,
         raise_error=True,
+        prediction_folder=prediction_folder,
     )
     meta = encoder.mteb_model_meta
     results_dir = Path(output_dir) / "results" / meta.model_name_as_path() / meta.revision
