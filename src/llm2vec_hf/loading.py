@@ -27,14 +27,31 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
+def looks_like_local_path(name: str) -> bool:
+    """A name that can only mean a local folder: not a repo id, an explicit path (./x, /x, ~/x), or ORG/NAME
+    where a local folder ORG exists (``runs/model`` when ``runs/`` is here)."""
+    if name.startswith((".", "/", "~")) or os.path.isabs(name) or os.sep != "/" and os.sep in name:
+        return True
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is None:
+        return True
+    return "/" in name and os.path.isdir(name.split("/", 1)[0])
+
+
+def refuse_missing_local(name_or_path: str | os.PathLike) -> None:
+    """Raises the "No such model folder" error for a path that does not exist, instead of letting a loader try
+    the Hub and blame the network."""
+    name = os.fspath(name_or_path)
+    if not os.path.isdir(name) and looks_like_local_path(name):
+        what = "is a file, not a model folder" if os.path.exists(name) else "does not exist"
+        raise CheckpointError(f"No such model folder: {name} ({what})")
+
+
 def resolve_local(name_or_path: str | os.PathLike) -> str:
     """Returns a local folder for a folder or a Hub repo id (from the cache or the Hub)."""
     name = os.fspath(name_or_path)
     if os.path.isdir(name):
         return name
-    looks_like_repo_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None and not name.startswith((".", "/"))
-    if not looks_like_repo_id:
-        raise CheckpointError(f"No such model folder: {name}")
+    refuse_missing_local(name)
     from huggingface_hub import snapshot_download
 
     try:
