@@ -39,9 +39,23 @@ def test_bad_inputs_are_named(model, inputs, error, message):
         model.encode(inputs, show_progress_bar=False)
 
 
-def test_single_text_and_tuple_pair_are_accepted(model):
-    assert model.encode("one text", show_progress_bar=False).shape == (1, 32)
-    assert model.encode(("an instruction", "a text"), show_progress_bar=False).shape == (1, 32)
+def test_input_shapes_read_as_llm2vec_0_2_3_reads_them(model):
+    """Shapes and values checked against llm2vec 0.2.3 on the same weights (docs/reliability.md): a tuple of
+    texts is that many texts, a pair is a list inside the list, and MTEB's MEDI [instruction, text, id] is a pair."""
+    def encode(inputs):
+        return model.encode(inputs, show_progress_bar=False)
+
+    assert encode("one text").shape == (1, 32)
+    two = encode(("an instruction", "a text"))
+    assert two.shape == (2, 32)
+    assert torch.equal(two, encode(["an instruction", "a text"]))
+    assert encode(("a", "b", "c")).shape == (3, 32)
+    pair = encode([["an instruction", "a text"]])
+    assert pair.shape == (1, 32)
+    for same in (encode([("an instruction", "a text")]), encode(["an instruction", "a text", 0]),
+                 encode([["an instruction", "a text", 7]])):
+        assert torch.equal(same, pair)
+    assert not torch.allclose(pair[0], two[1])  # the instruction changes the vector: a pair is not a text
 
 
 def test_text_far_longer_than_max_length_is_truncated(model):
@@ -155,3 +169,355 @@ def test_single_overlong_word_is_not_cut_to_nothing(model):
     word = "x" * (20 * model.doc_max_length)
     vector = model.encode([word, ["Find", word]], show_progress_bar=False)
     assert torch.isfinite(vector).all() and vector.abs().sum() > 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Weights are complete or refused (never randomly initialised)
+# ----------------------------------------------------------------------------------------------------------------
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from safetensors.torch import load_file, save_file
+
+from llm2vec_hf import cli
+from llm2vec_hf.errors import LLM2VecError
+from llm2vec_hf.export import export_checkpoint
+
+
+def run_cli(argv, capsys) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line(code: int, err: str, *needles: str) -> str:
+    # progress bars (transformers' "Loading weights") are not messages
+    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not re.search(r"\d+%\|", line)]
+    assert code == 2, err
+    assert len(lines) == 1 and "Traceback" not in err, err
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _rewrite(path: Path, keep=lambda key: True, rename=lambda key: key, extra=None) -> None:
+    weights = {rename(k): v for k, v in load_file(path).items() if keep(k)}
+    weights.update(extra or {})
+    save_file(weights, path, metadata={"format": "pt"})
+
+
+def test_adapter_without_its_lora_a_tensors_is_refused_everywhere(tiny_bases, tmp_path, capsys):
+    adapter = save_lora(tiny_bases["llama"], tmp_path / "adapter")
+    _rewrite(adapter / "adapter_model.safetensors", keep=lambda k: "lora_A" not in k)
+    with pytest.raises(CheckpointError, match=r"incomplete: 4 of the 8 tensors .*lora_A"):
+        LLM2Vec.from_pretrained(str(tiny_bases["llama"]), peft_model_name_or_path=str(adapter))
+    with pytest.raises(CheckpointError, match="incomplete"):
+        LLM2Vec.from_pretrained(str(tiny_bases["llama"]), peft_model_name_or_path=str(adapter), merge_peft=True)
+    code, _, err = run_cli(["export", tiny_bases["llama"], "--output", tmp_path / "out", "--adapter", adapter], capsys)
+    assert_one_line(code, err, "lora_A", "randomly initialised")
+    assert not (tmp_path / "out").exists()
+
+
+def test_adapter_missing_one_tensor_is_refused(tiny_bases, tmp_path):
+    adapter = save_lora(tiny_bases["llama"], tmp_path / "adapter")
+    dropped = sorted(load_file(adapter / "adapter_model.safetensors"))[-1]
+    _rewrite(adapter / "adapter_model.safetensors", keep=lambda k: k != dropped)
+    with pytest.raises(CheckpointError, match="1 of the 8"):
+        LLM2Vec.from_pretrained(str(tiny_bases["llama"]), peft_model_name_or_path=str(adapter))
+
+
+@pytest.mark.parametrize("damage", ["missing-layer", "missing-norm", "extra-layer", "wrong-shape"])
+def test_base_checkpoint_that_does_not_match_its_config_is_refused(tiny_bases, tmp_path, capsys, damage):
+    folder = tmp_path / "base"
+    shutil.copytree(tiny_bases["llama"], folder)
+    weights = folder / "model.safetensors"
+    if damage == "missing-layer":
+        _rewrite(weights, keep=lambda k: ".layers.1." not in k)
+        needle = "layers.1."
+    elif damage == "missing-norm":
+        _rewrite(weights, keep=lambda k: k != "model.norm.weight")
+        needle = "norm.weight"
+    elif damage == "extra-layer":  # a checkpoint with more layers than its config: silently truncated before
+        extra = {k.replace(".layers.1.", ".layers.2."): v for k, v in load_file(weights).items() if ".layers.1." in k}
+        _rewrite(weights, extra=extra)
+        needle = "layers.2."
+    else:
+        state = load_file(weights)
+        state["model.norm.weight"] = torch.ones(31)
+        save_file(state, weights, metadata={"format": "pt"})
+        needle = "norm.weight"
+    with pytest.raises(CheckpointError, match=re.escape(needle)):
+        LLM2Vec.from_pretrained(str(folder))
+    code, _, err = run_cli(["export", folder, "--output", tmp_path / "out"], capsys)
+    assert_one_line(code, err, needle)
+    assert not (tmp_path / "out").exists()
+
+
+def test_exported_checkpoint_missing_a_tensor_is_refused(exported, tmp_path):
+    folder = tmp_path / "exported"
+    shutil.copytree(exported("llama"), folder)
+    _rewrite(folder / "model.safetensors", keep=lambda k: "layers.0.mlp.up_proj" not in k)
+    with pytest.raises(CheckpointError, match="layers.0.mlp.up_proj.weight"):
+        LLM2Vec.from_pretrained(str(folder))
+
+
+def test_tied_embeddings_are_not_reported_missing(tmp_path):
+    """A base with tie_word_embeddings stores no lm_head: loading it as encoder, as MNTP model and exporting it
+    must not be refused, and the MNTP head must be the embeddings."""
+    from llm2vec_hf.loading import load_bidirectional
+
+    base = build_tiny_decoder(tmp_path / "tied", "llama", tie_word_embeddings=True)
+    assert not any(k.startswith("lm_head") for k in load_file(base / "model.safetensors"))
+    mntp, _, _ = load_bidirectional(str(base), for_mntp=True)
+    assert torch.equal(mntp.lm_head.weight, mntp.model.embed_tokens.weight)
+    out = export_checkpoint(str(base), str(tmp_path / "out"))
+    assert LLM2Vec.from_pretrained(out).encode(["fine"], show_progress_bar=False).shape == (1, 32)
+
+
+def test_adapter_of_the_wrong_hidden_size_is_one_line(tiny_bases, tmp_path, capsys):
+    wider = build_tiny_decoder(tmp_path / "wider", "llama", hidden_size=64)
+    adapter = save_lora(wider, tmp_path / "adapter-wide")
+    code, _, err = run_cli(["export", tiny_bases["llama"], "--output", tmp_path / "out", "--adapter", adapter], capsys)
+    assert_one_line(code, err, "another base model", "[2, 64]", "[2, 32]")
+
+
+def test_adapter_of_another_family_is_refused_by_export_as_by_train(tiny_bases, tmp_path, capsys):
+    """A Qwen2 adapter has the module names and, at the same width, the shapes of a Llama one."""
+    adapter = save_lora(tiny_bases["qwen2"], tmp_path / "qwen2-adapter")
+    code, _, err = run_cli(["export", tiny_bases["llama"], "--output", tmp_path / "out", "--adapter", adapter], capsys)
+    assert_one_line(code, err, "another base model", "qwen2", "llama")
+    with pytest.raises(AdapterMismatchError, match="qwen2"):
+        LLM2Vec.from_pretrained(str(tiny_bases["llama"]), peft_model_name_or_path=str(adapter))
+    # and with the class record gone, the base named in the adapter config still tells
+    config_path = adapter / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    config["auto_mapping"] = None
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(AdapterMismatchError, match="qwen2"):
+        LLM2Vec.from_pretrained(str(tiny_bases["llama"]), peft_model_name_or_path=str(adapter))
+
+
+def test_checkpoint_without_tokenizer_files_is_one_line(tiny_bases, tmp_path, capsys):
+    folder = tmp_path / "no-tokenizer"
+    shutil.copytree(tiny_bases["llama"], folder)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (folder / name).unlink(missing_ok=True)
+    code, _, err = run_cli(["export", folder, "--output", tmp_path / "out"], capsys)
+    assert_one_line(code, err, "no tokenizer files")
+    assert "sentencepiece" not in err.lower()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Settings: one rule for text_template everywhere
+# ----------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "template,needle",
+    [
+        ("[INST] [/INST]", "exactly one {text}"),
+        ("{text} and {text}", "exactly one {text}"),
+        ("{text} {foo}", "other than {text}: foo"),
+        ("{} {text}", "other than {text}"),
+        ("{0} {text}", "other than {text}: 0"),
+        ("{text!r}", "no format spec"),
+        ("{text:>10}", "no format spec"),
+        ("{text", "not a valid template"),
+        ("} {text}", "not a valid template"),
+    ],
+)
+def test_text_template_rule_is_the_same_in_export_api_and_encode(tiny_bases, exported, tmp_path, capsys, template, needle):
+    code, _, err = run_cli(["export", tiny_bases["llama"], "--output", tmp_path / "out", "--text-template", template], capsys)
+    assert_one_line(code, err, needle)
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(ValueError, match=re.escape(needle)):
+        LLM2Vec.from_pretrained(str(exported("llama")), text_template=template)
+
+
+def test_text_template_with_escaped_braces_keeps_them_literal(exported):
+    plain = LLM2Vec.from_pretrained(str(exported("llama")), text_template="{{json}} {text}")
+    batch = plain.tokenize([("", "hello")])
+    assert plain.tokenizer.decode(batch["input_ids"][0], skip_special_tokens=True).startswith("{json} hello")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Export: overwrite never loses data, never writes through a link; stale siblings; modes; disk full
+# ----------------------------------------------------------------------------------------------------------------
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+@pytest.mark.parametrize("target_kind", ["folder", "file"])
+def test_overwrite_never_writes_through_a_symlink(tiny_bases, tmp_path, capsys, target_kind):
+    target = tmp_path / "precious"
+    if target_kind == "folder":
+        target.mkdir()
+        (target / "thesis.tex").write_text("years of work")
+    else:
+        target.write_text("years of work")
+    link = tmp_path / "out"
+    link.symlink_to(target)
+    code, _, err = run_cli(["export", tiny_bases["llama"], "--output", link, "--overwrite"], capsys)
+    assert_one_line(code, err, "symbolic link")
+    assert link.is_symlink()
+    assert (target / "thesis.tex" if target_kind == "folder" else target).read_text() == "years of work"
+
+
+def test_overwrite_of_a_regular_file_is_refused(tiny_bases, tmp_path, capsys):
+    target = tmp_path / "out"
+    target.write_text("not a checkpoint")
+    code, _, err = run_cli(["export", tiny_bases["llama"], "--output", target, "--overwrite"], capsys)
+    assert_one_line(code, err, "is a file")
+    assert target.read_text() == "not a checkpoint"
+
+
+def test_export_writes_in_a_staging_sibling_never_in_place(tiny_bases, exported, tmp_path, monkeypatch):
+    """Fails if export wrote into the output folder: while the weights are written the old copy is intact."""
+    from transformers import PreTrainedModel
+
+    out = tmp_path / "out"
+    shutil.copytree(exported("llama"), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    seen = []
+    real_save = PreTrainedModel.save_pretrained
+
+    def spying_save(self, directory, *args, **kwargs):
+        seen.append(Path(directory))
+        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old copy is untouched so far
+        return real_save(self, directory, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "save_pretrained", spying_save)
+    export_checkpoint(str(tiny_bases["llama"]), str(out), overwrite=True, pooling_mode="last_token")
+    assert len(seen) == 1 and seen[0].parent == tmp_path and seen[0].name.startswith(".out.partial-")
+    assert json.loads((out / "llm2vec_config.json").read_text())["pooling_mode"] == "last_token"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+_KILL_AT_SECOND_RENAME = """
+import os, signal, sys
+from llm2vec_hf import export
+real = os.replace
+calls = []
+def replace(a, b):
+    calls.append((a, b))
+    if len(calls) == 2:  # killed between moving the old copy aside and moving the new one in
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real(a, b)
+export.os.replace = replace
+export.export_checkpoint(sys.argv[1], sys.argv[2], overwrite=True, pooling_mode="last_token")
+"""
+
+
+def test_kill_between_the_renames_of_an_overwrite_loses_nothing(tiny_bases, exported, tmp_path):
+    """Without an atomic exchange (not Linux, or a file system without it) an overwrite takes two renames; a kill
+    between them leaves the old copy in a hidden sibling, and the next export to that output puts it back."""
+    out = tmp_path / "out"
+    shutil.copytree(exported("llama"), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    env = {**os.environ, "LLM2VEC_HF_NO_RENAME_EXCHANGE": "1"}
+    proc = subprocess.run([sys.executable, "-c", _KILL_AT_SECOND_RENAME, str(tiny_bases["llama"]), str(out)],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert not out.exists()
+    assert any(p.name.startswith(".out.old-") for p in tmp_path.iterdir())
+    with pytest.raises(LLM2VecError, match="--overwrite"):  # recovered first, then refused as non-empty
+        export_checkpoint(str(tiny_bases["llama"]), str(out))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_overwrite_swaps_atomically_where_the_os_can(tiny_bases, exported, tmp_path, monkeypatch):
+    from llm2vec_hf import export
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("renameat2(RENAME_EXCHANGE) is Linux's")
+    out = tmp_path / "out"
+    shutil.copytree(exported("llama"), out)
+    renames = []
+    monkeypatch.setattr(export.os, "replace", lambda a, b: renames.append((a, b)) or os.rename(a, b))
+    export_checkpoint(str(tiny_bases["llama"]), str(out), overwrite=True)
+    assert renames == []  # one atomic exchange: at no instant is there no checkpoint at out
+    assert json.loads((out / "llm2vec_config.json").read_text())["pooling_mode"] == "mean"
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+
+
+def test_stale_partial_folders_of_dead_exports_are_removed(tiny_bases, tmp_path):
+    from llm2vec_hf.export import _host_tag
+
+    host, dead = _host_tag(), _dead_pid()
+    stale = tmp_path / f".out.partial-{host}-{dead}-abc123"
+    alive = tmp_path / f".out.partial-{host}-1-def456"  # pid 1 runs: an export in progress, left alone
+    other_host = tmp_path / f".out.partial-00000000-{dead}-x"  # cannot tell on another host: left alone
+    not_ours = tmp_path / ".out.partial-notes"
+    for folder in (stale, alive, other_host, not_ours):
+        folder.mkdir()
+        (folder / "model.safetensors").write_bytes(b"half")
+    export_checkpoint(str(tiny_bases["llama"]), str(tmp_path / "out"))
+    assert not stale.exists()
+    assert alive.exists() and other_host.exists() and not_ours.exists()
+
+
+def test_exported_folder_has_normal_permissions(tiny_bases, tmp_path):
+    old = os.umask(0o022)
+    try:
+        out = Path(export_checkpoint(str(tiny_bases["llama"]), str(tmp_path / "out")))
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o755
+    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o644}
+    os.umask(0o077)
+    try:
+        private = Path(export_checkpoint(str(tiny_bases["llama"]), str(tmp_path / "private")))
+    finally:
+        os.umask(old)
+    assert private.stat().st_mode & 0o777 == 0o700  # the umask is respected, as save_pretrained does
+
+
+@pytest.mark.parametrize("writer", ["safetensors", "tokenizers", "plain"])
+def test_disk_full_during_export_is_one_line_and_keeps_the_old_copy(tiny_bases, exported, tmp_path, capsys,
+                                                                    monkeypatch, writer):
+    import errno
+
+    out = tmp_path / "out"
+    shutil.copytree(exported("llama"), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # Each writer raises its own exception type with the OS error in its text, as on a real full disk (checked
+    # by hand on a 200 KB tmpfs: docs/reliability.md); mounting one needs root, so the writers are made to fail.
+    if writer == "safetensors":
+        import transformers.modeling_utils
+        from safetensors import SafetensorError
+
+        def full(*args, **kwargs):
+            raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
+
+        monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+    elif writer == "tokenizers":
+        from transformers.tokenization_utils_tokenizers import TokenizersBackend
+
+        real = TokenizersBackend.backend_tokenizer
+
+        class FullDisk:
+            def __init__(self, tokenizer):
+                self.tokenizer = tokenizer
+
+            def save(self, *args, **kwargs):
+                raise Exception("No space left on device (os error 28)")  # the tokenizers library's type and text
+
+            def __getattr__(self, name):
+                return getattr(self.tokenizer, name)
+
+        monkeypatch.setattr(TokenizersBackend, "backend_tokenizer", property(lambda self: FullDisk(real.fget(self))))
+    else:
+        from llm2vec_hf import export
+
+        def full(*args, **kwargs):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(export, "_write_sentence_transformers_files", full)
+    code, _, err = run_cli(["export", tiny_bases["llama"], "--output", out, "--overwrite"], capsys)
+    assert_one_line(code, err, "disk is full", "unchanged")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(os.listdir(tmp_path)) == ["out"]

@@ -171,6 +171,7 @@ def write_checkpoint(
         _write_json(staging / "llm2vec_config.json", {k: settings[k] for k in OFFICIAL_KEYS})
         _write_sentence_transformers_files(staging, settings, prompts or {})
         (staging / "README.md").write_text(render_model_card(model, settings, prompts or {}, training or {}))
+        _apply_umask(staging)
         _move_into_place(staging, output_path)
     except BaseException as error:
         shutil.rmtree(staging, ignore_errors=True)
@@ -182,6 +183,18 @@ def write_checkpoint(
         raise
     logger.info("Wrote %s", output_path)
     return str(output_path)
+
+
+def _apply_umask(folder: Path) -> None:
+    """Gives every file 0666 and every folder 0777, minus the umask, as plain ``open``/``mkdir`` do: some writers
+    (transformers' weights, via a temporary file) leave 0600 behind, which serving containers cannot read."""
+    mask = _umask()
+    os.chmod(folder, 0o777 & ~mask)
+    for root, dirs, files in os.walk(folder):
+        for name in dirs:
+            os.chmod(os.path.join(root, name), 0o777 & ~mask)
+        for name in files:
+            os.chmod(os.path.join(root, name), 0o666 & ~mask)
 
 
 def _umask() -> int:

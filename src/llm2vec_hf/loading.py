@@ -129,6 +129,8 @@ def load_bidirectional(
         if hasattr(config, "auto_map"):
             del config.auto_map  # the native class, not our remote code
     try:
+        # Mismatched shapes are reported (and refused below, naming the tensors) instead of raised unnamed.
+        hf_kwargs.setdefault("ignore_mismatched_sizes", True)
         model, info = model_class.from_pretrained(path, config=config, output_loading_info=True, **hf_kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError, KeyError) as error:
         raise CheckpointError(f"Could not load the weights of {name_or_path}: {one_line(error)}") from None
@@ -164,7 +166,10 @@ def check_loading_info(name_or_path: str, info: dict[str, Any]) -> None:
     lists: transformers filters them through the class's tied-weights and ignore-on-load rules.
     """
     missing, unexpected = set(info.get("missing_keys") or ()), set(info.get("unexpected_keys") or ())
-    mismatched = [str(m[0]) if isinstance(m, (tuple, list)) else str(m) for m in info.get("mismatched_keys") or ()]
+    mismatched = [
+        f"{m[0]} {list(m[1])} (config: {list(m[2])})" if isinstance(m, (tuple, list)) and len(m) == 3 else str(m)
+        for m in info.get("mismatched_keys") or ()
+    ]
     if missing:
         raise CheckpointError(
             f"{name_or_path} is incomplete: {len(missing)} tensors the config asks for are not in its weights "
