@@ -227,8 +227,8 @@ def find_secrets(folder: Path, files: list[tuple[str, int]], token: str | None) 
     for relpath, _ in files:
         path = folder / relpath
         why = _find_secret(relpath.encode(), token_bytes)
-        if why:
-            found.append(f"{relpath} (its name {why[len('contains '):]})")
+        if why:  # the name is shown scrubbed: printing it would leak what it holds
+            found.append(f"{_scrub(relpath, token)} (its name {why[len('contains '):]})")
             continue
         if relpath.endswith(".safetensors"):
             # only the header holds free text: tensor names and __metadata__; the rest is numbers
@@ -300,7 +300,8 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
         raise CheckpointError(f"No such checkpoint folder: {folder}")
     files = list_files(folder)
     names = {name for name, _ in files}
-    refused = [f"{name} ({why})" for name, _ in files if (why := refused_by_name(name) or refused_by_content(folder / name))]
+    refused = [f"{_scrub(name, token)} ({why})" for name, _ in files
+               if (why := refused_by_name(name) or refused_by_content(folder / name))]
     refused += find_secrets(folder, [(n, s) for n, s in files if not refused_by_name(n)], token)
     if refused:
         raise CheckpointError(f"Refusing to upload {folder}: " + "; ".join(refused))
