@@ -120,10 +120,11 @@ class AdapterTrainerMixin:
 
 #: Run settings a resumed run must share with the run that wrote the checkpoint: a change would make the resumed
 #: run neither the old run nor a fresh one (the scheduler and data order are restored from the checkpoint).
+#: ``max_steps``/``num_train_epochs`` may change: continuing a run for longer is what resuming is for.
 RUN_SETTINGS_FILE = "llm2vec_run.json"
 RUN_SETTINGS = (
     "learning_rate", "seed", "data_seed", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay",
-    "per_device_train_batch_size", "gradient_accumulation_steps", "max_steps", "num_train_epochs",
+    "per_device_train_batch_size", "gradient_accumulation_steps",
 )
 
 
