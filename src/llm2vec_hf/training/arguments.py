@@ -148,10 +148,14 @@ def _typed_value(parser: HfArgumentParser, key: str, value: Any, where: str) -> 
     string defaults, so a YAML list or mapping where a number belongs would otherwise fail later, unnamed."""
     action = next((a for a in parser._actions if a.dest == key), None)
     convert = getattr(action, "type", None)
-    if action is None or value is None or convert is None:
+    if action is None or convert is None:
         return value
     type_name = {int: "an integer", float: "a number", str: "a string"}.get(convert, "")
     type_name = type_name or ("true or false" if "bool" in getattr(convert, "__name__", "") else "a valid value")
+    if value is None:
+        if action.default is not None:  # a field without an "unset" value: null would fail later, unnamed
+            raise ValueError(f"{key} {where} must be {type_name}, got null")
+        return value
 
     def one(item: Any) -> Any:
         if isinstance(item, (list, tuple, dict)):
