@@ -457,6 +457,19 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
     # Decoder checkpoints carry an LM head that the encoder does not use.
     _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
 
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """As transformers', but a checkpoint that lacks weights is refused: transformers would only log
+        "MISSING" and initialise them randomly, and such an encoder returns wrong vectors without an error."""
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise OSError(f"{args[0] if args else 'the checkpoint'} is incomplete: {len(missing)} tensors are not "
+                          f"in its weights ({shown}); they would be randomly initialised")
+        return (model, info) if wants_info else model
+
     def encode(
         self,
         inputs,

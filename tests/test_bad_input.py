@@ -262,6 +262,14 @@ def test_exported_checkpoint_missing_a_tensor_is_refused(exported, tmp_path):
     _rewrite(folder / "model.safetensors", keep=lambda k: "layers.0.mlp.up_proj" not in k)
     with pytest.raises(CheckpointError, match="layers.0.mlp.up_proj.weight"):
         LLM2Vec.from_pretrained(str(folder))
+    # the checkpoint's own remote code refuses it too, for AutoModel and sentence-transformers
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    with pytest.raises(OSError, match="layers.0.mlp.up_proj.weight"):
+        AutoModel.from_pretrained(str(folder), trust_remote_code=True)
+    with pytest.raises(OSError, match="randomly initialised"):
+        SentenceTransformer(str(folder), trust_remote_code=True, device="cpu")
 
 
 def test_tied_embeddings_are_not_reported_missing(tmp_path):
