@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from llm2vec_hf.training import parse_recipe
@@ -17,7 +17,10 @@ FUZZ = settings(max_examples=150, derandomize=True, deadline=None, database=None
 KEYS = ["lora_r", "max_seq_length", "learning_rate", "mlm_probability", "simcse_dropout", "use_cpu", "seed",
         "lr_scheduler_type", "lora_target_modules", "pooling_mode", "max_steps", "warmup_ratio", "bf16",
         "num_hard_negatives", "gradient_accumulation_steps", "peft_model_name_or_path", "mask_token_type"]
-values = st.recursive(
+plausible = st.one_of(st.integers(1, 64), st.floats(0.01, 0.5), st.booleans(), st.sampled_from(
+    ["cosine", "linear", "mean", "eos_token", "blank", "mask", "q_proj", "v_proj"]), st.lists(st.sampled_from(
+    ["q_proj", "v_proj", "o_proj"]), min_size=1, max_size=3))
+values = plausible | plausible | st.recursive(
     st.none() | st.booleans() | st.integers(-5, 10**6) | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=12) | st.sampled_from(["cosine", "mean", "q_proj", "1e-4", "true", "3", "blank"]),
     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=4), c, max_size=2),
@@ -79,5 +82,7 @@ def test_any_value_for_any_key(tmp_path_factory, base_values, declared_types, ke
         assert "not supported between" not in message and "object has no attribute" not in message, message
         if via == "yaml":
             assert "command-line" not in message, message
+        event("outcome: one-line error")
         return
+    event("outcome: recipe")
     _check(recipe, key, declared_types)

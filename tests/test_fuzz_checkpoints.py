@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, currently_in_test_context, event, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file, save_file
 
@@ -59,9 +59,16 @@ def _outcome(load, expected: torch.Tensor, damage) -> str:
         vectors = _encode(model)
     except (LLM2VecError, ValueError, TypeError, OSError) as error:
         assert "\n" not in str(error) and str(error).strip(), (damage, repr(error))
+        _note("outcome: one-line error")
         return "error"
     assert torch.allclose(vectors, expected, atol=1e-6), f"loaded with other weights after {damage}"
+    _note("outcome: loaded, same vectors")
     return "same vectors"
+
+
+def _note(outcome: str) -> None:
+    if currently_in_test_context():  # counted in --hypothesis-show-statistics
+        event(outcome)
 
 
 def _header_length(path: Path) -> int:

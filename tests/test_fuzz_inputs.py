@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from llm2vec_hf import encode_file
@@ -19,6 +19,7 @@ FUZZ = settings(max_examples=200, derandomize=True, deadline=None, database=None
 
 
 def assert_one_line(error: BaseException) -> None:
+    event("outcome: one-line error")
     assert isinstance(error, (LLM2VecError, ValueError, TypeError)), repr(error)
     assert "\n" not in str(error) and str(error).strip(), repr(error)
 
@@ -33,7 +34,13 @@ json_values = st.recursive(
 )
 records = st.fixed_dictionaries({}, optional={"text": json_values | st.text(min_size=1, max_size=30),
                                               "instruction": json_values, "extra": json_values})
+valid_records = st.fixed_dictionaries(
+    {"text": st.text(min_size=1, max_size=20).filter(str.strip)},
+    optional={"instruction": st.text(max_size=10), "id": st.integers()},
+)
 jsonl_lines = st.one_of(
+    valid_records.map(lambda r: json.dumps(r, ensure_ascii=bool(len(r) % 2)).encode()),
+    valid_records.map(lambda r: json.dumps(r).encode()),
     records.map(lambda r: json.dumps(r, ensure_ascii=False).encode()),
     json_values.map(lambda v: json.dumps(v).encode()),
     st.binary(max_size=40),
@@ -96,6 +103,7 @@ def test_jsonl_reader(tmp_path_factory, lines, bom, crlf):
         assert_one_line(error)
         assert expected is None, (lines, error)
         return
+    event("outcome: read")
     assert items == expected
 
 
@@ -113,6 +121,7 @@ def test_txt_reader(tmp_path_factory, lines, bom, crlf):
         decodable = all(_decodes(line) for line in lines)
         assert not decodable or any(not line.decode().strip() for line in lines), (lines, error)
         return
+    event("outcome: read")
     assert items == [line.decode("utf-8") for line in lines]  # the BOM is never part of row 0
     assert encode_file.count_inputs(path) == len(items)
 
@@ -130,7 +139,13 @@ def _decodes(raw: bytes) -> bool:
 # ---------------------------------------------------------------------------------------------------------------
 leaf = st.one_of(st.text(max_size=6), st.text(min_size=1, max_size=6).filter(str.strip), st.integers(-3, 3),
                  st.none(), st.floats(allow_nan=False), st.booleans(), st.binary(max_size=3))
-shapes = st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.lists(c, max_size=4).map(tuple), max_leaves=8)
+text = st.text(min_size=1, max_size=6).filter(str.strip)
+pair = st.tuples(st.text(max_size=6), text).map(list) | st.tuples(st.text(max_size=6), text)
+medi = st.tuples(st.text(max_size=6), text, st.integers(0, 9))
+valid_shapes = st.one_of(text, st.lists(text | pair, min_size=1, max_size=4),
+                         st.lists(text, min_size=1, max_size=4).map(tuple), medi.map(list), st.lists(medi, max_size=3))
+shapes = valid_shapes | st.recursive(leaf, lambda c: st.lists(c, max_size=4) | st.lists(c, max_size=4).map(tuple),
+                                     max_leaves=8)
 
 
 def _reference_pairs(inputs):
@@ -170,6 +185,7 @@ def test_normalize_inputs(inputs):
         assert_one_line(error)
         assert expected is None, (inputs, error)
         return
+    event("outcome: read")
     assert pairs == expected
 
 
