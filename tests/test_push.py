@@ -487,3 +487,35 @@ def test_safetensors_metadata_is_scanned(checkpoint, hub_env):
     weights = checkpoint / "model.safetensors"
     save_file(load_file(weights), weights, metadata={"format": "pt", "notes": f"trained with {OTHER_SECRET}"})
     _refused(checkpoint, "model.safetensors (contains what looks like a Hugging Face token)")
+
+
+@pytest.mark.parametrize(
+    "relpath, verdict",
+    [
+        ("model.safetensors", None),
+        ("README.md", None),
+        ("x.pkl/notes.txt", None),  # a folder's name is not the file's
+        ("my dir/a.pkl.d/notes.txt", None),
+        ("sub/weights.pkl", "pickle file"),
+        (".pkl", "pickle file"),
+        ("model.PKL.GZ", "pickle file"),
+        (".env", "environment file"),
+        (".env.local", "environment file"),
+        ("config/prod.env", "environment file"),
+        (".envrc", "environment file"),
+        ("environment.yml", None),
+        ("dotenv.txt", None),
+        ("id_rsa_backup", "credential file"),
+        ("keys/server.PEM", "credential file"),
+        ("tokenizer_config.json", None),
+    ],
+)
+def test_refused_by_name_table(relpath, verdict):
+    """Exact verdicts (found missing by a mutation run of hub.py: docs/reliability.md)."""
+    from llm2vec_hf.hub import refused_by_name
+
+    why = refused_by_name(relpath)
+    if verdict is None:
+        assert why is None, (relpath, why)
+    else:
+        assert why is not None and why.startswith(verdict), (relpath, why)

@@ -129,10 +129,10 @@ def upload_path(folder: Path, relpath: str) -> str:
 def refused_by_name(relpath: str) -> str | None:
     name = relpath.rsplit("/", 1)[-1]
     lowered = name.lower()
-    suffixes = {"." + part for part in lowered.lstrip(".").split(".")[1:]}
+    suffixes = {"." + part for part in lowered.split(".")[1:]}  # ".pkl" and "a.pkl.gz" alike
     if suffixes & set(PICKLE_SUFFIXES + PICKLE_EXTRA):
         return "pickle file or other non-safetensors weights; only safetensors are uploaded"
-    if lowered == ".env" or lowered.startswith(".env.") or lowered.endswith(".env") or lowered == ".envrc":
+    if lowered.startswith(".env.") or lowered.endswith(".env") or lowered == ".envrc":
         return "environment file"
     if lowered in CREDENTIAL_NAMES or lowered.endswith(CREDENTIAL_SUFFIXES) or lowered.startswith("id_rsa"):
         return "credential file"
