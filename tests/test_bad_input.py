@@ -285,6 +285,12 @@ def test_tied_embeddings_are_not_reported_missing(tmp_path):
     assert LLM2Vec.from_pretrained(out).encode(["fine"], show_progress_bar=False).shape == (1, 32)
 
 
+def test_causal_baseline_of_a_decoder_checkpoint_loads(tiny_bases):
+    """The native AutoModel (enable_bidirectional=False) has no use for the decoder's lm_head: not an error."""
+    model = LLM2Vec.from_pretrained(str(tiny_bases["llama"]), enable_bidirectional=False)
+    assert model.encode(["fine"], show_progress_bar=False).shape == (1, 32)
+
+
 def test_adapter_of_the_wrong_hidden_size_is_one_line(tiny_bases, tmp_path, capsys):
     wider = build_tiny_decoder(tmp_path / "wider", "llama", hidden_size=64)
     adapter = save_lora(wider, tmp_path / "adapter-wide")

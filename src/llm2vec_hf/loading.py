@@ -166,6 +166,8 @@ def check_loading_info(name_or_path: str, info: dict[str, Any]) -> None:
     lists: transformers filters them through the class's tied-weights and ignore-on-load rules.
     """
     missing, unexpected = set(info.get("missing_keys") or ()), set(info.get("unexpected_keys") or ())
+    # the causal-LM head of a decoder checkpoint, which an encoder (ours or the native AutoModel) does not use
+    unexpected = {key for key in unexpected if not key.startswith("lm_head.")}
     mismatched = [
         f"{m[0]} {list(m[1])} (config: {list(m[2])})" if isinstance(m, (tuple, list)) and len(m) == 3 else str(m)
         for m in info.get("mismatched_keys") or ()
