@@ -134,6 +134,8 @@ def resolve_encoding(config=None, tokenizer=None, name_or_path: str | None = Non
     for key in ("max_length", "doc_max_length"):
         if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {settings[key]!r}")
+    if settings["text_template"]:  # "" means none
+        check_text_template(settings["text_template"])
     if tokenizer is not None:
         name = name_or_path if name_or_path is not None else getattr(config, "_name_or_path", None)
         if settings["text_template"] is None:
@@ -206,8 +208,10 @@ def normalize_inputs(inputs: Any) -> list[tuple[str, str]]:
     """
     if isinstance(inputs, str):
         inputs = [inputs]
-    elif isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(x, str) for x in inputs):
-        inputs = [list(inputs)]
+    # As llm2vec 0.2.3 reads it, a sequence of texts is that many texts whatever its type (a tuple of two
+    # strings is two texts, not a pair), and a flat [instruction, text, id] (MTEB's MEDI form) is one pair.
+    elif isinstance(inputs, (list, tuple)) and len(inputs) == 3 and _is_medi_item(inputs):
+        inputs = [inputs]
     if not isinstance(inputs, Sequence) or isinstance(inputs, (bytes, bytearray)):
         raise TypeError(f"Expected a text or a list of texts / [instruction, text] pairs, got {type(inputs).__name__}")
     if len(inputs) == 0:
@@ -217,6 +221,8 @@ def normalize_inputs(inputs: Any) -> list[tuple[str, str]]:
         if isinstance(item, str):
             instruction, text = "", item
         elif isinstance(item, (list, tuple)):
+            if len(item) == 3 and _is_medi_item(item):
+                item = item[:2]
             if len(item) != 2 or not all(isinstance(x, str) for x in item):
                 raise TypeError(f"Input #{i} must be a text or an [instruction, text] pair of two strings, got {item!r}")
             instruction, text = item
@@ -228,7 +234,37 @@ def normalize_inputs(inputs: Any) -> list[tuple[str, str]]:
     return pairs
 
 
+def _is_medi_item(item) -> bool:
+    return isinstance(item[0], str) and isinstance(item[1], str) and isinstance(item[2], int) and not isinstance(item[2], bool)
+
+
+def check_text_template(template: Any) -> None:
+    """A text template holds exactly one ``{text}`` placeholder and no other field; literal braces are doubled
+    (``{{`` and ``}}``), as in ``str.format``. Without ``{text}`` every input would embed the same string."""
+    import string
+
+    if not isinstance(template, str):
+        raise ValueError(f"text_template must be a string with one {{text}} placeholder, got {type(template).__name__}")
+    try:
+        fields = [(name, spec, conversion) for _, name, spec, conversion in string.Formatter().parse(template)
+                  if name is not None]
+    except ValueError as error:
+        raise ValueError(f"text_template {template!r} is not a valid template ({error}); write literal braces "
+                         "as {{ and }}") from None
+    others = sorted({name or "{}" for name, _, _ in fields if name != "text"})
+    if others:
+        raise ValueError(f"text_template {template!r} has placeholders other than {{text}}: "
+                         f"{', '.join(others)}; write literal braces as {{{{ and }}}}")
+    if len(fields) != 1:
+        raise ValueError(f"text_template {template!r} must contain exactly one {{text}} placeholder, "
+                         f"found {len(fields)}")
+    if fields[0][1] or fields[0][2]:
+        raise ValueError(f"text_template {template!r}: {{text}} takes no format spec or conversion")
+
+
 def _count_tokens(tokenizer, texts: list[str], max_length: int) -> list[int]:
+    if not texts:
+        return []
     encoded = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=max_length)["input_ids"]
     return [len(ids) for ids in encoded]
 
@@ -239,20 +275,57 @@ def cut_to_doc_max_length(tokenizer, texts: list[str], doc_max_length: int, max_
     Lengths are measured after truncation to ``max_length``, as the reference does. Unlike the reference, a text
     is never cut to nothing (a single "word" longer than doc_max_length, e.g. unspaced CJK, stays as it is and
     is truncated to max_length): the reference would then pool padding.
+
+    The reference re-tokenizes the whole text on every pass and each pass keeps only doc/max of the words, so a
+    10 MB line takes dozens of full tokenizations. Every prefix of at least ``max_length`` words has at least
+    ``max_length`` tokens (checked once on those words), so its measured length is ``max_length`` and the
+    reference's passes over it are arithmetic; only prefixes shorter than ``max_length`` words are tokenized.
     """
     texts = list(texts)
-    lengths = _count_tokens(tokenizer, texts, max_length)
-    for i, length in enumerate(lengths):
-        text = texts[i]
-        while length > doc_max_length:
-            words = text.split()
-            keep = int(len(words) * doc_max_length / length)
-            if keep < 1:
-                break
-            text = " ".join(words[:keep])
-            length = _count_tokens(tokenizer, [text], max_length)[0]
-        texts[i] = text
+    if doc_max_length >= max_length:  # a length measured after truncation never exceeds doc_max_length
+        return texts
+    short = [i for i, text in enumerate(texts) if len(text.split()) <= max_length]
+    for i, length in zip(short, _count_tokens(tokenizer, [texts[i] for i in short], max_length)):
+        texts[i] = _cut_words(tokenizer, texts[i].split(), texts[i], length, doc_max_length, max_length)
+    for i in sorted(set(range(len(texts))) - set(short)):
+        texts[i] = _cut_long_text(tokenizer, texts[i], doc_max_length, max_length)
     return texts
+
+
+def _cut_words(tokenizer, words: list[str], text: str, length: int, doc_max_length: int, max_length: int) -> str:
+    """The reference's loop, from ``text`` (its words, its measured length) on."""
+    while length > doc_max_length:
+        keep = int(len(words) * doc_max_length / length)
+        if keep < 1:
+            break
+        words = words[:keep]
+        text = " ".join(words)
+        length = _count_tokens(tokenizer, [text], max_length)[0]
+    return text
+
+
+def _cut_long_text(tokenizer, text: str, doc_max_length: int, max_length: int) -> str:
+    """`cut_to_doc_max_length` for a text of more than ``max_length`` words, tokenizing at most that many words
+    at a time."""
+    import itertools
+    import re
+
+    words = text.split()
+    # The reference's first pass measures the text as given (its own whitespace), later passes the joined words.
+    last_head_word = next(itertools.islice(re.finditer(r"\S+", text), max_length - 1, None), None)
+    first_capped = last_head_word is not None and (
+        _count_tokens(tokenizer, [text[: last_head_word.end()]], max_length)[0] >= max_length
+    )
+    joined_capped = _count_tokens(tokenizer, [" ".join(words[:max_length])], max_length)[0] >= max_length
+    if not (first_capped and joined_capped):  # a tokenizer that drops whole words: the reference loop, as is
+        length = _count_tokens(tokenizer, [text], max_length)[0]
+        return _cut_words(tokenizer, words, text, length, doc_max_length, max_length)
+    n = len(words)
+    while n >= max_length:  # measured length is max_length: one pass keeps int(n * doc / max) words
+        n = int(n * doc_max_length / max_length)
+    text = " ".join(words[:n])
+    return _cut_words(tokenizer, words[:n], text, _count_tokens(tokenizer, [text], max_length)[0], doc_max_length,
+                      max_length)
 
 
 def format_inputs(pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tuple[list[str], list[str]]:
@@ -604,6 +677,19 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
 
     # Decoder checkpoints carry an LM head that the encoder does not use.
     _keys_to_ignore_on_load_unexpected = [r"^lm_head\."]
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs):
+        """As transformers', but a checkpoint that lacks weights is refused: transformers would only log
+        "MISSING" and initialise them randomly, and such an encoder returns wrong vectors without an error."""
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
+        missing = sorted(info.get("missing_keys") or ())
+        if missing:
+            shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
+            raise OSError(f"{args[0] if args else 'the checkpoint'} is incomplete: {len(missing)} tensors are not "
+                          f"in its weights ({shown}); they would be randomly initialised")
+        return (model, info) if wants_info else model
 
     def encode(
         self,

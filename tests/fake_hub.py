@@ -8,14 +8,20 @@ huggingface_hub's own client code uses to push and pull a model repo:
   POST /api/validate-yaml                        README metadata check (YAML syntax only)
   POST /api/repos/create                         create_repo (409 when it exists, as the Hub answers)
   POST /api/models/{repo}/branch/{branch}        create_branch
-  POST /api/models/{repo}/preupload/{rev}        every file "regular" (inline base64 in the commit, no LFS/Xet)
-  POST /api/models/{repo}/commit/{rev}           NDJSON commit: header + base64 files
+  POST /api/models/{repo}/preupload/{rev}        "lfs" for weights and files over `lfs_threshold`, else "regular"
+  POST /{repo}.git/info/lfs/objects/batch        LFS batch API: upload + verify actions for objects not stored
+  PUT  /lfs-upload/{oid}                         LFS object upload (refused unless its sha256 is the oid)
+  POST /lfs-verify                               LFS verify (the object is stored, with that size)
+  POST /api/models/{repo}/commit/{rev}           NDJSON commit: header + base64 files + lfsFile pointers
   GET  /api/models/{repo}/revision/{rev}         repo_info (snapshot_download)
   GET  /api/models/{repo}/tree/{rev}             list_repo_tree (snapshot_download)
   HEAD/GET /{repo}/resolve/{rev}/{path}          file download
 
-It differs from the real Hub in that large files are not routed to LFS/Xet storage (the server answers
-"regular" to preupload); everything else goes through huggingface_hub's real request, error and retry code.
+Large files take the route real weights take: preupload answers "lfs" as the Hub does (by its default
+.gitattributes patterns, and above a size), and the client then uploads them through the LFS batch API. The
+Hub's newer Xet storage needs a content-addressed chunk server this module does not implement; tests disable
+Xet on the client (``constants.HF_HUB_DISABLE_XET``), which makes huggingface_hub use the LFS protocol it
+falls back to. Everything else goes through huggingface_hub's real request, error and retry code.
 ``mode`` makes it refuse every request with 401 or 403, or answer 500, to test the error paths.
 """
 
@@ -38,13 +44,22 @@ class Repo:
     commits: list[dict] = field(default_factory=list)
 
 
+#: Suffixes the Hub's default .gitattributes stores in LFS (a subset: the ones a checkpoint folder can hold).
+LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".h5", ".onnx", ".model", ".npy", ".npz", ".zip")
+#: Above this size the Hub routes any file to LFS.
+LFS_THRESHOLD = 10 * 1024 * 1024
+
+
 class FakeHub:
-    def __init__(self, token: str, mode: str = "ok"):
+    def __init__(self, token: str, mode: str = "ok", lfs_threshold: int = LFS_THRESHOLD):
         self.token = token
         self.mode = mode
+        self.lfs_threshold = lfs_threshold
         self.repos: dict[str, Repo] = {}
         self.requests: list[dict] = []
         self.validated: list[dict] = []
+        self.lfs_objects: dict[str, bytes] = {}
+        self.upload_modes: dict[str, str] = {}  # path in repo -> "lfs" | "regular", as preupload answered
         hub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -61,6 +76,9 @@ class FakeHub:
 
             def do_POST(self):
                 hub._handle(self, "POST")
+
+            def do_PUT(self):
+                hub._handle(self, "PUT")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
@@ -118,6 +136,12 @@ class FakeHub:
         authorized = auth == f"Bearer {self.token}"
         parts = [unquote(p) for p in url.path.strip("/").split("/")]
         try:
+            if method == "PUT" and parts[0] == "lfs-upload" and len(parts) == 2:
+                return self._lfs_upload(handler, parts[1], body)
+            if method == "POST" and url.path == "/lfs-verify":
+                return self._lfs_verify(handler, json.loads(body), authorized)
+            if method == "POST" and len(parts) == 6 and parts[1].endswith(".git") and parts[2:] == ["info", "lfs", "objects", "batch"]:
+                return self._lfs_batch(handler, f"{parts[0]}/{parts[1][:-4]}", json.loads(body), authorized)
             if method == "POST" and url.path == "/api/validate-yaml":
                 return self._validate_yaml(handler, json.loads(body)["content"])
             if method == "POST" and url.path == "/api/repos/create":
@@ -186,8 +210,13 @@ class FakeHub:
         files = repo.branches[branch]
         if action == "preupload" and method == "POST":
             wanted = json.loads(body)["files"]
-            return self._reply(handler, 200, {"files": [
-                {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for f in wanted]})
+            answer = []
+            for f in wanted:
+                lfs = f["size"] > self.lfs_threshold or f["path"].lower().endswith(LFS_SUFFIXES)
+                self.upload_modes[f["path"]] = "lfs" if lfs else "regular"
+                answer.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                               "oid": None})
+            return self._reply(handler, 200, {"files": answer})
         if action == "commit" and method == "POST":
             lines = [json.loads(line) for line in body.decode().splitlines() if line.strip()]
             header = next(line["value"] for line in lines if line["key"] == "header")
@@ -195,7 +224,12 @@ class FakeHub:
                 if line["key"] == "file":
                     value = line["value"]
                     files[value["path"]] = base64.b64decode(value["content"])
-                elif line["key"] in ("lfsFile", "deletedFile", "deletedFolder"):
+                elif line["key"] == "lfsFile":
+                    value = line["value"]
+                    if value["oid"] not in self.lfs_objects:
+                        return self._error(handler, 400, f"LFS object {value['oid']} of {value['path']} was not uploaded")
+                    files[value["path"]] = self.lfs_objects[value["oid"]]
+                elif line["key"] in ("deletedFile", "deletedFolder"):
                     return self._error(handler, 400, f"fake hub does not support {line['key']}")
             oid = hashlib.sha1(json.dumps(sorted((p, hashlib.sha1(c).hexdigest()) for p, c in files.items())).encode()
                                + header["summary"].encode()).hexdigest()
@@ -218,6 +252,34 @@ class FakeHub:
                 return self._error(handler, 404, f"{subpath} does not exist on {revision}", "EntryNotFound")
             return self._reply(handler, 200, entries)
         return self._error(handler, 404, f"no route {method} {action}")
+
+    def _lfs_batch(self, handler, repo_id: str, payload: dict, authorized: bool):
+        if not authorized:
+            return self._error(handler, 401, "Invalid credentials in Authorization header")
+        if repo_id not in self.repos:
+            return self._error(handler, 404, "Repository not found", "RepoNotFound")
+        objects = []
+        for obj in payload["objects"]:
+            entry = {"oid": obj["oid"], "size": obj["size"], "authenticated": True}
+            if obj["oid"] not in self.lfs_objects:  # the Hub sends no actions for an object it already holds
+                entry["actions"] = {"upload": {"href": f"{self.endpoint}/lfs-upload/{obj['oid']}"},
+                                    "verify": {"href": f"{self.endpoint}/lfs-verify"}}
+            objects.append(entry)
+        return self._reply(handler, 200, {"transfer": "basic", "objects": objects})
+
+    def _lfs_upload(self, handler, oid: str, body: bytes):
+        if hashlib.sha256(body).hexdigest() != oid:
+            return self._error(handler, 400, "uploaded content does not match its oid")
+        self.lfs_objects[oid] = body
+        return self._reply(handler, 200, {})
+
+    def _lfs_verify(self, handler, payload: dict, authorized: bool):
+        if not authorized:
+            return self._error(handler, 401, "Invalid credentials in Authorization header")
+        stored = self.lfs_objects.get(payload["oid"])
+        if stored is None or len(stored) != payload["size"]:
+            return self._error(handler, 404, "LFS object not found")
+        return self._reply(handler, 200, {})
 
     def _resolve(self, handler, method, repo_id, revision, path, authorized):
         repo = self._repo(handler, repo_id, authorized, method)

@@ -181,3 +181,105 @@ def test_two_processes_give_the_vectors_of_one(exported, tmp_path):
     delta = float(np.abs(a - b).max())
     print(f"2 processes vs 1: max |delta| = {delta:.3g}")
     assert delta <= 1e-5
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoding traps: BOM, non-string instructions, an output that cannot be written, two runs on one output
+# ----------------------------------------------------------------------------------------------------------------
+def _encode(model, source, out, capsys, *extra) -> tuple[int, str]:
+    capsys.readouterr()
+    code = main(["encode", str(model), "--input", str(source), "--output", str(out), *extra])
+    return code, capsys.readouterr().err.strip()
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_a_utf8_bom_is_stripped_in_txt_and_jsonl_alike(exported, tmp_path, capsys, suffix):
+    model = exported("llama")
+    texts = ["first line", "second line"]
+    plain = tmp_path / "plain.txt"
+    plain.write_text("\n".join(texts) + "\n", encoding="utf-8")
+    source = tmp_path / f"bom{suffix}"
+    body = "\n".join(texts if suffix == ".txt" else [json.dumps({"text": t}) for t in texts]) + "\n"
+    source.write_bytes(b"\xef\xbb\xbf" + body.encode())
+    assert _encode(model, plain, tmp_path / "plain.npy", capsys)[0] == 0
+    code, err = _encode(model, source, tmp_path / "bom.npy", capsys)
+    assert code == 0, err
+    assert np.array_equal(np.load(tmp_path / "bom.npy"), np.load(tmp_path / "plain.npy"))
+    assert encode_module.read_inputs(str(source)) == texts
+
+
+@pytest.mark.parametrize("value", ["0", "false", "null", "[]", "[\"a\"]", "{}", "1.5"])
+def test_an_instruction_that_is_not_a_string_is_refused(exported, tmp_path, capsys, value):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "fine"}\n{"text": "x", "instruction": ' + value + "}\n")
+    code, err = _encode(exported("llama"), source, tmp_path / "out.npy", capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and ":2: 'instruction' must be a string" in err, err
+    assert not any(tmp_path.glob("out.npy*"))
+
+
+def test_an_empty_string_instruction_means_none(tmp_path):
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"text": "x", "instruction": ""}\n')
+    assert encode_module.read_inputs(str(source)) == ["x"]
+
+
+@pytest.mark.parametrize("kind", ["folder", "link", "no-parent"])
+def test_an_output_that_cannot_be_written_fails_before_encoding(exported, tmp_path, capsys, monkeypatch, kind):
+    source = tmp_path / "in.txt"
+    source.write_text("a\nb\n")
+    out = tmp_path / "out.npy"
+    if kind == "folder":
+        out.mkdir()
+        needle = "is a folder"
+    elif kind == "link":
+        (tmp_path / "elsewhere.npy").write_bytes(b"keep")
+        out.symlink_to(tmp_path / "elsewhere.npy")
+        needle = "symbolic link"
+    else:
+        out = tmp_path / "missing" / "out.npy"
+        needle = "does not exist"
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded before the output was checked")
+
+    monkeypatch.setattr(encode_module, "InProcessEncoder", never)
+    monkeypatch.setattr(encode_module, "count_inputs", never)
+    code, err = _encode(exported("llama"), source, out, capsys)
+    assert code == 2 and len(err.splitlines()) == 1 and needle in err, err
+    if kind == "link":
+        assert (tmp_path / "elsewhere.npy").read_bytes() == b"keep"
+
+
+def test_a_second_run_on_the_same_output_fails_with_one_line_and_leaves_nothing(exported, tmp_path, capsys):
+    import fcntl
+
+    source = tmp_path / "in.txt"
+    source.write_text("a\nb\n")
+    out = tmp_path / "out.npy"
+    with open(str(out) + ".lock", "a+") as held:  # what a running encode holds
+        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        code, err = _encode(exported("llama"), source, out, capsys)
+        assert code == 2 and len(err.splitlines()) == 1 and "another encode is writing" in err, err
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy.lock"]
+    code, err = _encode(exported("llama"), source, out, capsys)  # once it is released
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy"]
+
+
+def test_two_concurrent_processes_on_one_output(exported, tmp_path):
+    """Two real runs started together: one writes the output, the other stops with one line; the output is
+    complete and no progress or partial file is left."""
+    source = tmp_path / "in.txt"
+    source.write_text("".join(f"text number {i}\n" for i in range(200)))
+    out = tmp_path / "out.npy"
+    args = [sys.executable, "-m", "llm2vec_hf.cli", "encode", str(exported("llama")), "--input", str(source),
+            "--output", str(out), "--chunk-size", "8"]
+    procs = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    codes = sorted(code for code, _ in results)
+    assert codes in ([0, 0], [0, 2]), results  # the second may start after the first finished
+    for code, err in results:
+        if code == 2:
+            assert "another encode is writing" in err.strip().splitlines()[-1]
+    assert np.load(out).shape[0] == 200
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy"]

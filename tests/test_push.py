@@ -4,6 +4,7 @@ id through all three loading paths, and the error paths (one line, non-zero exit
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import socket
@@ -41,6 +42,8 @@ def hub_env(monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
     monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    # The loopback hub speaks the LFS protocol, not Xet's chunk storage: with Xet off the client takes LFS.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
 
 
 def _calls(hub: FakeHub) -> list[dict]:
@@ -86,8 +89,15 @@ def test_push_end_to_end_then_load_by_repo_id(checkpoint, hub_env, capsys, caplo
             ("POST", "/api/models/org/tiny-llm2vec/branch/v1"),
             ("POST", "/api/validate-yaml"),
             ("POST", "/api/models/org/tiny-llm2vec/preupload/v1"),
+            ("POST", "/org/tiny-llm2vec.git/info/lfs/objects/batch"),
+            ("PUT", f"/lfs-upload/{hashlib.sha256((checkpoint / 'model.safetensors').read_bytes()).hexdigest()}"),
+            ("POST", "/lfs-verify"),
             ("POST", "/api/models/org/tiny-llm2vec/commit/v1"),
         ]
+        # the weights took the LFS route real weights take; the small text files went inline
+        assert hub.upload_modes["model.safetensors"] == "lfs" and hub.upload_modes["config.json"] == "regular"
+        commit = next(r for r in hub.requests if r["path"].endswith("/commit/v1"))
+        assert b'"lfsFile"' in commit["body"] and b"model.safetensors" in commit["body"]
         repo = hub.repos["org/tiny-llm2vec"]
         assert repo.private and repo.commits[-1]["summary"] == "first upload"
         assert repo.branches["main"] == {}  # pushed to the branch only
@@ -103,7 +113,9 @@ def test_push_end_to_end_then_load_by_repo_id(checkpoint, hub_env, capsys, caplo
         assert MODEL_ID_PLACEHOLDER in local["README.md"].decode()  # the folder itself is untouched
         assert hub.validated[0]["library_name"] == "sentence-transformers"
         # the token travels in the Authorization header only, and appears in no output or log
-        assert all(r["auth"] == f"Bearer {TOKEN}" for r in _calls(hub))
+        # (the LFS upload goes to a storage URL the batch answer names, which gets no token, as on the Hub)
+        assert all(r["auth"] == f"Bearer {TOKEN}" for r in _calls(hub) if r["method"] != "PUT")
+        assert [r["auth"] for r in _calls(hub) if r["method"] == "PUT"] == [""]
         assert not any(TOKEN in r["path"] + r["query"] or TOKEN.encode() in r["body"] for r in hub.requests)
         assert TOKEN not in out + err + caplog.text
 
@@ -133,6 +145,7 @@ c = st.encode(texts)
 print("RESULT" + json.dumps({{"l2v": a.tolist(), "auto": b.tolist(), "st": c.tolist()}}))
 """
         result = run_python(code, env={"HF_ENDPOINT": hub.endpoint, "HF_HOME": str(tmp_path / "hf_home"),
+                                       "HF_HUB_DISABLE_XET": "1",
                                        "HF_TOKEN": TOKEN, "HF_HUB_OFFLINE": "0", "TRANSFORMERS_OFFLINE": "0",
                                        "HF_HUB_DISABLE_TELEMETRY": "1"})
     assert result.returncode == 0, result.stderr[-3000:]
@@ -162,7 +175,9 @@ def test_token_from_login_cache(checkpoint, hub_env, monkeypatch, tmp_path, caps
         code, out, err = _run_cli(["push", str(checkpoint), "--repo-id", "org/cached"], capsys)
         assert code == 0, err
         assert hub.repos["org/cached"].branches["main"] and not hub.repos["org/cached"].private
-        assert all(r["auth"] == f"Bearer {TOKEN}" for r in _calls(hub))
+        # (the LFS upload goes to a storage URL the batch answer names, which gets no token, as on the Hub)
+        assert all(r["auth"] == f"Bearer {TOKEN}" for r in _calls(hub) if r["method"] != "PUT")
+        assert [r["auth"] for r in _calls(hub) if r["method"] == "PUT"] == [""]
     assert TOKEN not in out + err
 
 
@@ -340,3 +355,167 @@ def test_skips_git_and_cache_folders(checkpoint):
     (checkpoint / ".cache" / "huggingface" / "x.lock").write_text("")
     names = [name for name, _ in check_checkpoint(checkpoint).files]
     assert not any(n.startswith((".git/", ".cache/")) for n in names) and "model.safetensors" in names
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Push never reads outside the folder, and its checks have no gaps
+# ----------------------------------------------------------------------------------------------------------------
+def _push_refused_on_the_wire(checkpoint, capsys, *needles) -> FakeHub:
+    """Pushes through the CLI to the loopback hub: one-line refusal, and no byte of the folder sent."""
+    with FakeHub(TOKEN) as hub:
+        constants.ENDPOINT = hub.endpoint  # restored by monkeypatch (hub_env)
+        code, out, err = _run_cli(["push", str(checkpoint), "--repo-id", "org/x"], capsys)
+    _assert_one_line_error(code, out, err, *needles)
+    assert not any(r["method"] in ("POST", "PUT") and "/api/repos/create" != r["path"] for r in _calls(hub))
+    assert hub.repos == {}
+    return hub
+
+
+def test_symlink_out_of_the_folder_is_refused_on_the_real_upload_path(checkpoint, hub_env, capsys, tmp_path):
+    secret = tmp_path / "outside" / "shadow"
+    secret.parent.mkdir()
+    secret.write_text("root:$6$saltsalt$hash:19000:0:99999:7:::\n")
+    (checkpoint / "notes.txt").symlink_to(secret)
+    _push_refused_on_the_wire(checkpoint, capsys, "notes.txt", "symbolic link", "outside the folder")
+
+
+@pytest.mark.parametrize("kind", ["dir-out", "dir-in", "broken", "absolute-system-file"])
+def test_every_kind_of_escaping_link_is_refused(checkpoint, hub_env, tmp_path, kind):
+    link = checkpoint / "extra"
+    if kind == "dir-out":
+        (tmp_path / "elsewhere").mkdir()
+        (tmp_path / "elsewhere" / "data.txt").write_text("private")
+        link.symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+        needle = "symbolic link to a folder"
+    elif kind == "dir-in":  # would be uploaded partly (links to folders are not walked): refused too
+        (checkpoint / "sub").mkdir()
+        (checkpoint / "sub" / "a.txt").write_text("a")
+        link.symlink_to(checkpoint / "sub", target_is_directory=True)
+        needle = "symbolic link to a folder"
+    elif kind == "broken":
+        link.symlink_to(tmp_path / "nothing-here")
+        needle = "broken symbolic link"
+    else:
+        link.symlink_to("/etc/hostname")
+        needle = "outside the folder"
+    _refused(checkpoint, "extra", needle)
+
+
+def test_link_to_a_file_inside_the_folder_is_uploaded_as_that_file(checkpoint, hub_env):
+    (checkpoint / "LICENSE").write_text("MIT\n")
+    (checkpoint / "LICENSE.txt").symlink_to("LICENSE")
+    with FakeHub(TOKEN) as hub:
+        constants.ENDPOINT = hub.endpoint
+        push(checkpoint, "org/x", out=lambda line: None)
+    assert hub.repos["org/x"].branches["main"]["LICENSE.txt"] == b"MIT\n"
+
+
+def test_model_safetensors_truncated_after_an_intact_header_is_refused(checkpoint, hub_env):
+    weights = checkpoint / "model.safetensors"
+    data = weights.read_bytes()
+    (header_length,) = struct.unpack("<Q", data[:8])
+    weights.write_bytes(data[: 8 + header_length + 100])  # header intact, tensor bytes cut
+    _refused(checkpoint, "model.safetensors is not a complete safetensors file")
+
+
+def test_model_safetensors_one_byte_short_is_refused(checkpoint, hub_env):
+    weights = checkpoint / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1])
+    _refused(checkpoint, "model.safetensors is not a complete safetensors file")
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["state.pickle", "model.joblib", "session.dill", "module.pyc", "model.pt", "weights.bin", "last.ckpt",
+     "model.pkl.gz", "weights.pth", "x.npz", "tf_model.h5", "ext/optimizer.pkl"],
+)
+def test_refuses_every_pickle_like_suffix(checkpoint, hub_env, name):
+    path = checkpoint / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"not even a pickle inside")
+    _refused(checkpoint, name, "pickle file")
+
+
+@pytest.mark.parametrize("name", ["weights.dat", "vocab.safetensors.txt", "tokenizer.model"])
+def test_refuses_a_pickle_under_an_innocent_name(checkpoint, hub_env, name):
+    import pickle
+
+    (checkpoint / name).write_bytes(pickle.dumps({"a": 1}, protocol=4))
+    _refused(checkpoint, name, "a pickle (by its content)")
+
+
+def test_refuses_a_torch_save_archive_under_any_name(checkpoint, hub_env):
+    import torch
+
+    torch.save({"w": torch.zeros(2)}, checkpoint / "extra_weights.data")
+    _refused(checkpoint, "extra_weights.data", "archive holding a pickle")
+
+
+def test_scans_files_over_64_mb_streamed(checkpoint, hub_env):
+    big = checkpoint / "corpus.txt"
+    with open(big, "wb") as handle:  # sparse: 70 MB of zeros, then a token
+        handle.seek(70 * 1024 * 1024)
+        handle.write(f"\n{OTHER_SECRET}\n".encode())
+    message = _refused(checkpoint, "corpus.txt (contains what looks like a Hugging Face token)")
+    assert OTHER_SECRET not in message
+
+
+def test_a_secret_straddling_two_scan_blocks_is_found(checkpoint, hub_env, monkeypatch):
+    from llm2vec_hf import hub as hub_module
+
+    monkeypatch.setattr(hub_module, "SCAN_BLOCK", 4096)
+    (checkpoint / "notes.txt").write_bytes(b"x" * (4096 - 10) + b" " + OTHER_SECRET.encode() + b"\n")
+    _refused(checkpoint, "notes.txt (contains what looks like a Hugging Face token)")
+
+
+def test_the_token_in_a_file_name_is_refused(checkpoint, hub_env):
+    (checkpoint / f"backup-{TOKEN}.txt").write_text("hello")
+    message = _refused(checkpoint, "its name", "the token used to push")
+    assert TOKEN not in message
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-be"])
+def test_secrets_in_utf16_and_utf32_files_are_found(checkpoint, hub_env, encoding):
+    (checkpoint / "notes.txt").write_bytes(f"my token is {TOKEN}\n".encode(encoding))
+    message = _refused(checkpoint, "notes.txt (contains the token used to push)")
+    assert TOKEN not in message
+
+
+def test_safetensors_metadata_is_scanned(checkpoint, hub_env):
+    from safetensors.torch import load_file, save_file
+
+    weights = checkpoint / "model.safetensors"
+    save_file(load_file(weights), weights, metadata={"format": "pt", "notes": f"trained with {OTHER_SECRET}"})
+    _refused(checkpoint, "model.safetensors (contains what looks like a Hugging Face token)")
+
+
+@pytest.mark.parametrize(
+    "relpath, verdict",
+    [
+        ("model.safetensors", None),
+        ("README.md", None),
+        ("x.pkl/notes.txt", None),  # a folder's name is not the file's
+        ("my dir/a.pkl.d/notes.txt", None),
+        ("sub/weights.pkl", "pickle file"),
+        (".pkl", "pickle file"),
+        ("model.PKL.GZ", "pickle file"),
+        (".env", "environment file"),
+        (".env.local", "environment file"),
+        ("config/prod.env", "environment file"),
+        (".envrc", "environment file"),
+        ("environment.yml", None),
+        ("dotenv.txt", None),
+        ("id_rsa_backup", "credential file"),
+        ("keys/server.PEM", "credential file"),
+        ("tokenizer_config.json", None),
+    ],
+)
+def test_refused_by_name_table(relpath, verdict):
+    """Exact verdicts (found missing by a mutation run of hub.py: docs/reliability.md)."""
+    from llm2vec_hf.hub import refused_by_name
+
+    why = refused_by_name(relpath)
+    if verdict is None:
+        assert why is None, (relpath, why)
+    else:
+        assert why is not None and why.startswith(verdict), (relpath, why)

@@ -43,6 +43,7 @@ PROGRESS_VERSION = 1
 #: "N:data" kills it after chunk N's rows are written but before its progress record is.
 CRASH_HOOK = "LLM2VEC_HF_ENCODE_CRASH_AFTER_CHUNK"
 _DTYPE = np.dtype("<f4")
+UTF8_BOM = b"\xef\xbb\xbf"
 _FINGERPRINT_BYTES = 1 << 20
 _MODEL_FILES = (
     "config.json",
@@ -92,9 +93,9 @@ def parse_line(path: str, suffix: str, number: int, raw: bytes) -> str | list[st
         raise LLM2VecError(f"{path}:{number}: each record needs a string field 'text'")
     if not record["text"].strip():
         raise LLM2VecError(f"{path}:{number}: 'text' is empty; there is nothing to embed")
-    instruction = record.get("instruction") or ""
-    if not isinstance(instruction, str):
-        raise LLM2VecError(f"{path}:{number}: 'instruction' must be a string")
+    instruction = record.get("instruction", "")
+    if not isinstance(instruction, str):  # 0, false, null and lists alike: only a string is an instruction
+        raise LLM2VecError(f"{path}:{number}: 'instruction' must be a string, got {json.dumps(instruction)[:40]}")
     return [instruction, record["text"]] if instruction else record["text"]
 
 
@@ -104,7 +105,12 @@ def iter_inputs(path: str, offset: int = 0, number: int = 1) -> Iterator[tuple[s
     with open(path, "rb") as handle:
         handle.seek(offset)
         for raw in handle:
+            start = offset
             offset += len(raw)
+            if start == 0 and raw.startswith(UTF8_BOM):
+                # A byte-order mark (Windows editors write one) marks the encoding and is never part of the text:
+                # stripped from .txt and .jsonl alike.
+                raw = raw[len(UTF8_BOM):]
             item = parse_line(path, suffix, number, raw)
             number += 1
             if item is not None:
@@ -338,6 +344,67 @@ def encode_file(
     devices = pool_devices(device, processes)
     if compile_model and devices:
         raise LLM2VecError("--compile works in one process; drop --processes (or give one device)")
+    check_output_path(output_path)
+    with output_lock(output_path):
+        return _encode_locked(model, input_path, output_path, prompt_name, batch_size, device, chunk_size, devices,
+                              restart, max_batch_tokens, compile_model)
+
+
+def check_output_path(output_path: str) -> None:
+    """Fails before any encoding when the output cannot be written: a folder, a link, a missing parent."""
+    if os.path.isdir(output_path):
+        raise LLM2VecError(f"{output_path} is a folder; --output must be a .npy file path")
+    if os.path.islink(output_path):
+        raise LLM2VecError(f"{output_path} is a symbolic link; give the real file path (links are never followed)")
+    parent = os.path.dirname(os.path.abspath(output_path))
+    if not os.path.isdir(parent):
+        raise LLM2VecError(f"{parent} does not exist; create the folder for {os.path.basename(output_path)} first")
+    if not os.access(parent, os.W_OK):
+        raise LLM2VecError(f"Cannot write to {parent}")
+
+
+class output_lock:
+    """An exclusive lock on ``OUTPUT.lock`` for the whole run: a second run on the same output fails at once with
+    one line, before it touches the partial output or its progress record. Removed when the run ends."""
+
+    def __init__(self, output_path: str):
+        self.path = output_path + ".lock"
+        self.handle = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:  # no advisory locks on this platform: runs are not guarded against each other
+            return self
+        for _ in range(3):
+            handle = open(self.path, "a+")
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                handle.close()
+                raise LLM2VecError(f"another encode is writing {self.path[:-5]} (its lock {self.path} is held); "
+                                   "wait for it to finish or choose another --output") from None
+            try:
+                same = os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:  # not a lock file that the run before us removed while we opened it
+                self.handle = handle
+                return self
+            handle.close()
+        raise LLM2VecError(f"could not take the lock {self.path}; another encode keeps replacing it")
+
+    def __exit__(self, *exc):
+        if self.handle is not None:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
+            self.handle.close()
+
+
+def _encode_locked(model, input_path, output_path, prompt_name, batch_size, device, chunk_size, devices, restart,
+                   max_batch_tokens, compile_model) -> int:
     partial = output_path + ".partial.npy"
     progress_path = output_path + ".progress.json"
     # A fresh run checks the whole input before it resolves (perhaps downloads) and loads the model.

@@ -30,7 +30,9 @@ from .model_card import MODEL_ID_PLACEHOLDER, with_model_id
 
 #: Folders never uploaded (as huggingface_hub's upload_folder skips .git and its own cache).
 SKIPPED_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
-PICKLE_EXTRA = (".pickle", ".joblib", ".dill", ".pyc")
+#: Every suffix of a file name is compared: "weights.pkl.gz" is a pickle too.
+PICKLE_EXTRA = (".pickle", ".joblib", ".dill", ".pyc", ".pyo", ".sav", ".pdparams", ".npz", ".mar",
+                ".nemo", ".keras", ".h5", ".hdf5", ".msgpack", ".onnx", ".pb", ".tflite")
 #: File names that hold credentials by convention (compared lower-cased).
 CREDENTIAL_NAMES = {
     ".netrc", "_netrc", ".git-credentials", ".pypirc", ".npmrc", ".dockercfg", "credentials", "credentials.json",
@@ -47,8 +49,10 @@ SECRET_PATTERNS = [
     ("an API key", re.compile(rb"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{32,}")),
     ("a Slack token", re.compile(rb"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
 ]
-#: Text files bigger than this are not scanned for secrets (tokenizer.json of large vocabularies is ~10 MB).
-SCAN_LIMIT = 64 * 1024 * 1024
+#: Files are scanned for secrets in blocks of this size (any size of file; memory holds one block).
+SCAN_BLOCK = 8 * 1024 * 1024
+#: Blocks overlap by this much, so a secret that straddles two blocks is still seen whole.
+SCAN_OVERLAP = 4096
 MODULE_PY = re.compile(r"^(?P<module>[A-Za-z_][\w]*)\.[A-Za-z_]\w*$")
 
 
@@ -80,31 +84,96 @@ class CheckpointSummary:
 
 
 def list_files(folder: Path) -> list[tuple[str, int]]:
-    """(path relative to ``folder`` with '/' separators, size) of every file that would be uploaded, sorted."""
-    files = []
+    """(path relative to ``folder`` with '/' separators, size) of every file that would be uploaded, sorted.
+
+    Symbolic links: a link to a file inside the folder is uploaded as that file; a link that points outside the
+    folder (or that is broken, or a linked folder, which would be uploaded only partly) is refused, so that push
+    never reads anything outside the folder it was given.
+    """
+    root_real = Path(os.path.realpath(folder))
+    files, refused = [], []
     for root, dirs, names in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS)
+        for d in list(dirs):
+            if (Path(root) / d).is_symlink() and d not in SKIPPED_DIRS:
+                refused.append(f"{(Path(root) / d).relative_to(folder).as_posix()} (a symbolic link to a folder)")
+        dirs[:] = sorted(d for d in dirs if d not in SKIPPED_DIRS and not (Path(root) / d).is_symlink())
         for name in names:
             path = Path(root) / name
-            if path.is_symlink() and not path.exists():
-                raise CheckpointError(f"{path} is a broken symlink")
-            files.append((path.relative_to(folder).as_posix(), path.stat().st_size))
+            relpath = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                target = Path(os.path.realpath(path))
+                if not path.exists():
+                    refused.append(f"{relpath} (a broken symbolic link)")
+                    continue
+                if not target.is_relative_to(root_real) or not target.is_file():
+                    refused.append(f"{relpath} (a symbolic link to {target}, outside the folder)")
+                    continue
+            elif not path.is_file():
+                refused.append(f"{relpath} (not a regular file)")
+                continue
+            files.append((relpath, path.stat().st_size))
+    if refused:
+        raise CheckpointError(f"Refusing to upload {folder}: " + "; ".join(refused)
+                              + " (copy the real files in, e.g. cp -rL, to publish them)")
     return sorted(files)
+
+
+def upload_path(folder: Path, relpath: str) -> str:
+    """The real path of a listed file, checked again to lie inside ``folder`` (a link may have changed since)."""
+    real = Path(os.path.realpath(folder / relpath))
+    if not real.is_relative_to(Path(os.path.realpath(folder))) or not real.is_file():
+        raise CheckpointError(f"Refusing to upload {folder}: {relpath} now points outside the folder")
+    return str(real)
 
 
 def refused_by_name(relpath: str) -> str | None:
     name = relpath.rsplit("/", 1)[-1]
     lowered = name.lower()
-    if lowered.endswith(PICKLE_SUFFIXES + PICKLE_EXTRA):
-        return "pickle file; only safetensors are uploaded"
-    if lowered == ".env" or lowered.startswith(".env.") or lowered.endswith(".env") or lowered == ".envrc":
+    suffixes = {"." + part for part in lowered.split(".")[1:]}  # ".pkl" and "a.pkl.gz" alike
+    if suffixes & set(PICKLE_SUFFIXES + PICKLE_EXTRA):
+        return "pickle file or other non-safetensors weights; only safetensors are uploaded"
+    if lowered.startswith(".env.") or lowered.endswith(".env") or lowered == ".envrc":
         return "environment file"
     if lowered in CREDENTIAL_NAMES or lowered.endswith(CREDENTIAL_SUFFIXES) or lowered.startswith("id_rsa"):
         return "credential file"
     return None
 
 
+def refused_by_content(path: Path) -> str | None:
+    """Pickles under any name: the pickle protocol 2-5 header, or a torch zip archive holding ``data.pkl``."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+        if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+            return "a pickle (by its content); only safetensors are uploaded"
+    if head.startswith(b"PK\x03\x04"):
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(path) as archive:
+                if any(n.endswith(".pkl") for n in archive.namelist()):
+                    return "an archive holding a pickle (a torch.save file); only safetensors are uploaded"
+        except (zipfile.BadZipFile, OSError):
+            return None
+    return None
+
+
+def safetensors_header(path: Path) -> tuple[dict[str, list[int]], dict[str, str]]:
+    """({tensor name: shape}, metadata) of a safetensors file, read by the safetensors library itself, which
+    also checks that every tensor's byte range lies inside the file and matches its shape and dtype (so a file
+    truncated after an intact header is refused)."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
+            metadata = handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise CheckpointError(f"{path.name} is not a complete safetensors file: {' '.join(str(error).split())}") from None
+    return shapes, metadata
+
+
 def _safetensors_header(path: Path) -> dict[str, Any]:
+    """The raw JSON header (tensor entries and ``__metadata__``): the file's only free text."""
     with open(path, "rb") as handle:
         raw = handle.read(8)
         if len(raw) != 8:
@@ -121,24 +190,55 @@ def _safetensors_header(path: Path) -> dict[str, Any]:
     return header
 
 
+def _views(blob: bytes) -> list[bytes]:
+    """``blob`` and, when it holds NUL bytes, its every-2nd and every-4th byte views: ASCII text stored as
+    UTF-16 (LE or BE) or UTF-32 becomes plain ASCII in one of them."""
+    if b"\x00" not in blob:
+        return [blob]
+    return [blob] + [blob[i::2] for i in range(2)] + [blob[i::4] for i in range(4)]
+
+
+def _find_secret(blob: bytes, token_bytes: bytes | None) -> str | None:
+    for view in _views(blob):
+        if token_bytes and token_bytes in view:
+            return "contains the token used to push"
+        for kind, pattern in SECRET_PATTERNS:
+            if pattern.search(view):
+                return f"contains what looks like {kind}"
+    return None
+
+
+def _blocks(path: Path):
+    """The file in overlapping blocks (streamed: a file of any size is scanned in bounded memory)."""
+    with open(path, "rb") as handle:
+        tail = b""
+        while True:
+            block = handle.read(SCAN_BLOCK)
+            if not block:
+                return
+            yield tail + block
+            tail = block[-SCAN_OVERLAP:]
+
+
 def find_secrets(folder: Path, files: list[tuple[str, int]], token: str | None) -> list[str]:
-    """'path (what it looks like)' for each file whose content looks like a credential."""
+    """'path (what it looks like)' for each file whose name or content looks like a credential."""
     found = []
     token_bytes = token.encode() if token else None
-    for relpath, size in files:
+    for relpath, _ in files:
         path = folder / relpath
+        why = _find_secret(relpath.encode(), token_bytes)
+        if why:  # the name is shown scrubbed: printing it would leak what it holds
+            found.append(f"{_scrub(relpath, token)} (its name {why[len('contains '):]})")
+            continue
         if relpath.endswith(".safetensors"):
-            blob = json.dumps(_safetensors_header(path)).encode()  # only the header holds free text
-        elif size <= SCAN_LIMIT:
-            blob = path.read_bytes()
+            # only the header holds free text: tensor names and __metadata__; the rest is numbers
+            blobs: Any = [json.dumps(_safetensors_header(path), ensure_ascii=False).encode()]
         else:
-            continue
-        if token_bytes and token_bytes in blob:
-            found.append(f"{relpath} (contains the token used to push)")
-            continue
-        for kind, pattern in SECRET_PATTERNS:
-            if pattern.search(blob):
-                found.append(f"{relpath} (contains what looks like {kind})")
+            blobs = _blocks(path)
+        for blob in blobs:
+            why = _find_secret(blob, token_bytes)
+            if why:
+                found.append(f"{relpath} ({why})")
                 break
     return found
 
@@ -170,8 +270,8 @@ def _count_weights(folder: Path, names: set[str]) -> tuple[dict[str, list[int]],
         raise CheckpointError(f"{folder} is not a complete checkpoint: no model.safetensors (or sharded index)")
     shapes: dict[str, list[int]] = {}
     for shard in shards:
-        header = _safetensors_header(folder / shard)
-        shapes.update({k: v.get("shape", []) for k, v in header.items() if k != "__metadata__"})
+        shard_shapes, _ = safetensors_header(folder / shard)
+        shapes.update(shard_shapes)
     if weight_map is not None:
         absent = sorted(set(weight_map) - set(shapes))
         if absent:
@@ -200,7 +300,8 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
         raise CheckpointError(f"No such checkpoint folder: {folder}")
     files = list_files(folder)
     names = {name for name, _ in files}
-    refused = [f"{name} ({why})" for name, _ in files if (why := refused_by_name(name))]
+    refused = [f"{_scrub(name, token)} ({why})" for name, _ in files
+               if (why := refused_by_name(name) or refused_by_content(folder / name))]
     refused += find_secrets(folder, [(n, s) for n, s in files if not refused_by_name(n)], token)
     if refused:
         raise CheckpointError(f"Refusing to upload {folder}: " + "; ".join(refused))
@@ -410,7 +511,7 @@ def push(
         if name == "README.md" and MODEL_ID_PLACEHOLDER in summary.card_text:
             content: Any = with_model_id(summary.card_text, repo_id).encode()
         else:
-            content = str(folder_path / name)
+            content = upload_path(folder_path, name)
         operations.append(CommitOperationAdd(path_in_repo=name, path_or_fileobj=content))
     message = commit_message or f"Upload LLM2Vec encoder ({summary.family}, {summary.parameters:,} parameters)"
     try:

@@ -35,14 +35,31 @@ ADAPTER_WEIGHTS = "adapter_model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 
 
+def looks_like_local_path(name: str) -> bool:
+    """A name that can only mean a local folder: not a repo id, an explicit path (./x, /x, ~/x), or ORG/NAME
+    where a local folder ORG exists (``runs/model`` when ``runs/`` is here)."""
+    if name.startswith((".", "/", "~")) or os.path.isabs(name) or os.sep != "/" and os.sep in name:
+        return True
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is None:
+        return True
+    return "/" in name and os.path.isdir(name.split("/", 1)[0])
+
+
+def refuse_missing_local(name_or_path: str | os.PathLike) -> None:
+    """Raises the "No such model folder" error for a path that does not exist, instead of letting a loader try
+    the Hub and blame the network."""
+    name = os.fspath(name_or_path)
+    if not os.path.isdir(name) and looks_like_local_path(name):
+        what = "is a file, not a model folder" if os.path.exists(name) else "does not exist"
+        raise CheckpointError(f"No such model folder: {name} ({what})")
+
+
 def resolve_local(name_or_path: str | os.PathLike) -> str:
     """Returns a local folder for a folder or a Hub repo id (from the cache or the Hub)."""
     name = os.fspath(name_or_path)
     if os.path.isdir(name):
         return name
-    looks_like_repo_id = re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name) is not None and not name.startswith((".", "/"))
-    if not looks_like_repo_id:
-        raise CheckpointError(f"No such model folder: {name}")
+    refuse_missing_local(name)
     from huggingface_hub import snapshot_download
 
     try:
@@ -124,9 +141,12 @@ def load_bidirectional(
         if hasattr(config, "auto_map"):
             del config.auto_map  # the native class, not our remote code
     try:
-        model = model_class.from_pretrained(path, config=config, **hf_kwargs)
-    except (OSError, ValueError, RuntimeError, SafetensorError) as error:
-        raise CheckpointError(f"Could not load the weights of {name_or_path}: {error}") from None
+        # Mismatched shapes are reported (and refused below, naming the tensors) instead of raised unnamed.
+        hf_kwargs.setdefault("ignore_mismatched_sizes", True)
+        model, info = model_class.from_pretrained(path, config=config, output_loading_info=True, **hf_kwargs)
+    except (OSError, ValueError, RuntimeError, SafetensorError, KeyError) as error:
+        raise CheckpointError(f"Could not load the weights of {name_or_path}: {one_line(error)}") from None
+    check_loading_info(name_or_path, info)
     if hasattr(model, "generation_config"):
         model.generation_config = None
     folders = [path]
@@ -135,6 +155,47 @@ def load_bidirectional(
         model = apply_adapter(model, adapter_path, merge=merge)
         folders.append(adapter_path)
     return model, load_tokenizer(tokenizer_folder(folders), model), folders
+
+
+def one_line(error: BaseException | str, limit: int = 300) -> str:
+    """``error`` as one line: libraries raise multi-line messages (PEFT's size mismatches list every tensor)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _name_some(keys: Iterable[str], count: int = 3) -> str:
+    keys = sorted(keys)
+    shown = ", ".join(keys[:count])
+    return shown + (f" and {len(keys) - count} more" if len(keys) > count else "")
+
+
+def check_loading_info(name_or_path: str, info: dict[str, Any]) -> None:
+    """Refuses a load that left parameters randomly initialised or dropped weights of the checkpoint.
+
+    transformers only logs its "MISSING"/"UNEXPECTED" report; a model with one layer at random init still
+    encodes, wrongly, so any missing, unexpected or mismatched tensor is an error naming them. Weights that are
+    legitimately absent (tied ``lm_head``, a causal-LM head the encoder does not use) never appear in these
+    lists: transformers filters them through the class's tied-weights and ignore-on-load rules.
+    """
+    missing, unexpected = set(info.get("missing_keys") or ()), set(info.get("unexpected_keys") or ())
+    # the causal-LM head of a decoder checkpoint, which an encoder (ours or the native AutoModel) does not use
+    unexpected = {key for key in unexpected if not key.startswith("lm_head.")}
+    mismatched = [
+        f"{m[0]} {list(m[1])} (config: {list(m[2])})" if isinstance(m, (tuple, list)) and len(m) == 3 else str(m)
+        for m in info.get("mismatched_keys") or ()
+    ]
+    if missing:
+        raise CheckpointError(
+            f"{name_or_path} is incomplete: {len(missing)} tensors the config asks for are not in its weights "
+            f"({_name_some(missing)}); they would be randomly initialised"
+        )
+    if mismatched:
+        raise CheckpointError(f"{name_or_path}: tensors whose shape does not match the config: {_name_some(mismatched)}")
+    if unexpected:
+        raise CheckpointError(
+            f"{name_or_path} does not match its config: {len(unexpected)} tensors of its weights fit no parameter "
+            f"({_name_some(unexpected)})"
+        )
 
 
 def tokenizer_folder(folders: list[str]) -> str:
@@ -150,9 +211,14 @@ def tokenizer_folder(folders: list[str]) -> str:
     return with_tokenizer[0] if with_tokenizer else folders[0]
 
 
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model", "sentencepiece.bpe.model")
+
+
 def load_tokenizer(path: str, model=None):
     """The tokenizer of ``path`` as llm2vec 0.2.3 uses it (`load_reference_tokenizer`: tokenizer.json as written,
     pad = EOS, left padding), checked against ``model``'s embedding when given."""
+    if os.path.isdir(path) and not any(os.path.isfile(os.path.join(path, name)) for name in TOKENIZER_FILES):
+        raise CheckpointError(f"{path} has no tokenizer files (tokenizer.json or tokenizer.model)")
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     try:
         tokenizer = load_reference_tokenizer(path, model_type)
@@ -161,8 +227,8 @@ def load_tokenizer(path: str, model=None):
             if tokenizer.pad_token is None and tokenizer.eos_token is not None:
                 tokenizer.pad_token = tokenizer.eos_token
             tokenizer.padding_side = "left"
-    except (OSError, ValueError, KeyError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"Could not load the tokenizer of {path}: {error}") from None
+    except (OSError, ValueError, ImportError, KeyError, TypeError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"Could not load the tokenizer of {path}: {one_line(error)}") from None
     if model is not None:
         try:
             check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
@@ -188,6 +254,72 @@ def _normalize_adapter_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch
     return weights
 
 
+def _adapter_keys(peft_model, adapter_name: str = "default") -> set[str]:
+    """State-dict keys of the adapter's own tensors (PEFT puts the adapter name in each of them)."""
+    marker = f".{adapter_name}."
+    return {k for k in peft_model.state_dict() if marker in k or k.endswith(f".{adapter_name}")}
+
+
+def _as_peft_keys(weights: dict[str, torch.Tensor], adapter_name: str = "default") -> dict[str, str]:
+    """{key in the PEFT model's state dict: key in the adapter file}, as set_peft_model_state_dict maps them."""
+    mapped = {}
+    for key in weights:
+        for part in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"):
+            if f".{part}." in key or key.endswith(f".{part}"):
+                head, _, tail = key.partition(f".{part}")
+                mapped[f"{head}.{part}.{adapter_name}{tail}"] = key
+                break
+    return mapped
+
+
+def _family_of_class(class_name: str) -> str | None:
+    """The model_type a class name belongs to (``BidirectionalLlamaModel``, ``LlamaBiForMNTP``,
+    ``Qwen2ForCausalLM``…): the longest native prefix among the supported families."""
+    from .modeling.modeling_llm2vec import FAMILIES
+
+    name = class_name.removeprefix("Bidirectional")
+    prefixes = {}
+    for model_type, family in FAMILIES.items():
+        native = family.native_model_name
+        prefixes[native[: -len("Model")] if native.endswith("Model") else native] = model_type
+    matches = [prefix for prefix in prefixes if name.startswith(prefix)]
+    return prefixes[max(matches, key=len)] if matches else None
+
+
+def check_adapter_family(adapter_path: str, model) -> None:
+    """Refuses an adapter trained on a model of another family than ``model``.
+
+    Shape checks alone miss this when two bases have the same sizes (a Qwen2 adapter on a Llama of the same
+    width has the same module names and shapes). PEFT records the class it was trained on in ``auto_mapping``,
+    and ``base_model_name_or_path`` names the base; either one of another family is refused.
+    """
+    base_type = getattr(getattr(model, "config", None), "model_type", None)
+    if base_type is None:
+        return
+    try:
+        with open(os.path.join(adapter_path, "adapter_config.json")) as handle:
+            adapter_config = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"Could not read {adapter_path}/adapter_config.json: {one_line(error)}") from None
+    if not isinstance(adapter_config, dict):
+        raise CheckpointError(f"{adapter_path}/adapter_config.json is not a JSON object")
+    trained_on = str((adapter_config.get("auto_mapping") or {}).get("base_model_class") or "")
+    family = _family_of_class(trained_on) if trained_on else None
+    what = f"a {trained_on}"
+    base_name = adapter_config.get("base_model_name_or_path")
+    if family is None and isinstance(base_name, str) and os.path.isfile(os.path.join(base_name, "config.json")):
+        try:
+            with open(os.path.join(base_name, "config.json")) as handle:
+                family, what = json.load(handle).get("model_type"), f"{base_name}"
+        except (OSError, ValueError):
+            family = None
+    if family and family != base_type:
+        raise AdapterMismatchError(
+            f"Adapter {adapter_path} was made for another base model: it was trained on {what} ({family}), "
+            f"but the base is a {base_type} model"
+        )
+
+
 def apply_adapter(model, adapter_path: str, merge: bool = True):
     """Applies a PEFT LoRA adapter to ``model`` (an encoder) and merges it; refuses adapters that do not fit.
 
@@ -208,20 +340,37 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
         peft_config = PeftConfig.from_pretrained(adapter_path)
         weights = _normalize_adapter_keys(load_file(weights_file))
     except Exception as error:
-        raise CheckpointError(f"Could not read the adapter in {adapter_path}: {error}") from None
+        raise CheckpointError(f"Could not read the adapter in {adapter_path}: {one_line(error)}") from None
+    check_adapter_family(adapter_path, model)
     peft_config.inference_mode = True
     try:
         peft_model = get_peft_model(model, peft_config)
     except ValueError as error:
-        raise AdapterMismatchError(f"Adapter {adapter_path} does not fit this base model: {error}") from None
+        raise AdapterMismatchError(f"Adapter {adapter_path} does not fit this base model: {one_line(error)}") from None
+    expected = _adapter_keys(peft_model)
+    shapes = {k: tuple(v.shape) for k, v in peft_model.state_dict().items()}
+    mapping = _as_peft_keys(weights)
+    wrong = [k for k, source in mapping.items() if k in shapes and tuple(weights[source].shape) != shapes[k]]
+    if wrong:
+        stored = tuple(weights[mapping[wrong[0]]].shape)
+        raise AdapterMismatchError(
+            f"Adapter {adapter_path} was made for another base model: {len(wrong)} of its tensors have the wrong "
+            f"shape (e.g. {wrong[0]}: {list(stored)}, this base needs {list(shapes[wrong[0]])})"
+        )
     try:
         result = set_peft_model_state_dict(peft_model, weights)
     except RuntimeError as error:
-        raise AdapterMismatchError(f"Adapter {adapter_path} was made for another base model: {error}") from None
+        raise AdapterMismatchError(f"Adapter {adapter_path} was made for another base model: {one_line(error)}") from None
     if result.unexpected_keys:
         raise AdapterMismatchError(
             f"Adapter {adapter_path} was made for another base model: {len(result.unexpected_keys)} of its "
             f"weights match no module (e.g. {result.unexpected_keys[0]})"
+        )
+    missing = sorted(set(result.missing_keys) & expected)
+    if missing:
+        raise CheckpointError(
+            f"Adapter {adapter_path} is incomplete: {len(missing)} of the {len(expected)} tensors its config asks "
+            f"for are not in {ADAPTER_WEIGHTS} ({_name_some(missing)}); they would be randomly initialised"
         )
     if not merge:
         return peft_model

@@ -82,6 +82,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 def evaluate(args) -> dict[str, Any]:
     """Runs what ``args`` asks for; returns the summary written to OUTPUT/summary.json."""
+    from ..loading import refuse_missing_local
+
+    refuse_missing_local(args.model)  # a missing local folder is named, not blamed on the network
     mteb_names, probes = split_tasks(args.tasks)
     output = Path(args.output)
     rows: list[dict[str, Any]] = []

@@ -10,6 +10,8 @@ Field names follow the reference recipes of llm2vec (``model_name_or_path``, ``p
 
 from __future__ import annotations
 
+import argparse
+
 import difflib
 import os
 from dataclasses import dataclass, field, fields
@@ -165,6 +167,49 @@ def make_parser() -> HfArgumentParser:
     return parser
 
 
+def _typed_value(parser: HfArgumentParser, key: str, value: Any, where: str) -> Any:
+    """A recipe value checked against the field's type, as the command line's would be: argparse converts only
+    string defaults, so a YAML list or mapping where a number belongs would otherwise fail later, unnamed."""
+    action = next((a for a in parser._actions if a.dest == key), None)
+    convert = getattr(action, "type", None)
+    if action is None or convert is None:
+        return value
+    type_name = {int: "an integer", float: "a number", str: "a string"}.get(convert, "")
+    type_name = type_name or ("true or false" if "bool" in getattr(convert, "__name__", "") else "a valid value")
+    if value is None:
+        if action.default is not None:  # a field without an "unset" value: null would fail later, unnamed
+            raise ValueError(f"{key} {where} must be {type_name}, got null")
+        return value
+
+    def one(item: Any) -> Any:
+        if isinstance(item, (list, tuple, dict)):
+            raise ValueError(f"{key} {where} must be {type_name}, got a {type(item).__name__}: {item!r}"[:300])
+        if convert in (int, float) and isinstance(item, bool):
+            raise ValueError(f"{key} {where} must be {type_name}, got {item!r}")
+        if convert is int and isinstance(item, float) and not item.is_integer():
+            raise ValueError(f"{key} {where} must be an integer, got {item!r}")
+        if convert is str and not isinstance(item, str):
+            return str(item)
+        if convert in (int, float) and isinstance(item, (int, float)):
+            return convert(item)
+        try:
+            return convert(item if isinstance(item, str) else str(item))
+        except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
+            detail = " ".join(str(error).split())
+            raise ValueError(f"{key} {where} must be {type_name}, got {item!r} ({detail})"[:300]) from None
+
+    def checked(item: Any) -> Any:
+        item = one(item)
+        if action.choices is not None and item not in action.choices:
+            choices = ", ".join(str(getattr(c, "value", c)) for c in action.choices)
+            raise ValueError(f"{key} {where} must be one of {choices}, got {item!r}"[:300])
+        return item
+
+    if action.nargs in ("+", "*") or isinstance(action.nargs, int):
+        return [checked(item) for item in (value if isinstance(value, (list, tuple)) else [value])]
+    return checked(value)
+
+
 def _known_keys(parser: HfArgumentParser) -> set[str]:
     return {action.dest for action in parser._actions if action.dest != "help"}
 
@@ -211,6 +256,8 @@ def parse_recipe(
     if missing:
         raise ValueError(f"The recipe sets no {', '.join(repr(m) for m in missing)} (required; stage is one of "
                          f"{', '.join(STAGES)})")
+    where = f"in {config}" if isinstance(config, (str, os.PathLike)) else "in the recipe"
+    data = {key: _typed_value(parser, key, value, where) for key, value in data.items()}
     for action in parser._actions:
         if action.dest in data:
             action.required = False

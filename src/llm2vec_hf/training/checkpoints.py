@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -57,14 +58,37 @@ class AdapterTrainerMixin:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
+        from ..loading import _adapter_keys, _as_peft_keys, _name_some, one_line
+
         weights = os.path.join(resume_from_checkpoint, "adapter_model.safetensors")
         if not os.path.isfile(weights):
             raise LLM2VecError(f"{resume_from_checkpoint} holds no adapter_model.safetensors; cannot resume from it")
-        result = set_peft_model_state_dict(self.peft_model(), load_file(weights))
+        check_run_settings(resume_from_checkpoint, self.args)
+        try:
+            state = load_file(weights)
+        except Exception as error:  # safetensors raises its own SafetensorError and OSError
+            raise LLM2VecError(f"Cannot resume from {resume_from_checkpoint}: {one_line(error)}") from None
+        peft_model = self.peft_model()
+        shapes = {k: tuple(v.shape) for k, v in peft_model.state_dict().items()}
+        mapping = _as_peft_keys(state)
+        wrong = [k for k, source in mapping.items() if k in shapes and tuple(state[source].shape) != shapes[k]]
+        if wrong:
+            stored = list(state[mapping[wrong[0]]].shape)
+            raise LLM2VecError(
+                f"{resume_from_checkpoint} does not fit this run: {len(wrong)} adapter tensors have another shape "
+                f"(e.g. {wrong[0]}: {stored}, this run's is {list(shapes[wrong[0]])}); was lora_r changed?"
+            )
+        result = set_peft_model_state_dict(peft_model, state)
         if result.unexpected_keys:
             raise LLM2VecError(
                 f"{resume_from_checkpoint} does not fit this model ({len(result.unexpected_keys)} unknown weights, "
                 f"e.g. {result.unexpected_keys[0]}); was it written by another recipe?"
+            )
+        missing = set(result.missing_keys) & _adapter_keys(peft_model)
+        if missing:
+            raise LLM2VecError(
+                f"{resume_from_checkpoint} is incomplete: {len(missing)} adapter tensors are missing "
+                f"({_name_some(missing)}); cannot resume from it"
             )
         logger.info("Resumed the adapter from %s", resume_from_checkpoint)
 
@@ -83,6 +107,7 @@ class AdapterTrainerMixin:
             self._get_output_dir = original
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
+            write_run_settings(os.path.join(staging_root, name), self.args)
             target = os.path.join(run_dir, name)
             if os.path.exists(target):  # the same step saved again after a resume
                 trash = tempfile.mkdtemp(prefix=".old-", dir=staging_root)
@@ -91,6 +116,45 @@ class AdapterTrainerMixin:
             shutil.rmtree(staging_root, ignore_errors=True)
             _rotate(run_dir, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
+
+
+#: Run settings a resumed run must share with the run that wrote the checkpoint: a change would make the resumed
+#: run neither the old run nor a fresh one (the scheduler and data order are restored from the checkpoint).
+#: ``max_steps``/``num_train_epochs`` may change: continuing a run for longer is what resuming is for.
+RUN_SETTINGS_FILE = "llm2vec_run.json"
+RUN_SETTINGS = (
+    "learning_rate", "seed", "data_seed", "lr_scheduler_type", "warmup_steps", "warmup_ratio", "weight_decay",
+    "per_device_train_batch_size", "gradient_accumulation_steps",
+)
+
+
+def _run_settings(args) -> dict:
+    return {name: getattr(args, name) for name in RUN_SETTINGS if isinstance(getattr(args, name, None), (int, float, str))}
+
+
+def write_run_settings(checkpoint: str, args) -> None:
+    with open(os.path.join(checkpoint, RUN_SETTINGS_FILE), "w") as handle:
+        json.dump(_run_settings(args), handle, indent=2)
+
+
+def check_run_settings(checkpoint: str, args) -> None:
+    """Refuses to resume with another learning rate, seed, schedule or batch size than the checkpoint's run."""
+    path = os.path.join(checkpoint, RUN_SETTINGS_FILE)
+    if not os.path.isfile(path):
+        logger.info("%s records no run settings; resuming without checking them", checkpoint)
+        return
+    try:
+        with open(path) as handle:
+            saved = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise LLM2VecError(f"Cannot resume from {checkpoint}: {RUN_SETTINGS_FILE} is unreadable ({error})") from None
+    current = _run_settings(args)
+    changed = [f"{k} {saved[k]!r} -> {current[k]!r}" for k in current if k in saved and saved[k] != current[k]]
+    if changed:
+        raise LLM2VecError(
+            f"Cannot resume from {checkpoint}: the run changed ({'; '.join(changed)}); resume with the settings "
+            "the checkpoint was written with, or start a new run in another output_dir"
+        )
 
 
 def _rotate(run_dir: str, limit: int | None) -> None:
