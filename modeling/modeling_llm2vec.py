@@ -91,7 +91,7 @@ class BidirectionalMixin:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# 3. LLM2Vec encoding semantics (the contract of DESIGN.md §4, as llm2vec 0.2.3 behaves)
+# 3. LLM2Vec encoding semantics (as llm2vec 0.2.3 behaves; docs/architecture.md, "Semantics")
 # ---------------------------------------------------------------------------------------------------------------
 POOLING_MODES = ("mean", "weighted_mean", "eos_token", "last_token", "bos_token")
 

@@ -7,7 +7,7 @@ This is the one file in ``modeling/`` that imports sentence_transformers: only s
 Why not the stock ``Transformer`` + ``Pooling(include_prompt=False)``: the stock prompt exclusion counts the
 prompt tokenized on its own, BOS included. That pools BOS for texts without a prompt and, for prompts ending in
 a space, drops the first text token (the tokenizer merges the space into it). Stock pooling also restarts no
-weights for ``weighted_mean`` and cannot append EOS for ``eos_token``. LLM2Vec's rule (DESIGN §4) counts the
+weights for ``weighted_mean`` and cannot append EOS for ``eos_token``. LLM2Vec's rule (docs/architecture.md) counts the
 text's own tokens from the end; this module applies it with the same code as the ``AutoModel`` path.
 """
 

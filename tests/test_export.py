@@ -1,4 +1,4 @@
-"""``export`` writes the DESIGN §5 checkpoint, atomically, and safetensors only."""
+"""``export`` writes the checkpoint of docs/architecture.md ("Checkpoint layout"), atomically, and safetensors only."""
 
 from __future__ import annotations
 

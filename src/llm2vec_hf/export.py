@@ -1,8 +1,9 @@
 """``llm2vec-hf export``: one folder that is at once a transformers and a sentence-transformers model.
 
-Layout (DESIGN §5): config.json with ``auto_map``, the serving flags and ``llm2vec`` settings; model.safetensors
-(adapters merged); tokenizer files; the files of ``modeling/``; modules.json, sentence_bert_config.json and
-config_sentence_transformers.json; llm2vec_config.json (read by the official library too); README.md.
+Layout (docs/architecture.md, "Checkpoint layout"): config.json with ``auto_map``, the serving flags and ``llm2vec``
+settings; model.safetensors (adapters merged); tokenizer files; the files of ``modeling/``; modules.json,
+sentence_bert_config.json and config_sentence_transformers.json; llm2vec_config.json (read by the official library
+too); README.md.
 
 The folder is written under a temporary name next to the target and renamed into place at the end, so an
 interrupted export never leaves a folder that looks complete.

@@ -156,8 +156,8 @@ class LLM2Vec(torch.nn.Module):
         return self
 
     def save(self, output_path: str, prompts: dict[str, str] | None = None, overwrite: bool = False) -> str:
-        """Writes a complete llm2vec-hf checkpoint (DESIGN §5): loads in transformers, sentence-transformers and
-        the official llm2vec. Adapters still attached are merged first."""
+        """Writes a complete llm2vec-hf checkpoint (docs/architecture.md, "Checkpoint layout"): loads in
+        transformers, sentence-transformers and the official llm2vec. Adapters still attached are merged first."""
         from .export import write_checkpoint
 
         model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model

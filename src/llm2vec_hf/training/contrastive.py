@@ -2,7 +2,8 @@
 
 The model is a ``SentenceTransformer`` whose only module is ``LLM2VecTransformer`` (the module exported
 checkpoints use), wrapping the bidirectional encoder with earlier adapters merged and a fresh LoRA. Instructions
-are excluded from pooling exactly as at inference (DESIGN §4), because the same module tokenizes and pools.
+are excluded from pooling exactly as at inference (docs/architecture.md, "Semantics"), because the same module
+tokenizes and pools.
 
 * SimCSE: each text is its own positive (columns ``anchor`` = ``positive`` = the text); the attention dropout
   ``simcse_dropout`` is the only noise; in-batch negatives; ``MultipleNegativesRankingLoss`` with
