@@ -320,6 +320,15 @@ def check_adapter_family(adapter_path: str, model) -> None:
         )
 
 
+def adapter_shape_mismatches(peft_model, weights: dict[str, torch.Tensor]) -> list[tuple[str, list, list]]:
+    """``(key, stored shape, expected shape)`` of each adapter tensor in ``weights`` that does not fit ``peft_model``:
+    PEFT would raise a multi-line size error (or, for some layers, load nothing) where one line naming a tensor
+    says which base or ``lora_r`` the adapter was made for."""
+    shapes = {k: list(v.shape) for k, v in peft_model.state_dict().items()}
+    return [(key, list(weights[source].shape), shapes[key]) for key, source in _as_peft_keys(weights).items()
+            if key in shapes and list(weights[source].shape) != shapes[key]]
+
+
 def apply_adapter(model, adapter_path: str, merge: bool = True):
     """Applies a PEFT LoRA adapter to ``model`` (an encoder) and merges it; refuses adapters that do not fit.
 
@@ -348,14 +357,12 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
     except ValueError as error:
         raise AdapterMismatchError(f"Adapter {adapter_path} does not fit this base model: {one_line(error)}") from None
     expected = _adapter_keys(peft_model)
-    shapes = {k: tuple(v.shape) for k, v in peft_model.state_dict().items()}
-    mapping = _as_peft_keys(weights)
-    wrong = [k for k, source in mapping.items() if k in shapes and tuple(weights[source].shape) != shapes[k]]
+    wrong = adapter_shape_mismatches(peft_model, weights)
     if wrong:
-        stored = tuple(weights[mapping[wrong[0]]].shape)
+        key, stored, needed = wrong[0]
         raise AdapterMismatchError(
             f"Adapter {adapter_path} was made for another base model: {len(wrong)} of its tensors have the wrong "
-            f"shape (e.g. {wrong[0]}: {list(stored)}, this base needs {list(shapes[wrong[0]])})"
+            f"shape (e.g. {key}: {stored}, this base needs {needed})"
         )
     try:
         result = set_peft_model_state_dict(peft_model, weights)

@@ -58,7 +58,7 @@ class AdapterTrainerMixin:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        from ..loading import _adapter_keys, _as_peft_keys, _name_some, one_line
+        from ..loading import _adapter_keys, _name_some, adapter_shape_mismatches, one_line
 
         weights = os.path.join(resume_from_checkpoint, "adapter_model.safetensors")
         if not os.path.isfile(weights):
@@ -69,14 +69,12 @@ class AdapterTrainerMixin:
         except Exception as error:  # safetensors raises its own SafetensorError and OSError
             raise LLM2VecError(f"Cannot resume from {resume_from_checkpoint}: {one_line(error)}") from None
         peft_model = self.peft_model()
-        shapes = {k: tuple(v.shape) for k, v in peft_model.state_dict().items()}
-        mapping = _as_peft_keys(state)
-        wrong = [k for k, source in mapping.items() if k in shapes and tuple(state[source].shape) != shapes[k]]
+        wrong = adapter_shape_mismatches(peft_model, state)
         if wrong:
-            stored = list(state[mapping[wrong[0]]].shape)
+            key, stored, needed = wrong[0]
             raise LLM2VecError(
                 f"{resume_from_checkpoint} does not fit this run: {len(wrong)} adapter tensors have another shape "
-                f"(e.g. {wrong[0]}: {stored}, this run's is {list(shapes[wrong[0]])}); was lora_r changed?"
+                f"(e.g. {key}: {stored}, this run's is {needed}); was lora_r changed?"
             )
         result = set_peft_model_state_dict(peft_model, state)
         if result.unexpected_keys:
