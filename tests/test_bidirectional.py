@@ -64,18 +64,18 @@ def test_native_class_is_causal_without_the_flag(family):
     assert not first_token_moves(build(family, "eager", bidirectional=False), padded=False)
 
 
+@pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("backend", BACKENDS)
-def test_exported_config_runs_bidirectionally_without_remote_code(exported, backend):
+def test_exported_config_runs_bidirectionally_without_remote_code(exported, backend, family):
     """The native class that config.json selects (no trust_remote_code) honours is_causal=False."""
-    for family in sorted(FAMILIES):
-        try:
-            model = AutoModel.from_pretrained(exported(family), attn_implementation=backend).eval()
-        except ValueError as error:
-            if "does not support" in str(error):
-                continue
-            raise
-        assert not type(model).__name__.startswith("Bidirectional")
-        assert first_token_moves(model, padded=True), family
+    try:
+        model = AutoModel.from_pretrained(exported(family), attn_implementation=backend).eval()
+    except ValueError as error:
+        if "does not support" in str(error):
+            pytest.skip(f"transformers' {family} has no {backend} attention")
+        raise
+    assert not type(model).__name__.startswith("Bidirectional")
+    assert first_token_moves(model, padded=True), family
 
 
 @pytest.mark.slow

@@ -133,7 +133,7 @@ def test_probes_learn_pos_tags_and_write_results(checkpoint, tmp_path):
     assert pos["test_words"] == pos["test_words_total"] == sum(len(s.words) for s in read_conll(CONLL / "test.txt"))
     # a random tiny model's token vectors still identify words: far better than always guessing "NNP"
     assert pos["accuracy"] > pos["majority_baseline"] + 0.1
-    assert 0 <= by_task["word:ner"]["f1_macro"] <= 1
+    assert by_task["word:ner"]["f1_macro"] > 0  # the "O" class alone gives a positive macro F1
     assert json.loads((tmp_path / "word_probes" / "pos.json").read_text())["accuracy"] == pos["accuracy"]
 
 
@@ -158,25 +158,21 @@ def test_causal_probe_is_causal(checkpoint, tmp_path, monkeypatch):
 
 
 def test_eval_command_runs_word_probes(checkpoint, tmp_path, capsys):
-    from llm2vec_hf import model_card
-
-    card_support = hasattr(model_card, "add_evaluation_results")
     folder = Path(shutil.copytree(checkpoint, tmp_path / "model"))
     code = cli.main(["eval", str(folder), "--tasks", "word:pos", "word:chunk", "--word-data", str(CONLL),
-                     "--mntp-shift", "--output", str(tmp_path / "out")] + (["--model-card"] if card_support else []))
+                     "--mntp-shift", "--output", str(tmp_path / "out"), "--model-card"])
     assert code == 0
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert [r["task"] for r in summary["rows"]] == ["word:pos", "word:chunk"]
     assert all(r["shift"] for r in summary["rows"])
     table = capsys.readouterr().out
     assert "word:pos" in table and "accuracy" in table
-    if card_support:
-        from huggingface_hub import ModelCard
+    from huggingface_hub import ModelCard
 
-        results = ModelCard.load(folder / "README.md").data.eval_results
-        by_task = {r.task_name: r for r in results}
-        assert by_task["Word-level probe (word:pos)"].task_type == "token-classification"
-        assert by_task["Word-level probe (word:pos)"].metric_value == pytest.approx(summary["rows"][0]["score"], abs=1e-6)
+    results = ModelCard.load(folder / "README.md").data.eval_results
+    by_task = {r.task_name: r for r in results}
+    assert by_task["Word-level probe (word:pos)"].task_type == "token-classification"
+    assert by_task["Word-level probe (word:pos)"].metric_value == pytest.approx(summary["rows"][0]["score"], abs=1e-6)
 
 
 @pytest.mark.slow

@@ -360,7 +360,8 @@ def _adapter_files(folder: str) -> set[str]:
 def test_mntp_stage(mntp_run):
     assert falls(mntp_run.losses), mntp_run.losses
     assert _adapter_files(mntp_run.adapter_dir) == {"adapter_config.json", "adapter_model.safetensors"}
-    assert 0 <= mntp_run.metrics["eval_accuracy"] <= 1 and "eval_loss" in mntp_run.metrics
+    # frequent tokens are predicted right after 16 steps; an accuracy that is not computed reads 0 or is absent
+    assert 0 < mntp_run.metrics["eval_accuracy"] < 1 and mntp_run.metrics["eval_loss"] > 0
     assert Path(mntp_run.loss_curve).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "llm2vec-hf export" in mntp_run.summary and mntp_run.adapter_dir in mntp_run.summary
     events = list(Path(mntp_run.adapter_dir).rglob("events.out.tfevents.*"))
@@ -507,7 +508,7 @@ def test_mntp_reads_a_datasets_dataset(tiny, tmp_path):
     (folder / "train.txt").write_text(tiny["corpus"].read_text())
     run = train("mntp", tiny, tmp_path / "out", train_file=None, dataset_name=str(folder), max_steps=2,
                 max_train_samples=200)
-    assert len(run.losses) == 2 and 0 <= run.metrics["eval_accuracy"] <= 1
+    assert len(run.losses) == 2 and "eval_accuracy" in run.metrics  # the held-out part of the dataset was evaluated
     with pytest.raises(DataError, match="Could not load dataset"):
         train("mntp", tiny, tmp_path / "out2", train_file=None, dataset_name=str(tmp_path / "no-such-dataset"))
 
