@@ -115,3 +115,15 @@ np.savez({str(out)!r}, **result)
     proc = run_python(code, block_llm2vec_hf=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return dict(np.load(out))
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine makes OpenMP spin; a module opts in with
+    ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

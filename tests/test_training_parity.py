@@ -33,12 +33,7 @@ OFFICIAL_NAME = {"sheared-llama-1.3b": "Sheared-Llama", "llama-2-7b-chat": "Llam
                  "qwen2.5-7b-instruct": "Llama2", "gemma-2-9b-it": "Llama2"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def recipe_for(stage: str, name: str, tmp_path: Path, **values):

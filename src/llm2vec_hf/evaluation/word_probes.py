@@ -179,23 +179,29 @@ def word_features(
     return (np.stack(features) if features else np.zeros((0, width), dtype=np.float32)), kept
 
 
-def probe_scores(x_train, y_train, x_test, y_test, seed: int = 0, max_iter: int = 2000) -> dict[str, float]:
-    """Fits the linear probe on train and scores it on test: accuracy, macro-F1, and the majority-label accuracy."""
-    from sklearn.linear_model import LogisticRegression
+def _scores(y_train, y_test, predicted) -> dict[str, float]:
+    """Accuracy and macro F1 of ``predicted`` on the test words, and the accuracy of always guessing the most
+    frequent training label (what a probe must beat to show the states carry the task)."""
     from sklearn.metrics import accuracy_score, f1_score
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
-    classifier.fit(x_train, y_train)
-    predicted = classifier.predict(x_test)
-    labels, counts = np.unique(y_train, return_counts=True)
-    majority = labels[np.argmax(counts)]
+    values, counts = np.unique(y_train, return_counts=True)
+    majority = values[np.argmax(counts)]
     return {
         "accuracy": float(accuracy_score(y_test, predicted)),
         "f1_macro": float(f1_score(y_test, predicted, average="macro", zero_division=0)),
         "majority_baseline": float(np.mean(np.asarray(y_test) == majority)),
     }
+
+
+def probe_scores(x_train, y_train, x_test, y_test, seed: int = 0, max_iter: int = 2000) -> dict[str, float]:
+    """Fits the linear probe on train and scores it on test: accuracy, macro-F1, and the majority-label accuracy."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    classifier = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, random_state=seed))
+    classifier.fit(x_train, y_train)
+    return _scores(y_train, y_test, classifier.predict(x_test))
 
 
 #: The official probe's training (train_configs/word-task: lr 5e-4, 10 epochs, stop at 4,000 steps, the
@@ -211,7 +217,6 @@ def linear_probe_scores(x_train, y_train, x_test, y_test, sentence_of_train: Seq
                         dropout: float = LINEAR_PROBE["dropout"]) -> dict[str, float]:
     """The official probe on frozen word vectors: ``nn.Linear`` after dropout, AdamW, linear decay over
     ``epochs`` of sentence batches, stopped at ``max_steps``; the loss is the mean over the batch's words."""
-    from sklearn.metrics import accuracy_score, f1_score
     from transformers import get_linear_schedule_with_warmup
 
     labels = sorted(set(y_train) | set(y_test))
@@ -246,15 +251,7 @@ def linear_probe_scores(x_train, y_train, x_test, y_test, sentence_of_train: Seq
     probe.eval()
     with torch.no_grad():
         predicted_ids = probe(torch.as_tensor(np.asarray(x_test), dtype=torch.float32)).argmax(-1).tolist()
-    predicted = [labels[i] for i in predicted_ids]
-    values, counts = np.unique(y_train, return_counts=True)
-    majority = values[np.argmax(counts)]
-    return {
-        "accuracy": float(accuracy_score(y_test, predicted)),
-        "f1_macro": float(f1_score(y_test, predicted, average="macro", zero_division=0)),
-        "majority_baseline": float(np.mean(np.asarray(y_test) == majority)),
-        "probe_steps": step,
-    }
+    return {**_scores(y_train, y_test, [labels[i] for i in predicted_ids]), "probe_steps": step}
 
 
 def run_word_probes(
