@@ -14,8 +14,11 @@ Read it top to bottom:
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import re
+import string
 from typing import Any, Sequence
 
 import torch
@@ -241,8 +244,6 @@ def _is_medi_item(item) -> bool:
 def check_text_template(template: Any) -> None:
     """A text template holds exactly one ``{text}`` placeholder and no other field; literal braces are doubled
     (``{{`` and ``}}``), as in ``str.format``. Without ``{text}`` every input would embed the same string."""
-    import string
-
     if not isinstance(template, str):
         raise ValueError(f"text_template must be a string with one {{text}} placeholder, got {type(template).__name__}")
     try:
@@ -307,9 +308,6 @@ def _cut_words(tokenizer, words: list[str], text: str, length: int, doc_max_leng
 def _cut_long_text(tokenizer, text: str, doc_max_length: int, max_length: int) -> str:
     """`cut_to_doc_max_length` for a text of more than ``max_length`` words, tokenizing at most that many words
     at a time."""
-    import itertools
-    import re
-
     words = text.split()
     # The reference's first pass measures the text as given (its own whitespace), later passes the joined words.
     last_head_word = next(itertools.islice(re.finditer(r"\S+", text), max_length - 1, None), None)

@@ -322,12 +322,12 @@ def validate(recipe: Recipe) -> None:
         raise ValueError(f"simcse_dropout must be in [0, 1), got {c.simcse_dropout}")
     if c.loss_scale is not None and c.loss_scale <= 0:
         raise ValueError(f"loss_scale must be positive, got {c.loss_scale}")
-    from ..modeling.modeling_llm2vec import POOLING_MODES
+    from ..modeling.modeling_llm2vec import POOLING_MODES, check_text_template
 
     if c.pooling_mode not in POOLING_MODES:
         raise ValueError(f"pooling_mode must be one of {', '.join(POOLING_MODES)}, got {c.pooling_mode!r}")
-    if c.text_template is not None and c.text_template.count("{text}") != 1:
-        raise ValueError(f"text_template must hold {{text}} exactly once, got {c.text_template!r}")
+    if c.text_template is not None:
+        check_text_template(c.text_template)  # the rule export and the API apply
     if c.simcse_pooling not in SIMCSE_POOLINGS:
         raise ValueError(f"simcse_pooling must be one of {', '.join(SIMCSE_POOLINGS)}, got {c.simcse_pooling!r}")
     stop = recipe.schedule.stop_after_n_steps
