@@ -1,6 +1,12 @@
 """Errors that name the problem; the CLI prints them as one line."""
 
 
+def one_line(error: BaseException | str, limit: int = 300) -> str:
+    """``error`` as one line: libraries raise multi-line messages (PEFT's size mismatches list every tensor)."""
+    text = " ".join(str(error).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 class LLM2VecError(Exception):
     """Base class of llm2vec-hf's user-facing errors."""
 

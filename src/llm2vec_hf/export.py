@@ -27,7 +27,7 @@ from typing import Any, Iterable
 
 import transformers
 
-from .errors import LLM2VecError, TokenizerError
+from .errors import LLM2VecError, TokenizerError, one_line
 from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
 from .modeling import modeling_llm2vec
@@ -226,12 +226,12 @@ def _is_write_failure(error: Exception) -> bool:
 
 
 def _describe_write_failure(error: Exception) -> str:
-    text = " ".join(str(error).split())
+    text = one_line(error)
     if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in text:
         return "the disk is full (no space left on device)"
     if getattr(error, "errno", None) == errno.EDQUOT or "Disk quota" in text:
         return "the disk quota is exceeded"
-    return f"{type(error).__name__}: {text[:300]}"
+    return f"{type(error).__name__}: {text}"
 
 
 def make_tokenizer_portable(folder: str | Path, source_config: dict[str, Any] | None = None) -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, LLM2VecError
+from .errors import CheckpointError, LLM2VecError, one_line
 from .loading import PICKLE_SUFFIXES
 from .model_card import MODEL_ID_PLACEHOLDER, with_model_id
 
@@ -168,7 +168,7 @@ def safetensors_header(path: Path) -> tuple[dict[str, list[int]], dict[str, str]
             shapes = {name: list(handle.get_slice(name).get_shape()) for name in handle.keys()}
             metadata = handle.metadata() or {}
     except (SafetensorError, OSError, ValueError) as error:
-        raise CheckpointError(f"{path.name} is not a complete safetensors file: {' '.join(str(error).split())}") from None
+        raise CheckpointError(f"{path.name} is not a complete safetensors file: {one_line(error)}") from None
     return shapes, metadata
 
 
@@ -250,7 +250,7 @@ def _read_json_file(folder: Path, name: str) -> Any:
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise CheckpointError(f"{folder}/{name} does not parse as JSON: {' '.join(str(error).split())}") from None
+        raise CheckpointError(f"{folder}/{name} does not parse as JSON: {one_line(error)}") from None
 
 
 def _count_weights(folder: Path, names: set[str]) -> tuple[dict[str, list[int]], list[str]]:
@@ -375,7 +375,7 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
     try:
         metadata = ModelCard(card_text).data.to_dict()
     except Exception as error:  # huggingface_hub raises ValueError / yaml errors for a bad front matter
-        detail = " ".join(str(error).split())
+        detail = one_line(error)
         raise CheckpointError(f"{folder}/README.md: the model card's metadata does not parse: {detail}") from None
 
     return CheckpointSummary(folder=folder, files=files, family=config.model_type, tensors=len(shapes),

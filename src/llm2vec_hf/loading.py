@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
-from .errors import AdapterMismatchError, CheckpointError, TokenizerError
+from .errors import AdapterMismatchError, CheckpointError, TokenizerError, one_line
 from .modeling.modeling_llm2vec import (
     DEFAULT_ENCODING,
     TokenizerEmbeddingError,
@@ -155,12 +155,6 @@ def load_bidirectional(
         model = apply_adapter(model, adapter_path, merge=merge)
         folders.append(adapter_path)
     return model, load_tokenizer(tokenizer_folder(folders), model), folders
-
-
-def one_line(error: BaseException | str, limit: int = 300) -> str:
-    """``error`` as one line: libraries raise multi-line messages (PEFT's size mismatches list every tensor)."""
-    text = " ".join(str(error).split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _name_some(keys: Iterable[str], count: int = 3) -> str:

@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 from transformers import HfArgumentParser
 
+from ..errors import one_line
+
 STAGES = ("mntp", "simcse", "supervised")
 MASK_TOKEN_TYPES = ("blank", "eos", "mask")
 DATA_COLLATOR_TYPES = ("default", "all_mask")
@@ -195,7 +197,7 @@ def _typed_value(parser: HfArgumentParser, key: str, value: Any, where: str) -> 
         try:
             return convert(item if isinstance(item, str) else str(item))
         except (TypeError, ValueError, argparse.ArgumentTypeError) as error:
-            detail = " ".join(str(error).split())
+            detail = one_line(error)
             raise ValueError(f"{key} {where} must be {type_name}, got {item!r} ({detail})"[:300]) from None
 
     def checked(item: Any) -> Any:
