@@ -319,6 +319,13 @@ class PoolEncoder:
 # ---------------------------------------------------------------------------------------------------------------
 
 
+def check_positive_options(**values) -> None:
+    """Refuses, before any model loads, an option that must be a positive integer (None means unset)."""
+    for name, value in values.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise LLM2VecError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+
+
 def encode_file(
     model: str,
     input_path: str,
@@ -335,12 +342,7 @@ def encode_file(
     """Encodes ``input_path`` into ``output_path`` (.npy), streaming and resumable; returns the number of rows."""
     if not output_path.endswith(".npy"):
         raise LLM2VecError(f"{output_path}: output must be a .npy file")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise LLM2VecError(f"--batch-size must be a positive integer, got {batch_size}")
-    if max_batch_tokens is not None and (not isinstance(max_batch_tokens, int) or max_batch_tokens < 1):
-        raise LLM2VecError(f"--max-batch-tokens must be a positive integer, got {max_batch_tokens}")
-    if not isinstance(chunk_size, int) or chunk_size < 1:
-        raise LLM2VecError(f"--chunk-size must be a positive integer, got {chunk_size}")
+    check_positive_options(batch_size=batch_size, max_batch_tokens=max_batch_tokens, chunk_size=chunk_size)
     devices = pool_devices(device, processes)
     if compile_model and devices:
         raise LLM2VecError("--compile works in one process; drop --processes (or give one device)")

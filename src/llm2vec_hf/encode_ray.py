@@ -40,6 +40,7 @@ from .encode_file import (
     InProcessEncoder,
     _input_suffix,
     _write_json_atomically,
+    check_positive_options,
     input_fingerprint,
     model_fingerprint,
     named_prompt,
@@ -471,7 +472,7 @@ def encode_dataset(
             id_columns = [name for name in columns if name not in (text_column, instruction_column)]
     if VECTOR_COLUMN in (id_columns or []):
         raise LLM2VecError(f"the column name {VECTOR_COLUMN!r} is reserved for the output")
-    _check_positive(rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+    check_positive_options(rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                     num_workers=num_workers)
     _connect(None)
     model_path = resolve_local(model)
@@ -503,7 +504,7 @@ def encode_path(
 ) -> dict:
     """Embeds a .txt/.jsonl file or Parquet (file or folder) on Ray; returns the manifest (see the module doc)."""
     ray = _require_ray()
-    _check_positive(rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
+    check_positive_options(rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                     num_workers=num_workers)
     if num_gpus_per_worker < 0:
         raise LLM2VecError(f"--num-gpus-per-worker must not be negative, got {num_gpus_per_worker}")
@@ -537,12 +538,6 @@ def encode_path(
         batch_size=batch_size, max_batch_tokens=max_batch_tokens, num_workers=num_workers,
         num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=num_cpus_per_worker, restart=restart,
     )
-
-
-def _check_positive(**values) -> None:
-    for name, value in values.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise LLM2VecError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
 
 
 def read_vectors(output_dir: str):
