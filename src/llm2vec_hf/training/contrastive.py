@@ -17,9 +17,7 @@ tokenizes and pools.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 import torch
 
@@ -133,6 +131,7 @@ def build_contrastive_trainer(recipe, resume: str | None):
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
 
+    from ..modeling.modeling_llm2vec import write_encoding_settings
     from .checkpoints import AdapterTrainerMixin
     from .lora import add_lora, enable_gradient_checkpointing, load_model_for_stage, take_gradient_checkpointing
 
@@ -172,12 +171,10 @@ def build_contrastive_trainer(recipe, resume: str | None):
 
         def _save(self, output_dir=None, state_dict=None):
             super()._save(output_dir, state_dict)
-            output_dir = output_dir or self.args.output_dir
-            with open(os.path.join(output_dir, "llm2vec_config.json"), "w") as handle:
-                settings = {"pooling_mode": contrastive.pooling_mode}
-                if contrastive.text_template:
-                    settings["text_template"] = contrastive.text_template
-                json.dump(settings, handle)
+            settings = {"pooling_mode": contrastive.pooling_mode}
+            if contrastive.text_template:
+                settings["text_template"] = contrastive.text_template
+            write_encoding_settings(output_dir or self.args.output_dir, settings)
 
     trainer = ContrastiveTrainer(
         model=model,
