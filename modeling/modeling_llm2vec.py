@@ -881,18 +881,17 @@ class Family:
 
     def __init__(self, config, model, mntp):
         self.config, self.model, self.mntp = config, model, mntp
+        # `save_pretrained` of a registered class copies this file next to the weights and writes the `auto_map`
+        # to it into config.json (transformers' `custom_object_save`), so every saved checkpoint loads with
+        # trust_remote_code=True, however it was saved (docs/architecture.md, "Native `model_type` + `auto_map`").
+        config.register_for_auto_class("AutoConfig")
+        model.register_for_auto_class("AutoModel")
+        mntp.register_for_auto_class("AutoModelForCausalLM")
 
     @property
     def native_model_name(self) -> str:
         """The transformers class the encoder builds on (``LlamaModel``…), the name serving engines know."""
         return next(c.__name__ for c in self.model.__mro__ if c.__module__.startswith("transformers.models."))
-
-    def auto_map(self) -> dict[str, str]:
-        return {
-            "AutoConfig": f"{__name__.rsplit('.', 1)[-1]}.{self.config.__name__}",
-            "AutoModel": f"{__name__.rsplit('.', 1)[-1]}.{self.model.__name__}",
-            "AutoModelForCausalLM": f"{__name__.rsplit('.', 1)[-1]}.{self.mntp.__name__}",
-        }
 
 
 #: model_type -> Family.

@@ -45,7 +45,7 @@ from .modeling.modeling_llm2vec import (
 
 logger = logging.getLogger(__name__)
 
-MODELING_FILES = ("modeling_llm2vec.py", "sentence_transformers_llm2vec.py")
+ST_MODULE_FILE = "sentence_transformers_llm2vec.py"
 ST_MODULE_TYPE = "sentence_transformers_llm2vec.LLM2VecTransformer"
 
 
@@ -156,6 +156,9 @@ def write_checkpoint(
     """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically."""
     check_output(output, overwrite)
     family = family_for(model.config)
+    if getattr(type(model), "_auto_class", None) != "AutoModel":
+        raise LLM2VecError(f"A checkpoint holds an llm2vec-hf encoder (such as {family.model.__name__}), not a "
+                           f"{type(model).__name__}: load it with enable_bidirectional=True")
     try:
         check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
     except TokenizerEmbeddingError as error:
@@ -169,7 +172,7 @@ def write_checkpoint(
         os.chmod(staging, 0o777 & ~_umask())
         with _config_copy(model) as config:
             modeling_llm2vec.make_config_bidirectional(config)
-            config.auto_map = {k: v for k, v in family.auto_map().items() if k != "AutoModelForCausalLM"}
+            # writes the auto_map and copies modeling_llm2vec.py (`register_for_auto_class` in that file)
             model.save_pretrained(staging, safe_serialization=True)
         # Serving engines pick their class from `architectures` and know the native names only; save_pretrained
         # writes our class name there, so it is set afterwards.
@@ -179,8 +182,8 @@ def write_checkpoint(
         modeling_llm2vec.write_encoding_settings(str(staging), settings)
         tokenizer.save_pretrained(staging)
         make_tokenizer_portable(staging, getattr(tokenizer, "llm2vec_source_config", None))
-        for name in MODELING_FILES:
-            shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(name), staging / name)
+        # The sentence-transformers module is not imported by the model class, so save_pretrained does not copy it.
+        shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(ST_MODULE_FILE), staging / ST_MODULE_FILE)
         _write_sentence_transformers_files(staging, settings, prompts or {})
         (staging / "README.md").write_text(render_model_card(model, settings, prompts or {}, training or {}))
         _apply_umask(staging)

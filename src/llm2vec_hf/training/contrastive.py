@@ -65,8 +65,7 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
     module.__class__ = padded_row_module_class() if padded_row_pooling else LLM2VecTransformer
     tokenizer.model_max_length = max_seq_length
     module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
-    settings = dict(getattr(module.auto_model.config, "llm2vec", None) or {})
-    settings["pooling_mode"] = pooling_mode
+    settings = {"pooling_mode": pooling_mode}
     # Training reads texts exactly as the exported checkpoint will encode them (the template is saved with the
     # adapter and carried into the checkpoint by export).
     # None would mean "the reference's template for the base's name" (an inference rule); training wraps only
@@ -75,7 +74,7 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
     # The reference trains on texts truncated to max_seq_length only; encode()'s word-wise doc_max_length cut
     # (default 400) is an inference rule, so it is lifted to max_seq_length here.
     settings["doc_max_length"] = max_seq_length
-    module.auto_model.config.llm2vec = settings
+    module.encoding_overrides = settings
     return SentenceTransformer(modules=[module], device=str(next(encoder.parameters()).device))
 
 
