@@ -21,3 +21,10 @@ class AdapterMismatchError(LLM2VecError, ValueError):
 
 class TokenizerError(LLM2VecError, ValueError):
     """A tokenizer that does not fit its model (e.g. a special token with no embedding row)."""
+
+
+def check_positive_options(**values) -> None:
+    """Refuses, before any model loads, an option that must be a positive integer (None means unset)."""
+    for name, value in values.items():
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise LLM2VecError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")

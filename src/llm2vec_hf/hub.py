@@ -527,23 +527,3 @@ def push(
     url = getattr(info, "commit_url", None) or f"{endpoint.rstrip('/')}/{repo_id}"
     out(f"Pushed {len(operations)} files ({_human(summary.total_bytes)}) to {url}")
     return url
-
-
-# ----------------------------------------------------------------------------------------------------------
-# command line
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("folder", metavar="DIR", help="exported checkpoint folder (llm2vec-hf export)")
-    parser.add_argument("--repo-id", required=True, metavar="ORG/NAME", help="Hub model repo; created if missing")
-    parser.add_argument("--private", action="store_true", help="create the repo private (an existing repo keeps its visibility)")
-    parser.add_argument("--revision", metavar="R", help="branch to push to; created from main if missing")
-    parser.add_argument("--commit-message", metavar="M", help="commit message")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="check the folder and print the files, sizes and card metadata; no network")
-
-
-def main(args) -> int:
-    push(args.folder, args.repo_id, private=args.private, revision=args.revision,
-         commit_message=args.commit_message, dry_run=args.dry_run)
-    return 0
