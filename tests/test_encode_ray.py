@@ -161,13 +161,15 @@ import tqdm.auto
 from llm2vec_hf import cli
 
 class Killing(tqdm.auto.tqdm):
-    shards = 0
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shards = 0 if kwargs.get("desc") == "Encoding shards" else None
 
     def update(self, n=1):
         shown = super().update(n)  # a bar on no terminal is disabled and counts nothing itself
-        if self.desc == "Encoding shards":
-            Killing.shards += n
-            if Killing.shards >= 3:
+        if self.shards is not None:
+            self.shards += n
+            if self.shards >= 3:
                 os.kill(os.getpid(), signal.SIGKILL)
         return shown
 

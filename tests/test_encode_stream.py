@@ -183,7 +183,7 @@ def test_bad_line_far_into_the_file_fails_before_any_output(exported, tmp_path, 
     assert not any(tmp_path.glob("out.npy*"))
 
 
-def test_pool_devices():
+def test_worker_devices():
     assert worker_devices(None, None) is None
     assert worker_devices("cpu", 1) is None
     assert worker_devices(None, 3) == ["cpu"] * 3

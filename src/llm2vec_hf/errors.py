@@ -24,7 +24,13 @@ class TokenizerError(LLM2VecError, ValueError):
 
 
 def check_positive_options(**values) -> None:
-    """Refuses, before any model loads, an option that must be a positive integer (None means unset)."""
+    """Refuses, before any model loads, a command-line option that must be a positive integer (None: unset); the
+    rule is the encoder's own (`check_positive_integer`), named as the option is spelled."""
+    from .modeling.modeling_llm2vec import check_positive_integer
+
     for name, value in values.items():
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise LLM2VecError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+        if value is not None:
+            try:
+                check_positive_integer(f"--{name.replace('_', '-')}", value)
+            except ValueError as error:
+                raise LLM2VecError(str(error)) from None

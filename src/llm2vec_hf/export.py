@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import errno
 import hashlib
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any, Iterable
 import transformers
 
 from .errors import LLM2VecError, TokenizerError, one_line
+from .json_files import read_json, write_json
 from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
 from .modeling import modeling_llm2vec
@@ -173,7 +173,7 @@ def write_checkpoint(
         model.save_pretrained(staging, safe_serialization=True)
         # Serving engines pick their class from `architectures` and know the native names only; save_pretrained
         # writes our class name there, so it is set afterwards.
-        config_json = json.loads((staging / "config.json").read_text())
+        config_json = read_json(staging / "config.json")
         config_json["architectures"] = [family.native_model_name]
         _write_json(staging / "config.json", config_json)
         tokenizer.save_pretrained(staging)
@@ -250,7 +250,7 @@ def make_tokenizer_portable(folder: str | Path, source_config: dict[str, Any] | 
     folder = Path(folder)
     config_path, tokenizer_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
     if config_path.is_file():
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path)
         if source_config is not None:
             for key in TOKENIZER_SOURCE_KEYS:
                 if key in source_config:
@@ -267,17 +267,17 @@ def make_tokenizer_portable(folder: str | Path, source_config: dict[str, Any] | 
                 config.pop(key, None)
         _write_json(config_path, config)
     if tokenizer_path.is_file():
-        data = json.loads(tokenizer_path.read_text())
+        data = read_json(tokenizer_path)
         merges = data.get("model", {}).get("merges")
         if merges and isinstance(merges[0], list) and not any(" " in part for pair in merges for part in pair):
             data["model"]["merges"] = [" ".join(pair) for pair in merges]
-            tokenizer_path.write_text(json.dumps(data, ensure_ascii=False))
+            write_json(tokenizer_path, data, ensure_ascii=False)
 
 
 def _drop_special_token(path: Path, key: str, keep: bool) -> None:
     if keep or not path.is_file():
         return
-    data = json.loads(path.read_text())
+    data = read_json(path)
     if data.pop(key, None) is not None:
         _write_json(path, data)
 
@@ -324,7 +324,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_json(path, data, indent=2, ensure_ascii=False)
 
 
 def _write_sentence_transformers_files(folder: Path, settings: dict[str, Any], prompts: dict[str, str]) -> None:

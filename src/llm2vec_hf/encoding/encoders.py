@@ -64,16 +64,16 @@ class WorkerPoolEncoder:
             # Workers are spawned and read this at start: each would otherwise use as many threads as cores.
             os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_workers))
         try:
-            self.pool = self.model.start_multi_process_pool(devices)
+            self.workers = self.model.start_multi_process_pool(devices)
         finally:
             if set_threads:
                 del os.environ["OMP_NUM_THREADS"]
 
     def __call__(self, items: list) -> np.ndarray:
         vectors = self.model.encode(
-            items, pool=self.pool, convert_to_numpy=True, show_progress_bar=False, **self.batching
+            items, pool=self.workers, convert_to_numpy=True, show_progress_bar=False, **self.batching
         )
         return np.asarray(vectors, dtype=np.float32)
 
     def close(self) -> None:
-        self.model.stop_multi_process_pool(self.pool)
+        self.model.stop_multi_process_pool(self.workers)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LLM2VecError
+from ..json_files import read_json
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _FINGERPRINT_BYTES = 1 << 20
@@ -92,20 +93,11 @@ def count_inputs(path: str) -> int:
     return count
 
 
-def read_inputs(path: str) -> list[str | list[str]]:
-    """Reads ``.txt`` (one text per line) or ``.jsonl`` (``text``, optional ``instruction``) into a list."""
-    items = [item for item, _, _ in iter_inputs(path)]
-    if not items:
-        raise LLM2VecError(f"{path}: no texts to encode")
-    return items
-
-
 def named_prompt(model_path: str, prompt_name: str) -> str:
     config_file = os.path.join(model_path, "config_sentence_transformers.json")
     prompts = {}
     if os.path.isfile(config_file):
-        with open(config_file) as handle:
-            prompts = json.load(handle).get("prompts", {})
+        prompts = read_json(config_file).get("prompts", {})
     if prompt_name not in prompts:
         raise LLM2VecError(f"{model_path} has no prompt named {prompt_name!r}; it has: {', '.join(prompts) or 'none'}")
     return prompts[prompt_name]

@@ -3,13 +3,13 @@ and word-level probes; writes the summary that the command prints as a table."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 from typing import Any
 
 from ..errors import LLM2VecError
+from ..json_files import read_json, write_json
 from . import word_probes
 
 logger = logging.getLogger(__name__)
@@ -54,14 +54,13 @@ def evaluate_checkpoint(
     output = Path(output)
     rows: list[dict[str, Any]] = []
     summary: dict[str, Any] = {"model": model, "rows": rows}
-    mteb_tasks = []
+    ran_tasks = []
     if mteb_names:
         from .mteb_tasks import run_mteb
 
         instructions = None
         if instructions_file:
-            with open(instructions_file, encoding="utf-8") as handle:
-                instructions = json.load(handle)
+            instructions = read_json(instructions_file)
             if not isinstance(instructions, dict):
                 raise LLM2VecError(f"{instructions_file}: expected a JSON object {{task name: instruction}}")
         result = run_mteb(
@@ -75,7 +74,7 @@ def evaluate_checkpoint(
             device=device,
         )
         rows.extend(result["rows"])
-        mteb_tasks = result["tasks"]
+        ran_tasks = result["tasks"]
         summary["mteb_results_dir"] = str(result["results_dir"])
         summary["instructions"] = result["instructions"]
     if probes:
@@ -99,11 +98,11 @@ def evaluate_checkpoint(
     if model_card:
         from .mteb_tasks import model_index_entries, write_model_card_results
 
-        entries = model_index_entries(rows, mteb_tasks)
+        entries = model_index_entries(rows, ran_tasks)
         if not os.path.isdir(model):
             raise LLM2VecError("--model-card needs a local checkpoint folder")
         summary["model_card"] = write_model_card_results(model, entries)
         if not summary["model_card"]:
             logger.warning("no model card updated (no README.md in %s, or no model-card support)", model)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    write_json(output / "summary.json", summary, indent=2, default=str)
     return summary
