@@ -17,9 +17,7 @@ tokenizes and pools.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 import torch
 
@@ -67,8 +65,7 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
     module.__class__ = padded_row_module_class() if padded_row_pooling else LLM2VecTransformer
     tokenizer.model_max_length = max_seq_length
     module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
-    settings = dict(getattr(module.auto_model.config, "llm2vec", None) or {})
-    settings["pooling_mode"] = pooling_mode
+    settings = {"pooling_mode": pooling_mode}
     # Training reads texts exactly as the exported checkpoint will encode them (the template is saved with the
     # adapter and carried into the checkpoint by export).
     # None would mean "the reference's template for the base's name" (an inference rule); training wraps only
@@ -77,7 +74,7 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
     # The reference trains on texts truncated to max_seq_length only; encode()'s word-wise doc_max_length cut
     # (default 400) is an inference rule, so it is lifted to max_seq_length here.
     settings["doc_max_length"] = max_seq_length
-    module.auto_model.config.llm2vec = settings
+    module.encoding_overrides = settings
     return SentenceTransformer(modules=[module], device=str(next(encoder.parameters()).device))
 
 
@@ -133,6 +130,7 @@ def build_contrastive_trainer(recipe, resume: str | None):
     from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
 
+    from ..modeling.modeling_llm2vec import write_encoding_settings
     from .checkpoints import AdapterTrainerMixin
     from .lora import add_lora, enable_gradient_checkpointing, load_model_for_stage, take_gradient_checkpointing
 
@@ -172,12 +170,10 @@ def build_contrastive_trainer(recipe, resume: str | None):
 
         def _save(self, output_dir=None, state_dict=None):
             super()._save(output_dir, state_dict)
-            output_dir = output_dir or self.args.output_dir
-            with open(os.path.join(output_dir, "llm2vec_config.json"), "w") as handle:
-                settings = {"pooling_mode": contrastive.pooling_mode}
-                if contrastive.text_template:
-                    settings["text_template"] = contrastive.text_template
-                json.dump(settings, handle)
+            settings = {"pooling_mode": contrastive.pooling_mode}
+            if contrastive.text_template:
+                settings["text_template"] = contrastive.text_template
+            write_encoding_settings(output_dir or self.args.output_dir, settings)
 
     trainer = ContrastiveTrainer(
         model=model,
