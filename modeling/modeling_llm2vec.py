@@ -118,7 +118,9 @@ SETTINGS_KEY = "llm2vec"
 OFFICIAL_SETTINGS_FILE = "llm2vec_config.json"
 OFFICIAL_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
 
+
 def check_pooling_mode(pooling_mode: Any) -> None:
+    """Refuses a pooling mode `pool` does not know, naming the ones it does."""
     if pooling_mode not in POOLING_MODES:
         raise ValueError(f"Unknown pooling_mode {pooling_mode!r}; choose one of {', '.join(POOLING_MODES)}")
 
@@ -216,6 +218,7 @@ def write_encoding_settings(folder: str, settings: dict[str, Any]) -> None:
     The only writer of encoding settings into a checkpoint or an adapter folder (docs/architecture.md, "Encoding
     settings"): other keys of an existing config.json stay as they are; where there is no config.json (an adapter
     folder) one holding only the block is written. Nothing else is touched, the caller's config object least.
+    Callers that need the folder complete or absent write it staged (as `export` and the trainers do).
     """
     block = {k: settings[k] for k in DEFAULT_ENCODING if k in settings}
     check_encoding(dict(settings))
@@ -223,24 +226,11 @@ def write_encoding_settings(folder: str, settings: dict[str, Any]) -> None:
     config = _read_json_object(config_path) or {}
     config[SETTINGS_KEY] = block
     # the format transformers writes config.json in, so that a saved config reads the same after this
-    _write_json_atomically(config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
+    with open(config_path, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
     official = {k: block[k] for k in OFFICIAL_KEYS if k in block}
-    _write_json_atomically(os.path.join(folder, OFFICIAL_SETTINGS_FILE), json.dumps(official, indent=2) + "\n")
-
-
-def _write_json_atomically(path: str, text: str) -> None:
-    """Writes under a temporary name, on disk before the rename: a reader, or a run killed midway, sees the old
-    file or the new one, never a part."""
-    partial = f"{path}.partial-{os.getpid()}"
-    try:
-        with open(partial, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(partial, path)
-    finally:
-        if os.path.exists(partial):
-            os.remove(partial)
+    with open(os.path.join(folder, OFFICIAL_SETTINGS_FILE), "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(official, indent=2) + "\n")
 
 
 #: What llm2vec 0.2.3 appends for `eos_token` pooling, chosen by config class, never by the tokenizer

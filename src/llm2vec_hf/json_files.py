@@ -1,15 +1,11 @@
 """Reading and writing the JSON and JSON-lines files the project keeps (progress records, summaries, results).
-
-The remote code (``modeling/``, stdlib only) reads its own few files; its atomic writer is the one used here.
-"""
+The remote code (``modeling/``, torch + transformers + stdlib only) reads and writes its own few files."""
 
 from __future__ import annotations
 
 import json
 import os
 from typing import Any, Iterable
-
-from .modeling.modeling_llm2vec import _write_json_atomically
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -21,11 +17,16 @@ def write_json(path: str | os.PathLike, data: Any, *, atomic: bool = False, **du
     """Writes ``data`` (``json.dumps`` options such as ``indent``) and a final newline; ``atomic``: the old file
     or the new one is on disk, never a part (a progress record that a kill must not tear)."""
     text = json.dumps(data, **dump_options) + "\n"
-    if atomic:
-        _write_json_atomically(os.fspath(path), text)
+    if not atomic:
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write(text)
         return
-    with open(path, "w", encoding="utf-8") as handle:
+    staging = f"{os.fspath(path)}.tmp"
+    with open(staging, "w", encoding="utf-8") as handle:
         handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(staging, path)
 
 
 def read_jsonl(path: str | os.PathLike) -> list[Any]:
