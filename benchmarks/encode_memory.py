@@ -34,9 +34,9 @@ HERE = Path(__file__).resolve().parent
 ALL_AT_ONCE = """
 import sys, numpy as np
 from llm2vec_hf import LLM2Vec
-from llm2vec_hf.encode_file import read_inputs
+from llm2vec_hf.encoding.inputs import iter_inputs
 model, source, output, batch_size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-items = read_inputs(source)
+items = [item for item, _, _ in iter_inputs(source)]
 vectors = LLM2Vec.from_pretrained(model).encode(items, batch_size=batch_size, show_progress_bar=False,
                                                 convert_to_numpy=True)
 np.save(output, vectors.astype(np.float32))

@@ -118,6 +118,19 @@ SETTINGS_KEY = "llm2vec"
 OFFICIAL_SETTINGS_FILE = "llm2vec_config.json"
 OFFICIAL_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
 
+
+def check_pooling_mode(pooling_mode: Any) -> None:
+    """Refuses a pooling mode `pool` does not know, naming the ones it does."""
+    if pooling_mode not in POOLING_MODES:
+        raise ValueError(f"Unknown pooling_mode {pooling_mode!r}; choose one of {', '.join(POOLING_MODES)}")
+
+
+def check_positive_integer(name: str, value: Any) -> None:
+    """Refuses a count that is not a positive integer (``True`` is not one)."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
 # The official library marks where the text starts inside "instruction + text" with this string; we keep the
 # same marker so that any wrapper or EOS suffix lands in the pooled part exactly as it does there.
 _TEXT_MARKER = "!@#$%^&*()"
@@ -128,12 +141,10 @@ def check_encoding(settings: dict[str, Any]) -> None:
     unknown = set(settings) - set(DEFAULT_ENCODING)
     if unknown:
         raise TypeError(f"Unknown encoding setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_ENCODING)}")
-    if "pooling_mode" in settings and settings["pooling_mode"] not in POOLING_MODES:
-        raise ValueError(f"Unknown pooling_mode {settings['pooling_mode']!r}; choose one of {', '.join(POOLING_MODES)}")
+    if "pooling_mode" in settings:
+        check_pooling_mode(settings["pooling_mode"])
     for key in ("max_length", "doc_max_length"):
-        value = settings.get(key, 1)
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+        check_positive_integer(key, settings.get(key, 1))
     if settings.get("text_template"):  # "" and None mean none / the reference's choice
         check_text_template(settings["text_template"])
 
@@ -623,8 +634,7 @@ def length_groups(lengths: Sequence[int], max_rows: int, max_tokens: int | None 
     """
     if max_tokens is None:
         max_tokens = DEFAULT_MAX_BATCH_TOKENS
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
-        raise ValueError(f"max_batch_tokens must be a positive integer, got {max_tokens!r}")
+    check_positive_integer("max_batch_tokens", max_tokens)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     groups: list[list[int]] = []
     for i in order:
@@ -697,7 +707,7 @@ def pool(
             raise ValueError("bos_token pooling: some inputs have no BOS token (does the tokenizer add one?)")
         index = is_bos.int().argmax(1)
     else:
-        raise ValueError(f"Unknown pooling_mode {pooling_mode!r}; choose one of {', '.join(POOLING_MODES)}")
+        check_pooling_mode(pooling_mode)
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), index]
 
 
@@ -719,8 +729,7 @@ def encode_with(
     reference sorts by characters and batches by count; sorting by tokens and capping tokens removes most
     padding, and the vectors are the same up to float rounding.
     """
-    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    check_positive_integer("batch_size", batch_size)
     pairs = normalize_inputs(inputs)
     texts = cut_to_doc_max_length(
         tokenizer, [text for _, text in pairs], settings["doc_max_length"], settings["max_length"]

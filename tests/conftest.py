@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from llm2vec_hf import FAMILIES, POOLING_MODES
+from llm2vec_hf.encoding.inputs import count_inputs, iter_inputs
 from llm2vec_hf.export import export_checkpoint
 from llm2vec_hf.tiny import build_tiny_decoder
 
@@ -74,6 +75,12 @@ def hub_cache_with(repo_id: str, folder: Path, cache_root: Path) -> Path:
     (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
     (repo_dir / "refs" / "main").write_text(revision)
     return cache_root
+
+
+def read_inputs(path: str) -> list:
+    """Every input of a ``.txt``/``.jsonl`` file as ``encode`` reads it (the same checks; none: an error)."""
+    count_inputs(path)
+    return [item for item, _, _ in iter_inputs(path)]
 
 
 def run_python(code: str, env: dict[str, str] | None = None, block_llm2vec_hf: bool = False) -> subprocess.CompletedProcess:

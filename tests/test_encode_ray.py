@@ -30,7 +30,7 @@ import pyarrow.parquet as pq  # noqa: E402
 from llm2vec_hf import LLM2Vec  # noqa: E402
 from llm2vec_hf import encode_ray  # noqa: E402
 from llm2vec_hf.cli import main  # noqa: E402
-from llm2vec_hf.encode_file import read_inputs  # noqa: E402
+from conftest import read_inputs  # noqa: E402
 from llm2vec_hf.errors import LLM2VecError  # noqa: E402
 
 TEXTS = [
@@ -154,6 +154,30 @@ def test_dataset_entry_point(cluster, exported, tmp_path):
     assert again == manifest and shard_files(out) == before
 
 
+#: ``llm2vec-hf encode`` whose driver SIGKILLs itself once 3 shards are complete (the progress bar counts them).
+KILLED_AFTER_3_SHARDS = """
+import os, signal, sys
+import tqdm.auto
+from llm2vec_hf import cli
+
+class Killing(tqdm.auto.tqdm):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.shards = 0 if kwargs.get("desc") == "Encoding shards" else None
+
+    def update(self, n=1):
+        shown = super().update(n)  # a bar on no terminal is disabled and counts nothing itself
+        if self.shards is not None:
+            self.shards += n
+            if self.shards >= 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+        return shown
+
+tqdm.auto.tqdm = Killing
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_vectors(cluster, exported, tmp_path):
     model = exported("llama")
@@ -162,9 +186,9 @@ def test_killed_run_resumes_to_the_same_vectors(cluster, exported, tmp_path):
     out = tmp_path / "out"
     args = [str(model), "--input", str(source), "--output", str(out), "--engine", "ray", "--address", cluster,
             "--num-workers", "2", "--chunk-size", "4"]
-    env = {**os.environ, encode_ray.CRASH_HOOK: "3", "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     # A driver in its own process, SIGKILLed once 3 of its 11 shards are complete.
-    killed = subprocess.run([sys.executable, "-m", "llm2vec_hf.cli", "encode", *args], env=env,
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_3_SHARDS, "encode", *args], env=env,
                             capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     survivors = shard_files(out)
@@ -233,7 +257,7 @@ def test_ray_options_need_the_ray_engine(exported, tmp_path, capsys):
 def test_planned_shards_read_back_the_whole_file(tmp_path, monkeypatch, content, scan_bytes):
     """The newline scan (in blocks of ``scan_bytes``, so that shard ends fall across blocks) cuts the file into
     byte ranges that, read by the workers, give exactly the lines and line numbers of encode's reader."""
-    from llm2vec_hf.encode_file import iter_inputs
+    from llm2vec_hf.encoding.inputs import iter_inputs
 
     monkeypatch.setattr(encode_ray, "_SCAN_BYTES", scan_bytes)
     path = tmp_path / ("in.jsonl" if content.startswith(b"{") else "in.txt")

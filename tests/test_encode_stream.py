@@ -12,7 +12,11 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import read_inputs
 from llm2vec_hf import encode_file as encode_module
+from llm2vec_hf.encoding.encoders import worker_devices
+from llm2vec_hf.encoding.inputs import iter_inputs
+from llm2vec_hf.errors import LLM2VecError
 from llm2vec_hf.cli import main
 
 TEXTS = [
@@ -50,12 +54,36 @@ def count_encoded(monkeypatch) -> list[int]:
     return sizes
 
 
+#: ``encode`` in a fresh process that SIGKILLs itself around the progress record of chunk N (argv[1]): "N" once
+#: it is written (chunk N committed), "N:data" just before (chunk N's rows on disk, its record not).
+KILLED_RUN = """
+import os, signal, sys
+from llm2vec_hf import cli, encode_file
+
+chunk, _, phase = sys.argv[1].partition(":")
+write_json, records = encode_file.write_json, []
+
+def die():
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+def write_progress(path, data, **options):
+    if phase == "data" and len(records) + 1 == int(chunk):
+        die()
+    write_json(path, data, **options)
+    records.append(path)
+    if phase != "data" and len(records) == int(chunk):
+        die()
+
+encode_file.write_json = write_progress
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
 def run_cli(args: list[str], crash: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != encode_module.CRASH_HOOK}
-    if crash:
-        env[encode_module.CRASH_HOOK] = crash
-    return subprocess.run([sys.executable, "-m", "llm2vec_hf.cli", *args], capture_output=True, text=True,
-                          env=env, timeout=300)
+    command = ["-c", KILLED_RUN, crash] if crash else ["-m", "llm2vec_hf.cli"]
+    return subprocess.run([sys.executable, *command, *args], capture_output=True, text=True, timeout=300)
 
 
 def test_streams_in_chunks_and_writes_a_plain_npy(exported, tmp_path, monkeypatch):
@@ -74,7 +102,7 @@ def test_streams_in_chunks_and_writes_a_plain_npy(exported, tmp_path, monkeypatc
     assert not (tmp_path / "out.npy.partial.npy").exists() and not (tmp_path / "out.npy.progress.json").exists()
     from llm2vec_hf import LLM2Vec
 
-    items = [item for item, _, _ in encode_module.iter_inputs(str(source))]
+    items = [item for item, _, _ in iter_inputs(str(source))]
     expected = LLM2Vec.from_pretrained(str(model)).encode(items, show_progress_bar=False).numpy()
     assert np.abs(vectors - expected).max() <= 1e-5
 
@@ -155,14 +183,14 @@ def test_bad_line_far_into_the_file_fails_before_any_output(exported, tmp_path, 
     assert not any(tmp_path.glob("out.npy*"))
 
 
-def test_pool_devices():
-    assert encode_module.pool_devices(None, None) is None
-    assert encode_module.pool_devices("cpu", 1) is None
-    assert encode_module.pool_devices(None, 3) == ["cpu"] * 3
-    assert encode_module.pool_devices("cuda", 2) == ["cuda:0", "cuda:1"]
-    assert encode_module.pool_devices("cuda:0,cuda:1", None) == ["cuda:0", "cuda:1"]
-    with pytest.raises(encode_module.LLM2VecError):
-        encode_module.pool_devices("cuda:0,cuda:1", 3)
+def test_worker_devices():
+    assert worker_devices(None, None) is None
+    assert worker_devices("cpu", 1) is None
+    assert worker_devices(None, 3) == ["cpu"] * 3
+    assert worker_devices("cuda", 2) == ["cuda:0", "cuda:1"]
+    assert worker_devices("cuda:0,cuda:1", None) == ["cuda:0", "cuda:1"]
+    with pytest.raises(LLM2VecError):
+        worker_devices("cuda:0,cuda:1", 3)
 
 
 def test_two_processes_give_the_vectors_of_one(exported, tmp_path):
@@ -205,7 +233,7 @@ def test_a_utf8_bom_is_stripped_in_txt_and_jsonl_alike(exported, tmp_path, capsy
     code, err = _encode(model, source, tmp_path / "bom.npy", capsys)
     assert code == 0, err
     assert np.array_equal(np.load(tmp_path / "bom.npy"), np.load(tmp_path / "plain.npy"))
-    assert encode_module.read_inputs(str(source)) == texts
+    assert read_inputs(str(source)) == texts
 
 
 @pytest.mark.parametrize("value", ["0", "false", "null", "[]", "[\"a\"]", "{}", "1.5"])
@@ -220,7 +248,7 @@ def test_an_instruction_that_is_not_a_string_is_refused(exported, tmp_path, caps
 def test_an_empty_string_instruction_means_none(tmp_path):
     source = tmp_path / "in.jsonl"
     source.write_text('{"text": "x", "instruction": ""}\n')
-    assert encode_module.read_inputs(str(source)) == ["x"]
+    assert read_inputs(str(source)) == ["x"]
 
 
 @pytest.mark.parametrize("kind", ["folder", "link", "no-parent"])

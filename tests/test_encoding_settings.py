@@ -212,7 +212,7 @@ def test_push_refuses_settings_the_loaders_would_read_differently(exported, tmp_
     """The push check reads the settings from config.json's block and refuses a llm2vec_config.json that is not
     derived from it: the official loader would pool otherwise than transformers and sentence-transformers."""
     from llm2vec_hf.errors import CheckpointError
-    from llm2vec_hf.hub import check_checkpoint
+    from llm2vec_hf.checkpoint_check import check_checkpoint
 
     folder = tmp_path / "ckpt"
     shutil.copytree(exported("llama"), folder)

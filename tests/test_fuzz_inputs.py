@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from llm2vec_hf import encode_file
+from conftest import read_inputs
+from llm2vec_hf.encoding.inputs import count_inputs
 from llm2vec_hf.errors import LLM2VecError
 from llm2vec_hf.modeling.modeling_llm2vec import _count_tokens, cut_to_doc_max_length, normalize_inputs
 
@@ -98,7 +99,7 @@ def test_jsonl_reader(tmp_path_factory, lines, bom, crlf):
     if expected == "skip":  # a raw newline inside a generated line makes it two lines: not this model's case
         return
     try:
-        items = encode_file.read_inputs(path)
+        items = read_inputs(path)
     except LLM2VecError as error:
         assert_one_line(error)
         assert expected is None, (lines, error)
@@ -115,7 +116,7 @@ def test_txt_reader(tmp_path_factory, lines, bom, crlf):
     path = _file(tmp_path_factory.mktemp("t"), ".txt", lines, bom, crlf)
     lines = _as_read(lines, bom)
     try:
-        items = encode_file.read_inputs(path)
+        items = read_inputs(path)
     except LLM2VecError as error:
         assert_one_line(error)
         decodable = all(_decodes(line) for line in lines)
@@ -123,7 +124,7 @@ def test_txt_reader(tmp_path_factory, lines, bom, crlf):
         return
     event("outcome: read")
     assert items == [line.decode("utf-8") for line in lines]  # the BOM is never part of row 0
-    assert encode_file.count_inputs(path) == len(items)
+    assert count_inputs(path) == len(items)
 
 
 def _decodes(raw: bytes) -> bool:

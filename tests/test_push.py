@@ -16,7 +16,8 @@ from huggingface_hub import constants
 
 from llm2vec_hf import cli
 from llm2vec_hf.errors import CheckpointError
-from llm2vec_hf.hub import check_checkpoint, push
+from llm2vec_hf.checkpoint_check import check_checkpoint
+from llm2vec_hf.hub import push
 from llm2vec_hf.model_card import MODEL_ID_PLACEHOLDER, with_model_id
 
 from conftest import SAMPLE_INPUTS, run_python
@@ -461,9 +462,9 @@ def test_scans_files_over_64_mb_streamed(checkpoint, hub_env):
 
 
 def test_a_secret_straddling_two_scan_blocks_is_found(checkpoint, hub_env, monkeypatch):
-    from llm2vec_hf import hub as hub_module
+    from llm2vec_hf import secret_scan
 
-    monkeypatch.setattr(hub_module, "SCAN_BLOCK", 4096)
+    monkeypatch.setattr(secret_scan, "SCAN_BLOCK", 4096)
     (checkpoint / "notes.txt").write_bytes(b"x" * (4096 - 10) + b" " + OTHER_SECRET.encode() + b"\n")
     _refused(checkpoint, "notes.txt (contains what looks like a Hugging Face token)")
 
@@ -486,6 +487,22 @@ def test_safetensors_metadata_is_scanned(checkpoint, hub_env):
 
     weights = checkpoint / "model.safetensors"
     save_file(load_file(weights), weights, metadata={"format": "pt", "notes": f"trained with {OTHER_SECRET}"})
+    _refused(checkpoint, "model.safetensors (contains what looks like a Hugging Face token)")
+
+
+def test_a_secret_in_a_header_field_the_safetensors_library_ignores_is_found(checkpoint, hub_env):
+    from safetensors import safe_open
+
+    weights = checkpoint / "model.safetensors"
+    data = weights.read_bytes()
+    (length,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + length])
+    name = next(key for key in header if key != "__metadata__")
+    header[name]["notes"] = f"trained with {OTHER_SECRET}"  # an extra field of a tensor entry
+    raw = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(raw)) + raw + data[8 + length :])
+    with safe_open(str(weights), framework="pt") as handle:  # a valid file whose reader never shows the field
+        assert OTHER_SECRET not in repr((list(handle.keys()), handle.metadata()))
     _refused(checkpoint, "model.safetensors (contains what looks like a Hugging Face token)")
 
 
@@ -512,7 +529,7 @@ def test_safetensors_metadata_is_scanned(checkpoint, hub_env):
 )
 def test_refused_by_name_table(relpath, verdict):
     """Exact verdicts (found missing by a mutation run of hub.py: docs/reliability.md)."""
-    from llm2vec_hf.hub import refused_by_name
+    from llm2vec_hf.secret_scan import refused_by_name
 
     why = refused_by_name(relpath)
     if verdict is None:

@@ -33,7 +33,14 @@ WORKER = textwrap.dedent(
     import json, sys
     import torch
     from llm2vec_hf.training import parse_recipe, run_training
-    from llm2vec_hf.training.checkpoints import world_mean
+
+
+    def world_mean(values):
+        """Per-step values averaged over the processes of the running torch.distributed group."""
+        tensor = torch.tensor(values, dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return (tensor / torch.distributed.get_world_size()).tolist()
+
 
     recipes, result_file = json.loads(sys.argv[1]), sys.argv[2]
     results = {}

@@ -9,8 +9,9 @@ Both folders are package data, so a non-editable install carries them.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from .json_files import read_jsonl
 
 _HERE = Path(__file__).resolve().parent
 
@@ -39,11 +40,6 @@ def demo_data_path(name: str = "") -> Path:
     return path
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def load_eval_task() -> tuple[dict[str, str], dict[str, str], dict[str, dict[str, int]]]:
     """The held-out retrieval task: ``(queries, docs, qrels)``.
 
@@ -51,7 +47,7 @@ def load_eval_task() -> tuple[dict[str, str], dict[str, str], dict[str, dict[str
     query id -> ``{doc_id: 1}`` (one relevant document per query). Queries are encoded with
     `WORDNET_INSTRUCTION`, documents plain. Docs are returned sorted by id.
     """
-    rows = _read_jsonl(demo_data_path("wordnet_eval.jsonl"))
+    rows = read_jsonl(demo_data_path("wordnet_eval.jsonl"))
     queries = {row["query_id"]: row["query"] for row in rows}
     docs = dict(sorted((row["doc_id"], row["doc"]) for row in rows))
     qrels = {row["query_id"]: {row["doc_id"]: 1} for row in rows}
@@ -61,7 +57,7 @@ def load_eval_task() -> tuple[dict[str, str], dict[str, str], dict[str, dict[str
 def load_pairs(limit: int | None = None) -> list[dict]:
     """Supervised training rows: dicts with ``query``, ``positive``, ``negative`` (a hard negative where one
     exists), ``instruction`` and ``dataset``. ``limit`` keeps the first rows (the file is already shuffled)."""
-    rows = _read_jsonl(demo_data_path("wordnet_train.jsonl"))
+    rows = read_jsonl(demo_data_path("wordnet_train.jsonl"))
     return rows if limit is None else rows[:limit]
 
 

@@ -1,29 +1,12 @@
-"""The main job: LLM2Vec end to end, offline, on the embedded default model.
+"""The demo's work: LLM2Vec end to end, offline, on the embedded default model (``llm2vec-hf demo``).
 
-    llm2vec-hf demo [--output DIR] [--seed N]
-
-Starting from a small causal LM that this project pretrained (``default_model/``), the demo evaluates, on a
-held-out retrieval task built from WordNet (a word and one of its definitions → the sentence that uses the word
-in that sense; nDCG@10 through mteb):
-
-1. the causal model with weighted-mean pooling (the paper's best causal baseline);
-2. the same weights with bidirectional attention and no training (mean pooling);
-3. + MNTP (masked next-token prediction, a LoRA adapter);
-4. + MNTP + SimCSE (unsupervised contrastive learning, a second adapter);
-5. + MNTP + supervised contrastive learning on WordNet pairs with hard negatives.
-
-Each trained stage is exported like any llm2vec-hf checkpoint and evaluated through sentence-transformers. The
-last one is the demo's checkpoint, whose model card carries the results. Writes ``results.json``,
-``results.png`` and ``checkpoint/`` into the output folder.
-
-Every score comes with a 95% interval from a bootstrap over the task's queries, and every row after the baseline
-with its paired difference to the baseline (the same resamples for every row), so that an ordering within noise
-shows as such. ``docs/demo.md`` has the measured results for three seeds.
+`run_demo` trains the three stages on the embedded WordNet data, exports each stage, and scores the causal
+baseline and every stage on the held-out retrieval task with bootstrap intervals; `llm2vec_hf.commands.demo`
+describes what it writes, and ``docs/demo.md`` has the measured results.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -34,6 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from .json_files import read_json, write_json, write_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -53,17 +38,6 @@ ROWS = (
     ("+ MNTP + SimCSE", ["mntp", "simcse"]),
     ("+ MNTP + supervised", ["mntp", "supervised"]),
 )
-
-
-def add_arguments(parser) -> None:
-    parser.add_argument("--output", default="llm2vec-demo", help="folder for the demo's outputs (default: llm2vec-demo)")
-    parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
-                        help=f"seed of the training stages and of the bootstrap (default: {DEFAULT_SEED})")
-
-
-def main(args) -> int:
-    run_demo(args.output, seed=args.seed)
-    return 0
 
 
 def require_extras() -> None:
@@ -105,14 +79,12 @@ def write_task(folder: Path, limit: int | None = None) -> Path:
         qrels = {query: qrels[query] for query in queries}
         docs = {doc: text for doc, text in docs.items() if any(doc in qrels[q] for q in queries)}
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "task.json").write_text(json.dumps({
+    write_json(folder / "task.json", {
         "name": TASK_NAME, "type": "Retrieval", "instruction": WORDNET_INSTRUCTION, "split": "test",
         "description": "WordNet 3.0: retrieve the example sentence of a held-out synset from its words and definition.",
-    }, indent=2))
-    with open(folder / "queries.jsonl", "w") as handle:
-        handle.writelines(json.dumps({"id": k, "text": v}) + "\n" for k, v in queries.items())
-    with open(folder / "corpus.jsonl", "w") as handle:
-        handle.writelines(json.dumps({"id": k, "text": v}) + "\n" for k, v in docs.items())
+    }, indent=2)
+    write_jsonl(folder / "queries.jsonl", ({"id": k, "text": v} for k, v in queries.items()))
+    write_jsonl(folder / "corpus.jsonl", ({"id": k, "text": v} for k, v in docs.items()))
     with open(folder / "qrels.tsv", "w") as handle:
         handle.write("query-id\tcorpus-id\tscore\n")
         handle.writelines(f"{q}\t{d}\t{s}\n" for q, rel in qrels.items() for d, s in rel.items())
@@ -139,7 +111,7 @@ def evaluate(model_dir: Path, task: Path, work: Path, model=None) -> tuple[float
     result = run_mteb(str(model_dir), [str(task)], work / "mteb", batch_size=64, model=model,
                       show_progress_bar=False, prediction_folder=predictions)
     (score,) = [row["score"] for row in result["rows"] if row["task"] == TASK_NAME]
-    run = json.loads((predictions / f"{TASK_NAME}_predictions.json").read_text())["default"]["test"]
+    run = read_json(predictions / f"{TASK_NAME}_predictions.json")["default"]["test"]
     per_query = per_query_ndcg(read_qrels(task / "qrels.tsv"), run)
     if abs(float(np.mean(list(per_query.values()))) - score) > 1e-4:
         raise LLM2VecError(f"per-query nDCG@{K} of {model_dir} averages {np.mean(list(per_query.values())):.6f}, "
@@ -317,8 +289,7 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEE
         logger.info("[%d/5] evaluating: %s", step, label)
         scores[label], per_query[label] = evaluate(folder, task, work)
 
-    with open(work / "per_query.json", "w", encoding="utf-8") as handle:
-        json.dump({"scores": scores, "per_query": per_query}, handle)
+    write_json(work / "per_query.json", {"scores": scores, "per_query": per_query})
     query_ids = sorted(per_query[ROWS[0][0]])
     indices = bootstrap_indices(len(query_ids), resamples, seed)
     rows = confidence_rows(per_query, scores, indices, baseline=ROWS[0][0])
@@ -348,7 +319,7 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEE
     }
     if max_steps is not None or queries is not None:
         results["quick_check"] = {"max_steps": max_steps, "queries": queries}
-    (output / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_json(output / "results.json", results, indent=2)
     draw_chart(results, output / "results.png")
     add_evaluation_results(output / "checkpoint", [
         {"task_type": "retrieval", "task_name": "Retrieval", "dataset_type": "wordnet", "dataset_name": TASK_NAME,

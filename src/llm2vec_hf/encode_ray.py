@@ -3,7 +3,7 @@
 Data flows input -> Ray Data blocks (one per shard) -> encoder actors -> ``DIR/shard-<key>.parquet`` ->
 ``DIR/manifest.json``:
 
-- The input is a ``.txt``/``.jsonl`` file (read with `encode_file`'s line reader, so the same rules and error
+- The input is a ``.txt``/``.jsonl`` file (read with `encoding.inputs`' line reader, so the same rules and error
   messages apply; every line is identified by its 1-based ``line``) or Parquet (a file or a folder of
   ``*.parquet``: a ``text`` column, an optional ``instruction`` column; every other column is carried through as
   an id, and each row gets its 0-based ``row``). A ``ray.data.Dataset`` goes in through `encode_dataset`.
@@ -35,18 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from .encode_file import (
-    DEFAULT_CHUNK_SIZE,
-    InProcessEncoder,
-    _input_suffix,
-    _write_json_atomically,
-    check_positive_options,
-    input_fingerprint,
-    model_fingerprint,
-    named_prompt,
-    parse_line,
-)
-from .errors import LLM2VecError
+from .encoding import DEFAULT_CHUNK_SIZE
+from .encoding.encoders import InProcessEncoder
+from .encoding.inputs import _input_suffix, input_fingerprint, model_fingerprint, named_prompt, parse_line
+from .errors import LLM2VecError, check_positive_options
+from .json_files import read_json, write_json
 from .loading import resolve_local
 
 logger = logging.getLogger(__name__)
@@ -55,8 +48,6 @@ MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 SHARD_PREFIX = "shard-"
 VECTOR_COLUMN = "vector"
-#: Fault injection for tests: "N" makes the driver SIGKILL itself once N shards of this run are complete.
-CRASH_HOOK = "LLM2VEC_HF_RAY_CRASH_AFTER_SHARDS"
 _SCAN_BYTES = 64 << 20
 
 
@@ -302,8 +293,7 @@ def _user_error(error: BaseException) -> LLM2VecError | None:
 
 def _read_manifest(output_dir: str) -> dict | None:
     try:
-        with open(os.path.join(output_dir, MANIFEST)) as handle:
-            return json.load(handle)
+        return read_json(os.path.join(output_dir, MANIFEST))
     except (OSError, ValueError):
         return None
 
@@ -376,7 +366,6 @@ def run_shards(
     context = getattr(encoded, "context", None) or ray.data.DataContext.get_current()  # older Ray 2.x has no .context
     options = context.execution_options
     preserve_order, options.preserve_order = options.preserve_order, True
-    crash_after = int(os.environ.get(CRASH_HOOK) or 0)
     shards, dim, reused = [], None, 0
     from tqdm.auto import tqdm
 
@@ -389,10 +378,6 @@ def run_shards(
             reused += bool(summary["reused"])
             shards.append({"file": summary["file"], "rows": int(summary["rows"]), "first": int(summary["first"])})
             progress.update(1)
-            if crash_after and len(shards) - reused >= crash_after:
-                from .encode_file import _crash
-
-                _crash()
     except Exception as error:
         user_error = _user_error(error)
         if user_error is not None:
@@ -427,7 +412,7 @@ def run_shards(
         "rows": sum(shard["rows"] for shard in shards),
         "shards": shards,
     }
-    _write_json_atomically(manifest_path, manifest)
+    write_json(manifest_path, manifest, atomic=True)
     logger.info(f"{output_dir}: {manifest['rows']} rows in {len(shards)} shards ({reused} reused from an earlier run)")
     return manifest
 
@@ -558,17 +543,3 @@ def read_vectors(output_dir: str):
     table = pa.concat_tables(tables)
     flat = table[VECTOR_COLUMN].combine_chunks().flatten().to_numpy()
     return table.drop_columns([VECTOR_COLUMN]), flat.reshape(table.num_rows, manifest["dim"])
-
-
-def main(args) -> int:
-    """``llm2vec-hf encode --engine ray``."""
-    if args.processes is not None or args.compile or args.device:
-        raise LLM2VecError("--engine ray places workers itself: use --num-workers and --num-gpus-per-worker, "
-                           "not --processes, --device or --compile")
-    manifest = encode_path(
-        args.model, args.input, args.output, prompt_name=args.prompt_name, address=args.address,
-        rows_per_shard=args.chunk_size, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
-        num_workers=args.num_workers, num_gpus_per_worker=args.num_gpus_per_worker or 0, restart=args.restart,
-    )
-    print(f"Wrote {manifest['rows']} vectors in {len(manifest['shards'])} shards to {args.output}")
-    return 0

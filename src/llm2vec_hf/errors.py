@@ -21,3 +21,16 @@ class AdapterMismatchError(LLM2VecError, ValueError):
 
 class TokenizerError(LLM2VecError, ValueError):
     """A tokenizer that does not fit its model (e.g. a special token with no embedding row)."""
+
+
+def check_positive_options(**values) -> None:
+    """Refuses, before any model loads, a command-line option that must be a positive integer (None: unset); the
+    rule is the encoder's own (`check_positive_integer`), named as the option is spelled."""
+    from .modeling.modeling_llm2vec import check_positive_integer
+
+    for name, value in values.items():
+        if value is not None:
+            try:
+                check_positive_integer(f"--{name.replace('_', '-')}", value)
+            except ValueError as error:
+                raise LLM2VecError(str(error)) from None

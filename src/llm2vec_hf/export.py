@@ -15,7 +15,6 @@ import contextlib
 import copy
 import errno
 import hashlib
-import json
 import logging
 import os
 import re
@@ -30,6 +29,7 @@ from typing import Any, Iterable
 import transformers
 
 from .errors import LLM2VecError, TokenizerError, one_line
+from .json_files import read_json, write_json
 from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
 from .modeling import modeling_llm2vec
@@ -177,7 +177,7 @@ def write_checkpoint(
             model.save_pretrained(staging, safe_serialization=True)
         # Serving engines pick their class from `architectures` and know the native names only; save_pretrained
         # writes our class name there, so it is set afterwards.
-        config_json = json.loads((staging / "config.json").read_text())
+        config_json = read_json(staging / "config.json")
         config_json["architectures"] = [family.native_model_name]
         _write_json(staging / "config.json", config_json)
         modeling_llm2vec.write_encoding_settings(str(staging), settings)
@@ -277,7 +277,7 @@ def make_tokenizer_portable(folder: str | Path, source_config: dict[str, Any] | 
     folder = Path(folder)
     config_path, tokenizer_path = folder / "tokenizer_config.json", folder / "tokenizer.json"
     if config_path.is_file():
-        config = json.loads(config_path.read_text())
+        config = read_json(config_path)
         if source_config is not None:
             for key in TOKENIZER_SOURCE_KEYS:
                 if key in source_config:
@@ -294,17 +294,17 @@ def make_tokenizer_portable(folder: str | Path, source_config: dict[str, Any] | 
                 config.pop(key, None)
         _write_json(config_path, config)
     if tokenizer_path.is_file():
-        data = json.loads(tokenizer_path.read_text())
+        data = read_json(tokenizer_path)
         merges = data.get("model", {}).get("merges")
         if merges and isinstance(merges[0], list) and not any(" " in part for pair in merges for part in pair):
             data["model"]["merges"] = [" ".join(pair) for pair in merges]
-            tokenizer_path.write_text(json.dumps(data, ensure_ascii=False))
+            write_json(tokenizer_path, data, ensure_ascii=False)
 
 
 def _drop_special_token(path: Path, key: str, keep: bool) -> None:
     if keep or not path.is_file():
         return
-    data = json.loads(path.read_text())
+    data = read_json(path)
     if data.pop(key, None) is not None:
         _write_json(path, data)
 
@@ -351,7 +351,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_json(path, data, indent=2, ensure_ascii=False)
 
 
 def _write_sentence_transformers_files(folder: Path, settings: dict[str, Any], prompts: dict[str, str]) -> None:
@@ -394,50 +394,3 @@ def _write_sentence_transformers_files(folder: Path, settings: dict[str, Any], p
             },
         },
     )
-
-
-def add_arguments(parser) -> None:
-    from .modeling.modeling_llm2vec import POOLING_MODES
-
-    parser.add_argument("base", help="decoder checkpoint: local folder or Hub repo id")
-    parser.add_argument("--output", required=True, help="folder to write")
-    parser.add_argument("--adapter", action="append", default=[], help="PEFT LoRA adapter, merged in the order given")
-    parser.add_argument("--pooling", choices=POOLING_MODES, help="pooling mode (default: the checkpoint's, or mean)")
-    parser.add_argument("--max-length", type=int, help="max tokens per input (default 512)")
-    parser.add_argument("--doc-max-length", type=int, help="cut texts word-wise to this many tokens (default 400)")
-    parser.add_argument("--no-skip-instruction", action="store_true", help="pool instruction and BOS tokens too")
-    parser.add_argument("--prompt", action="append", type=_named_prompt, default=[], metavar="NAME=TEXT",
-                        help="named prompt (instruction) stored for sentence-transformers; repeatable")
-    parser.add_argument("--text-template", help='wrapper applied to each input, e.g. "[INST] {text} [/INST]"')
-    parser.add_argument("--eos-text", help='text appended for eos_token pooling (default: what llm2vec 0.2.3 appends, '
-                        'e.g. " </s>" for Llama/Mistral; "" appends nothing)')
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
-
-
-def _named_prompt(value: str) -> tuple[str, str]:
-    import argparse
-
-    name, sep, text = value.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"expected NAME=TEXT, got {value!r}")
-    return name, text
-
-
-def main(args) -> int:
-    path = export_checkpoint(
-        args.base,
-        args.output,
-        adapters=args.adapter,
-        prompts=dict(args.prompt),
-        dtype=args.dtype,
-        overwrite=args.overwrite,
-        pooling_mode=args.pooling,
-        max_length=args.max_length,
-        doc_max_length=args.doc_max_length,
-        skip_instruction=False if args.no_skip_instruction else None,
-        text_template=args.text_template,
-        eos_text=args.eos_text,
-    )
-    print(f"Exported {path}")
-    return 0

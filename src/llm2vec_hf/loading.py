@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from .errors import AdapterMismatchError, CheckpointError, TokenizerError, one_line
+from .json_files import read_json
 from .modeling.modeling_llm2vec import (
     TokenizerEmbeddingError,
     check_tokenizer_fits,
@@ -286,8 +287,7 @@ def check_adapter_family(adapter_path: str, model) -> None:
     if base_type is None:
         return
     try:
-        with open(os.path.join(adapter_path, "adapter_config.json")) as handle:
-            adapter_config = json.load(handle)
+        adapter_config = read_json(os.path.join(adapter_path, "adapter_config.json"))
     except (OSError, ValueError) as error:
         raise CheckpointError(f"Could not read {adapter_path}/adapter_config.json: {one_line(error)}") from None
     if not isinstance(adapter_config, dict):
@@ -298,8 +298,7 @@ def check_adapter_family(adapter_path: str, model) -> None:
     base_name = adapter_config.get("base_model_name_or_path")
     if family is None and isinstance(base_name, str) and os.path.isfile(os.path.join(base_name, "config.json")):
         try:
-            with open(os.path.join(base_name, "config.json")) as handle:
-                family, what = json.load(handle).get("model_type"), f"{base_name}"
+            family, what = read_json(os.path.join(base_name, "config.json")).get("model_type"), f"{base_name}"
         except (OSError, ValueError):
             family = None
     if family and family != base_type:

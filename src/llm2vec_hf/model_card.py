@@ -34,6 +34,8 @@ from typing import Any, Iterable
 import transformers
 import yaml
 
+from .json_files import read_json
+
 #: What the usage snippets say where the checkpoint's name goes; ``push`` puts the repo id there.
 MODEL_ID_PLACEHOLDER = "PATH_OR_REPO_ID"
 TRAINING_RECORD = "llm2vec_training.json"
@@ -75,9 +77,8 @@ def stage_name(folder: str, record: dict[str, Any]) -> str:
 
 def _read_json(path: str) -> dict[str, Any]:
     try:
-        with open(path) as handle:
-            data = json.load(handle)
-    except (OSError, json.JSONDecodeError):
+        data = read_json(path)
+    except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}
 

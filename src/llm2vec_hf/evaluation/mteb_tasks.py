@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from ..errors import LLM2VecError
+from ..json_files import read_json, read_jsonl
 from .instructions import MTEB_INSTRUCTIONS, resolve_instruction
 
 logger = logging.getLogger(__name__)
@@ -57,11 +57,6 @@ def require_mteb():
 # --------------------------------------------------------------------------------------------------- local tasks
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
-
-
 def _read_qrels(path: Path) -> dict[str, dict[str, int]]:
     qrels: dict[str, dict[str, int]] = {}
     with open(path, encoding="utf-8") as handle:
@@ -90,7 +85,7 @@ def local_task(folder: str | os.PathLike):
     from mteb.abstasks.task_metadata import TaskMetadata
 
     folder = Path(folder)
-    spec = json.loads((folder / "task.json").read_text(encoding="utf-8"))
+    spec = read_json(folder / "task.json")
     task_type = spec.get("type")
     name = spec.get("name") or folder.name
     split = spec.get("split", "test")
@@ -127,9 +122,9 @@ def local_task(folder: str | os.PathLike):
                 return
             corpus = [
                 {"id": str(d["id"]), "text": d["text"], "title": d.get("title", "")}
-                for d in _read_jsonl(folder / "corpus.jsonl")
+                for d in read_jsonl(folder / "corpus.jsonl")
             ]
-            queries = [{"id": str(q["id"]), "text": q["text"]} for q in _read_jsonl(folder / "queries.jsonl")]
+            queries = [{"id": str(q["id"]), "text": q["text"]} for q in read_jsonl(folder / "queries.jsonl")]
             self.dataset = {
                 "default": {
                     split: {
@@ -151,7 +146,7 @@ def local_task(folder: str | os.PathLike):
         def load_data(self, num_proc: int | None = None, **kwargs: Any) -> None:
             if self.data_loaded:
                 return
-            rows = _read_jsonl(folder / "pairs.jsonl")
+            rows = read_jsonl(folder / "pairs.jsonl")
             self.dataset = {
                 split: Dataset.from_dict(
                     {

@@ -19,7 +19,6 @@ between sentences, ``-DOCSTART-`` lines skipped), or a Hugging Face dataset id w
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import LLM2VecError
+from ..json_files import write_json
 
 logger = logging.getLogger(__name__)
 
@@ -326,5 +326,5 @@ def run_word_probes(
         if output_dir is not None:
             folder = Path(output_dir) / "word_probes"
             folder.mkdir(parents=True, exist_ok=True)
-            (folder / f"{task}.json").write_text(json.dumps(row, indent=2) + "\n")
+            write_json(folder / f"{task}.json", row, indent=2)
     return rows

@@ -324,25 +324,22 @@ def validate(recipe: Recipe) -> None:
         raise ValueError(f"simcse_dropout must be in [0, 1), got {c.simcse_dropout}")
     if c.loss_scale is not None and c.loss_scale <= 0:
         raise ValueError(f"loss_scale must be positive, got {c.loss_scale}")
-    from ..modeling.modeling_llm2vec import POOLING_MODES, check_text_template
+    from ..modeling.modeling_llm2vec import check_pooling_mode, check_positive_integer, check_text_template
 
-    if c.pooling_mode not in POOLING_MODES:
-        raise ValueError(f"pooling_mode must be one of {', '.join(POOLING_MODES)}, got {c.pooling_mode!r}")
+    check_pooling_mode(c.pooling_mode)
     if c.text_template is not None:
         check_text_template(c.text_template)  # the rule export and the API apply
     if c.simcse_pooling not in SIMCSE_POOLINGS:
         raise ValueError(f"simcse_pooling must be one of {', '.join(SIMCSE_POOLINGS)}, got {c.simcse_pooling!r}")
     stop = recipe.schedule.stop_after_n_steps
-    if stop is not None and stop < 1:
-        raise ValueError(f"stop_after_n_steps must be a positive integer, got {stop}")
-    if m.lora_r < 1:
-        raise ValueError(f"lora_r must be a positive integer, got {m.lora_r}")
+    if stop is not None:
+        check_positive_integer("stop_after_n_steps", stop)
+    check_positive_integer("lora_r", m.lora_r)
     if d.max_seq_length < 2:
         raise ValueError(f"max_seq_length must be at least 2, got {d.max_seq_length}")
     if c.num_hard_negatives is not None and c.num_hard_negatives < 0:
         raise ValueError(f"num_hard_negatives must be >= 0, got {c.num_hard_negatives}")
-    if c.gradcache_mini_batch_size < 1:
-        raise ValueError(f"gradcache_mini_batch_size must be positive, got {c.gradcache_mini_batch_size}")
+    check_positive_integer("gradcache_mini_batch_size", c.gradcache_mini_batch_size)
     if not d.train_file and not d.dataset_name:
         raise ValueError("The recipe names no training data: set train_file or dataset_name")
     if d.train_file and d.dataset_name:

@@ -10,16 +10,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import re
 import shutil
 import tempfile
 
-import torch
-
 from ..errors import LLM2VecError
+from ..json_files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -131,8 +129,7 @@ def _run_settings(args) -> dict:
 
 
 def write_run_settings(checkpoint: str, args) -> None:
-    with open(os.path.join(checkpoint, RUN_SETTINGS_FILE), "w") as handle:
-        json.dump(_run_settings(args), handle, indent=2)
+    write_json(os.path.join(checkpoint, RUN_SETTINGS_FILE), _run_settings(args), indent=2)
 
 
 def check_run_settings(checkpoint: str, args) -> None:
@@ -142,8 +139,7 @@ def check_run_settings(checkpoint: str, args) -> None:
         logger.info("%s records no run settings; resuming without checking them", checkpoint)
         return
     try:
-        with open(path) as handle:
-            saved = json.load(handle)
+        saved = read_json(path)
     except (OSError, ValueError) as error:
         raise LLM2VecError(f"Cannot resume from {checkpoint}: {RUN_SETTINGS_FILE} is unreadable ({error})") from None
     current = _run_settings(args)
@@ -224,12 +220,3 @@ def save_adapter_atomically(trainer, output_dir: str) -> None:
             os.replace(os.path.join(staging, name), os.path.join(output_dir, name))
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def world_mean(values: list[float]) -> list[float]:
-    """Averages per-step values over the processes of a running ``torch.distributed`` group (identity otherwise)."""
-    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64)
-    torch.distributed.all_reduce(tensor)
-    return (tensor / torch.distributed.get_world_size()).tolist()

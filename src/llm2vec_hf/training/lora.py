@@ -29,18 +29,17 @@ def lora_config(model_args):
 def check_adapter_family(adapter: str, base: str) -> None:
     """Refuses an adapter whose config names a model class of another family than ``base`` (PEFT records the class
     it was trained on in ``auto_mapping``). Shape checks alone miss this when two bases have the same sizes."""
-    import json
     import os
 
     from ..errors import AdapterMismatchError
+    from ..json_files import read_json
     from ..loading import load_config, resolve_local
     from ..modeling.modeling_llm2vec import FAMILIES
 
     config_file = os.path.join(resolve_local(adapter), "adapter_config.json")
     if not os.path.isfile(config_file):
         return  # apply_adapter names the problem
-    with open(config_file) as handle:
-        trained_on = ((json.load(handle).get("auto_mapping") or {}).get("base_model_class")) or ""
+    trained_on = ((read_json(config_file).get("auto_mapping") or {}).get("base_model_class")) or ""
     family_of_class = {cls.__name__: model_type for model_type, f in FAMILIES.items() for cls in (f.model, f.mntp)}
     base_type = load_config(base).model_type
     if trained_on in family_of_class and family_of_class[trained_on] != base_type:

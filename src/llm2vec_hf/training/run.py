@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass, field
 
+from ..json_files import write_json
 from .checkpoints import check_output_dir, resolve_resume, save_adapter_atomically
 from .reporting import next_step_summary, write_loss_curve
 
@@ -69,9 +69,9 @@ def run_training(recipe) -> TrainingResult:
                             list(getattr(trainer, "recorded_losses", [])), trainer=trainer)
     if trainer.is_world_process_zero():
         trainer.save_state()
-        with open(os.path.join(args.output_dir, "train_results.json"), "w") as handle:
-            json.dump({"stage": stage, "base": recipe.model.model_name_or_path, "adapters": adapters,
-                       "recipe": recipe.source, **metrics}, handle, indent=2)
+        write_json(os.path.join(args.output_dir, "train_results.json"),
+                   {"stage": stage, "base": recipe.model.model_name_or_path, "adapters": adapters,
+                    "recipe": recipe.source, **metrics}, indent=2)
         result.loss_curve = write_loss_curve(trainer.state.log_history, os.path.join(args.output_dir, LOSS_CURVE),
                                              f"{stage} loss")
         result.summary = next_step_summary(stage, recipe.model.model_name_or_path, adapters, args.output_dir)

@@ -11,11 +11,11 @@ instructions and one hard negative each). Nothing is downloaded; the text ships 
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import re
 from pathlib import Path
 
+from ..json_files import write_jsonl
 from ..tiny import build_tiny_decoder, english_corpus
 
 INSTRUCTIONS = {
@@ -71,9 +71,7 @@ def prepare_tiny(folder: str | Path, family: str = "llama", seed: int = 0) -> di
     if not paths["corpus"].is_file():
         paths["corpus"].write_text("\n".join(english_corpus()) + "\n")
     if not paths["supervised"].is_file():
-        with open(paths["supervised"], "w") as handle:
-            for record in supervised_records(seed):
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        write_jsonl(paths["supervised"], supervised_records(seed), ensure_ascii=False)
     return paths
 
 

@@ -14,17 +14,12 @@ OUTPUT/summary.json and as a table on the terminal. --model-card adds the scores
 from __future__ import annotations
 
 import argparse
-import json
-import logging
-import os
 from pathlib import Path
 from typing import Any
 
-from ..errors import LLM2VecError
-from . import word_probes
-from .instructions import instruction_table
+from ..evaluation import word_probes
 
-logger = logging.getLogger(__name__)
+HELP = "evaluate a checkpoint on MTEB tasks and word-level probes"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,17 +55,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "logistic regression, faster (default: %(default)s)")
 
 
-def split_tasks(names: list[str]) -> tuple[list[str], list[str]]:
-    """(MTEB task names or folders, word probe names without the ``word:`` prefix)."""
-    mteb_tasks, probes = [], []
-    for name in names:
-        if name.startswith(word_probes.PREFIX):
-            probes.append(name[len(word_probes.PREFIX):])
-        else:
-            mteb_tasks.append(name)
-    return mteb_tasks, probes
-
-
 def format_table(rows: list[dict[str, Any]]) -> str:
     """The summary table: task, type, split, subset, metric, score."""
     header = ("task", "type", "split", "subset", "metric", "score")
@@ -80,72 +64,28 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in body])
 
 
-def evaluate(args) -> dict[str, Any]:
-    """Runs what ``args`` asks for; returns the summary written to OUTPUT/summary.json."""
-    from ..loading import refuse_missing_local
-
-    refuse_missing_local(args.model)  # a missing local folder is named, not blamed on the network
-    mteb_names, probes = split_tasks(args.tasks)
-    output = Path(args.output)
-    rows: list[dict[str, Any]] = []
-    summary: dict[str, Any] = {"model": args.model, "rows": rows}
-    tasks = []
-    if mteb_names:
-        from .mteb_tasks import run_mteb
-
-        instructions = None
-        if args.instructions:
-            with open(args.instructions, encoding="utf-8") as handle:
-                instructions = json.load(handle)
-            if not isinstance(instructions, dict):
-                raise LLM2VecError(f"{args.instructions}: expected a JSON object {{task name: instruction}}")
-        result = run_mteb(
-            args.model,
-            mteb_names,
-            output,
-            batch_size=args.batch_size,
-            use_instructions=not args.no_instructions,
-            instructions=instructions,
-            languages=None if args.all_languages else ("eng",),
-            device=args.device,
-        )
-        rows.extend(result["rows"])
-        tasks = result["tasks"]
-        summary["mteb_results_dir"] = str(result["results_dir"])
-        summary["instructions"] = result["instructions"]
-    if probes:
-        rows.extend(
-            word_probes.run_word_probes(
-                args.model,
-                probes,
-                data=args.word_data,
-                output_dir=output,
-                shift=args.mntp_shift,
-                causal=args.causal,
-                max_length=args.probe_max_length,
-                batch_size=max(1, args.batch_size // 2),
-                max_train_sentences=args.max_train_sentences,
-                max_test_sentences=args.max_test_sentences,
-                device=args.device,
-                probe=args.probe,
-            )
-        )
-    output.mkdir(parents=True, exist_ok=True)
-    if args.model_card:
-        from .mteb_tasks import model_index_entries, write_model_card_results
-
-        entries = model_index_entries(rows, tasks)
-        if not os.path.isdir(args.model):
-            raise LLM2VecError("--model-card needs a local checkpoint folder")
-        summary["model_card"] = write_model_card_results(args.model, entries)
-        if not summary["model_card"]:
-            logger.warning("no model card updated (no README.md in %s, or no model-card support)", args.model)
-    (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    return summary
-
-
 def main(args) -> int:
-    summary = evaluate(args)
+    from ..evaluation.evaluate import evaluate_checkpoint
+    from ..evaluation.instructions import instruction_table
+
+    summary = evaluate_checkpoint(
+        args.model,
+        args.tasks,
+        args.output,
+        batch_size=args.batch_size,
+        device=args.device,
+        use_instructions=not args.no_instructions,
+        instructions_file=args.instructions,
+        all_languages=args.all_languages,
+        model_card=args.model_card,
+        word_data=args.word_data,
+        mntp_shift=args.mntp_shift,
+        causal=args.causal,
+        max_train_sentences=args.max_train_sentences,
+        max_test_sentences=args.max_test_sentences,
+        probe_max_length=args.probe_max_length,
+        probe=args.probe,
+    )
     print()
     if summary.get("instructions"):
         print("instructions (task, side, source, instruction):")

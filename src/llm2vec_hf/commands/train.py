@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+HELP = "train a stage (mntp | simcse | supervised) from a YAML recipe"
 PRINT_FLAGS = ("--print-config", "--print_config")
 
 
@@ -31,16 +32,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args) -> int:
-    from .arguments import parse_recipe
-    from .run import run_training
+    from ..training.arguments import parse_recipe
+    from ..training.run import run_training
 
     overrides = list(args.overrides)
     print_config = args.print_config or any(item in PRINT_FLAGS for item in overrides)
     overrides = [item for item in overrides if item not in PRINT_FLAGS]  # the flag may come after the overrides
     if print_config:
         import json
-
-        from .schedule import resolved_config
 
         print(json.dumps(resolved_config_here(args.config, overrides), indent=2))
         return 0
@@ -58,8 +57,8 @@ def resolved_config_here(config: str, overrides: list[str]) -> dict:
     is parsed again with ``use_cpu`` (which admits CPU autocast), the printed ``use_cpu`` is the recipe's own
     value, and ``notes`` says so.
     """
-    from .arguments import parse_recipe
-    from .schedule import resolved_config
+    from ..training.arguments import parse_recipe
+    from ..training.schedule import resolved_config
 
     try:
         return resolved_config(parse_recipe(config, overrides))
@@ -73,4 +72,3 @@ def resolved_config_here(config: str, overrides: list[str]) -> dict:
     resolved["notes"] = [f"this machine cannot run the recipe's mixed precision ({refusal}); the recipe was "
                          "parsed as if use_cpu were set, and its schedule does not depend on it"]
     return resolved
-

@@ -1,0 +1,59 @@
+"""``llm2vec-hf export``: merge adapters into a base and write one folder that is at once a transformers and a
+sentence-transformers model (layout: docs/architecture.md, "Checkpoint layout").
+
+The folder is written under a temporary name next to the target and renamed into place at the end, so an
+interrupted export never leaves a folder that looks complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "merge adapters into a base and write a checkpoint that loads everywhere"
+
+
+def add_arguments(parser) -> None:
+    from ..modeling.modeling_llm2vec import POOLING_MODES
+
+    parser.add_argument("base", help="decoder checkpoint: local folder or Hub repo id")
+    parser.add_argument("--output", required=True, help="folder to write")
+    parser.add_argument("--adapter", action="append", default=[], help="PEFT LoRA adapter, merged in the order given")
+    parser.add_argument("--pooling", choices=POOLING_MODES, help="pooling mode (default: the checkpoint's, or mean)")
+    parser.add_argument("--max-length", type=int, help="max tokens per input (default 512)")
+    parser.add_argument("--doc-max-length", type=int, help="cut texts word-wise to this many tokens (default 400)")
+    parser.add_argument("--no-skip-instruction", action="store_true", help="pool instruction and BOS tokens too")
+    parser.add_argument("--prompt", action="append", type=_named_prompt, default=[], metavar="NAME=TEXT",
+                        help="named prompt (instruction) stored for sentence-transformers; repeatable")
+    parser.add_argument("--text-template", help='wrapper applied to each input, e.g. "[INST] {text} [/INST]"')
+    parser.add_argument("--eos-text", help='text appended for eos_token pooling (default: what llm2vec 0.2.3 appends, '
+                        'e.g. " </s>" for Llama/Mistral; "" appends nothing)')
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _named_prompt(value: str) -> tuple[str, str]:
+    name, sep, text = value.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=TEXT, got {value!r}")
+    return name, text
+
+
+def main(args) -> int:
+    from ..export import export_checkpoint
+
+    path = export_checkpoint(
+        args.base,
+        args.output,
+        adapters=args.adapter,
+        prompts=dict(args.prompt),
+        dtype=args.dtype,
+        overwrite=args.overwrite,
+        pooling_mode=args.pooling,
+        max_length=args.max_length,
+        doc_max_length=args.doc_max_length,
+        skip_instruction=False if args.no_skip_instruction else None,
+        text_template=args.text_template,
+        eos_text=args.eos_text,
+    )
+    print(f"Exported {path}")
+    return 0

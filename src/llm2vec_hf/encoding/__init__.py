@@ -1,0 +1,12 @@
+"""The parts of ``llm2vec-hf encode``, in the order data flows through them:
+
+- ``inputs``: reads and checks the ``.txt``/``.jsonl`` lines; fingerprints the input and the checkpoint;
+- ``encoders``: the model in this process, or sentence-transformers' worker processes;
+- ``npy_writer``: the resumable ``.npy`` output, its progress record and its lock.
+
+`llm2vec_hf.encode_file` runs them over a file; `llm2vec_hf.encode_ray` runs the same reader and in-process
+encoder on a Ray cluster.
+"""
+
+#: Texts read, encoded and committed at a time.
+DEFAULT_CHUNK_SIZE = 8192

@@ -1,0 +1,79 @@
+"""The encoders of ``encode``: the model in this process (`LLM2Vec`), or sentence-transformers' multi-process
+workers (one per device, each with a copy of the model)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..errors import LLM2VecError, check_positive_options
+
+
+def worker_devices(device: str | None, processes: int | None) -> list[str] | None:
+    """The devices of the worker processes, or None for encoding in this process.
+
+    ``--device a,b`` gives one worker per listed device; ``--processes N`` gives N workers on ``--device``
+    (default cpu; plain ``cuda`` means cuda:0 … cuda:N-1).
+    """
+    devices = [d.strip() for d in (device or "").split(",") if d.strip()]
+    check_positive_options(processes=processes)
+    if len(devices) > 1:
+        if processes not in (None, len(devices)):
+            raise LLM2VecError(f"--processes {processes} does not match the {len(devices)} devices of --device")
+        return devices
+    if not processes or processes == 1:
+        return None
+    single = devices[0] if devices else "cpu"
+    if single == "cuda":
+        return [f"cuda:{i}" for i in range(processes)]
+    return [single] * processes
+
+
+class InProcessEncoder:
+    def __init__(self, model_path: str, batching: dict, device: str | None, compile_model: bool = False):
+        from ..llm2vec import LLM2Vec
+
+        self.model = LLM2Vec.from_pretrained(model_path)
+        if compile_model:
+            self.model.compile_for_inference()
+        self.batching, self.device = batching, device
+
+    def __call__(self, items: list) -> np.ndarray:
+        vectors = self.model.encode(
+            items, show_progress_bar=False, convert_to_numpy=True, device=self.device, **self.batching
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def close(self) -> None:
+        pass
+
+
+class WorkerPoolEncoder:
+    """sentence-transformers' multi-process pool of workers over ``devices``, through the checkpoint's ST
+    module."""
+
+    def __init__(self, model_path: str, batching: dict, devices: list[str]):
+        from sentence_transformers import SentenceTransformer
+
+        self.model = SentenceTransformer(model_path, trust_remote_code=True, device="cpu")
+        self.batching = batching
+        cpu_workers = sum(1 for d in devices if d == "cpu")
+        set_threads = cpu_workers and "OMP_NUM_THREADS" not in os.environ
+        if set_threads:
+            # Workers are spawned and read this at start: each would otherwise use as many threads as cores.
+            os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // cpu_workers))
+        try:
+            self.workers = self.model.start_multi_process_pool(devices)
+        finally:
+            if set_threads:
+                del os.environ["OMP_NUM_THREADS"]
+
+    def __call__(self, items: list) -> np.ndarray:
+        vectors = self.model.encode(
+            items, pool=self.workers, convert_to_numpy=True, show_progress_bar=False, **self.batching
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def close(self) -> None:
+        self.model.stop_multi_process_pool(self.workers)
