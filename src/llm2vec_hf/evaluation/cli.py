@@ -91,7 +91,7 @@ def evaluate(args) -> dict[str, Any]:
     summary: dict[str, Any] = {"model": args.model, "rows": rows}
     tasks = []
     if mteb_names:
-        from .mteb_tasks import run_mteb
+        from .runner import run_mteb
 
         instructions = None
         if args.instructions:
@@ -132,14 +132,14 @@ def evaluate(args) -> dict[str, Any]:
         )
     output.mkdir(parents=True, exist_ok=True)
     if args.model_card:
-        from .mteb_tasks import model_index_entries, write_model_card_results
+        from .model_index import model_index_entries, write_model_card_results
 
         entries = model_index_entries(rows, tasks)
         if not os.path.isdir(args.model):
             raise LLM2VecError("--model-card needs a local checkpoint folder")
         summary["model_card"] = write_model_card_results(args.model, entries)
         if not summary["model_card"]:
-            logger.warning("no model card updated (no README.md in %s, or no model-card support)", args.model)
+            logger.warning("no model card updated: %s has no README.md", args.model)
     (output / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     return summary
 
