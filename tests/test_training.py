@@ -25,6 +25,8 @@ from loss_recording import losses
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
+#: The tiny recipes: the CPU try-out's and `llm2vec-hf demo`'s (package data).
+TINY = REPO / "src" / "llm2vec_hf" / "demo_recipes"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "recorded_losses")
@@ -73,24 +75,25 @@ def falls(losses: list[float], k: int = 3) -> bool:
 # --------------------------------------------------------------------------------------------------------------
 # Recipes
 # --------------------------------------------------------------------------------------------------------------
-RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts)
+RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts) + sorted(TINY.glob("*.yaml"))
 
 
 def test_recipes_exist_for_every_stage_and_model():
-    names = {p.relative_to(CONFIGS).as_posix() for p in RECIPES}
+    names = {p.relative_to(CONFIGS).as_posix() for p in RECIPES if CONFIGS in p.parents}
+    assert not (CONFIGS / "tiny").exists()  # one tiny set: the package's
     for stage in ("mntp", "simcse", "supervised"):
-        assert f"tiny/{stage}.yaml" in names
+        assert (TINY / f"{stage}.yaml").is_file()
         for model in ("sheared-llama-1.3b", "llama-2-7b-chat", "mistral-7b-instruct-v0.2",
                       "meta-llama-3-8b-instruct", "meta-llama-3.1-8b-instruct", "qwen2.5-7b-instruct",
                       "gemma-2-9b-it"):
             assert f"{stage}/{model}.yaml" in names, f"missing recipe {stage}/{model}.yaml"
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_recipe_parses(path):
     # The GPU recipes ask for bf16, which TrainingArguments refuses on a machine without a GPU unless use_cpu.
     recipe = parse_recipe(path, [] if torch.cuda.is_available() else ["--use_cpu", "true"])
-    assert recipe.model.stage == path.stem if path.parent.name == "tiny" else recipe.model.stage == path.parent.name
+    assert recipe.model.stage == path.stem if path.parent == TINY else recipe.model.stage == path.parent.name
     assert recipe.training.output_dir
     # A bounded run: the Trainer's own max_steps (tiny recipes) or the official stop step (real recipes).
     assert recipe.training.max_steps > 0 or recipe.schedule.stop_after_n_steps == 1000
@@ -138,36 +141,36 @@ def test_accelerate_configs_are_yaml_with_a_distributed_type():
 
 
 def test_command_line_overrides_yaml_with_types(tmp_path):
-    recipe = parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--max_steps", "7", "--learning_rate=0.5",
+    recipe = parse_recipe(TINY / "mntp.yaml", ["--max_steps", "7", "--learning_rate=0.5",
                                                            "--peft_model_name_or_path", "a", "b", "--bf16", "true"])
     assert recipe.training.max_steps == 7 and recipe.training.learning_rate == 0.5 and recipe.training.bf16 is True
     assert recipe.model.peft_model_name_or_path == ["a", "b"]
-    assert recipe.model.lora_alpha is None and recipe.data.max_seq_length == 64  # from the YAML / defaults
-    single = parse_recipe(CONFIGS / "tiny" / "simcse.yaml")
+    assert recipe.model.lora_alpha is None and recipe.data.max_seq_length == 128  # from the YAML / defaults
+    single = parse_recipe(TINY / "simcse.yaml")
     assert single.model.peft_model_name_or_path == ["runs/tiny/mntp"]
 
 
 def test_unknown_keys_are_errors_with_a_suggestion(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((CONFIGS / "tiny" / "mntp.yaml").read_text() + "\nlearning_rat: 0.1\n")
+    bad.write_text((TINY / "mntp.yaml").read_text() + "\nlearning_rat: 0.1\n")
     with pytest.raises(ValueError, match=r"'learning_rat' \(did you mean 'learning_rate'\?\)"):
         parse_recipe(bad)
     with pytest.raises(ValueError, match=r"'max_stepz' \(did you mean 'max_steps'\?\)"):
-        parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--max_stepz", "3"])
+        parse_recipe(TINY / "mntp.yaml", ["--max_stepz", "3"])
     with pytest.raises(ValueError, match="stage"):
-        parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--stage", "pretrain"])
+        parse_recipe(TINY / "mntp.yaml", ["--stage", "pretrain"])
     with pytest.raises(ValueError, match="The recipe sets no 'stage', 'model_name_or_path'"):
         parse_recipe({"output_dir": "x", "train_file": "y"})
     with pytest.raises(ValueError, match="The recipe sets no 'output_dir'"):
         parse_recipe({"stage": "mntp", "model_name_or_path": "m", "train_file": "y"})
     with pytest.raises(ValueError, match="mask_token_type"):
-        parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--mask_token_type", "star"])
+        parse_recipe(TINY / "mntp.yaml", ["--mask_token_type", "star"])
 
 
 def test_cli_prints_bad_input_as_one_line(tmp_path, capsys):
     from llm2vec_hf.cli import main
 
-    code = main(["train", str(CONFIGS / "tiny" / "mntp.yaml"), "--max_stepz", "3"])
+    code = main(["train", str(TINY / "mntp.yaml"), "--max_stepz", "3"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "max_stepz" in err and err.startswith("llm2vec-hf train: error:")
 
@@ -334,11 +337,11 @@ def test_grouped_batches_come_from_one_dataset_and_split_per_rank():
 # The tiny pipelines: mntp -> simcse -> export and mntp -> supervised -> export
 # --------------------------------------------------------------------------------------------------------------
 def tiny_recipe(stage: str, tiny, output_dir, *overrides: str):
-    """configs/tiny/<stage>.yaml itself, with the data paths pointed at this test's folder and fewer steps."""
+    """The tiny recipe of the stage itself, with the data paths pointed at this test's folder and fewer steps."""
     data = tiny["supervised"] if stage == "supervised" else tiny["corpus"]
     paths = ["--model_name_or_path", str(tiny["base"]), "--train_file", str(data), "--output_dir", str(output_dir),
              "--disable_tqdm", "true"]
-    return parse_recipe(CONFIGS / "tiny" / f"{stage}.yaml", [*paths, *overrides])
+    return parse_recipe(TINY / f"{stage}.yaml", [*paths, *overrides])
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Every stage under ``torchrun --nproc_per_node=2`` on CPU (gloo), and the two-process loss equals the single-process
-loss on the same global batch (SimCSE and supervised as the issue asks; MNTP too, since the Trainer averages the
+loss on the same global batch (SimCSE and supervised, whose negatives are gathered; MNTP too, since the Trainer averages the
 token loss over all devices' masked tokens).
 
 Two processes with 4 rows each (negatives gathered across devices) against one process with 8 rows: the same

@@ -26,7 +26,7 @@ COMMANDS = {
 
 
 def available_commands() -> dict[str, object]:
-    """Imports the command modules that exist in this version (a stage not built yet is simply absent)."""
+    """Imports the command modules; a command whose module is not installed is left out of the CLI."""
     modules = {}
     for name, (module_name, _) in COMMANDS.items():
         try:

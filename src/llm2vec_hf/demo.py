@@ -267,6 +267,7 @@ def train(stage: str, base: Path, adapters: list[Path], data: Path, output: Path
         train_file=str(data),
         output_dir=str(output),
         seed=seed,
+        report_to="none",
         **overrides,
     )
     return Path(run_training(recipe).adapter_dir)

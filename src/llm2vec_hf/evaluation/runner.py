@@ -181,9 +181,14 @@ def run_mteb(
     meta = model_meta(model, model_name_for(model_dir), use_instructions=use_instructions)
     resolved = task_instructions(tasks, dict(model.prompts), use_instructions, dict(instructions or {}))
     cache = mteb.ResultCache(cache_path=str(output_dir))
+    encoders = mteb_encoders(model, meta, resolved)
+    for task in tasks:  # an aggregate task (CQADupstack) runs under one encoder, so its sub-tasks must share it
+        subtasks = {sub.metadata.name for sub in encoded_tasks([task])}
+        if sum(bool(subtasks & set(names)) for _, names in encoders) > 1:
+            raise LLM2VecError(f"{task.metadata.name}: its sub-tasks need different instructions per side; give "
+                               "them the same document instruction")
     task_results = []
-    for encoder, names in mteb_encoders(model, meta, resolved):
-        # an aggregate task runs under the encoder of its sub-tasks (they resolve alike: one CQADupstack set)
+    for encoder, names in encoders:
         selected = [task for task in tasks if {sub.metadata.name for sub in encoded_tasks([task])} & set(names)]
         result = mteb.evaluate(
             encoder,
