@@ -98,7 +98,7 @@ class BidirectionalMixin:
 # ---------------------------------------------------------------------------------------------------------------
 POOLING_MODES = ("mean", "weighted_mean", "eos_token", "last_token", "bos_token")
 
-#: Encoding settings and their defaults. Stored in config.json under ``llm2vec`` and in llm2vec_config.json.
+#: Encoding settings and their defaults (docs/architecture.md, "Encoding settings").
 DEFAULT_ENCODING = {
     "pooling_mode": "mean",
     "max_length": 512,
@@ -111,34 +111,58 @@ DEFAULT_ENCODING = {
     # `reference_eos_text`. `export` stores the resolved string, so the checkpoint's name cannot change it.
     "eos_text": None,
 }
+#: config.json's key for a checkpoint's encoding settings: their single source of truth.
+SETTINGS_KEY = "llm2vec"
+#: The file the official ``llm2vec.LLM2Vec.from_pretrained`` reads, and the keys it knows; derived from config.json's
+#: block by `write_encoding_settings`.
+OFFICIAL_SETTINGS_FILE = "llm2vec_config.json"
+OFFICIAL_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
 
 # The official library marks where the text starts inside "instruction + text" with this string; we keep the
 # same marker so that any wrapper or EOS suffix lands in the pooled part exactly as it does there.
 _TEXT_MARKER = "!@#$%^&*()"
 
 
-def resolve_encoding(config=None, tokenizer=None, name_or_path: str | None = None, **overrides: Any) -> dict[str, Any]:
-    """Encoding settings: defaults, then the checkpoint's ``config.llm2vec``, then non-None ``overrides``.
+def check_encoding(settings: dict[str, Any]) -> None:
+    """Refuses unknown keys and bad values among ``settings`` (all of them or some)."""
+    unknown = set(settings) - set(DEFAULT_ENCODING)
+    if unknown:
+        raise TypeError(f"Unknown encoding setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_ENCODING)}")
+    if "pooling_mode" in settings and settings["pooling_mode"] not in POOLING_MODES:
+        raise ValueError(f"Unknown pooling_mode {settings['pooling_mode']!r}; choose one of {', '.join(POOLING_MODES)}")
+    for key in ("max_length", "doc_max_length"):
+        value = settings.get(key, 1)
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{key} must be a positive integer, got {value!r}")
+    if settings.get("text_template"):  # "" and None mean none / the reference's choice
+        check_text_template(settings["text_template"])
+
+
+def resolve_encoding(
+    config=None,
+    tokenizer=None,
+    name_or_path: str | None = None,
+    stored: Sequence[dict[str, Any]] = (),
+    **overrides: Any,
+) -> dict[str, Any]:
+    """The one resolution of encoding settings (docs/architecture.md, "Encoding settings"), later sources winning:
+    defaults, the checkpoint's ``config.llm2vec``, each of ``stored`` in order (what `read_encoding_settings`
+    finds in the base's and the adapters' folders), then ``overrides`` that are not None.
 
     With a tokenizer (the final resolution), unset ones take the reference's choices for the model's name
     (``name_or_path``, else ``config._name_or_path``): ``text_template`` from `REFERENCE_TEMPLATES` ("" for
     none), then ``eos_text`` from `reference_eos_text`.
     """
     settings = dict(DEFAULT_ENCODING)
-    stored = getattr(config, "llm2vec", None) if config is not None else None
-    if isinstance(stored, dict):
-        settings.update({k: v for k, v in stored.items() if k in DEFAULT_ENCODING})
-    unknown = set(overrides) - set(DEFAULT_ENCODING)
-    if unknown:
-        raise TypeError(f"Unknown encoding setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_ENCODING)}")
+    layers = [getattr(config, SETTINGS_KEY, None) if config is not None else None, *stored]
+    for layer in layers:
+        if isinstance(layer, dict):
+            known = {k: v for k, v in layer.items() if k in DEFAULT_ENCODING}
+            check_encoding(known)
+            settings.update(known)
+    check_encoding({k: v for k, v in overrides.items() if v is not None or k not in DEFAULT_ENCODING})
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    if settings["pooling_mode"] not in POOLING_MODES:
-        raise ValueError(f"Unknown pooling_mode {settings['pooling_mode']!r}; choose one of {', '.join(POOLING_MODES)}")
-    for key in ("max_length", "doc_max_length"):
-        if not isinstance(settings[key], int) or isinstance(settings[key], bool) or settings[key] < 1:
-            raise ValueError(f"{key} must be a positive integer, got {settings[key]!r}")
-    if settings["text_template"]:  # "" means none
-        check_text_template(settings["text_template"])
+    check_encoding(settings)
     if tokenizer is not None:
         name = name_or_path if name_or_path is not None else getattr(config, "_name_or_path", None)
         if settings["text_template"] is None:
@@ -146,6 +170,56 @@ def resolve_encoding(config=None, tokenizer=None, name_or_path: str | None = Non
         if settings["eos_text"] is None:
             settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name, settings["text_template"])
     return settings
+
+
+def _read_json_object(path: str) -> dict[str, Any] | None:
+    if not os.path.isfile(path):
+        return None
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"Cannot read {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} is not a JSON object")
+    return data
+
+
+def read_encoding_settings(folder: str, with_config: bool = True) -> list[dict[str, Any]]:
+    """The settings a folder stores, as layers for `resolve_encoding`'s ``stored``: config.json's ``llm2vec``
+    block (unless ``with_config`` is False, for a folder whose config is already loaded), then
+    ``llm2vec_config.json``, which wins as it does for the official loader (it reads only that file)."""
+    layers = []
+    if with_config:
+        config = _read_json_object(os.path.join(folder, "config.json")) or {}
+        if isinstance(config.get(SETTINGS_KEY), dict):
+            layers.append(config[SETTINGS_KEY])
+    official = _read_json_object(os.path.join(folder, OFFICIAL_SETTINGS_FILE))
+    if official is not None:
+        layers.append(official)
+    return layers
+
+
+def write_encoding_settings(folder: str, settings: dict[str, Any]) -> None:
+    """Writes ``settings`` (all of them or some) as the ``llm2vec`` block of ``folder``/config.json, and derives
+    ``llm2vec_config.json`` (the official loader's keys among them) from that block.
+
+    The only writer of encoding settings into a checkpoint or an adapter folder (docs/architecture.md, "Encoding
+    settings"): other keys of an existing config.json stay as they are; where there is no config.json (an adapter
+    folder) one holding only the block is written. Nothing else is touched, the caller's config object least.
+    Callers that need the folder complete or absent write it staged (as `export` and the trainers do).
+    """
+    block = {k: settings[k] for k in DEFAULT_ENCODING if k in settings}
+    check_encoding(dict(settings))
+    config_path = os.path.join(folder, "config.json")
+    config = _read_json_object(config_path) or {}
+    config[SETTINGS_KEY] = block
+    # the format transformers writes config.json in, so that a saved config reads the same after this
+    with open(config_path, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    official = {k: block[k] for k in OFFICIAL_KEYS if k in block}
+    with open(os.path.join(folder, OFFICIAL_SETTINGS_FILE), "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(official, indent=2) + "\n")
 
 
 #: What llm2vec 0.2.3 appends for `eos_token` pooling, chosen by config class, never by the tokenizer
@@ -799,18 +873,17 @@ class Family:
 
     def __init__(self, config, model, mntp):
         self.config, self.model, self.mntp = config, model, mntp
+        # `save_pretrained` of a registered class copies this file next to the weights and writes the `auto_map`
+        # to it into config.json (transformers' `custom_object_save`), so every saved checkpoint loads with
+        # trust_remote_code=True, however it was saved (docs/architecture.md, "Native `model_type` + `auto_map`").
+        config.register_for_auto_class("AutoConfig")
+        model.register_for_auto_class("AutoModel")
+        mntp.register_for_auto_class("AutoModelForCausalLM")
 
     @property
     def native_model_name(self) -> str:
         """The transformers class the encoder builds on (``LlamaModel``…), the name serving engines know."""
         return next(c.__name__ for c in self.model.__mro__ if c.__module__.startswith("transformers.models."))
-
-    def auto_map(self) -> dict[str, str]:
-        return {
-            "AutoConfig": f"{__name__.rsplit('.', 1)[-1]}.{self.config.__name__}",
-            "AutoModel": f"{__name__.rsplit('.', 1)[-1]}.{self.model.__name__}",
-            "AutoModelForCausalLM": f"{__name__.rsplit('.', 1)[-1]}.{self.mntp.__name__}",
-        }
 
 
 #: model_type -> Family.

@@ -34,7 +34,9 @@ class LLM2VecTransformer(Transformer):
 
     The prompt (``encode(texts, prompt=...)`` or a named prompt) is the instruction: the model reads
     ``prompt.strip() + " " + text`` and only the text's tokens are pooled (with ``skip_instruction``).
-    Settings come from the checkpoint's ``config.llm2vec``; ``max_seq_length`` overrides ``max_length``.
+    Settings are resolved by `resolve_encoding` from the checkpoint's ``config.llm2vec``, then
+    ``encoding_overrides`` (settings for a model that is not a checkpoint yet, such as one in training), then
+    ``max_seq_length`` for ``max_length``.
 
     At inference, each batch runs in groups of rows of similar token length, each cut to its own longest row
     (`forward_in_length_groups`): sentence-transformers sorts by characters and batches by count, so a batch
@@ -45,9 +47,14 @@ class LLM2VecTransformer(Transformer):
     max_batch_tokens: int | None = None
     forward_kwargs = {"max_batch_tokens"}
 
+    def __init__(self, *args, encoding_overrides: dict[str, Any] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.encoding_overrides = dict(encoding_overrides or {})
+
     def _encoding_settings(self) -> dict[str, Any]:
         overrides = {"max_length": self.max_seq_length} if self.max_seq_length else {}
-        return resolve_encoding(self.auto_model.config, self.tokenizer, **overrides)
+        stored = [self.encoding_overrides] if getattr(self, "encoding_overrides", None) else []
+        return resolve_encoding(self.auto_model.config, self.tokenizer, stored=stored, **overrides)
 
     def _can_flatten_inputs(self) -> bool:
         # sentence-transformers' padding-free path (flash-attention varlen, on GPUs) packs a batch into one row

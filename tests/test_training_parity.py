@@ -334,7 +334,7 @@ def test_supervised_learning_rate_and_stop_are_the_official_ones(tmp_path, monke
     # The template trained with is stored with the adapter and carried into the exported checkpoint.
     from llm2vec_hf.export import export_checkpoint
 
-    stored = json.loads((Path(result.adapter_dir) / "llm2vec_config.json").read_text())
+    stored = json.loads((Path(result.adapter_dir) / "config.json").read_text())["llm2vec"]
     assert stored["text_template"] == "[INST] {text} [/INST]"
     exported = export_checkpoint(str(MODEL), str(tmp_path / "exported"), [result.adapter_dir])
     config = json.loads((Path(exported) / "config.json").read_text())

@@ -125,9 +125,8 @@ def causal_baseline(base: Path):
 
     from .modeling.sentence_transformers_llm2vec import LLM2VecTransformer
 
-    module = LLM2VecTransformer(str(base))
+    module = LLM2VecTransformer(str(base), encoding_overrides={"pooling_mode": "weighted_mean", "max_length": 128})
     assert getattr(module.auto_model.config, "is_causal", True), "the baseline must stay causal"
-    module.auto_model.config.llm2vec = {"pooling_mode": "weighted_mean", "max_length": 128}
     return SentenceTransformer(modules=[module], device="cpu")
 
 

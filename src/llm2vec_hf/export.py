@@ -11,6 +11,8 @@ interrupted export never leaves a folder that looks complete.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import errno
 import hashlib
 import json
@@ -32,20 +34,19 @@ from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
 from .modeling import modeling_llm2vec
 from .modeling.modeling_llm2vec import (
+    DEFAULT_ENCODING,
     MIN_TRANSFORMERS_VERSION,
     TOKENIZER_SOURCE_KEYS,
     TokenizerEmbeddingError,
+    check_encoding,
     check_tokenizer_fits,
     family_for,
-    resolve_encoding,
 )
 
 logger = logging.getLogger(__name__)
 
-MODELING_FILES = ("modeling_llm2vec.py", "sentence_transformers_llm2vec.py")
+ST_MODULE_FILE = "sentence_transformers_llm2vec.py"
 ST_MODULE_TYPE = "sentence_transformers_llm2vec.LLM2VecTransformer"
-#: Keys of llm2vec_config.json, the file the official ``LLM2Vec.from_pretrained`` reads.
-OFFICIAL_KEYS = ("pooling_mode", "max_length", "doc_max_length", "skip_instruction")
 
 
 def export_checkpoint(
@@ -59,11 +60,12 @@ def export_checkpoint(
 ) -> str:
     """Loads ``base``, merges ``adapters`` in order, and writes the checkpoint to ``output``.
 
-    Encoding settings: defaults < base config.json < llm2vec_config.json of base, then of the last adapter
-    (official adapter repos carry one) < ``encoding`` keyword arguments that are not None.
+    Encoding settings are resolved once by `loading.encoding_settings`: defaults < base config.json's ``llm2vec``
+    < the base's llm2vec_config.json < each adapter's config.json block and llm2vec_config.json, in order
+    (official adapter repos carry the file) < ``encoding`` keyword arguments that are not None.
     """
     adapters = list(adapters)
-    resolve_encoding(**encoding)  # a bad setting fails here, before the model is loaded
+    check_encoding({k: v for k, v in encoding.items() if v is not None})  # fails here, before the model loads
     check_output(output, overwrite)
     model, tokenizer, folders = load_bidirectional(base, adapters, dtype=dtype)
     settings = encoding_settings(model, tokenizer, folders, base, **encoding)
@@ -155,32 +157,34 @@ def write_checkpoint(
     """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically."""
     check_output(output, overwrite)
     family = family_for(model.config)
+    if getattr(type(model), "_auto_class", None) != "AutoModel":
+        raise LLM2VecError(f"A checkpoint holds an llm2vec-hf encoder (such as {family.model.__name__}), not a "
+                           f"{type(model).__name__}: load it with enable_bidirectional=True")
     try:
         check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
     except TokenizerEmbeddingError as error:
         raise TokenizerError(str(error)) from None
-    settings = resolve_encoding(model.config, tokenizer, **settings)
+    check_resolved(settings)
     output_path = Path(os.path.abspath(output))
     staging = Path(tempfile.mkdtemp(prefix=_sibling_prefix(output_path, "partial"), dir=output_path.parent))
     try:
         # mkdtemp makes the folder 0700; a checkpoint is for serving containers and other users too, so it gets
         # the mode save_pretrained's folders get (0777 minus the umask).
         os.chmod(staging, 0o777 & ~_umask())
-        config = model.config
-        modeling_llm2vec.make_config_bidirectional(config)
-        config.auto_map = {k: v for k, v in family.auto_map().items() if k != "AutoModelForCausalLM"}
-        config.llm2vec = dict(settings)
-        model.save_pretrained(staging, safe_serialization=True)
+        with _config_copy(model) as config:
+            modeling_llm2vec.make_config_bidirectional(config)
+            # writes the auto_map and copies modeling_llm2vec.py (`register_for_auto_class` in that file)
+            model.save_pretrained(staging, safe_serialization=True)
         # Serving engines pick their class from `architectures` and know the native names only; save_pretrained
         # writes our class name there, so it is set afterwards.
         config_json = json.loads((staging / "config.json").read_text())
         config_json["architectures"] = [family.native_model_name]
         _write_json(staging / "config.json", config_json)
+        modeling_llm2vec.write_encoding_settings(str(staging), settings)
         tokenizer.save_pretrained(staging)
         make_tokenizer_portable(staging, getattr(tokenizer, "llm2vec_source_config", None))
-        for name in MODELING_FILES:
-            shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(name), staging / name)
-        _write_json(staging / "llm2vec_config.json", {k: settings[k] for k in OFFICIAL_KEYS})
+        # The sentence-transformers module is not imported by the model class, so save_pretrained does not copy it.
+        shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(ST_MODULE_FILE), staging / ST_MODULE_FILE)
         _write_sentence_transformers_files(staging, settings, prompts or {})
         (staging / "README.md").write_text(render_model_card(model, settings, prompts or {}, training or {}))
         _apply_umask(staging)
@@ -195,6 +199,29 @@ def write_checkpoint(
         raise
     logger.info("Wrote %s", output_path)
     return str(output_path)
+
+
+def check_resolved(settings: dict[str, Any]) -> None:
+    """A checkpoint stores settings resolved once (`loading.encoding_settings`, or ``LLM2Vec.settings``): all of
+    them, with the reference's name-dependent choices already made, so that the name it is loaded under later
+    cannot change how it encodes (docs/architecture.md, "Encoding settings")."""
+    check_encoding(dict(settings))
+    unresolved = [key for key in DEFAULT_ENCODING if settings.get(key) is None]
+    if unresolved:
+        raise ValueError(f"write_checkpoint takes resolved encoding settings; {', '.join(unresolved)} not resolved "
+                         "(resolve them with loading.encoding_settings)")
+
+
+@contextlib.contextmanager
+def _config_copy(model):
+    """Lets ``model.save_pretrained`` write a copy of ``model.config`` that the caller may change, so that
+    writing a checkpoint leaves the caller's live config as it was."""
+    live = model.config
+    model.config = copy.deepcopy(live)
+    try:
+        yield model.config
+    finally:
+        model.config = live
 
 
 def _apply_umask(folder: Path) -> None:

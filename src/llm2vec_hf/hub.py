@@ -243,6 +243,25 @@ def find_secrets(folder: Path, files: list[tuple[str, int]], token: str | None) 
     return found
 
 
+def check_encoding_files(folder: Path, config, official: Any) -> None:
+    """The settings are config.json's ``llm2vec`` block, valid, and llm2vec_config.json is derived from it
+    (docs/architecture.md, "Encoding settings"): where the two disagree, the official loader would encode
+    otherwise than transformers and sentence-transformers."""
+    from .modeling.modeling_llm2vec import OFFICIAL_KEYS, resolve_encoding
+
+    block = getattr(config, "llm2vec", None)
+    if not isinstance(block, dict) or "pooling_mode" not in block:
+        raise CheckpointError(f"{folder}/config.json has no llm2vec block with a pooling_mode")
+    try:
+        resolve_encoding(config)
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{folder}/config.json: {one_line(error)}") from None
+    derived = {key: block[key] for key in OFFICIAL_KEYS if key in block}
+    if official != derived:
+        raise CheckpointError(f"{folder}/llm2vec_config.json disagrees with config.json's llm2vec block "
+                              f"({official!r} vs {derived!r}); export the checkpoint again")
+
+
 def _read_json_file(folder: Path, name: str) -> Any:
     path = folder / name
     if not path.is_file():
@@ -363,9 +382,7 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
     _read_json_file(folder, "sentence_bert_config.json")
     st_config = _read_json_file(folder, "config_sentence_transformers.json")
     prompts = st_config.get("prompts") or {} if isinstance(st_config, dict) else {}
-    llm2vec_config = _read_json_file(folder, "llm2vec_config.json")
-    if not isinstance(llm2vec_config, dict) or "pooling_mode" not in llm2vec_config:
-        raise CheckpointError(f"{folder}/llm2vec_config.json has no pooling_mode")
+    check_encoding_files(folder, config, _read_json_file(folder, "llm2vec_config.json"))
 
     if "README.md" not in names:
         raise CheckpointError(f"{folder} is not a complete checkpoint: README.md (model card) is missing")

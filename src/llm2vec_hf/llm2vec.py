@@ -53,20 +53,27 @@ class LLM2Vec(torch.nn.Module):
         skip_instruction: bool = True,
         text_template: str | None = None,
         eos_text: str | None = None,
+        *,
+        settings: dict[str, Any] | None = None,
     ):
+        """As the official constructor: the keyword settings override the model's ``config.llm2vec``. ``settings``,
+        if given, are settings already resolved (`loading.encoding_settings`, as ``from_pretrained`` does) and are
+        used as they are instead of the keywords (docs/architecture.md, "Encoding settings")."""
         super().__init__()
         self.model = model
         self.tokenizer = tokenizer
-        self.settings = resolve_encoding(
-            getattr(model, "config", None),
-            tokenizer,
-            pooling_mode=pooling_mode,
-            max_length=max_length,
-            doc_max_length=doc_max_length,
-            skip_instruction=skip_instruction,
-            text_template=text_template,
-            eos_text=eos_text,
-        )
+        if settings is None:
+            settings = resolve_encoding(
+                getattr(model, "config", None),
+                tokenizer,
+                pooling_mode=pooling_mode,
+                max_length=max_length,
+                doc_max_length=doc_max_length,
+                skip_instruction=skip_instruction,
+                text_template=text_template,
+                eos_text=eos_text,
+            )
+        self.settings = dict(settings)
 
     def __getattr__(self, name: str):
         if name in DEFAULT_ENCODING:
@@ -84,8 +91,9 @@ class LLM2Vec(torch.nn.Module):
     ) -> "LLM2Vec":
         """Loads a checkpoint (folder or repo id), optionally with PEFT adapters.
 
-        Encoding settings come from, in order: defaults, the checkpoint's config.json (``llm2vec``),
-        ``llm2vec_config.json`` of the base and then of the adapter (as the official loader reads it), and the
+        Encoding settings are resolved once (`loading.encoding_settings`), later winning: defaults, the
+        checkpoint's config.json (``llm2vec``), ``llm2vec_config.json`` of the base, then the last adapter's
+        config.json block and ``llm2vec_config.json`` (the file as the official loader reads it), and the
         keyword arguments ``pooling_mode``, ``max_length``, ``doc_max_length``, ``skip_instruction``. Other
         keyword arguments go to ``from_pretrained`` of transformers (``dtype``/``torch_dtype``,
         ``attn_implementation``…). Unlike the official loader, a list of adapters is applied in order.
@@ -111,7 +119,7 @@ class LLM2Vec(torch.nn.Module):
         settings = encoding_settings(
             model, tokenizer, [folders[0], folders[-1] if adapters else None], base_model_name_or_path, **encoding_args
         )
-        return cls(model=model, tokenizer=tokenizer, **settings)
+        return cls(model=model, tokenizer=tokenizer, settings=settings)
 
     def encode(
         self,

@@ -19,11 +19,11 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from .errors import AdapterMismatchError, CheckpointError, TokenizerError, one_line
 from .modeling.modeling_llm2vec import (
-    DEFAULT_ENCODING,
     TokenizerEmbeddingError,
     check_tokenizer_fits,
     family_for,
     load_reference_tokenizer,
+    read_encoding_settings,
     reference_name,
     resolve_encoding,
 )
@@ -80,29 +80,24 @@ def load_config(name_or_path: str, **hf_kwargs) -> PretrainedConfig:
         raise CheckpointError(f"Could not read the config of {name_or_path}: {error}") from None
 
 
-def read_llm2vec_config(*folders: str | None) -> dict[str, Any]:
-    """Merges ``llm2vec_config.json`` of the given folders (later wins), as the official loader reads them."""
-    settings: dict[str, Any] = {}
-    for folder in folders:
-        if folder and os.path.isfile(os.path.join(folder, "llm2vec_config.json")):
-            with open(os.path.join(folder, "llm2vec_config.json")) as handle:
-                settings.update(json.load(handle))
-    return settings
-
-
 def encoding_settings(
     model, tokenizer, folders: Iterable[str | None], name_or_path: str | None = None, **explicit: Any
 ) -> dict[str, Any]:
-    """Encoding settings of a loaded checkpoint, later sources winning: defaults, config.json's ``llm2vec``,
-    ``llm2vec_config.json`` of ``folders`` in order (as the official loader reads it), then ``explicit`` values
-    that are not None. ``name_or_path`` is what the user loaded (folder or hub id): the reference chooses the
-    `eos_token` text by that name (`reference_name`)."""
-    config = getattr(model, "config", None)
-    settings = resolve_encoding(config)
-    settings.update({k: v for k, v in read_llm2vec_config(*folders).items() if k in DEFAULT_ENCODING})
-    settings.update({k: v for k, v in explicit.items() if v is not None})
+    """Encoding settings of a loaded checkpoint, resolved once (`resolve_encoding`; docs/architecture.md,
+    "Encoding settings"), later sources winning: defaults, the model's config.json ``llm2vec`` block, what each
+    of ``folders`` stores after the base (the base's ``llm2vec_config.json``, then each adapter's config.json
+    block and ``llm2vec_config.json``: `read_encoding_settings`, as the official loader reads that file), then
+    ``explicit`` values that are not None. ``name_or_path`` is what the user loaded (folder or hub id): the
+    reference chooses the `eos_token` text by that name (`reference_name`)."""
+    stored = []
+    for index, folder in enumerate(folders):
+        if folder:
+            try:
+                stored.extend(read_encoding_settings(folder, with_config=index > 0))
+            except ValueError as error:
+                raise CheckpointError(one_line(error)) from None
     name = reference_name(name_or_path) if name_or_path is not None else None
-    return resolve_encoding(config, tokenizer, name_or_path=name, **settings)
+    return resolve_encoding(getattr(model, "config", None), tokenizer, name_or_path=name, stored=stored, **explicit)
 
 
 def load_bidirectional(

@@ -17,9 +17,7 @@ tokenizes and pools.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 
 import torch
 from sentence_transformers import SentenceTransformerTrainer
@@ -71,8 +69,7 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
     module = module_class(base_folder, max_seq_length=max_seq_length, model_kwargs={"encoder": encoder})
     tokenizer.model_max_length = max_seq_length
     module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
-    settings = dict(getattr(module.auto_model.config, "llm2vec", None) or {})
-    settings["pooling_mode"] = pooling_mode
+    settings = {"pooling_mode": pooling_mode}
     # Training reads texts exactly as the exported checkpoint will encode them (the template is saved with the
     # adapter and carried into the checkpoint by export).
     # None would mean "the reference's template for the base's name" (an inference rule); training wraps only
@@ -81,7 +78,7 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
     # The reference trains on texts truncated to max_seq_length only; encode()'s word-wise doc_max_length cut
     # (default 400) is an inference rule, so it is lifted to max_seq_length here.
     settings["doc_max_length"] = max_seq_length
-    module.auto_model.config.llm2vec = settings
+    module.encoding_overrides = settings
     return SentenceTransformer(modules=[module], device=str(next(encoder.parameters()).device))
 
 
@@ -135,7 +132,7 @@ class ContrastiveTrainer(AdapterTrainerMixin, SentenceTransformerTrainer):
     """``SentenceTransformerTrainer`` with adapter-only, staged checkpoints and batches from one dataset each.
 
     ``groups``: the dataset label of each training row (``GroupedBatchSampler``); ``adapter_settings``: the
-    encoding settings saved with each adapter as llm2vec_config.json.
+    encoding settings saved with each adapter (``write_encoding_settings``).
     """
 
     def __init__(self, *args, groups: list[str], adapter_settings: dict, **kwargs):
@@ -146,10 +143,10 @@ class ContrastiveTrainer(AdapterTrainerMixin, SentenceTransformerTrainer):
         return GroupedBatchSampler(self.groups, batch_size, self.args.world_size, self.args.seed, drop_last)
 
     def _save(self, output_dir=None, state_dict=None):
+        from ..modeling.modeling_llm2vec import write_encoding_settings
+
         super()._save(output_dir, state_dict)
-        output_dir = output_dir or self.args.output_dir
-        with open(os.path.join(output_dir, "llm2vec_config.json"), "w") as handle:
-            json.dump(self.adapter_settings, handle)
+        write_encoding_settings(output_dir or self.args.output_dir, self.adapter_settings)
 
 
 def build_contrastive_trainer(recipe, resume: str | None):
