@@ -33,7 +33,7 @@ SHAPES = {
     "mistral-7b": dict(family="mistral", hidden_size=4096, num_hidden_layers=32, intermediate_size=14336,
                        num_attention_heads=32, num_key_value_heads=8),
 }
-SWEEP = {  # (batch, length) per shape; length 512 is the target
+SWEEP = {  # (batch, length) per shape; length 512 is the target length of the throughput figures
     "llama-1.3b": [(64, 128), (32, 512), (128, 512)],
     "mistral-7b": [(64, 128), (16, 512), (64, 512)],
 }

@@ -768,7 +768,7 @@ def make_migration(seed: int = 1234):
 # add_bos_token/add_eos_token; PreTrainedTokenizerFast keeps tokenizer.json's), the post-processor written
 # into tokenizer.json, and the names (config.json `_name_or_path`) the reference is run under.
 TOKENIZER_CASES = {
-    # the case: a Qwen2 model with its own BPE, no <|endoftext|>, no pad, PreTrainedTokenizerFast
+    # a Qwen2 model with its own BPE, no <|endoftext|>, no pad, PreTrainedTokenizerFast
     "qwen2-own-bpe": dict(
         arch="qwen2", style="bytelevel", order=["<|start|>", "<|stop|>", "<unk>"], bos=None, eos="<|stop|>",
         unk="<unk>", pad=None, tokenizer_class=None, post="bytelevel", add_bos=None, add_eos=None, names=[None],

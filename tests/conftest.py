@@ -124,6 +124,16 @@ np.savez({str(out)!r}, **result)
     return dict(np.load(out))
 
 
+@pytest.fixture(scope="session")
+def recorded_losses():
+    """Records every training loss of the llm2vec-hf trainers (``loss_recording.losses(run)`` reads them)."""
+    from loss_recording import record_losses
+
+    with pytest.MonkeyPatch.context() as patch:
+        record_losses(patch.setattr)
+        yield
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models run fastest on one thread, and a busy 2-core machine makes OpenMP spin; a module opts in with

@@ -597,7 +597,7 @@ def test_encode_with_a_stray_placeholder_is_one_line(exported, tmp_path, capsys)
 
 
 def test_doc_max_length_cut_of_a_huge_line_tokenizes_little(exported):
-    """A 2 MB line used to be re-tokenized whole about 40 times; now at most max_length words are."""
+    """A 2 MB line is cut word-wise before tokenizing: at most max_length words are re-tokenized, never the line."""
     from llm2vec_hf.modeling.modeling_llm2vec import cut_to_doc_max_length
 
     model = LLM2Vec.from_pretrained(str(exported("llama")))

@@ -182,7 +182,7 @@ def test_unknown_task_is_a_clear_error(checkpoint, tmp_path, capsys):
 def test_llm2vec_task_set_resolves_in_mtebs_registry():
     """Every task of the shipped instruction set is an mteb task, English subsets only; no data is loaded."""
     from llm2vec_hf.evaluation.instructions import MTEB_INSTRUCTIONS, resolve_instruction
-    from llm2vec_hf.evaluation.mteb_tasks import get_tasks
+    from llm2vec_hf.evaluation.tasks import get_tasks
 
     tasks = get_tasks(["llm2vec-mteb"])  # mteb's MTEB(eng, v1): CQADupstack is one task of 12 sub-tasks
     assert len(tasks) == 56
@@ -218,12 +218,14 @@ def test_checkpoint_prompts_for_plain_mteb_follow_llm2vec():
 
 
 def test_registered_mteb_tasks_get_the_shipped_instructions(model, tmp_path):
-    """Real mteb task classes (STS12, SciFact) with a few rows put in place of their Hub data: the encoder gives
-    them LLM2Vec's instructions through mteb's own evaluation."""
+    """Real mteb task classes (STS12, SciFact) with a few rows put in place of their Hub data: mteb's own
+    InstructSentenceTransformerModel gives them LLM2Vec's instructions (queries and STS texts), documents none."""
     from datasets import Dataset
+    from mteb.models.instruct_wrapper import InstructSentenceTransformerModel
 
     from llm2vec_hf.evaluation.instructions import MTEB_INSTRUCTIONS
-    from llm2vec_hf.evaluation.mteb_tasks import get_tasks, make_encoder
+    from llm2vec_hf.evaluation.runner import model_meta, mteb_encoders, task_instructions
+    from llm2vec_hf.evaluation.tasks import get_tasks
 
     sts12, scifact = get_tasks(["STS12", "SciFact"])
     pairs = read_jsonl(FIXTURES / "sts" / "pairs.jsonl")
@@ -238,10 +240,65 @@ def test_registered_mteb_tasks_get_the_shipped_instructions(model, tmp_path):
     }}}
     for task in (sts12, scifact):
         task.data_loaded = True
-    encoder = make_encoder(model, "tiny-llama", prompts={})
+    resolved = task_instructions([sts12, scifact], {})
+    assert resolved["STS12"].used() == {None: (MTEB_INSTRUCTIONS["STS12"], "shipped instruction set")}
+    assert resolved["SciFact"].used() == {"query": (MTEB_INSTRUCTIONS["SciFact"], "shipped instruction set"),
+                                          "document": ("", "none")}
+    ((encoder, names),) = mteb_encoders(model, model_meta(model, "tiny-llama"), resolved)
+    assert type(encoder) is InstructSentenceTransformerModel and names == ["STS12", "SciFact"]
+    prompts = record_prompts(encoder.model)
     result = mteb.evaluate(encoder, [sts12, scifact], cache=mteb.ResultCache(str(tmp_path)),
                            overwrite_strategy="always", show_progress_bar=False)
     assert {r.task_name for r in result.task_results} == {"STS12", "SciFact"}
-    assert encoder.used["STS12"] == {None: (MTEB_INSTRUCTIONS["STS12"], "shipped instruction set")}
-    assert encoder.used["SciFact"]["query"] == (MTEB_INSTRUCTIONS["SciFact"], "shipped instruction set")
-    assert encoder.used["SciFact"]["document"] == ("", "none")
+    assert set(prompts) == {MTEB_INSTRUCTIONS["STS12"], MTEB_INSTRUCTIONS["SciFact"], None}
+
+
+def record_prompts(model) -> list:
+    """Records the ``prompt`` of every ``encode`` call of ``model`` (a SentenceTransformer)."""
+    prompts, encode = [], model.encode
+
+    def recording(*args, prompt=None, **kwargs):
+        prompts.append(prompt)
+        return encode(*args, prompt=prompt, **kwargs)
+
+    model.encode = recording
+    return prompts
+
+
+def test_documents_with_their_own_instruction_and_bare_tasks(checkpoint, model, tmp_path):
+    """A task whose documents have an instruction gets its own mteb encoder (instructions by side); with
+    --no-instructions every text is encoded bare: the scores are those of the vectors encoded that way."""
+    from scipy.stats import spearmanr
+
+    from llm2vec_hf.evaluation.runner import run_mteb
+
+    document = "Represent the definition sentence:"
+    overrides = {"TinyDefinitionRetrieval-document": document}
+    result = run_mteb(str(checkpoint), [str(FIXTURES / "retrieval")], tmp_path / "own", instructions=overrides,
+                      show_progress_bar=False)
+    assert result["instructions"]["TinyDefinitionRetrieval"]["document"] == [
+        document, "--instructions 'TinyDefinitionRetrieval-document'"]
+    corpus = read_jsonl(FIXTURES / "retrieval" / "corpus.jsonl")
+    queries = read_jsonl(FIXTURES / "retrieval" / "queries.jsonl")
+    qrels = dict(line.split("\t")[:2] for line in (FIXTURES / "retrieval" / "qrels.tsv").read_text().splitlines()[1:])
+
+    def ndcg(document_prompt):
+        documents = model.encode([f"{d['title']} {d['text']}" for d in corpus], prompt=document_prompt)
+        vectors = model.encode([q["text"] for q in queries], prompt=RETRIEVAL_INSTRUCTION)
+        gains = []
+        for row, query in zip(cosine(vectors, documents), queries):
+            rank = [corpus[i]["id"] for i in np.argsort(-row)].index(qrels[query["id"]]) + 1
+            gains.append(1 / math.log2(rank + 1) if rank <= 10 else 0.0)
+        return float(np.mean(gains))
+
+    assert result["rows"][0]["score"] == pytest.approx(ndcg(document), abs=1e-5)
+    assert ndcg(document) != pytest.approx(ndcg(None), abs=1e-3)  # the document instruction matters here
+
+    bare = run_mteb(str(checkpoint), [str(FIXTURES / "sts")], tmp_path / "bare", use_instructions=False,
+                    show_progress_bar=False)
+    assert bare["instructions"]["TinySTS"]["all"] == ["", "disabled"]
+    pairs = read_jsonl(FIXTURES / "sts" / "pairs.jsonl")
+    a = model.encode([p["sentence1"] for p in pairs])
+    b = model.encode([p["sentence2"] for p in pairs])
+    expected = spearmanr(np.sum(cosine(a, b) * np.eye(len(pairs)), axis=1), [p["score"] for p in pairs]).statistic
+    assert bare["rows"][0]["score"] == pytest.approx(expected, abs=2e-6)

@@ -182,7 +182,7 @@ def test_hub_repo_id_of_cache_snapshot(tmp_path):
 
 
 def test_template_front_matter_keys_are_in_the_template():
-    """The template itself names the fixed metadata (what the issue asks every card to carry)."""
+    """The template itself names the fixed metadata (what every card carries)."""
     template = (Path(__file__).resolve().parent.parent / "MODEL_CARD_TEMPLATE.md").read_text()
     front = template.split("---")[1]
     fixed = yaml.safe_load("\n".join(l for l in front.splitlines() if not l.strip().startswith("$")))

@@ -21,12 +21,15 @@ from llm2vec_hf.errors import AdapterMismatchError, LLM2VecError
 from llm2vec_hf.training import parse_recipe, run_training
 from llm2vec_hf.training.data import DataError, GroupedBatchSampler
 from llm2vec_hf.training.tiny_data import prepare_tiny
+from loss_recording import losses
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
+#: The tiny recipes: the CPU try-out's and `llm2vec-hf demo`'s (package data).
+TINY = REPO / "src" / "llm2vec_hf" / "demo_recipes"
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = pytest.mark.usefixtures("one_thread", "recorded_losses")
 
 
 @pytest.fixture(scope="module")
@@ -72,24 +75,25 @@ def falls(losses: list[float], k: int = 3) -> bool:
 # --------------------------------------------------------------------------------------------------------------
 # Recipes
 # --------------------------------------------------------------------------------------------------------------
-RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts)
+RECIPES = sorted(p for p in CONFIGS.rglob("*.yaml") if "accelerate" not in p.parts) + sorted(TINY.glob("*.yaml"))
 
 
 def test_recipes_exist_for_every_stage_and_model():
-    names = {p.relative_to(CONFIGS).as_posix() for p in RECIPES}
+    names = {p.relative_to(CONFIGS).as_posix() for p in RECIPES if CONFIGS in p.parents}
+    assert not (CONFIGS / "tiny").exists()  # one tiny set: the package's
     for stage in ("mntp", "simcse", "supervised"):
-        assert f"tiny/{stage}.yaml" in names
+        assert (TINY / f"{stage}.yaml").is_file()
         for model in ("sheared-llama-1.3b", "llama-2-7b-chat", "mistral-7b-instruct-v0.2",
                       "meta-llama-3-8b-instruct", "meta-llama-3.1-8b-instruct", "qwen2.5-7b-instruct",
                       "gemma-2-9b-it"):
             assert f"{stage}/{model}.yaml" in names, f"missing recipe {stage}/{model}.yaml"
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(CONFIGS).as_posix())
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_recipe_parses(path):
     # The GPU recipes ask for bf16, which TrainingArguments refuses on a machine without a GPU unless use_cpu.
     recipe = parse_recipe(path, [] if torch.cuda.is_available() else ["--use_cpu", "true"])
-    assert recipe.model.stage == path.stem if path.parent.name == "tiny" else recipe.model.stage == path.parent.name
+    assert recipe.model.stage == path.stem if path.parent == TINY else recipe.model.stage == path.parent.name
     assert recipe.training.output_dir
     # A bounded run: the Trainer's own max_steps (tiny recipes) or the official stop step (real recipes).
     assert recipe.training.max_steps > 0 or recipe.schedule.stop_after_n_steps == 1000
@@ -137,36 +141,36 @@ def test_accelerate_configs_are_yaml_with_a_distributed_type():
 
 
 def test_command_line_overrides_yaml_with_types(tmp_path):
-    recipe = parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--max_steps", "7", "--learning_rate=0.5",
+    recipe = parse_recipe(TINY / "mntp.yaml", ["--max_steps", "7", "--learning_rate=0.5",
                                                            "--peft_model_name_or_path", "a", "b", "--bf16", "true"])
     assert recipe.training.max_steps == 7 and recipe.training.learning_rate == 0.5 and recipe.training.bf16 is True
     assert recipe.model.peft_model_name_or_path == ["a", "b"]
-    assert recipe.model.lora_alpha is None and recipe.data.max_seq_length == 64  # from the YAML / defaults
-    single = parse_recipe(CONFIGS / "tiny" / "simcse.yaml")
+    assert recipe.model.lora_alpha is None and recipe.data.max_seq_length == 128  # from the YAML / defaults
+    single = parse_recipe(TINY / "simcse.yaml")
     assert single.model.peft_model_name_or_path == ["runs/tiny/mntp"]
 
 
 def test_unknown_keys_are_errors_with_a_suggestion(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text((CONFIGS / "tiny" / "mntp.yaml").read_text() + "\nlearning_rat: 0.1\n")
+    bad.write_text((TINY / "mntp.yaml").read_text() + "\nlearning_rat: 0.1\n")
     with pytest.raises(ValueError, match=r"'learning_rat' \(did you mean 'learning_rate'\?\)"):
         parse_recipe(bad)
     with pytest.raises(ValueError, match=r"'max_stepz' \(did you mean 'max_steps'\?\)"):
-        parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--max_stepz", "3"])
+        parse_recipe(TINY / "mntp.yaml", ["--max_stepz", "3"])
     with pytest.raises(ValueError, match="stage"):
-        parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--stage", "pretrain"])
+        parse_recipe(TINY / "mntp.yaml", ["--stage", "pretrain"])
     with pytest.raises(ValueError, match="The recipe sets no 'stage', 'model_name_or_path'"):
         parse_recipe({"output_dir": "x", "train_file": "y"})
     with pytest.raises(ValueError, match="The recipe sets no 'output_dir'"):
         parse_recipe({"stage": "mntp", "model_name_or_path": "m", "train_file": "y"})
     with pytest.raises(ValueError, match="mask_token_type"):
-        parse_recipe(CONFIGS / "tiny" / "mntp.yaml", ["--mask_token_type", "star"])
+        parse_recipe(TINY / "mntp.yaml", ["--mask_token_type", "star"])
 
 
 def test_cli_prints_bad_input_as_one_line(tmp_path, capsys):
     from llm2vec_hf.cli import main
 
-    code = main(["train", str(CONFIGS / "tiny" / "mntp.yaml"), "--max_stepz", "3"])
+    code = main(["train", str(TINY / "mntp.yaml"), "--max_stepz", "3"])
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "max_stepz" in err and err.startswith("llm2vec-hf train: error:")
 
@@ -333,15 +337,15 @@ def test_grouped_batches_come_from_one_dataset_and_split_per_rank():
 # The tiny pipelines: mntp -> simcse -> export and mntp -> supervised -> export
 # --------------------------------------------------------------------------------------------------------------
 def tiny_recipe(stage: str, tiny, output_dir, *overrides: str):
-    """configs/tiny/<stage>.yaml itself, with the data paths pointed at this test's folder and fewer steps."""
+    """The tiny recipe of the stage itself, with the data paths pointed at this test's folder and fewer steps."""
     data = tiny["supervised"] if stage == "supervised" else tiny["corpus"]
     paths = ["--model_name_or_path", str(tiny["base"]), "--train_file", str(data), "--output_dir", str(output_dir),
              "--disable_tqdm", "true"]
-    return parse_recipe(CONFIGS / "tiny" / f"{stage}.yaml", [*paths, *overrides])
+    return parse_recipe(TINY / f"{stage}.yaml", [*paths, *overrides])
 
 
 @pytest.fixture(scope="module")
-def mntp_run(tiny, tmp_path_factory):
+def mntp_run(tiny, tmp_path_factory, recorded_losses):
     # report_to is left to its default: TensorBoard where installed.
     return run_training(tiny_recipe("mntp", tiny, tmp_path_factory.mktemp("mntp"), "--max_steps", "16",
                                     "--gradient_checkpointing", "true", "--max_train_samples", "600"))
@@ -352,7 +356,7 @@ def _adapter_files(folder: str) -> set[str]:
 
 
 def test_mntp_stage(mntp_run):
-    assert falls(mntp_run.losses), mntp_run.losses
+    assert falls(losses(mntp_run)), losses(mntp_run)
     assert _adapter_files(mntp_run.adapter_dir) == {"adapter_config.json", "adapter_model.safetensors"}
     # frequent tokens are predicted right after 16 steps; an accuracy that is not computed reads 0 or is absent
     assert 0 < mntp_run.metrics["eval_accuracy"] < 1 and mntp_run.metrics["eval_loss"] > 0
@@ -381,7 +385,7 @@ def test_tiny_pipeline_to_export(tiny, mntp_run, tmp_path, stage):
                          "--max_steps", "12", "--report_to", "none")
     assert recipe.model.peft_model_name_or_path == [mntp_run.adapter_dir]
     run = run_training(recipe)
-    assert falls(run.losses), run.losses
+    assert falls(losses(run)), losses(run)
     assert _adapter_files(run.adapter_dir) == {"adapter_config.json", "adapter_model.safetensors"}
     assert json.loads((Path(run.adapter_dir) / "llm2vec_config.json").read_text()) == {"pooling_mode": "mean"}
     both = export_checkpoint(str(tiny["base"]), str(tmp_path / "both"), adapters=[mntp_run.adapter_dir, run.adapter_dir])
@@ -411,7 +415,7 @@ def test_gradcache_loss_matches_plain_loss(tiny, tmp_path):
     cached = train("supervised", tiny, tmp_path / "cached", max_steps=2, lora_dropout=0.0, use_gradcache=True,
                    gradcache_mini_batch_size=3)
     assert type(cached.trainer.loss).__name__ == "CachedMultipleNegativesRankingLoss"
-    assert plain.losses == pytest.approx(cached.losses, abs=1e-5)
+    assert losses(plain) == pytest.approx(losses(cached), abs=1e-5)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -488,10 +492,10 @@ def test_killed_run_resumes_and_reaches_max_steps(tiny, tmp_path):
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 14
     first_resumed_step = int(sorted(checkpoints, key=lambda n: int(n.split("-")[1]))[-1].split("-")[1]) + 1
-    assert len(resumed.losses) == 14 - first_resumed_step + 1
+    assert len(losses(resumed)) == 14 - first_resumed_step + 1
     # Same data, same dropout noise (RNG states restored), same weights: the uninterrupted run's losses.
     uninterrupted = run_training(parse_recipe(recipe, ["--output_dir", str(tmp_path / "uninterrupted")]))
-    assert resumed.losses == pytest.approx(uninterrupted.losses[first_resumed_step - 1:], abs=1e-6)
+    assert losses(resumed) == pytest.approx(losses(uninterrupted)[first_resumed_step - 1:], abs=1e-6)
     assert _adapter_files(str(output)) == {"adapter_config.json", "adapter_model.safetensors"}
     assert (output / "loss_curve.png").is_file()
 
@@ -502,7 +506,7 @@ def test_mntp_reads_a_datasets_dataset(tiny, tmp_path):
     (folder / "train.txt").write_text(tiny["corpus"].read_text())
     run = train("mntp", tiny, tmp_path / "out", train_file=None, dataset_name=str(folder), max_steps=2,
                 max_train_samples=200)
-    assert len(run.losses) == 2 and "eval_accuracy" in run.metrics  # the held-out part of the dataset was evaluated
+    assert len(losses(run)) == 2 and "eval_accuracy" in run.metrics  # the held-out part of the dataset was evaluated
     with pytest.raises(DataError, match="Could not load dataset"):
         train("mntp", tiny, tmp_path / "out2", train_file=None, dataset_name=str(tmp_path / "no-such-dataset"))
 
@@ -578,7 +582,7 @@ def test_interrupted_run_resumes_exactly(tiny, tmp_path, stage, monkeypatch):
     monkeypatch.setattr(module, name, build)
     assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-4"]
     resumed = train(stage, tiny, tmp_path / "b", resume_from_checkpoint="true", **settings)
-    assert resumed.losses == pytest.approx(uninterrupted.losses[4:], abs=1e-6)
+    assert losses(resumed) == pytest.approx(losses(uninterrupted)[4:], abs=1e-6)
 
 
 def test_mntp_masks_depend_on_the_block_and_epoch_only():
@@ -603,7 +607,7 @@ def test_gradient_checkpointing_trains_the_same(tiny, tmp_path, stage):
     encoder = model[0].auto_model if stage != "mntp" else model
     assert encoder.base_model.model.is_gradient_checkpointing if stage != "mntp" else \
         encoder.base_model.model.model.gradient_checkpointing
-    assert runs[0].losses == pytest.approx(runs[1].losses, abs=1e-6)
+    assert losses(runs[0]) == pytest.approx(losses(runs[1]), abs=1e-6)
 
 
 def test_bf16_training_with_bfloat16_weights(tiny, tmp_path):
@@ -611,7 +615,7 @@ def test_bf16_training_with_bfloat16_weights(tiny, tmp_path):
     from safetensors.torch import load_file
 
     run = train("supervised", tiny, tmp_path / "o", max_steps=2, bf16=True, dtype="bfloat16")
-    assert len(run.losses) == 2 and all(map(lambda x: x == x and abs(x) < 1e4, run.losses))
+    assert len(losses(run)) == 2 and all(map(lambda x: x == x and abs(x) < 1e4, losses(run)))
     weights = load_file(str(tmp_path / "o" / "adapter_model.safetensors"))
     assert weights and {w.dtype for w in weights.values()} == {torch.float32}
 
@@ -723,3 +727,20 @@ def test_training_wraps_texts_only_in_the_recipes_template(tiny):
     wrapped = sentence_transformer_for(encoder, tokenizer, folders[0], max_seq_length=32, pooling_mode="mean",
                                        text_template="[INST] {text} [/INST]")
     assert "INST" in tokenizer.decode(wrapped.preprocess(["def statements"])["input_ids"][0].tolist())
+
+
+def test_each_stage_trains_with_a_module_level_trainer(tiny, tmp_path):
+    """The trainers and the preloaded sentence-transformers module are importable classes, and the adapter the
+    trainer saves is the one inside the model it trains."""
+    from llm2vec_hf.training import contrastive, mntp
+
+    for stage, module, trainer_class in (("mntp", mntp, mntp.MNTPTrainer),
+                                         ("supervised", contrastive, contrastive.ContrastiveTrainer)):
+        build = mntp.build_mntp_trainer if stage == "mntp" else contrastive.build_contrastive_trainer
+        trainer, _ = build(parse_recipe(recipe_values(stage, tiny, tmp_path / stage)), None)
+        assert type(trainer) is trainer_class
+        if stage == "supervised":
+            assert type(trainer.model[0]) is contrastive.PreloadedLLM2VecTransformer
+            assert trainer.peft_model() is trainer.model[0].auto_model
+        else:
+            assert trainer.peft_model() is trainer.model

@@ -1,5 +1,5 @@
 """Every stage under ``torchrun --nproc_per_node=2`` on CPU (gloo), and the two-process loss equals the single-process
-loss on the same global batch (SimCSE and supervised as the issue asks; MNTP too, since the Trainer averages the
+loss on the same global batch (SimCSE and supervised, whose negatives are gathered; MNTP too, since the Trainer averages the
 token loss over all devices' masked tokens).
 
 Two processes with 4 rows each (negatives gathered across devices) against one process with 8 rows: the same
@@ -26,6 +26,7 @@ import yaml
 
 from llm2vec_hf.training import parse_recipe, run_training
 from llm2vec_hf.training.tiny_data import prepare_tiny
+from loss_recording import losses
 
 STEPS = 3
 WORKER = textwrap.dedent(
@@ -42,12 +43,16 @@ WORKER = textwrap.dedent(
         return (tensor / torch.distributed.get_world_size()).tolist()
 
 
-    recipes, result_file = json.loads(sys.argv[1]), sys.argv[2]
+    recipes, result_file, tests = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
+    sys.path.insert(0, tests)
+    from loss_recording import losses, record_losses
+
+    record_losses()
     results = {}
     for stage, values in recipes.items():
         run = run_training(parse_recipe(values))
         results[stage] = {
-            "losses": world_mean(run.losses),
+            "losses": world_mean(losses(run)),
             "world_size": run.trainer.args.world_size,
             "backend": torch.distributed.get_backend(),
             "adapter": sorted(p for p in __import__("os").listdir(run.adapter_dir) if p.startswith("adapter_")),
@@ -102,7 +107,7 @@ def launch(root, tiny, attempt: int):
            if k not in leaked and not k.startswith(("ACCELERATE_", "TORCHELASTIC_", "FSDP_"))}
     env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-               str(worker), json.dumps(recipes), str(result_file)]
+               str(worker), json.dumps(recipes), str(result_file), str(Path(__file__).resolve().parent)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     return done, result_file
 
@@ -131,7 +136,7 @@ def test_stage_runs_under_torchrun_on_cpu(ddp_results, stage):
 
 
 @pytest.fixture(scope="module")
-def single_losses(tmp_path_factory):
+def single_losses(tmp_path_factory, recorded_losses):
     """``single_losses(tiny, stage)`` -> the per-step losses of one process on the global batch (run once)."""
     root = tmp_path_factory.mktemp("single")
     cache: dict[str, list[float]] = {}
@@ -141,7 +146,7 @@ def single_losses(tmp_path_factory):
             threads = torch.get_num_threads()
             torch.set_num_threads(1)
             try:
-                cache[stage] = run_training(parse_recipe(values(stage, tiny, root / stage, batch=8))).losses
+                cache[stage] = losses(run_training(parse_recipe(values(stage, tiny, root / stage, batch=8))))
             finally:
                 torch.set_num_threads(threads)
             assert len(cache[stage]) == STEPS

@@ -103,9 +103,9 @@ def test_recipe_schedule_is_the_official_one_at_every_step(path):
 
 def test_print_config_shows_the_resolved_schedule_without_loading_a_model(tmp_path, capsys, monkeypatch):
     from llm2vec_hf import cli
-    from llm2vec_hf.training import lora
+    from llm2vec_hf.training import stage_model
 
-    monkeypatch.setattr(lora, "load_model_for_stage", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.setattr(stage_model, "load_model_for_stage", lambda *a, **k: pytest.fail("loaded a model"))
     jsonl = tmp_path / "train.jsonl"
     from llm2vec_hf.training.e5 import convert
 

@@ -69,7 +69,7 @@ def prepare_output(output: str | os.PathLike) -> Path:
 
 
 def write_task(folder: Path, limit: int | None = None) -> Path:
-    """The held-out WordNet retrieval task as an mteb local task (see evaluation.mteb_tasks.LOCAL_TASK_FORMAT);
+    """The held-out WordNet retrieval task as an mteb local task (see evaluation.tasks.LOCAL_TASK_FORMAT);
     ``limit`` keeps the first queries and their documents."""
     from .default_assets import WORDNET_INSTRUCTION, load_eval_task
 
@@ -105,7 +105,7 @@ def causal_baseline(base: Path):
 def evaluate(model_dir: Path, task: Path, work: Path, model=None) -> tuple[float, dict[str, float]]:
     """mteb's nDCG@10 of the model on the task, and the per-query nDCG@10 behind it (``{query id: score}``)."""
     from .errors import LLM2VecError
-    from .evaluation.mteb_tasks import run_mteb
+    from .evaluation.runner import run_mteb
 
     predictions = work / "predictions" / Path(model_dir).name
     result = run_mteb(str(model_dir), [str(task)], work / "mteb", batch_size=64, model=model,
@@ -120,9 +120,9 @@ def evaluate(model_dir: Path, task: Path, work: Path, model=None) -> tuple[float
 
 
 def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    from .evaluation.mteb_tasks import _read_qrels
+    from .evaluation.tasks import read_qrels as read_task_qrels
 
-    return _read_qrels(path)
+    return read_task_qrels(path)
 
 
 def per_query_ndcg(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], k: int = K) -> dict[str, float]:
@@ -238,6 +238,7 @@ def train(stage: str, base: Path, adapters: list[Path], data: Path, output: Path
         train_file=str(data),
         output_dir=str(output),
         seed=seed,
+        report_to="none",
         **overrides,
     )
     return Path(run_training(recipe).adapter_dir)

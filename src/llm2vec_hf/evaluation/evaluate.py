@@ -56,7 +56,7 @@ def evaluate_checkpoint(
     summary: dict[str, Any] = {"model": model, "rows": rows}
     ran_tasks = []
     if mteb_names:
-        from .mteb_tasks import run_mteb
+        from .runner import run_mteb
 
         instructions = None
         if instructions_file:
@@ -96,13 +96,13 @@ def evaluate_checkpoint(
         )
     output.mkdir(parents=True, exist_ok=True)
     if model_card:
-        from .mteb_tasks import model_index_entries, write_model_card_results
+        from .model_index import model_index_entries, write_model_card_results
 
         entries = model_index_entries(rows, ran_tasks)
         if not os.path.isdir(model):
             raise LLM2VecError("--model-card needs a local checkpoint folder")
         summary["model_card"] = write_model_card_results(model, entries)
         if not summary["model_card"]:
-            logger.warning("no model card updated (no README.md in %s, or no model-card support)", model)
+            logger.warning("no model card updated: %s has no README.md", model)
     write_json(output / "summary.json", summary, indent=2, default=str)
     return summary

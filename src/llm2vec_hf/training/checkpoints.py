@@ -5,7 +5,6 @@
 * Checkpoints are written under ``output_dir/.staging/`` and renamed into ``output_dir/checkpoint-N`` only once
   complete (after every rank wrote its RNG state), so a run killed at any moment leaves no half-written
   ``checkpoint-N`` behind; ``resume_from_checkpoint: true`` picks the newest one.
-* The loss of every micro-batch is recorded in ``recorded_losses`` (this process's loss, unrounded).
 """
 
 from __future__ import annotations
@@ -26,21 +25,19 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
 class AdapterTrainerMixin:
-    """Mixed into ``transformers.Trainer`` subclasses whose model holds exactly one trainable PEFT adapter.
+    """Mixed into ``transformers.Trainer`` subclasses whose model holds exactly one trainable PEFT adapter (the
+    MNTP model itself, or the encoder inside a ``SentenceTransformer``); ``peft_model()`` finds it."""
 
-    The subclass provides ``peft_model()``, returning that ``PeftModel`` (the MNTP and contrastive trainers do).
-    """
+    #: While a checkpoint is written: the staging folder the Trainer writes it into (see ``_get_output_dir``).
+    _checkpoint_root: str | None = None
 
-    recorded_losses: list[float]
+    def peft_model(self):
+        from peft import PeftModel
 
-    def compute_loss(self, model, inputs, *args, **kwargs):
-        result = super().compute_loss(model, inputs, *args, **kwargs)
-        loss = result[0] if isinstance(result, tuple) else result
-        if model.training:
-            if not hasattr(self, "recorded_losses"):
-                self.recorded_losses = []
-            self.recorded_losses.append(float(loss.detach().float().cpu()))
-        return result
+        found = [module for module in self.model.modules() if isinstance(module, PeftModel)]
+        if len(found) != 1:
+            raise LLM2VecError(f"the trained model holds {len(found)} PEFT adapters; llm2vec-hf trains exactly one")
+        return found[0]
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         output_dir = output_dir or self.args.output_dir
@@ -91,16 +88,20 @@ class AdapterTrainerMixin:
     def _load_best_model(self) -> None:  # pragma: no cover - load_best_model_at_end is refused in validation
         raise LLM2VecError("load_best_model_at_end is not supported by llm2vec-hf training")
 
+    def _get_output_dir(self, trial) -> str:
+        # The Trainer has no public setting for where one checkpoint goes: it puts checkpoint-N under the folder
+        # this returns, so returning the staging folder during `_save_checkpoint` stages the whole checkpoint.
+        return self._checkpoint_root or super()._get_output_dir(trial=trial)
+
     def _save_checkpoint(self, model, trial) -> None:
         run_dir = self._get_output_dir(trial=trial)
         staging_root = os.path.join(run_dir, STAGING)
         name = f"checkpoint-{self.state.global_step}"
-        original = self._get_output_dir
-        self._get_output_dir = lambda trial=None: staging_root
+        self._checkpoint_root = staging_root
         try:
             super()._save_checkpoint(model, trial)
         finally:
-            self._get_output_dir = original
+            self._checkpoint_root = None
         self.accelerator.wait_for_everyone()
         if self.args.should_save:
             write_run_settings(os.path.join(staging_root, name), self.args)

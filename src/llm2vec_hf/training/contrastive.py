@@ -20,34 +20,44 @@ from __future__ import annotations
 import logging
 
 import torch
+from sentence_transformers import SentenceTransformerTrainer
 
+from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
+from .checkpoints import AdapterTrainerMixin
 from .data import GroupedBatchSampler, load_hub_texts, read_supervised, read_texts, supervised_columns
 
 logger = logging.getLogger(__name__)
 
 
-def padded_row_module_class():
-    """``LLM2VecTransformer`` that pools every position of the left-padded row, BOS and padding included.
+class PreloadedLLM2VecTransformer(LLM2VecTransformer):
+    """``LLM2VecTransformer`` around an encoder already in memory (the ``PeftModel`` being trained), passed as
+    ``model_kwargs={"encoder": ...}``: sentence-transformers' ``Transformer`` only loads from a folder, and
+    ``_load_model`` is where it does."""
+
+    def _load_model(self, *args, encoder=None, **kwargs):
+        if encoder is None:
+            raise ValueError("PreloadedLLM2VecTransformer needs model_kwargs={'encoder': <the loaded encoder>}")
+        return encoder
+
+
+class PaddedRowLLM2VecTransformer(PreloadedLLM2VecTransformer):
+    """Pools every position of the left-padded row, BOS and padding included.
 
     The official run_simcse.py passes texts without its instruction marker, so its embed mask is empty and its
     ``skip_instruction`` pooling averages the whole padded row. Kept as an option (``simcse_pooling:
     padded_row``) to reproduce it exactly; the default pools the text's tokens as inference does
     (docs/architecture.md, differences table).
     """
-    from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
 
-    class PaddedRowLLM2VecTransformer(LLM2VecTransformer):
-        def preprocess(self, inputs, prompt=None, **kwargs):
-            side = self.tokenizer.padding_side
-            self.tokenizer.padding_side = "left"  # the official tokenizer pads on the left
-            try:
-                batch = super().preprocess(inputs, prompt=prompt, **kwargs)
-            finally:
-                self.tokenizer.padding_side = side
-            batch["pool_mask"] = torch.ones_like(batch["attention_mask"])
-            return batch
-
-    return PaddedRowLLM2VecTransformer
+    def preprocess(self, inputs, prompt=None, **kwargs):
+        side = self.tokenizer.padding_side
+        self.tokenizer.padding_side = "left"  # the official tokenizer pads on the left
+        try:
+            batch = super().preprocess(inputs, prompt=prompt, **kwargs)
+        finally:
+            self.tokenizer.padding_side = side
+        batch["pool_mask"] = torch.ones_like(batch["attention_mask"])
+        return batch
 
 
 def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_length: int, pooling_mode: str,
@@ -55,14 +65,8 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
     """A ``SentenceTransformer`` around an already loaded encoder (possibly a ``PeftModel``), no second load."""
     from sentence_transformers import SentenceTransformer
 
-    from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
-
-    class _Preloaded(LLM2VecTransformer):
-        def _load_model(self, *args, **kwargs):
-            return encoder
-
-    module = _Preloaded(base_folder, max_seq_length=max_seq_length)
-    module.__class__ = padded_row_module_class() if padded_row_pooling else LLM2VecTransformer
+    module_class = PaddedRowLLM2VecTransformer if padded_row_pooling else PreloadedLLM2VecTransformer
+    module = module_class(base_folder, max_seq_length=max_seq_length, model_kwargs={"encoder": encoder})
     tokenizer.model_max_length = max_seq_length
     module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
     settings = {"pooling_mode": pooling_mode}
@@ -124,15 +128,34 @@ def load_contrastive_rows(recipe) -> tuple[dict[str, list], list[str]]:
     return columns, groups
 
 
+class ContrastiveTrainer(AdapterTrainerMixin, SentenceTransformerTrainer):
+    """``SentenceTransformerTrainer`` with adapter-only, staged checkpoints and batches from one dataset each.
+
+    ``groups``: the dataset label of each training row (``GroupedBatchSampler``); ``adapter_settings``: the
+    encoding settings saved with each adapter (``write_encoding_settings``).
+    """
+
+    def __init__(self, *args, groups: list[str], adapter_settings: dict, **kwargs):
+        self.groups, self.adapter_settings = groups, adapter_settings
+        super().__init__(*args, **kwargs)
+
+    def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None, seed=0):
+        return GroupedBatchSampler(self.groups, batch_size, self.args.world_size, self.args.seed, drop_last)
+
+    def _save(self, output_dir=None, state_dict=None):
+        from ..modeling.modeling_llm2vec import write_encoding_settings
+
+        super()._save(output_dir, state_dict)
+        write_encoding_settings(output_dir or self.args.output_dir, self.adapter_settings)
+
+
 def build_contrastive_trainer(recipe, resume: str | None):
     """Reads data, loads the encoder with earlier adapters merged and a fresh LoRA; returns ``(trainer, base)``."""
     from datasets import Dataset
-    from sentence_transformers import SentenceTransformerTrainer
     from transformers import set_seed
 
-    from ..modeling.modeling_llm2vec import write_encoding_settings
-    from .checkpoints import AdapterTrainerMixin
-    from .lora import add_lora, enable_gradient_checkpointing, load_model_for_stage, take_gradient_checkpointing
+    from .lora import add_lora, enable_gradient_checkpointing, take_gradient_checkpointing
+    from .stage_model import load_model_for_stage
 
     args, stage, contrastive = recipe.training, recipe.model.stage, recipe.contrastive
     columns, groups = load_contrastive_rows(recipe)
@@ -159,26 +182,16 @@ def build_contrastive_trainer(recipe, resume: str | None):
     logger.info("%s: %s, scale %.1f, batch %d x %d device(s)", stage, type(loss).__name__, scale,
                 args.per_device_train_batch_size, args.world_size)
     args.dataloader_drop_last = drop_last
-
-    class ContrastiveTrainer(AdapterTrainerMixin, SentenceTransformerTrainer):
-        def peft_model(self):
-            return peft_model
-
-        def get_batch_sampler(self, dataset, batch_size, drop_last, valid_label_columns=None, generator=None,
-                              seed=0):
-            return GroupedBatchSampler(groups, batch_size, self.args.world_size, self.args.seed, drop_last)
-
-        def _save(self, output_dir=None, state_dict=None):
-            super()._save(output_dir, state_dict)
-            settings = {"pooling_mode": contrastive.pooling_mode}
-            if contrastive.text_template:
-                settings["text_template"] = contrastive.text_template
-            write_encoding_settings(output_dir or self.args.output_dir, settings)
+    adapter_settings = {"pooling_mode": contrastive.pooling_mode}
+    if contrastive.text_template:
+        adapter_settings["text_template"] = contrastive.text_template
 
     trainer = ContrastiveTrainer(
         model=model,
         args=args,
         train_dataset=Dataset.from_dict(columns),
         loss=loss,
+        groups=groups,
+        adapter_settings=adapter_settings,
     )
     return trainer, base_folder

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import Trainer
 
+from .checkpoints import AdapterTrainerMixin
 from .data import DataError, load_hub_texts, read_raw_texts
 
 logger = logging.getLogger(__name__)
@@ -260,12 +262,22 @@ def count_blocks(recipe) -> tuple[int, str]:
     return len(blocks), f"{len(train_texts)} texts -> {len(blocks)} blocks of {data_args.max_seq_length} tokens"
 
 
+class MNTPTrainer(AdapterTrainerMixin, Trainer):
+    """The plain ``Trainer`` with adapter-only, staged checkpoints, drawing blocks in a ``SeededRandomSampler``."""
+
+    def _get_train_sampler(self, train_dataset=None):
+        # The Trainer's one place to choose the training sampler (get_train_dataloader would repeat its accelerate
+        # set-up around it).
+        return SeededRandomSampler(train_dataset if train_dataset is not None else self.train_dataset,
+                                   self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+
+
 def build_mntp_trainer(recipe, resume: str | None):
     """Reads data, loads the MNTP model with a fresh LoRA, and returns ``(trainer, base_folder)``."""
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
 
-    from .checkpoints import AdapterTrainerMixin
-    from .lora import add_lora, enable_gradient_checkpointing, load_model_for_stage, take_gradient_checkpointing
+    from .lora import add_lora, enable_gradient_checkpointing, take_gradient_checkpointing
+    from .stage_model import load_model_for_stage
 
     args, data_args, mntp = recipe.training, recipe.data, recipe.mntp
     train_texts, eval_texts = load_texts(data_args, args.seed)
@@ -303,15 +315,6 @@ def build_mntp_trainer(recipe, resume: str | None):
         pad_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
         seed=args.seed,
     )
-
-    class MNTPTrainer(AdapterTrainerMixin, Trainer):
-        def peft_model(self):
-            return model
-
-        def _get_train_sampler(self, train_dataset=None):
-            return SeededRandomSampler(train_dataset if train_dataset is not None else self.train_dataset,
-                                       self.args.data_seed if self.args.data_seed is not None else self.args.seed)
-
 
     trainer = MNTPTrainer(
         model=model,

@@ -22,7 +22,6 @@ class TrainingResult:
     base: str
     adapters: list[str]
     metrics: dict = field(default_factory=dict)
-    losses: list[float] = field(default_factory=list)  # this process's loss per micro-batch, this session only
     loss_curve: str | None = None
     summary: str = ""
     trainer: object = None
@@ -66,7 +65,7 @@ def run_training(recipe) -> TrainingResult:
     save_adapter_atomically(trainer, args.output_dir)
     adapters = list(recipe.model.peft_model_name_or_path or [])
     result = TrainingResult(stage, args.output_dir, recipe.model.model_name_or_path, adapters, metrics,
-                            list(getattr(trainer, "recorded_losses", [])), trainer=trainer)
+                            trainer=trainer)
     if trainer.is_world_process_zero():
         trainer.save_state()
         write_json(os.path.join(args.output_dir, "train_results.json"),

@@ -1,4 +1,4 @@
-"""Everything the tiny recipes (configs/tiny/) need, built offline: a random tiny base and English training data.
+"""Everything the tiny recipes (src/llm2vec_hf/demo_recipes/) need, built offline: a random tiny base and English training data.
 
     python -m llm2vec_hf.training.tiny_data runs/tiny [--family llama]
 
