@@ -60,8 +60,9 @@ def export_checkpoint(
 ) -> str:
     """Loads ``base``, merges ``adapters`` in order, and writes the checkpoint to ``output``.
 
-    Encoding settings: defaults < base config.json < llm2vec_config.json of base, then of the last adapter
-    (official adapter repos carry one) < ``encoding`` keyword arguments that are not None.
+    Encoding settings are resolved once by `loading.encoding_settings`: defaults < base config.json's ``llm2vec``
+    < the base's llm2vec_config.json < each adapter's config.json block and llm2vec_config.json, in order
+    (official adapter repos carry the file) < ``encoding`` keyword arguments that are not None.
     """
     adapters = list(adapters)
     check_encoding({k: v for k, v in encoding.items() if v is not None})  # fails here, before the model loads

@@ -91,8 +91,9 @@ class LLM2Vec(torch.nn.Module):
     ) -> "LLM2Vec":
         """Loads a checkpoint (folder or repo id), optionally with PEFT adapters.
 
-        Encoding settings come from, in order: defaults, the checkpoint's config.json (``llm2vec``),
-        ``llm2vec_config.json`` of the base and then of the adapter (as the official loader reads it), and the
+        Encoding settings are resolved once (`loading.encoding_settings`), later winning: defaults, the
+        checkpoint's config.json (``llm2vec``), ``llm2vec_config.json`` of the base, then the last adapter's
+        config.json block and ``llm2vec_config.json`` (the file as the official loader reads it), and the
         keyword arguments ``pooling_mode``, ``max_length``, ``doc_max_length``, ``skip_instruction``. Other
         keyword arguments go to ``from_pretrained`` of transformers (``dtype``/``torch_dtype``,
         ``attn_implementation``…). Unlike the official loader, a list of adapters is applied in order.
