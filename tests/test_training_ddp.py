@@ -36,8 +36,7 @@ WORKER = textwrap.dedent(
     from llm2vec_hf.training import parse_recipe, run_training
 
 
-    def world_mean(values):
-        """Per-step values averaged over the processes of the running torch.distributed group."""
+    def world_mean(values):  # per-step values averaged over the processes of the group
         tensor = torch.tensor(values, dtype=torch.float64)
         torch.distributed.all_reduce(tensor)
         return (tensor / torch.distributed.get_world_size()).tolist()
