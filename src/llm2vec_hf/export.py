@@ -33,9 +33,9 @@ from .errors import LLM2VecError, TokenizerError, one_line
 from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
 from .modeling import modeling_llm2vec
+from .modeling.sentence_transformers_llm2vec import TEI_POOLING, requirements, write_pooling_config
 from .modeling.modeling_llm2vec import (
     DEFAULT_ENCODING,
-    MIN_TRANSFORMERS_VERSION,
     TOKENIZER_SOURCE_KEYS,
     TokenizerEmbeddingError,
     check_encoding,
@@ -375,8 +375,6 @@ ST_LAYOUTS = ("auto", "remote", "stock")
 #: The stock Pooling mode that pools what each LLM2Vec mode pools, over the tokens it is given.
 STOCK_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken", "eos_token": "lasttoken",
                  "bos_token": "cls"}
-#: What TEI should pool with (it knows cls, mean and last_token; no weighted mean), written to 1_Pooling/config.json.
-TEI_POOLING = {"mean": "mean", "last_token": "lasttoken", "eos_token": "lasttoken", "bos_token": "cls"}
 #: Largest |difference| from the exact vectors at which the stock layout counts as exact (the loading-path tolerance).
 STOCK_TOLERANCE = 1e-4
 #: Inputs on which the stock layout is measured against the exact vectors: plain texts and instruction pairs,
@@ -431,7 +429,7 @@ def _write_sentence_transformers_files(
         raise LLM2VecError(f"Unknown sentence-transformers layout {st_modules!r}; choose one of {', '.join(ST_LAYOUTS)}")
     mode = settings["pooling_mode"]
     if mode in TEI_POOLING:
-        write_pooling_config(folder / "1_Pooling", model.config.hidden_size if model is not None else None,
+        write_pooling_config(str(folder / "1_Pooling"), model.config.hidden_size if model is not None else None,
                              TEI_POOLING[mode])
     why_not = stock_is_exact(settings)
     if st_modules == "remote" or (st_modules == "auto" and why_not):
@@ -455,38 +453,6 @@ def _write_sentence_transformers_files(
     return deviation
 
 
-def write_pooling_config(folder: Path, dimension: int | None, pooling_mode: str) -> None:
-    """1_Pooling/config.json, written by sentence-transformers' ``Pooling``, plus the ``pooling_mode_*`` booleans:
-    TEI parses only those (router/src/lib.rs, ``PoolConfig``), sentence-transformers 6 writes only ``pooling_mode``
-    and reads either."""
-    from sentence_transformers.sentence_transformer.modules import Pooling
-
-    folder.mkdir(parents=True, exist_ok=True)
-    Pooling(dimension or 1, pooling_mode).save(str(folder))
-    config = json.loads((folder / "config.json").read_text())
-    if dimension is None:
-        config.pop("embedding_dimension", None)
-    for key, name in (("pooling_mode_cls_token", "cls"), ("pooling_mode_mean_tokens", "mean"),
-                      ("pooling_mode_max_tokens", "max"), ("pooling_mode_mean_sqrt_len_tokens", "mean_sqrt_len_tokens"),
-                      ("pooling_mode_weightedmean_tokens", "weightedmean"), ("pooling_mode_lasttoken", "lasttoken")):
-        config[key] = pooling_mode == name
-    _write_json(folder / "config.json", config)
-
-
-def _requirements(stock: bool) -> dict[str, Any]:
-    return {
-        "transformers": {
-            "specifier": f">={MIN_TRANSFORMERS_VERSION}",
-            "reason": "older transformers ignore config.is_causal=False and would run causal attention",
-        },
-        "sentence_transformers": {
-            "specifier": ">=6.0",
-            "reason": "modules.json names sentence-transformers 6 module classes" if stock
-            else "the LLM2Vec module subclasses the sentence-transformers 6 Transformer module",
-        },
-    }
-
-
 def _model_config(prompts: dict[str, str], stock: bool) -> dict[str, Any]:
     """config_sentence_transformers.json: the keys ``SentenceTransformer.save`` writes, plus the ``requirements``
     guard (read by sentence-transformers on load, but it has no API to declare one, so it is added here)."""
@@ -501,7 +467,7 @@ def _model_config(prompts: dict[str, str], stock: bool) -> dict[str, Any]:
         "default_prompt_name": None,
         "model_type": "SentenceTransformer",
         "prompts": {"document": "", **prompts},
-        "requirements": _requirements(stock),
+        "requirements": requirements(stock),
         "similarity_fn_name": "cosine",
     }
 
@@ -533,7 +499,7 @@ def write_stock_layout(folder: Path, settings: dict[str, Any], prompts: dict[str
     from sentence_transformers.sentence_transformer.modules import Pooling
 
     mode = STOCK_POOLING[settings["pooling_mode"]]
-    write_pooling_config(folder / "1_Pooling", dimension, mode)
+    write_pooling_config(str(folder / "1_Pooling"), dimension, mode)
     _write_json(folder / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": f"{Transformer.__module__}.{Transformer.__name__}"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": f"{Pooling.__module__}.{Pooling.__name__}"},
