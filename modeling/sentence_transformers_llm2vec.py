@@ -36,6 +36,8 @@ from .modeling_llm2vec import (
     write_encoding_settings,
 )
 
+#: Where the LLM2Vec card's usage snippets name the checkpoint; the repo id replaces it on upload.
+MODEL_ID_PLACEHOLDER = "PATH_OR_REPO_ID"
 #: The files of this checkpoint's remote code, kept beside every saved copy.
 MODELING_FILES = ("modeling_llm2vec.py", "sentence_transformers_llm2vec.py")
 #: What TEI should pool with for each LLM2Vec pooling mode; it has cls, mean and last_token, no weighted mean
@@ -198,6 +200,8 @@ class LLM2VecTransformer(Transformer):
         if card_data is None:
             return
         card_data.add_tags(["llm2vec"])
+        # so that push_to_hub, which keeps the LLM2Vec card, puts the repo id into its sentence-transformers snippet
+        model._model_card_model_id_placeholder = MODEL_ID_PLACEHOLDER
         match = _BASE_MODEL_LINE.search((getattr(model, "_model_card_text", None) or "").partition("\n---")[0])
         if match and not card_data.base_model:
             card_data.base_model = match["id"]

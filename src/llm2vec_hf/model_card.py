@@ -34,8 +34,10 @@ from typing import Any, Iterable
 import transformers
 import yaml
 
-#: What the usage snippets say where the checkpoint's name goes; ``push`` puts the repo id there.
-MODEL_ID_PLACEHOLDER = "PATH_OR_REPO_ID"
+# What the usage snippets say where the checkpoint's name goes; ``push`` (and sentence-transformers' push_to_hub, for
+# its own snippet) puts the repo id there.
+from .modeling.sentence_transformers_llm2vec import MODEL_ID_PLACEHOLDER
+
 TRAINING_RECORD = "llm2vec_training.json"
 EVALUATION_START = "<!-- llm2vec-hf:evaluation:start -->"
 EVALUATION_END = "<!-- llm2vec-hf:evaluation:end -->"
