@@ -76,12 +76,13 @@ def test_auto_keeps_the_llm2vec_module_where_stock_modules_are_not_exact(tiny_ba
     assert why in caplog.text
 
 
-def test_st_modules_stock_writes_stock_modules_and_prints_the_measured_deviation(tiny_bases, tmp_path, capsys):
+def test_st_modules_stock_writes_stock_modules_and_prints_the_measured_deviation(tiny_bases, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="llm2vec_hf.export")  # the CLI prints these records on stderr
     out = tmp_path / "stock-mean"
     assert cli.main(["export", str(tiny_bases["llama"]), "--output", str(out), "--pooling", "mean",
                      "--max-length", "48", "--st-modules", "stock"]) == 0
-    err = capsys.readouterr().err
-    line = next(line for line in err.splitlines() if "NOT the exact LLM2Vec vectors" in line)
+    line = next(r.getMessage() for r in caplog.records if "NOT the exact LLM2Vec vectors" in r.getMessage())
+    assert next(r for r in caplog.records if "NOT the exact" in r.getMessage()).levelname == "WARNING"
     assert "mean cosine" in line and "min cosine" in line and f"on {len(STOCK_SAMPLE)} sample inputs" in line
     assert _module_types(out) == STOCK_MODULES
     from sentence_transformers import SentenceTransformer

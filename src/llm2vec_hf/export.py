@@ -459,8 +459,9 @@ def _model_config(prompts: dict[str, str], stock: bool) -> dict[str, Any]:
     import sentence_transformers
     import torch
 
-    if stock:  # stock modules prepend the prompt as is; LLM2Vec reads instruction.strip() + " " + text
-        prompts = {name: (text.strip() + " " if text.strip() else "") for name, text in prompts.items()}
+    # stored as LLM2Vec reads an instruction (instruction.strip() + " " + text): what the LLM2Vec module reads either
+    # way, and what stock modules and TEI, which prepend the prompt as it is, then read too
+    prompts = {name: (text.strip() + " " if text.strip() else "") for name, text in prompts.items()}
     return {
         "__version__": {"pytorch": torch.__version__, "sentence_transformers": sentence_transformers.__version__,
                         "transformers": transformers.__version__},
