@@ -235,3 +235,6 @@ def test_serving_section_says_when_tei_is_exact(pooling_mode, flag):
     eos = serving_section("llama", _settings("eos_token", doc_max_length=512), "org/x")
     assert "TEI is not exact" in eos and "' </s>'" in eos
     assert "equal these" in serving_section("llama", _settings("eos_token", doc_max_length=512, eos_text=""), "org/x")
+    # pooling every token (no skip_instruction) is what TEI's mean does
+    assert "equal these" in serving_section("llama", _settings("mean", doc_max_length=512, skip_instruction=False),
+                                            "org/x")

@@ -385,20 +385,22 @@ STOCK_SAMPLE = [
     "Ünïcödé naïve café — 日本語のテキスト 😀",
     "Transformers read every token at once; bidirectional attention lets each token see the whole text.",
     ["Given a web search query, retrieve relevant passages", "how do transformers attend to tokens?"],
-    ["Retrieve the definition", "x"],
+    ["Given a web search query, retrieve relevant passages", "x"],
     ["Classify the sentiment of the review ", "I loved every minute of it, and the ending too."],
 ]
 
 
 def stock_is_exact(settings: dict[str, Any]) -> str | None:
-    """None when stock Transformer + Pooling modules compute what LLM2Vec computes for these settings, else why not.
+    """None when stock Transformer + Pooling modules (and TEI, which pools the same way) compute what LLM2Vec
+    computes for these settings, else why not.
 
-    Stock modules read ``prompt + text`` and pool over all of it; LLM2Vec pools only the text's own tokens, cuts
-    texts word-wise to doc_max_length, wraps them in the text template and appends eos_text. Only the last token
-    is the same in both, and only when none of those apply.
+    Stock modules read ``prompt + text`` and pool over all of it, BOS included; LLM2Vec pools only the text's own
+    tokens (``skip_instruction``), cuts texts word-wise to doc_max_length, wraps them in the text template and
+    appends eos_text. The last token, the first token (BOS) and, without skip_instruction, the mean over all
+    tokens are the same in both when none of the rest applies.
     """
     mode = settings["pooling_mode"]
-    if mode not in ("last_token", "eos_token"):
+    if mode in ("mean", "weighted_mean") and settings["skip_instruction"]:
         return f"{mode} pooling over the text's own tokens (stock pooling also pools BOS and the instruction)"
     if mode == "eos_token" and settings.get("eos_text"):
         return f"eos_token pooling appends {settings['eos_text']!r} to each text, which stock modules do not"
@@ -528,15 +530,19 @@ def measure_stock_layout(folder: Path, model, tokenizer, settings: dict[str, Any
     reference = load_reference_tokenizer(str(folder), model.config.model_type) or tokenizer
     exact = encode_with(model, reference, STOCK_SAMPLE, settings)
     stock = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    # one batch per instruction (its prompt), so that padding is part of what is measured
+    by_instruction: dict[str, list[int]] = {}
+    for i, item in enumerate(STOCK_SAMPLE):
+        by_instruction.setdefault(item[0].strip() if isinstance(item, list) else "", []).append(i)
+    rows: dict[int, Any] = {}
     try:
-        rows = []
-        for item in STOCK_SAMPLE:
-            instruction, text = item if isinstance(item, list) else ("", item)
-            prompt = instruction.strip() + " " if instruction.strip() else None
-            rows.append(stock.encode([text], prompt=prompt, convert_to_tensor=True)[0].float().cpu())
+        for instruction, indices in by_instruction.items():
+            texts = [STOCK_SAMPLE[i][1] if isinstance(STOCK_SAMPLE[i], list) else STOCK_SAMPLE[i] for i in indices]
+            vectors = stock.encode(texts, prompt=instruction + " " if instruction else None, convert_to_tensor=True)
+            rows.update(zip(indices, vectors.float().cpu()))
     finally:
         del stock
-    got = torch.stack(rows)
+    got = torch.stack([rows[i] for i in range(len(STOCK_SAMPLE))])
     cosine = torch.nn.functional.cosine_similarity(got, exact, dim=-1)
     return {"inputs": len(STOCK_SAMPLE), "mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min()),
             "max_abs": float((got - exact).abs().max())}

@@ -308,7 +308,7 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
                   f"`text-embeddings-router --model-id {model_id} --pooling mean` is the nearest (its vectors differ)."]
         return "\n".join(lines)
     pooling = TEI_POOLING_FLAG[TEI_POOLING[mode]]
-    why_not = stock_is_exact(settings) if mode != "bos_token" else _first_token_exactness(settings)
+    why_not = stock_is_exact(settings)
     lines += ["", "```bash", f"text-embeddings-router --model-id {model_id} --pooling {pooling}", "```", ""]
     if why_not is None:
         lines += [f"With `--pooling {pooling}` (also what 1_Pooling/config.json selects), TEI pools the token LLM2Vec "
@@ -318,16 +318,6 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
         lines += [f"TEI is not exact for this checkpoint: {why_not}. Its vectors are close to, not equal to, these; "
                   "do not mix the two in one index."]
     return "\n".join(lines)
-
-
-def _first_token_exactness(settings: dict[str, Any]) -> str | None:
-    """Why TEI's first-token (cls) pooling is not LLM2Vec's bos_token pooling for these settings, or None."""
-    if settings.get("text_template"):
-        return "the text template wraps each input, which TEI does not"
-    if settings["doc_max_length"] < settings["max_length"]:
-        return (f"texts are cut word-wise to doc_max_length={settings['doc_max_length']} tokens, which TEI does not "
-                f"(exact with --doc-max-length {settings['max_length']} or more at export)")
-    return None
 
 
 def render_model_card(
