@@ -256,7 +256,7 @@ def remote_code_note(stock: dict[str, Any] | None) -> str:
                 "checkpoint's LLM2Vec module does.")
     figures = (f"on {stock['inputs']} sample inputs at export: mean cosine {stock['mean_cosine']:.6f}, min cosine "
                f"{stock['min_cosine']:.6f}, largest difference {stock['max_abs']:.1e}")
-    if stock["max_abs"] <= 1e-4:
+    if stock["why_not_exact"] is None and stock["max_abs"] <= 1e-4:
         return ("sentence-transformers loads this checkpoint with its stock `Transformer` and `Pooling` modules, no "
                 "remote code: for these settings they compute exactly the LLM2Vec vectors (" + figures + "). "
                 "`AutoModel` and `llm2vec_hf.LLM2Vec` load it with the model code that ships with it "
