@@ -17,6 +17,7 @@ import json
 import os
 import re
 import shutil
+import types
 from typing import Any
 
 import torch
@@ -111,8 +112,7 @@ def finish_saved_checkpoint(folder: str, model, settings: dict[str, Any]) -> Non
     config_path = os.path.join(folder, "config.json")
     config = _read_json(config_path)
     config["architectures"] = [family.native_model_name]
-    flags = make_config_bidirectional(type("Flags", (), {})())
-    config.update({"is_causal": flags.is_causal, "use_bidirectional_attention": flags.use_bidirectional_attention})
+    config.update(vars(make_config_bidirectional(types.SimpleNamespace())))  # the flags export writes
     config["auto_map"] = {k: v for k, v in family.auto_map().items() if k != "AutoModelForCausalLM"}
     _write_json(config_path, config, sort_keys=True)
     write_encoding_settings(folder, settings)
