@@ -260,7 +260,8 @@ def remote_code_note(stock: dict[str, Any] | None) -> str:
         return ("sentence-transformers loads this checkpoint with its stock `Transformer` and `Pooling` modules, no "
                 "remote code: for these settings they compute exactly the LLM2Vec vectors (" + figures + "). "
                 "`AutoModel` and `llm2vec_hf.LLM2Vec` load it with the model code that ships with it "
-                "(`trust_remote_code=True`). Give an instruction as `prompt=instruction` or a stored `prompt_name`.")
+                "(`trust_remote_code=True`). Give an instruction as a stored `prompt_name`, or as `prompt=` ending in one "
+                "space: stock modules prepend the prompt as it is, and LLM2Vec reads `instruction + \" \" + text`.")
     return ("sentence-transformers loads this checkpoint with stock sentence-transformers modules, no remote code, as "
             "exported with `--st-modules stock`: these are not the exact LLM2Vec vectors (" + figures + "; "
             f"{stock['why_not_exact']}). `AutoModel` and `llm2vec_hf.LLM2Vec` (`trust_remote_code=True`) give the "
