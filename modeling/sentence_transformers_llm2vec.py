@@ -13,20 +13,159 @@ text's own tokens from the end; this module applies it with the same code as the
 
 from __future__ import annotations
 
+import json
+import os
+import re
+import shutil
+import types
 from typing import Any
 
 import torch
 from sentence_transformers.base.modules import Transformer
 
 from .modeling_llm2vec import (
+    MIN_TRANSFORMERS_VERSION,
     cut_to_doc_max_length,
+    family_for,
     forward_in_length_groups,
+    make_config_bidirectional,
     normalize_inputs,
     pool,
     reference_tokenizer_for,
     resolve_encoding,
     tokenize_inputs,
+    write_encoding_settings,
 )
+
+#: Where the LLM2Vec card's usage snippets name the checkpoint; the repo id replaces it on upload.
+MODEL_ID_PLACEHOLDER = "PATH_OR_REPO_ID"
+#: The files of this checkpoint's remote code, kept beside every saved copy.
+MODELING_FILES = ("modeling_llm2vec.py", "sentence_transformers_llm2vec.py")
+#: What TEI should pool with for each LLM2Vec pooling mode; it has cls, mean and last_token, no weighted mean
+#: (docs/serving.md). Written to 1_Pooling/config.json.
+TEI_POOLING = {"mean": "mean", "last_token": "lasttoken", "eos_token": "lasttoken", "bos_token": "cls"}
+#: Legacy ``pooling_mode_*`` booleans by sentence-transformers pooling mode.
+_LEGACY_POOLING_KEYS = {
+    "cls": "pooling_mode_cls_token",
+    "mean": "pooling_mode_mean_tokens",
+    "max": "pooling_mode_max_tokens",
+    "mean_sqrt_len_tokens": "pooling_mode_mean_sqrt_len_tokens",
+    "weightedmean": "pooling_mode_weightedmean_tokens",
+    "lasttoken": "pooling_mode_lasttoken",
+}
+
+
+def requirements(stock: bool = False) -> dict[str, Any]:
+    """The ``requirements`` guard of config_sentence_transformers.json (sentence-transformers checks it on load)."""
+    return {
+        "transformers": {
+            "specifier": f">={MIN_TRANSFORMERS_VERSION}",
+            "reason": "older transformers ignore config.is_causal=False and would run causal attention",
+        },
+        "sentence_transformers": {
+            "specifier": ">=6.0",
+            "reason": "modules.json names sentence-transformers 6 module classes" if stock
+            else "the LLM2Vec module subclasses the sentence-transformers 6 Transformer module",
+        },
+    }
+
+
+def write_pooling_config(folder: str, dimension: int | None, pooling_mode: str) -> None:
+    """``folder``/config.json as sentence-transformers' ``Pooling`` saves it, plus the ``pooling_mode_*`` booleans:
+    TEI parses only those (its router's ``PoolConfig``); sentence-transformers 6 writes only ``pooling_mode`` and
+    reads either."""
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    os.makedirs(folder, exist_ok=True)
+    Pooling(dimension or 1, pooling_mode).save(folder)
+    path = os.path.join(folder, "config.json")
+    with open(path, encoding="utf-8") as handle:
+        config = json.load(handle)
+    if dimension is None:
+        config.pop("embedding_dimension", None)
+    config.update({key: mode == pooling_mode for mode, key in _LEGACY_POOLING_KEYS.items()})
+    _write_json(path, config, indent=4)
+
+
+def _read_json(path: str) -> Any:
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def _write_json(path: str, data: Any, indent: int = 2, sort_keys: bool = False) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(data, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n")
+
+
+def finish_saved_checkpoint(folder: str, model, settings: dict[str, Any]) -> None:
+    """Puts back what a save through sentence-transformers or transformers drops or renames, so that the folder is
+    again the checkpoint `llm2vec-hf export` writes (docs/architecture.md, "Checkpoint layout"):
+
+    - ``architectures``: transformers writes our class name; serving engines know only the native one;
+    - the serving flags (``is_causal``, ``use_bidirectional_attention``) and ``auto_map``;
+    - the ``llm2vec`` settings block and llm2vec_config.json, derived from it (`write_encoding_settings`);
+    - both remote-code files;
+    - ``max_seq_length`` in sentence_bert_config.json (TEI reads it), the ``requirements`` guard in
+      config_sentence_transformers.json, and 1_Pooling/config.json for TEI.
+    """
+    family = family_for(model.config)
+    config_path = os.path.join(folder, "config.json")
+    config = _read_json(config_path)
+    config["architectures"] = [family.native_model_name]
+    config.update(vars(make_config_bidirectional(types.SimpleNamespace())))  # the flags export writes
+    config["auto_map"] = {k: v for k, v in family.auto_map().items() if k != "AutoModelForCausalLM"}
+    _write_json(config_path, config, sort_keys=True)
+    write_encoding_settings(folder, settings)
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in MODELING_FILES:
+        source, target = os.path.join(here, name), os.path.join(folder, name)
+        if os.path.isfile(source) and not os.path.exists(target):
+            shutil.copyfile(source, target)
+    tokenizer_config_path = os.path.join(folder, "tokenizer_config.json")
+    if os.path.isfile(tokenizer_config_path):  # options of the load that saved it, not properties of the tokenizer
+        tokenizer_config = _read_json(tokenizer_config_path)
+        dropped = [tokenizer_config.pop(key) for key in ("local_files_only", "is_local") if key in tokenizer_config]
+        if dropped:
+            _write_json(tokenizer_config_path, tokenizer_config)
+    st_config_path = os.path.join(folder, "sentence_bert_config.json")
+    if os.path.isfile(st_config_path):
+        st_config = _read_json(st_config_path)
+        st_config["max_seq_length"] = settings["max_length"]
+        _write_json(st_config_path, st_config, indent=4)
+    model_config_path = os.path.join(folder, "config_sentence_transformers.json")
+    if os.path.isfile(model_config_path):  # sentence-transformers writes it before it saves the modules
+        model_config = _read_json(model_config_path)
+        model_config["requirements"] = requirements()
+        _write_json(model_config_path, model_config, sort_keys=True)
+    if settings["pooling_mode"] in TEI_POOLING:
+        write_pooling_config(os.path.join(folder, "1_Pooling"), config.get("hidden_size"),
+                             TEI_POOLING[settings["pooling_mode"]])
+
+
+_BASE_MODEL_LINE = re.compile(r"^base_model:\s*['\"]?(?P<id>[^'\"\s]+)['\"]?\s*$", re.MULTILINE)
+
+
+class LLM2VecUsageSnippet:
+    """sentence-transformers' usage snippet with the flag this module needs, and what the checkpoint is.
+
+    Set on a model's card data (its class is sentence-transformers', chosen by the model); a module-level class
+    rather than a closure, so that the model still pickles (multi-process encoding)."""
+
+    def __init__(self, card_data):
+        self.card_data = card_data
+
+    def __call__(self) -> str:
+        snippet = type(self.card_data).generate_usage_snippet(self.card_data)
+        snippet = re.sub(r'(model = SentenceTransformer\("[^"]*")\)', r"\1, trust_remote_code=True)", snippet, count=1)
+        return snippet + (
+            "\n\nThis is an [LLM2Vec](https://arxiv.org/abs/2404.05961) encoder: a decoder with bidirectional "
+            "attention whose vectors pool only the text's own tokens (an instruction given as `prompt=` or "
+            "`prompt_name=` is read but not pooled). `trust_remote_code=True` loads that pooling from "
+            "`sentence_transformers_llm2vec.py` in this repository; `AutoModel.from_pretrained(..., "
+            "trust_remote_code=True).encode(texts, tokenizer)` and `llm2vec_hf.LLM2Vec.from_pretrained(...)` give the "
+            f"same vectors. It needs transformers >= {MIN_TRANSFORMERS_VERSION}, which runs the attention "
+            "bidirectionally."
+        )
 
 
 class LLM2VecTransformer(Transformer):
@@ -50,6 +189,30 @@ class LLM2VecTransformer(Transformer):
     def __init__(self, *args, encoding_overrides: dict[str, Any] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
         self.encoding_overrides = dict(encoding_overrides or {})
+
+    def save(self, output_path: str, *args, safe_serialization: bool = True, **kwargs) -> None:
+        """As ``Transformer.save``, then `finish_saved_checkpoint`: a checkpoint re-saved by
+        ``SentenceTransformer.save_pretrained``, ``push_to_hub`` or a ``SentenceTransformerTrainer`` loads in every
+        way and serves as the exported one did."""
+        super().save(output_path, *args, safe_serialization=safe_serialization, **kwargs)
+        finish_saved_checkpoint(output_path, self.auto_model, self._encoding_settings())
+
+    def on_model_ready(self, model) -> None:
+        """Gives the card sentence-transformers generates (after training) what this checkpoint needs: the usage
+        snippet with ``trust_remote_code=True`` and the LLM2Vec notes, the base model named in the LLM2Vec card (the
+        Hub lookup sentence-transformers does instead fails offline and names it "Unknown"), and the tag."""
+        super().on_model_ready(model)
+        card_data = getattr(model, "model_card_data", None)
+        if card_data is None:
+            return
+        card_data.add_tags(["llm2vec"])
+        # so that push_to_hub, which keeps the LLM2Vec card, puts the repo id into its sentence-transformers snippet
+        model._model_card_model_id_placeholder = MODEL_ID_PLACEHOLDER
+        match = _BASE_MODEL_LINE.search((getattr(model, "_model_card_text", None) or "").partition("\n---")[0])
+        if match and not card_data.base_model:
+            card_data.base_model = match["id"]
+        if not isinstance(card_data.__dict__.get("generate_usage_snippet"), LLM2VecUsageSnippet):
+            card_data.generate_usage_snippet = LLM2VecUsageSnippet(card_data)
 
     def _encoding_settings(self) -> dict[str, Any]:
         overrides = {"max_length": self.max_seq_length} if self.max_seq_length else {}

@@ -388,19 +388,24 @@ def test_overwrite_of_a_regular_file_is_refused(tiny_bases, tmp_path, capsys):
     assert target.read_text() == "not a checkpoint"
 
 
+def _files(folder: Path) -> dict[str, bytes]:
+    """Every file of a checkpoint folder (it has subfolders, e.g. 1_Pooling), by relative path."""
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
 def test_export_writes_in_a_staging_sibling_never_in_place(tiny_bases, exported, tmp_path, monkeypatch):
     """Fails if export wrote into the output folder: while the weights are written the old copy is intact."""
     from transformers import PreTrainedModel
 
     out = tmp_path / "out"
     shutil.copytree(exported("llama"), out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = _files(out)
     seen = []
     real_save = PreTrainedModel.save_pretrained
 
     def spying_save(self, directory, *args, **kwargs):
         seen.append(Path(directory))
-        assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # the old copy is untouched so far
+        assert _files(out) == before  # the old copy is untouched so far
         return real_save(self, directory, *args, **kwargs)
 
     monkeypatch.setattr(PreTrainedModel, "save_pretrained", spying_save)
@@ -430,7 +435,7 @@ def test_kill_between_the_renames_of_an_overwrite_loses_nothing(tiny_bases, expo
     between them leaves the old copy in a hidden sibling, and the next export to that output puts it back."""
     out = tmp_path / "out"
     shutil.copytree(exported("llama"), out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = _files(out)
     env = {**os.environ, "LLM2VEC_HF_NO_RENAME_EXCHANGE": "1"}
     proc = subprocess.run([sys.executable, "-c", _KILL_AT_SECOND_RENAME, str(tiny_bases["llama"]), str(out)],
                           env=env, capture_output=True, text=True, timeout=300)
@@ -439,7 +444,7 @@ def test_kill_between_the_renames_of_an_overwrite_loses_nothing(tiny_bases, expo
     assert any(p.name.startswith(".out.old-") for p in tmp_path.iterdir())
     with pytest.raises(LLM2VecError, match="--overwrite"):  # recovered first, then refused as non-empty
         export_checkpoint(str(tiny_bases["llama"]), str(out))
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _files(out) == before
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 
@@ -481,7 +486,8 @@ def test_exported_folder_has_normal_permissions(tiny_bases, tmp_path):
     finally:
         os.umask(old)
     assert out.stat().st_mode & 0o777 == 0o755
-    assert {p.stat().st_mode & 0o777 for p in out.iterdir()} == {0o644}
+    assert {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_file()} == {0o644}
+    assert {p.stat().st_mode & 0o777 for p in out.rglob("*") if p.is_dir()} == {0o755}  # 1_Pooling
     os.umask(0o077)
     try:
         private = Path(export_checkpoint(str(tiny_bases["llama"]), str(tmp_path / "private")))
@@ -497,7 +503,7 @@ def test_disk_full_during_export_is_one_line_and_keeps_the_old_copy(tiny_bases, 
 
     out = tmp_path / "out"
     shutil.copytree(exported("llama"), out)
-    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    before = _files(out)
     # Each writer raises its own exception type with the OS error in its text, as on a real full disk (checked
     # by hand on a 200 KB tmpfs: docs/reliability.md); mounting one needs root, so the writers are made to fail.
     if writer == "safetensors":
@@ -533,7 +539,7 @@ def test_disk_full_during_export_is_one_line_and_keeps_the_old_copy(tiny_bases, 
         monkeypatch.setattr(export, "_write_sentence_transformers_files", full)
     code, _, err = run_cli(["export", tiny_bases["llama"], "--output", out, "--overwrite"], capsys)
     assert_one_line(code, err, "disk is full", "unchanged")
-    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _files(out) == before
     assert sorted(os.listdir(tmp_path)) == ["out"]
 
 

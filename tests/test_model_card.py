@@ -43,7 +43,8 @@ def test_exported_card_parses_with_hub_metadata_and_usage(exported):
     # usage for every loading path, with the stored named prompt
     for snippet in ('SentenceTransformer("PATH_OR_REPO_ID", trust_remote_code=True)', 'prompt_name="query"',
                     'AutoModel.from_pretrained("PATH_OR_REPO_ID", trust_remote_code=True)',
-                    'LLM2Vec.from_pretrained("PATH_OR_REPO_ID")', "text-embeddings-router", "vllm serve"):
+                    'LLM2Vec.from_pretrained("PATH_OR_REPO_ID")', "text-embeddings-router",
+                    "--io-processor-plugin llm2vec"):
         assert snippet in text
     assert "| max_length | 48 |" in text and "| doc_max_length | 40 |" in text and "| pooling_mode | `mean` |" in text
     assert re.search(r"transformers >= 5\.\d+\.\d+ and < 6", text)
@@ -181,11 +182,59 @@ def test_hub_repo_id_of_cache_snapshot(tmp_path):
     assert hub_repo_id(tmp_path) is None
 
 
-def test_template_front_matter_keys_are_in_the_template():
-    """The template itself names the fixed metadata (what every card carries)."""
-    template = (Path(__file__).resolve().parent.parent / "MODEL_CARD_TEMPLATE.md").read_text()
-    front = template.split("---")[1]
-    fixed = yaml.safe_load("\n".join(l for l in front.splitlines() if not l.strip().startswith("$")))
-    assert fixed["library_name"] == "sentence-transformers" and fixed["pipeline_tag"] == "sentence-similarity"
-    for placeholder in ("$base_model_yaml", "$datasets_yaml", "$license_yaml", "$language_yaml", "$model_index_yaml"):
-        assert placeholder in front
+def test_template_front_matter_holds_the_fixed_metadata():
+    """The template names the fixed metadata (what every card carries); the rest comes from ModelCardData."""
+    template = ModelCard((Path(__file__).resolve().parent.parent / "MODEL_CARD_TEMPLATE.md").read_text())
+    assert template.data.library_name == "sentence-transformers" and template.data.pipeline_tag == "sentence-similarity"
+    assert {"llm2vec", "sentence-transformers", "feature-extraction"} <= set(template.data.tags)
+    assert not PLACEHOLDER.search(template.content.split("---")[1])  # no $placeholders in the YAML
+
+
+def test_package_template_is_the_top_level_template():
+    from importlib import resources
+
+    top = (Path(__file__).resolve().parent.parent / "MODEL_CARD_TEMPLATE.md").read_text()
+    assert resources.files("llm2vec_hf").joinpath("MODEL_CARD_TEMPLATE.md").read_text() == top
+
+
+def _settings(pooling_mode, **overrides):
+    settings = {"pooling_mode": pooling_mode, "max_length": 512, "doc_max_length": 400, "skip_instruction": True,
+                "text_template": "", "eos_text": " </s>"}
+    return {**settings, **overrides}
+
+
+@pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"])
+@pytest.mark.parametrize("pooling_mode", ["mean", "weighted_mean", "eos_token", "last_token", "bos_token"])
+def test_serving_section_for_every_family_and_pooling_mode(family, pooling_mode):
+    from llm2vec_hf.model_card import serving_section
+
+    text = serving_section(family, _settings(pooling_mode), "org/x")
+    if family.startswith("gemma"):  # absent from TEI, causal on vLLM
+        assert "TEI has no" in text and "cannot serve this checkpoint" in text
+        assert "causal attention" in text and "text-embeddings-router" not in text and "--io-processor" not in text
+        return
+    assert "--model org/x --runner pooling --io-processor-plugin llm2vec" in text and "/v1/embeddings" in text
+    assert ("CPU and CUDA" if family == "qwen3" else "CUDA only") in text
+    assert ("`is_causal`" if family == "qwen2" else "`use_bidirectional_attention`") in text
+    expected_flag = {"mean": "mean", "weighted_mean": "mean", "eos_token": "last-token", "last_token": "last-token",
+                     "bos_token": "cls"}[pooling_mode]
+    assert f"text-embeddings-router --model-id org/x --pooling {expected_flag}" in text
+    # with the default doc_max_length (400 < 512) no mode is exact on TEI, and the card says why
+    assert "TEI is not exact for this checkpoint" in text and "equal these" not in text
+
+
+@pytest.mark.parametrize("pooling_mode,flag", [("last_token", "last-token"), ("bos_token", "cls")])
+def test_serving_section_says_when_tei_is_exact(pooling_mode, flag):
+    from llm2vec_hf.model_card import serving_section
+
+    exact = serving_section("qwen3", _settings(pooling_mode, doc_max_length=512), "org/x")
+    assert f"--pooling {flag}" in exact and "equal these" in exact and "TEI is not exact" not in exact
+    templated = serving_section("qwen3", _settings(pooling_mode, doc_max_length=512, text_template="[INST] {text}"),
+                                "org/x")
+    assert "TEI is not exact" in templated and "template" in templated
+    eos = serving_section("llama", _settings("eos_token", doc_max_length=512), "org/x")
+    assert "TEI is not exact" in eos and "' </s>'" in eos
+    assert "equal these" in serving_section("llama", _settings("eos_token", doc_max_length=512, eos_text=""), "org/x")
+    # pooling every token (no skip_instruction) is what TEI's mean does
+    assert "equal these" in serving_section("llama", _settings("mean", doc_max_length=512, skip_instruction=False),
+                                            "org/x")

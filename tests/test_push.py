@@ -234,7 +234,7 @@ def test_dry_run_prints_files_sizes_and_metadata_without_network(checkpoint, hub
     assert code == 0, err
     assert attempts == []  # (huggingface_hub swallows its own telemetry errors, so count attempts)
     assert "/org/tiny (revision dev)" in out
-    sizes = {p.name: p.stat().st_size for p in checkpoint.iterdir()}
+    sizes = {p.relative_to(checkpoint).as_posix(): p.stat().st_size for p in checkpoint.rglob("*") if p.is_file()}
     assert f"Would upload {len(sizes)} files" in out
     for name in sizes:
         assert any(line.rstrip().endswith(f"  {name}") for line in out.splitlines()), name

@@ -1,9 +1,9 @@
 """The model card (README.md) of every exported checkpoint, rendered from MODEL_CARD_TEMPLATE.md.
 
-The template uses ``string.Template`` placeholders (``$name``). The YAML front matter keeps its fixed keys in the
-template; the parts that vary (base_model, datasets, license, language, model-index) are rendered here with a
-YAML dumper so that any value (a path with a colon, a dataset name with quotes) stays valid YAML, and the
-card parses with huggingface_hub's ``ModelCard``.
+The template's front matter holds the fixed metadata; the metadata that varies (base_model, datasets, license,
+language, the family tag, model-index) is added through huggingface_hub's ``ModelCardData``, which writes the
+YAML, so any value (a path with a colon, a dataset name with quotes) stays valid. The body uses
+``string.Template`` placeholders (``$name``).
 
 Training facts come from the run, read from each adapter folder:
 - ``adapter_config.json`` (PEFT): LoRA rank, alpha, dropout, target modules, the base the adapter was made on;
@@ -36,8 +36,10 @@ import yaml
 
 from .json_files import read_json
 
-#: What the usage snippets say where the checkpoint's name goes; ``push`` puts the repo id there.
-MODEL_ID_PLACEHOLDER = "PATH_OR_REPO_ID"
+# What the usage snippets say where the checkpoint's name goes; ``push`` (and sentence-transformers' push_to_hub, for
+# its own snippet) puts the repo id there.
+from .modeling.sentence_transformers_llm2vec import MODEL_ID_PLACEHOLDER
+
 TRAINING_RECORD = "llm2vec_training.json"
 EVALUATION_START = "<!-- llm2vec-hf:evaluation:start -->"
 EVALUATION_END = "<!-- llm2vec-hf:evaluation:end -->"
@@ -165,12 +167,6 @@ def _base_card_metadata(base_folder: str | None) -> dict[str, Any]:
     return {k: data[k] for k in ("license", "language") if data.get(k)}
 
 
-def _yaml_block(key: str, value: Any) -> str:
-    if value in (None, [], {}, ""):
-        return ""
-    return yaml.safe_dump({key: value}, sort_keys=False, allow_unicode=True, width=1000).rstrip("\n")
-
-
 def _cell(value: Any) -> str:
     if value is None or value == [] or value == "":
         return "–"
@@ -220,14 +216,14 @@ def evaluation_section(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def _model_index_block(model_name: str, results: list[dict[str, Any]]) -> str:
+def _model_index(model_name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     if not results:
-        return ""
+        return None
     from huggingface_hub import EvalResult
     from huggingface_hub.repocard_data import eval_results_to_model_index
 
     evals = [EvalResult(**r) for r in results]
-    return _yaml_block("model-index", eval_results_to_model_index(model_name, evals))
+    return eval_results_to_model_index(model_name, evals)
 
 
 def _usage_prompt(prompts: dict[str, str]) -> tuple[str, str]:
@@ -236,6 +232,94 @@ def _usage_prompt(prompts: dict[str, str]) -> tuple[str, str]:
         if text.strip():
             return name, text
     return "", "Given a web search query, retrieve relevant passages that answer the query"
+
+
+#: What TEI does with each family (text-embeddings-inference, backends/candle/src/lib.rs and models/): the devices it
+#: serves it on and the config flag it reads to run it bidirectionally. Gemma and Gemma2 are absent.
+TEI_FAMILIES = {
+    "llama": ("CUDA only (fp16, flash attention; no `rope_scaling`)", "use_bidirectional_attention"),
+    "mistral": ("CUDA only (fp16, flash attention)", "use_bidirectional_attention"),
+    "qwen2": ("CUDA only (fp16, flash attention)", "is_causal"),
+    "qwen3": ("CPU and CUDA", "use_bidirectional_attention"),
+}
+#: TEI's --pooling value for each stock pooling mode written to 1_Pooling/config.json.
+TEI_POOLING_FLAG = {"mean": "mean", "lasttoken": "last-token", "cls": "cls"}
+#: vLLM reads `is_causal` for these families; it runs Gemma and Gemma2 causal.
+VLLM_BIDIRECTIONAL = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def remote_code_note(stock: dict[str, Any] | None) -> str:
+    """What the usage section says about remote code, for the sentence-transformers layout the export wrote."""
+    if stock is None:
+        return ("The model code ships with the checkpoint (remote code), so each path passes `trust_remote_code=True`: "
+                "sentence-transformers' stock modules cannot pool only the text's own tokens (they also pool BOS and "
+                "the instruction, and do not apply doc_max_length, the text template or the EOS text), so the "
+                "checkpoint's LLM2Vec module does.")
+    figures = (f"on {stock['inputs']} sample inputs at export: mean cosine {stock['mean_cosine']:.6f}, min cosine "
+               f"{stock['min_cosine']:.6f}, largest difference {stock['max_abs']:.1e}")
+    if stock["why_not_exact"] is None and stock["max_abs"] <= 1e-4:
+        return ("sentence-transformers loads this checkpoint with its stock `Transformer` and `Pooling` modules, no "
+                "remote code: for these settings they compute exactly the LLM2Vec vectors (" + figures + "). "
+                "`AutoModel` and `llm2vec_hf.LLM2Vec` load it with the model code that ships with it "
+                "(`trust_remote_code=True`). Give an instruction as a stored `prompt_name`, or as `prompt=` ending in one "
+                "space: stock modules prepend the prompt as it is, and LLM2Vec reads `instruction + \" \" + text`.")
+    return ("sentence-transformers loads this checkpoint with stock sentence-transformers modules, no remote code, as "
+            "exported with `--st-modules stock`: these are not the exact LLM2Vec vectors (" + figures + "; "
+            f"{stock['why_not_exact']}). `AutoModel` and `llm2vec_hf.LLM2Vec` (`trust_remote_code=True`) give the "
+            "exact vectors; do not mix the two in one index.")
+
+
+def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str:
+    """The card's serving instructions for this family and these settings (docs/serving.md has the measurements)."""
+    from .export import stock_is_exact
+    from .modeling.sentence_transformers_llm2vec import TEI_POOLING
+
+    mode = settings["pooling_mode"]
+    lines = [
+        "`config.json` carries `is_causal: false` and `use_bidirectional_attention: true`, and `architectures` names "
+        "the native transformers class, which is what serving engines read.",
+        "",
+        "**vLLM.**",
+    ]
+    if family in VLLM_BIDIRECTIONAL:
+        lines += [
+            "The exact vectors come from llm2vec-hf's `llm2vec` IO-processor plugin, which pools the token states as "
+            "LLM2Vec does (`pip install llm2vec-hf vllm`; inputs and instructions go to `/pooling` as "
+            '`{"data": ...}`):',
+            "",
+            "```bash",
+            f"python -m vllm.entrypoints.openai.api_server --model {model_id} --runner pooling "
+            "--io-processor-plugin llm2vec",
+            "```",
+            "",
+            "vLLM's own `/v1/embeddings` is not exact: it pools with its own rule (the last token unless a stock "
+            "pooling module says otherwise), over the instruction and BOS too.",
+        ]
+    else:
+        lines += [f"vLLM reads neither flag for {family}: it runs this model with causal attention, so no vLLM route "
+                  "gives these vectors."]
+    lines += ["", "**Text Embeddings Inference (TEI).**"]
+    if family not in TEI_FAMILIES:
+        lines += [f"TEI has no {family} architecture (it serves Gemma 3 only): it cannot serve this checkpoint."]
+        return "\n".join(lines)
+    devices, flag = TEI_FAMILIES[family]
+    lines += [f"TEI serves {family} on {devices}, reading `{flag}`. It pools every token of `prompt + text`, BOS "
+              "included, and applies neither doc_max_length, the text template nor the EOS text."]
+    if mode not in TEI_POOLING:
+        lines += ["", f"TEI has no {mode.replace('_', ' ')} pooling, so TEI is not exact for this checkpoint; "
+                  f"`text-embeddings-router --model-id {model_id} --pooling mean` is the nearest (its vectors differ)."]
+        return "\n".join(lines)
+    pooling = TEI_POOLING_FLAG[TEI_POOLING[mode]]
+    why_not = stock_is_exact(settings)
+    lines += ["", "```bash", f"text-embeddings-router --model-id {model_id} --pooling {pooling}", "```", ""]
+    if why_not is None:
+        lines += [f"With `--pooling {pooling}` (also what 1_Pooling/config.json selects), TEI pools the token LLM2Vec "
+                  "pools: its vectors equal these, up to TEI's float16 arithmetic. Pass an instruction as the "
+                  "stored `prompt_name` (TEI prepends the prompt text)."]
+    else:
+        lines += [f"TEI is not exact for this checkpoint: {why_not}. Its vectors are close to, not equal to, these; "
+                  "do not mix the two in one index."]
+    return "\n".join(lines)
 
 
 def render_model_card(
@@ -253,7 +337,9 @@ def render_model_card(
     """
     from .modeling.modeling_llm2vec import MIN_TRANSFORMERS_VERSION
 
-    template = resources.files("llm2vec_hf").joinpath("MODEL_CARD_TEMPLATE.md").read_text()
+    from huggingface_hub import ModelCard, ModelCardData
+
+    template = ModelCard(resources.files("llm2vec_hf").joinpath("MODEL_CARD_TEMPLATE.md").read_text())
     config = model.config
     base_name = training.get("base_model") or getattr(config, "_name_or_path", "") or "unknown"
     base_id = hub_repo_id(base_name) or hub_repo_id(training.get("base_folder"))
@@ -271,15 +357,22 @@ def render_model_card(
     encode_query = (f'model.encode(queries, prompt_name="{prompt_name}")' if prompt_name
                     else f"model.encode(queries, prompt={json.dumps(instruction.strip() + ' ')})")
     text_template = settings.get("text_template")
+    stock = training.get("stock_layout")
+    stock = stock if stock and stock.get("layout") == "stock" else None
+    metadata = template.data.to_dict()
+    metadata["tags"] = [*metadata.get("tags", []), config.model_type]
+    model_index = _model_index(model_name, evaluation)
+    data = ModelCardData(
+        **metadata,
+        base_model=base_id,
+        datasets=datasets or None,
+        license=inherited.get("license", "other"),
+        language=language if isinstance(language, list) else [language],
+        **({"model-index": model_index} if model_index else {}),
+    )
     values = {
         "model_id": model_id,
         "base_model": base_display,
-        "base_model_yaml": _yaml_block("base_model", base_id),
-        "datasets_yaml": _yaml_block("datasets", datasets),
-        "license_yaml": _yaml_block("license", inherited.get("license", "other")),
-        "language_yaml": _yaml_block("language", language if isinstance(language, list) else [language]),
-        "model_index_yaml": _model_index_block(model_name, evaluation),
-        "architecture": config.model_type,
         "hidden_size": config.hidden_size,
         "num_layers": getattr(config, "num_hidden_layers", "?"),
         "pooling_mode": settings["pooling_mode"],
@@ -294,21 +387,16 @@ def render_model_card(
         "export_transformers": transformers.__version__,
         "prompts": "\n".join(f"- `{k}`: `{v}`" for k, v in prompts.items()) or "- none stored",
         "encode_query": encode_query,
+        "st_arguments": f'"{model_id}"' if stock else f'"{model_id}", trust_remote_code=True',
+        "remote_code_note": remote_code_note(stock),
+        "serving": serving_section(config.model_type, settings, model_id),
         "instruction": json.dumps(instruction.strip()),
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "training": training_section(base_display, facts),
         "evaluation": f"{EVALUATION_START}\n{evaluation_section(evaluation)}\n{EVALUATION_END}",
     }
-    return _tidy_front_matter(string.Template(template).safe_substitute(values))
-
-
-def _tidy_front_matter(card: str) -> str:
-    """Drops the blank lines that empty metadata blocks leave between the ``---`` fences."""
-    if not card.startswith("---\n"):
-        return card
-    front, sep, body = card[4:].partition("\n---\n")
-    lines = [line for line in front.split("\n") if line.strip()]
-    return "---\n" + "\n".join(lines) + sep + body
+    body = string.Template(template.text).safe_substitute(values)
+    return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body.lstrip(chr(10))}"))
 
 
 def read_card(folder: str | os.PathLike):

@@ -13,6 +13,7 @@ HELP = "merge adapters into a base and write a checkpoint that loads everywhere"
 
 
 def add_arguments(parser) -> None:
+    from ..export import ST_LAYOUTS
     from ..modeling.modeling_llm2vec import POOLING_MODES
 
     parser.add_argument("base", help="decoder checkpoint: local folder or Hub repo id")
@@ -29,6 +30,10 @@ def add_arguments(parser) -> None:
                         'e.g. " </s>" for Llama/Mistral; "" appends nothing)')
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    parser.add_argument("--st-modules", choices=ST_LAYOUTS, default="auto",
+                        help="sentence-transformers layout: the exact LLM2Vec module (remote, needs trust_remote_code), "
+                        "stock Transformer + Pooling (no remote code; the deviation from the exact vectors is measured "
+                        "and printed), or auto: stock where it is exact, else remote (default)")
 
 
 def _named_prompt(value: str) -> tuple[str, str]:
@@ -48,6 +53,7 @@ def main(args) -> int:
         prompts=dict(args.prompt),
         dtype=args.dtype,
         overwrite=args.overwrite,
+        st_modules=args.st_modules,
         pooling_mode=args.pooling,
         max_length=args.max_length,
         doc_max_length=args.doc_max_length,
