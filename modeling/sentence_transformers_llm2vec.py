@@ -102,7 +102,8 @@ def finish_saved_checkpoint(folder: str, model, settings: dict[str, Any]) -> Non
     again the checkpoint `llm2vec-hf export` writes (docs/architecture.md, "Checkpoint layout"):
 
     - ``architectures``: transformers writes our class name; serving engines know only the native one;
-    - the serving flags (``is_causal``, ``use_bidirectional_attention``) and ``auto_map``;
+    - the serving flags (``is_causal``, ``use_bidirectional_attention``); ``auto_map`` and modeling_llm2vec.py
+      come from ``save_pretrained`` itself (the classes are registered with ``register_for_auto_class``);
     - the ``llm2vec`` settings block and llm2vec_config.json, derived from it (`write_encoding_settings`);
     - both remote-code files;
     - ``max_seq_length`` in sentence_bert_config.json (TEI reads it), the ``requirements`` guard in
@@ -113,7 +114,6 @@ def finish_saved_checkpoint(folder: str, model, settings: dict[str, Any]) -> Non
     config = _read_json(config_path)
     config["architectures"] = [family.native_model_name]
     config.update(vars(make_config_bidirectional(types.SimpleNamespace())))  # the flags export writes
-    config["auto_map"] = {k: v for k, v in family.auto_map().items() if k != "AutoModelForCausalLM"}
     _write_json(config_path, config, sort_keys=True)
     write_encoding_settings(folder, settings)
     here = os.path.dirname(os.path.abspath(__file__))
