@@ -29,10 +29,13 @@ class TokenStatePooler:
     """A checkpoint's tokenizer and encoding settings, without its weights: builds the engine's prompts and pools
     the per-token states the engine returns for them."""
 
-    def __init__(self, tokenizer, settings: dict[str, Any], model_type: str | None = None):
+    def __init__(self, tokenizer, settings: dict[str, Any], model_type: str | None = None,
+                 attn_logit_softcapping: float | None = None):
         self.tokenizer = tokenizer
         self.settings = settings
         self.model_type = model_type
+        #: engines may not implement attention soft-capping (Gemma2) for bidirectional attention
+        self.attn_logit_softcapping = attn_logit_softcapping
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **encoding: Any) -> "TokenStatePooler":
@@ -48,7 +51,7 @@ class TokenStatePooler:
         # encoding_settings reads only the model's config: the weights stay with the engine.
         settings = encoding_settings(types.SimpleNamespace(config=config), tokenizer, [folder], str(name_or_path),
                                      **encoding)
-        return cls(tokenizer, settings, config.model_type)
+        return cls(tokenizer, settings, config.model_type, getattr(config, "attn_logit_softcapping", None))
 
     def prompts(self, inputs: Any) -> tuple[list[list[int]], list[int]]:
         """Token ids for the engine, one list per input (texts or ``[instruction, text]`` pairs), and how many

@@ -107,7 +107,7 @@ class LLM2VecVLLM:
         needed = vllm_model_impl(pooler.model_type)
         if needed:
             engine_kwargs.setdefault("model_impl", needed)
-        check_model_impl(pooler.model_type, engine_kwargs.get("model_impl", "auto"))
+        check_model_impl(pooler, engine_kwargs.get("model_impl", "auto"))
         llm = vllm.LLM(model=os.fspath(name_or_path), **engine_kwargs)
         return cls(llm, pooler)
 
@@ -125,13 +125,24 @@ class LLM2VecVLLM:
         return vectors.numpy() if convert_to_numpy else vectors
 
 
-def check_model_impl(model_type: str | None, model_impl: Any) -> None:
-    """Refuses a vLLM model implementation that would run this family causal (wrong vectors, no error)."""
+def check_model_impl(pooler: TokenStatePooler, model_impl: Any) -> None:
+    """Refuses a vLLM set-up that would compute other vectors than LLM2Vec's without an error: a model
+    implementation that runs the family causal, or vLLM's CPU attention on a model with attention logit
+    soft-capping (Gemma2), which it ignores for bidirectional attention (measured max |Δ| 2e-3 on a tiny Gemma2,
+    5e-7 without soft-capping)."""
+    model_type = pooler.model_type
     needed = vllm_model_impl(model_type)
     if needed and str(getattr(model_impl, "value", model_impl)) != needed:
         raise ValueError(
             f"vLLM runs {model_type} checkpoints causal unless model_impl is {needed!r} (got {model_impl!r}): "
             f"start it with --model-impl {VLLM_BIDIRECTIONAL_IMPL} (docs/serving.md)"
+        )
+    from vllm.platforms import current_platform
+
+    if pooler.attn_logit_softcapping and current_platform.is_cpu():
+        raise ValueError(
+            f"vLLM's CPU attention ignores attn_logit_softcapping ({pooler.attn_logit_softcapping}) in bidirectional "
+            f"attention, so its {model_type} vectors are not LLM2Vec's; use a GPU, or llm2vec_hf.LLM2Vec on CPU"
         )
 
 
@@ -177,7 +188,7 @@ class LLM2VecIOProcessor(IOProcessor):
         super().__init__(vllm_config, renderer)
         model_config = vllm_config.model_config
         self.pooler = TokenStatePooler.from_pretrained(model_config.model)
-        check_model_impl(self.pooler.model_type, model_config.model_impl)
+        check_model_impl(self.pooler, model_config.model_impl)
         # What pre_process built, until post_process pools it: keyed by request id (one server request at a time
         # per id); offline calls pass none and run one after the other.
         self._pending: dict[str | None, tuple[TokenStatePooler, list, list[int]]] = {}
