@@ -158,6 +158,7 @@ elif path == "vllm":
     import os, psutil
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB: a cap for shared machines
     os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # compute on every core
+    os.environ["VLLM_LOGGING_STREAM"] = "ext://sys.stderr"  # stdout carries this worker's JSON lines
     from llm2vec_hf.serving.vllm import LLM2VecVLLM
     # vLLM's defaults otherwise (it compiles the model); options such as vllm:enforce_eager=1 go to vllm.LLM
     model = LLM2VecVLLM.from_pretrained(args["exported"], pooling_mode="mean", max_length=512, dtype="float32",
@@ -237,12 +238,14 @@ class Worker:
         self.warmup_seconds = json.loads(self._read())["warmup_seconds"]  # loaded and warmed up
 
     def _read(self) -> str:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            self.stderr.seek(0)
-            raise RuntimeError(f"{self.spec} failed:\n{self.stderr.read()[-3000:]}")
-        return line
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait()
+                self.stderr.seek(0)
+                raise RuntimeError(f"{self.spec} failed:\n{self.stderr.read()[-3000:]}")
+            if line.startswith("{"):  # the worker's JSON; a library may print to stdout too
+                return line
 
     def run(self, command: str = "run") -> dict:
         self.proc.stdin.write(command + "\n")
