@@ -238,3 +238,39 @@ def test_vllm_runs_the_checkpoint_bidirectionally(engine, checkpoints):
         del causal_model
     assert np.abs(causal - reference(checkpoints["mean"], enable_bidirectional=False)).max() < TOLERANCE
     assert np.abs(causal - bidirectional).max() > 1e-2
+
+
+def test_gemma_runs_bidirectionally_on_the_transformers_backend(tmp_path):
+    """vLLM's own Gemma code runs causal; `LLM2VecVLLM` picks vLLM's Transformers backend for Gemma, which reads
+    ``use_bidirectional_attention``: the LLM2Vec vectors, not the causal ones."""
+    from llm2vec_hf.tiny import build_tiny_decoder
+
+    base = build_tiny_decoder(tmp_path / "base", "gemma", hidden_size=128)  # head_dim 32
+    folder = tmp_path / "gemma"
+    assert cli(["export", str(base), "--output", str(folder), "--max-length", "64"]) == 0
+    model = LLM2VecVLLM.from_pretrained(folder, **ENGINE_ARGS)
+    try:
+        impl = model.llm.model_config.model_impl
+        assert str(getattr(impl, "value", impl)) == "transformers"
+        vectors = model.encode(INPUTS, convert_to_numpy=True)
+    finally:
+        del model
+    assert np.abs(vectors - reference(folder)).max() < TOLERANCE
+    assert np.abs(vectors - reference(folder, enable_bidirectional=False)).max() > 1e-2
+
+
+@pytest.mark.parametrize("family", ["gemma", "gemma2"])
+def test_set_ups_that_would_run_gemma_wrongly_are_refused(exported, family):
+    from vllm.platforms import current_platform
+
+    from llm2vec_hf.serving.vllm import check_model_impl
+
+    pooler = TokenStatePooler.from_pretrained(exported(family, "mean"))
+    with pytest.raises(ValueError, match="causal unless model_impl is 'transformers'"):
+        check_model_impl(pooler, "auto")
+    if family == "gemma2" and current_platform.is_cpu():
+        assert pooler.attn_logit_softcapping
+        with pytest.raises(ValueError, match="ignores attn_logit_softcapping"):
+            check_model_impl(pooler, "transformers")
+    else:
+        check_model_impl(pooler, "transformers")
