@@ -209,11 +209,11 @@ def test_serving_section_for_every_family_and_pooling_mode(family, pooling_mode)
     from llm2vec_hf.model_card import serving_section
 
     text = serving_section(family, _settings(pooling_mode), "org/x")
-    if family.startswith("gemma"):  # absent from TEI, causal on vLLM
+    if family.startswith("gemma"):  # absent from TEI; bidirectional on vLLM only through its Transformers backend
         assert "TEI has no" in text and "cannot serve this checkpoint" in text
-        assert "causal attention" in text and "text-embeddings-router" not in text and "--io-processor" not in text
+        assert "--io-processor-plugin llm2vec --model-impl transformers" in text and "text-embeddings-router" not in text
         return
-    assert "--model org/x --runner pooling --io-processor-plugin llm2vec" in text and "/v1/embeddings" in text
+    assert "--model org/x --runner pooling --io-processor-plugin llm2vec\n" in text and "/v1/embeddings" in text
     assert ("CPU and CUDA" if family == "qwen3" else "CUDA only") in text
     assert ("`is_causal`" if family == "qwen2" else "`use_bidirectional_attention`") in text
     expected_flag = {"mean": "mean", "weighted_mean": "mean", "eos_token": "last-token", "last_token": "last-token",

@@ -32,6 +32,7 @@ from .errors import LLM2VecError, TokenizerError, one_line
 from .json_files import read_json, write_json
 from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
+from .serving import warn_if_vllm_runs_causal
 from .modeling import modeling_llm2vec
 from .modeling.sentence_transformers_llm2vec import TEI_POOLING, requirements, write_pooling_config
 from .modeling.modeling_llm2vec import (
@@ -164,6 +165,7 @@ def write_checkpoint(
     if getattr(type(model), "_auto_class", None) != "AutoModel":
         raise LLM2VecError(f"A checkpoint holds an llm2vec-hf encoder (such as {family.model.__name__}), not a "
                            f"{type(model).__name__}: load it with enable_bidirectional=True")
+    warn_if_vllm_runs_causal(model.config.model_type, logger)
     try:
         check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
     except TokenizerEmbeddingError as error:

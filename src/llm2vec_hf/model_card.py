@@ -244,8 +244,6 @@ TEI_FAMILIES = {
 }
 #: TEI's --pooling value for each stock pooling mode written to 1_Pooling/config.json.
 TEI_POOLING_FLAG = {"mean": "mean", "lasttoken": "last-token", "cls": "cls"}
-#: vLLM reads `is_causal` for these families; it runs Gemma and Gemma2 causal.
-VLLM_BIDIRECTIONAL = ("llama", "mistral", "qwen2", "qwen3")
 
 
 def remote_code_note(stock: dict[str, Any] | None) -> str:
@@ -273,6 +271,7 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
     """The card's serving instructions for this family and these settings (docs/serving.md has the measurements)."""
     from .export import stock_is_exact
     from .modeling.sentence_transformers_llm2vec import TEI_POOLING
+    from .serving import vllm_model_impl
 
     mode = settings["pooling_mode"]
     lines = [
@@ -281,23 +280,27 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
         "",
         "**vLLM.**",
     ]
-    if family in VLLM_BIDIRECTIONAL:
-        lines += [
-            "The exact vectors come from llm2vec-hf's `llm2vec` IO-processor plugin, which pools the token states as "
-            "LLM2Vec does (`pip install llm2vec-hf vllm`; inputs and instructions go to `/pooling` as "
-            '`{"data": ...}`):',
-            "",
-            "```bash",
-            f"python -m vllm.entrypoints.openai.api_server --model {model_id} --runner pooling "
-            "--io-processor-plugin llm2vec",
-            "```",
-            "",
-            "vLLM's own `/v1/embeddings` is not exact: it pools with its own rule (the last token unless a stock "
-            "pooling module says otherwise), over the instruction and BOS too.",
-        ]
-    else:
-        lines += [f"vLLM reads neither flag for {family}: it runs this model with causal attention, so no vLLM route "
-                  "gives these vectors."]
+    impl = vllm_model_impl(family)
+    lines += [
+        "The exact vectors come from llm2vec-hf's `llm2vec` IO-processor plugin, which pools the token states as "
+        "LLM2Vec does (llm2vec-hf installed in vLLM's environment, see docs/serving.md; inputs and instructions go "
+        'to `/pooling` as `{"data": ...}`):',
+        "",
+        "```bash",
+        f"python -m vllm.entrypoints.openai.api_server --model {model_id} --runner pooling "
+        "--io-processor-plugin llm2vec" + (f" --model-impl {impl}" if impl else ""),
+        "```",
+        "",
+    ]
+    if impl:
+        lines += [f"vLLM's own {family} code ignores `is_causal` and runs it causal; `--model-impl {impl}` runs "
+                  "transformers' attention, which reads `use_bidirectional_attention` (the plugin refuses to start "
+                  "without it)."
+                  + (" Gemma2's attention soft-capping is not applied by vLLM's CPU attention, so use a GPU."
+                     if family == "gemma2" else ""),
+                  ""]
+    lines += ["vLLM's own `/v1/embeddings` is not exact: it pools with its own rule (the last token unless a stock "
+              "pooling module says otherwise), over the instruction and BOS too."]
     lines += ["", "**Text Embeddings Inference (TEI).**"]
     if family not in TEI_FAMILIES:
         lines += [f"TEI has no {family} architecture (it serves Gemma 3 only): it cannot serve this checkpoint."]
