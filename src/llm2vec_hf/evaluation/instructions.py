@@ -139,7 +139,9 @@ def resolve_instruction(
     """
     if not use_instructions:
         return "", "disabled"
-    prompts = {k: v for k, v in (checkpoint_prompts or {}).items() if v is not None}
+    # export stores a prompt as LLM2Vec reads it (``instruction.strip() + " "``, for stock modules and TEI); the
+    # instruction itself is the stripped text
+    prompts = {k: v.strip() for k, v in (checkpoint_prompts or {}).items() if v is not None}
     shipped = MTEB_INSTRUCTIONS if shipped is None else shipped
     asymmetric = task_type in ASYMMETRIC_TYPES
     overrides = overrides or {}
