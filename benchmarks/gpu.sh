@@ -129,7 +129,7 @@ if ((${#OFFICIAL[@]})); then
         --shapes "$SHAPES" --deadline "$DEADLINE" "${WORKER_ARGS[@]}" || log "official timing exited with $?"
 fi
 
-# --- 3b. the accelerate configs on the GPUs: FSDP cannot start on a CPU (tests/test_training_ddp.py records the
+# --- 3b. the accelerate configs on the GPUs: FSDP cannot start on a CPU (tests/training/test_training_ddp.py records the
 # error), so here is where it runs. Tiny SimCSE with LoRA + gradient checkpointing + the file's bf16, 10 steps. ----
 if [[ "${DRY_RUN:-0}" != "1" ]]; then
     NGPU=$(nvidia-smi -L | wc -l)

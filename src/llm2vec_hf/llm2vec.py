@@ -40,7 +40,7 @@ class LLM2Vec(torch.nn.Module):
     """A bidirectional encoder, its tokenizer and LLM2Vec's pooling settings.
 
     Same constructor, ``from_pretrained``, ``encode`` and ``save`` as the official class; vectors match it within
-    float rounding for the same weights (see tests/test_reference_parity.py).
+    float rounding for the same weights (see tests/modeling/test_reference_parity.py).
     """
 
     def __init__(

@@ -1,6 +1,6 @@
 """The engine-independent half of exact serving (`llm2vec_hf.serving`), without any engine installed: token ids
 for the engine and the pooling of per-token states give ``LLM2Vec.encode``'s vectors; a state count that does not
-match the prompt is refused; export warns where vLLM would run a family causal. tests/test_vllm.py runs vLLM."""
+match the prompt is refused; export warns where vLLM would run a family causal. tests/serving/test_vllm.py runs vLLM."""
 
 from __future__ import annotations
 

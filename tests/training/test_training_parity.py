@@ -18,7 +18,7 @@ import torch
 
 from llm2vec_hf.training import parse_recipe, run_training
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 FIXTURES = REPO / "tests" / "fixtures" / "official_training"
 OFFICIAL = json.loads((FIXTURES / "official.json").read_text())

@@ -27,7 +27,7 @@ from llm2vec_hf.evaluation.word_probes import (
 from llm2vec_hf.errors import LLM2VecError
 from llm2vec_hf.llm2vec import LLM2Vec
 
-CONLL = Path(__file__).resolve().parent / "fixtures" / "eval" / "conll"
+CONLL = Path(__file__).resolve().parents[1] / "fixtures" / "eval" / "conll"
 
 
 @pytest.fixture(scope="module")

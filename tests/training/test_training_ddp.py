@@ -170,7 +170,7 @@ def test_two_process_loss_equals_single_process_loss(ddp_results, single_losses,
 # (--num_processes 2, and --mixed_precision no where losses are compared to 1e-5); everything else is the file.
 # ---------------------------------------------------------------------------------------------------------------
 
-ACCELERATE_CONFIGS = Path(__file__).resolve().parent.parent / "configs" / "accelerate"
+ACCELERATE_CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "accelerate"
 #: accelerate (1.15) refuses FSDP without an accelerator; checked, so that a release that allows it is noticed.
 FSDP_CPU_ERROR = "There are currently no available devices found, must be one of 'XPU', 'CUDA'"
 

@@ -20,7 +20,7 @@ mteb = pytest.importorskip("mteb", reason="mteb is not installed: install the ex
 from llm2vec_hf import cli  # noqa: E402
 from llm2vec_hf.export import export_checkpoint  # noqa: E402
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures" / "eval"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"
 STS_PROMPT = "Retrieve sentences that mean the same:"
 RETRIEVAL_INSTRUCTION = "Given a word, retrieve the sentence that defines it:"  # task.json's, in colon form
 

@@ -157,7 +157,7 @@ def test_architecture_doc_states_the_recorded_case_counts():
     """docs/architecture.md gives the number of recorded reference cases; it must be what the fixtures hold."""
     import re
 
-    doc = (Path(__file__).resolve().parent.parent / "docs" / "architecture.md").read_text()
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "architecture.md").read_text()
     tokenizers = json.loads((REFERENCE / "tokenizers" / "reference.json").read_text())["fixtures"].values()
     counts = {
         "architecture": len(ALL_CASES),

@@ -23,7 +23,7 @@ from llm2vec_hf.training.data import DataError, GroupedBatchSampler
 from llm2vec_hf.training.tiny_data import prepare_tiny
 from loss_recording import losses
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 #: The tiny recipes: the CPU try-out's and `llm2vec-hf demo`'s (package data).
 TINY = REPO / "src" / "llm2vec_hf" / "demo_recipes"
