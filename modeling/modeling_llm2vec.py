@@ -563,16 +563,22 @@ def length_groups(lengths: Sequence[int], max_rows: int, max_tokens: int | None 
 
 
 def forward_in_length_groups(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, max_tokens: int | None = None
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    max_tokens: int | None = None,
+    packing: bool | None = None,
 ) -> torch.Tensor:
-    """``last_hidden_state`` of a padded batch, computed group by group (`length_groups`), each group cut to
-    its own longest row. As in one padded call, the states at padded positions mean nothing (here they are
-    zero or the model's output there).
+    """``last_hidden_state`` of a padded batch, computed in the forward calls `encode_with` would make for its
+    rows (`packed_groups`: packed rows where exact, else groups of similar length, each cut to its own longest
+    row). As in one padded call, the states at padded positions mean nothing (here they are zero or the model's
+    output there).
 
     The vectors do not change beyond float rounding: padded positions are masked out of attention and pooling,
-    and rotary position embeddings depend only on the distance between tokens, so dropping left padding (which
-    shifts every position of a row by the same amount) leaves attention scores as they were. Masks that are not
-    one contiguous block per row (never produced by `collate`) run as one call, as given.
+    and rotary position embeddings depend only on the distance between tokens, so moving a text within a row
+    (dropping left padding, or packing it after other texts with positions restarting at 0) leaves attention
+    scores as they were. Masks that are not one contiguous block per row (never produced by `collate`) run as
+    one call, as given.
     """
     rows_total, width = attention_mask.shape
     lengths = attention_mask.sum(1)
@@ -580,20 +586,166 @@ def forward_in_length_groups(
     mask = attention_mask.bool()
     right_padded = bool((mask == (positions < lengths.unsqueeze(1))).all())
     left_padded = not right_padded and bool((mask == (positions >= width - lengths.unsqueeze(1))).all())
-    groups = length_groups(lengths.tolist(), rows_total, max_tokens)
-    if len(groups) == 1 or not (right_padded or left_padded):
+    if not (right_padded or left_padded):
         return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    calls = packed_groups(model, lengths.tolist(), rows_total, max_tokens, packing)
+    if len(calls) == 1 and len(calls[0]) == rows_total:
+        return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    additive = getattr(model.config, "_attn_implementation", None) == "eager"
+    dtype = next(model.parameters()).dtype
     hidden_states = None
-    for group in groups:
-        rows = torch.tensor(group, device=input_ids.device)
+    for rows in calls:
+        group = [i for row in rows for i in row]
         longest = int(lengths[group[0]])
+        if len(group) > len(rows):
+            texts = {i: input_ids[i][mask[i]].tolist() for i in group}
+            states = forward_packed(model, packed_batch(int(input_ids[0, 0]), texts, rows, dtype, additive),
+                                    input_ids.device)
+            if hidden_states is None:
+                hidden_states = states[0].new_zeros(rows_total, width, states[0].shape[-1])
+            for i, state in zip(group, states):
+                hidden_states[i, mask[i]] = state
+            continue
+        index = torch.tensor(group, device=input_ids.device)
         columns = slice(0, longest) if right_padded else slice(width - longest, width)
-        output = model(input_ids=input_ids[rows, columns], attention_mask=attention_mask[rows, columns])
-        hidden = output.last_hidden_state
+        hidden = model(input_ids=input_ids[index, columns], attention_mask=attention_mask[index, columns]).last_hidden_state
         if hidden_states is None:
             hidden_states = hidden.new_zeros(rows_total, width, hidden.shape[-1])
-        hidden_states[rows, columns] = hidden
+        hidden_states[index, columns] = hidden
     return hidden_states
+
+
+#: Attention backends that take a prepared 4D mask as given (transformers returns a 4D mask unchanged): sdpa reads
+#: it as booleans, eager adds it to the scores. Flash-attention and flex get padded batches (see `packed_groups`).
+PACKED_ATTENTION_BACKENDS = ("sdpa", "eager")
+#: Default width of one packed row; see `pack_rows`.
+DEFAULT_PACKED_ROW_TOKENS = 512
+
+
+def packable_length(model: torch.nn.Module) -> int:
+    """The longest text that may share a row with other texts and keep its exact vector (0: none may).
+
+    Packing needs a backend that takes a block-diagonal mask as given (`PACKED_ATTENTION_BACKENDS`). A sliding
+    window (Mistral, Gemma2, Qwen2's sliding layers) is a mask transformers builds from positions in the row, which
+    a prepared mask replaces, so only texts no longer than the window are packed: within them the window masks
+    nothing, unpacked or packed. Softcapping (Gemma2) acts on scores before the mask and needs no care.
+    """
+    config = getattr(model, "config", None)
+    if getattr(config, "_attn_implementation", None) not in PACKED_ATTENTION_BACKENDS:
+        return 0
+    windows = [getattr(config, key, None) for key in ("sliding_window", "attention_chunk_size")]
+    windows = [w for w in windows if isinstance(w, int) and not isinstance(w, bool) and w > 0]
+    return min(windows) if windows else 1 << 62
+
+
+def pack_rows(lengths: Sequence[int], row_tokens: int, max_tokens: int, max_texts: int) -> list[list[list[int]]]:
+    """Packs text indices into rows and rows into forward calls: ``calls[c][r]`` lists the texts of row ``r``.
+
+    First-fit decreasing: longest first, each text into the first row of the current call that has room; a row holds
+    at most ``row_tokens`` tokens (a longer text gets a row of its own), a call at most ``max_tokens`` tokens counting
+    the padding at row ends (rows × widest row) and ``max_texts`` texts. Attention inside a row costs rows × width²,
+    whatever the mask, so rows stay short; padding is left only at the ends of rows.
+    """
+    row_tokens = min(row_tokens, max_tokens)
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    calls: list[list[list[int]]] = []
+    fills: list[int] = []
+    texts_in_call = 0
+    for i in order:
+        length = lengths[i]
+        rows = calls[-1] if calls else None
+        if rows is not None and texts_in_call < max_texts:
+            widest = max(fills)
+            row = next((r for r, fill in enumerate(fills) if fill + length <= row_tokens
+                        and len(rows) * max(widest, fill + length) <= max_tokens), None)
+            if row is not None:
+                rows[row].append(i)
+                fills[row] += length
+                texts_in_call += 1
+                continue
+            if (len(rows) + 1) * max(widest, length) <= max_tokens:
+                rows.append([i])
+                fills.append(length)
+                texts_in_call += 1
+                continue
+        calls.append([[i]])
+        fills = [length]
+        texts_in_call = 1
+    return calls
+
+
+def packed_groups(
+    model: torch.nn.Module,
+    lengths: Sequence[int],
+    batch_size: int,
+    max_tokens: int | None = None,
+    packing: bool | None = None,
+    row_tokens: int | None = None,
+) -> list[list[list[int]]]:
+    """The forward calls of `encode_with`, as `pack_rows` returns them: packed rows for the texts that pack
+    exactly (`packable_length`, unless ``packing`` is False), one text per row (`length_groups`) for the others."""
+    max_tokens = DEFAULT_MAX_BATCH_TOKENS if max_tokens is None else max_tokens
+    row_tokens = DEFAULT_PACKED_ROW_TOKENS if row_tokens is None else row_tokens
+    for name, value in (("max_batch_tokens", max_tokens), ("packed_row_tokens", row_tokens)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    limit = packable_length(model) if packing is not False else 0
+    if packing is True and limit == 0:
+        raise ValueError(
+            f"packing=True needs attention implementation {' or '.join(PACKED_ATTENTION_BACKENDS)}, not "
+            f"{getattr(model.config, '_attn_implementation', None)!r}; load with attn_implementation='sdpa'"
+        )
+    packed = [i for i, length in enumerate(lengths) if length <= limit]
+    padded = [i for i, length in enumerate(lengths) if length > limit]
+    calls = [[[packed[i] for i in row] for row in rows]
+             for rows in pack_rows([lengths[i] for i in packed], row_tokens, max_tokens, batch_size)]
+    calls += [[[padded[i]] for i in group]
+              for group in length_groups([lengths[i] for i in padded], batch_size, max_tokens)]
+    return calls
+
+
+def packed_batch(pad_id: int, input_ids: list, rows: list[list[int]], dtype: torch.dtype, additive: bool) -> dict:
+    """One forward call of packed rows: ``input_ids`` and ``position_ids`` (restarting at 0 for every text) of shape
+    (rows, width), and a (rows, 1, width, width) mask where a token sees exactly the tokens of its own text; the
+    padding at a row's end sees itself only (a fully masked query row would give NaN in sdpa). Boolean for sdpa,
+    additive (0 / dtype's min) for eager. ``spans`` gives each text's (row, start, length), in ``rows`` order."""
+    width = max(sum(len(input_ids[i]) for i in row) for row in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    segments = torch.full((len(rows), width), -1, dtype=torch.long)
+    spans = []
+    for r, row in enumerate(rows):
+        start = 0
+        for segment, i in enumerate(row):
+            length = len(input_ids[i])
+            ids[r, start : start + length] = torch.tensor(input_ids[i], dtype=torch.long)
+            positions[r, start : start + length] = torch.arange(length)
+            segments[r, start : start + length] = segment
+            spans.append((r, start, length))
+            start += length
+    mask = (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1)
+    if additive:
+        mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
+    return {"input_ids": ids, "position_ids": positions, "attention_mask": mask, "spans": spans}
+
+
+def forward_packed(model: torch.nn.Module, batch: dict, device: torch.device) -> list[torch.Tensor]:
+    """Runs one `packed_batch` and returns each text's own token states, (length, hidden), in ``spans`` order."""
+    hidden = model(
+        input_ids=batch["input_ids"].to(device),
+        position_ids=batch["position_ids"].to(device),
+        attention_mask=batch["attention_mask"].to(device),
+    ).last_hidden_state
+    return [hidden[r, start : start + length] for r, start, length in batch["spans"]]
+
+
+def unpack_to_padded(states: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Token states of texts (each its own length) laid out as the padded ``batch`` from `collate`, for `pool`."""
+    attention_mask = batch["attention_mask"]
+    hidden = states[0].new_zeros(attention_mask.shape[0], attention_mask.shape[1], states[0].shape[-1])
+    mask = attention_mask.bool().to(hidden.device)
+    hidden[mask] = torch.cat(states)
+    return hidden
 
 
 def pool(
@@ -637,13 +789,18 @@ def encode_with(
     show_progress_bar: bool = False,
     device: torch.device | str | None = None,
     max_batch_tokens: int | None = None,
+    packing: bool | None = None,
+    packed_row_tokens: int | None = None,
 ) -> torch.Tensor:
     """Embeds texts or ``[instruction, text]`` pairs with any bidirectional encoder; returns float32 (N, hidden).
 
-    All inputs are tokenized first, then run longest first in batches of at most ``batch_size`` texts and
-    ``max_batch_tokens`` tokens counting padding (`length_groups`; default `DEFAULT_MAX_BATCH_TOKENS`). The
-    reference sorts by characters and batches by count; sorting by tokens and capping tokens removes most
-    padding, and the vectors are the same up to float rounding.
+    All inputs are tokenized first, then run longest first in forward calls of at most ``batch_size`` texts and
+    ``max_batch_tokens`` tokens counting padding (default `DEFAULT_MAX_BATCH_TOKENS`). With ``packing`` (the
+    default where it is exact, `packable_length`), several texts share a row of at most ``packed_row_tokens``
+    tokens (`pack_rows`) with a block-diagonal mask and positions restarting per text, so padding is left only at
+    row ends; ``packing=False`` pads each text to its call's longest (`length_groups`), ``packing=True`` refuses
+    a backend that cannot pack. The reference sorts by characters and batches by count; either way the vectors
+    are the same up to float rounding (rotary positions depend only on the distance between tokens).
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
@@ -653,17 +810,27 @@ def encode_with(
     )
     pairs = [(instruction, text) for (instruction, _), text in zip(pairs, texts)]
     input_ids, n_pooled = tokenize_unpadded(tokenizer, pairs, settings)
-    groups = length_groups([len(ids) for ids in input_ids], batch_size, max_batch_tokens)
+    calls = packed_groups(model, [len(ids) for ids in input_ids], batch_size, max_batch_tokens, packing,
+                          packed_row_tokens)
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    additive = getattr(model.config, "_attn_implementation", None) == "eager"
+    dtype = next(model.parameters()).dtype
     if show_progress_bar:
-        groups = logging.tqdm(groups, desc="Encoding", unit="batch")
+        calls = logging.tqdm(calls, desc="Encoding", unit="batch")
     was_training = model.training
     model.eval()
     vectors = [None] * len(pairs)
-    for group in groups:
+    for rows in calls:
+        group = [i for row in rows for i in row]
         batch = collate(tokenizer, [input_ids[i] for i in group], [n_pooled[i] for i in group])
-        hidden = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-        pooled = pool(hidden.last_hidden_state, batch, settings["pooling_mode"], tokenizer.bos_token_id).cpu()
+        if len(group) > len(rows):
+            packed = packed_batch(int(batch["input_ids"][0, 0]), input_ids, rows, dtype, additive)
+            hidden = unpack_to_padded(forward_packed(model, packed, device), batch)
+        else:
+            hidden = model(
+                input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
+            ).last_hidden_state
+        pooled = pool(hidden, batch, settings["pooling_mode"], tokenizer.bos_token_id).cpu()
         for row, i in enumerate(group):
             vectors[i] = pooled[row]
     model.train(was_training)
@@ -696,12 +863,14 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
         batch_size: int = 32,
         show_progress_bar: bool = False,
         max_batch_tokens: int | None = None,
+        packing: bool | None = None,
         **settings,
     ):
         """Embeds texts or ``[instruction, text]`` pairs exactly as llm2vec does, with this checkpoint's settings.
 
         ``settings`` override the checkpoint's (pooling_mode, max_length, doc_max_length, skip_instruction, …);
-        ``max_batch_tokens`` caps the tokens of one forward call, padding included (see `encode_with`).
+        ``max_batch_tokens`` caps the tokens of one forward call, padding included; ``packing=False`` turns off
+        packed rows (see `encode_with`).
         ``tokenizer`` is the checkpoint's (``AutoTokenizer.from_pretrained`` of the same folder or repo): its files
         are read again the way llm2vec 0.2.3 read them (`reference_tokenizer_for`), since transformers 5 may
         pick a class that tokenizes differently.
@@ -709,7 +878,8 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
         tokenizer = reference_tokenizer_for(tokenizer, self)
         resolved = resolve_encoding(self.config, tokenizer, **settings)
         return encode_with(
-            self, tokenizer, inputs, resolved, batch_size, show_progress_bar, max_batch_tokens=max_batch_tokens
+            self, tokenizer, inputs, resolved, batch_size, show_progress_bar, max_batch_tokens=max_batch_tokens,
+            packing=packing,
         )
 
 

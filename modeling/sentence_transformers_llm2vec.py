@@ -36,14 +36,17 @@ class LLM2VecTransformer(Transformer):
     ``prompt.strip() + " " + text`` and only the text's tokens are pooled (with ``skip_instruction``).
     Settings come from the checkpoint's ``config.llm2vec``; ``max_seq_length`` overrides ``max_length``.
 
-    At inference, each batch runs in groups of rows of similar token length, each cut to its own longest row
-    (`forward_in_length_groups`): sentence-transformers sorts by characters and batches by count, so a batch
-    can be mostly padding. ``max_batch_tokens`` (an attribute, or ``encode(..., max_batch_tokens=N)``) caps a
-    group's tokens, padding included. Training (gradients on) runs each batch as one call, as given.
+    At inference, each batch runs in the forward calls `LLM2Vec.encode` would make for it (`forward_in_length_groups`):
+    short texts share rows (packed, with a block-diagonal mask), the others in groups of similar token length;
+    sentence-transformers sorts by characters and batches by count, so a batch as given can be mostly padding.
+    ``max_batch_tokens`` caps a call's tokens, padding included, and ``packing=False`` turns packing off (both
+    attributes, or ``encode(..., max_batch_tokens=N, packing=False)``). Training (gradients on) runs each batch
+    as one call, as given.
     """
 
     max_batch_tokens: int | None = None
-    forward_kwargs = {"max_batch_tokens"}
+    packing: bool | None = None
+    forward_kwargs = {"max_batch_tokens", "packing"}
 
     def _encoding_settings(self) -> dict[str, Any]:
         overrides = {"max_length": self.max_seq_length} if self.max_seq_length else {}
@@ -77,11 +80,13 @@ class LLM2VecTransformer(Transformer):
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         pool_mask = features.pop("pool_mask")
         max_batch_tokens = kwargs.pop("max_batch_tokens", None) or self.max_batch_tokens
+        packing = kwargs.pop("packing", None)
+        packing = self.packing if packing is None else packing
         if torch.is_grad_enabled() or kwargs:
             features = super().forward(features, **kwargs)
         else:
             features["token_embeddings"] = forward_in_length_groups(
-                self.auto_model, features["input_ids"], features["attention_mask"], max_batch_tokens
+                self.auto_model, features["input_ids"], features["attention_mask"], max_batch_tokens, packing
             )
         features["pool_mask"] = pool_mask
         features["sentence_embedding"] = pool(

@@ -122,17 +122,20 @@ class LLM2Vec(torch.nn.Module):
         convert_to_tensor: bool = False,
         device: str | torch.device | None = None,
         max_batch_tokens: int | None = None,
+        packing: bool | None = None,
     ) -> torch.Tensor | np.ndarray:
         """Embeds texts or ``[instruction, text]`` pairs; returns float32 vectors, one per input.
 
         A forward call holds at most ``batch_size`` texts and ``max_batch_tokens`` tokens, padding included
-        (default 2048: long texts come in smaller batches, short ones in full ones; raise it on a GPU).
+        (default 2048: long texts come in smaller batches, short ones in full ones; raise it on a GPU). Short
+        texts share rows with a block-diagonal mask (``packing``, on where exact; ``packing=False`` pads each
+        text instead); the vectors are the same either way.
         """
         if device is not None:
             self.model.to(device)
         vectors = encode_with(
             self.model, self.tokenizer, sentences, self.settings, batch_size, show_progress_bar, device,
-            max_batch_tokens=max_batch_tokens,
+            max_batch_tokens=max_batch_tokens, packing=packing,
         )
         if convert_to_numpy and not convert_to_tensor:
             return vectors.numpy()
