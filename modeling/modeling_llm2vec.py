@@ -618,8 +618,8 @@ def forward_in_length_groups(
 #: Attention backends that take a prepared 4D mask as given (transformers returns a 4D mask unchanged): sdpa reads
 #: it as booleans, eager adds it to the scores. Flash-attention and flex get padded batches (see `packed_groups`).
 PACKED_ATTENTION_BACKENDS = ("sdpa", "eager")
-#: Default width of one packed row; see `pack_rows`.
-DEFAULT_PACKED_ROW_TOKENS = 512
+#: Default least width of a packed row; see `pack_rows`.
+DEFAULT_PACKED_ROW_TOKENS = 128
 
 
 def packable_length(model: torch.nn.Module) -> int:
@@ -641,22 +641,24 @@ def packable_length(model: torch.nn.Module) -> int:
 def pack_rows(lengths: Sequence[int], row_tokens: int, max_tokens: int, max_texts: int) -> list[list[list[int]]]:
     """Packs text indices into rows and rows into forward calls: ``calls[c][r]`` lists the texts of row ``r``.
 
-    First-fit decreasing: longest first, each text into the first row of the current call that has room; a row holds
-    at most ``row_tokens`` tokens (a longer text gets a row of its own), a call at most ``max_tokens`` tokens counting
-    the padding at row ends (rows × widest row) and ``max_texts`` texts. Attention inside a row costs rows × width²,
-    whatever the mask, so rows stay short; padding is left only at the ends of rows.
+    First-fit decreasing: longest first, each text into the first row of the current call that has room. A row
+    holds as many tokens as the call's first (longest) text, or ``row_tokens`` if that is more, and at most
+    ``max_tokens``; a call at most ``max_tokens`` tokens counting the padding at row ends (rows × widest row) and
+    ``max_texts`` texts. Attention costs rows × width² whatever the mask, so a row is no wider than the padded
+    batch of the same texts would be (or ``row_tokens``, which lets very short texts share rows); the padding is
+    left only at the ends of rows.
     """
-    row_tokens = min(row_tokens, max_tokens)
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     calls: list[list[list[int]]] = []
     fills: list[int] = []
+    capacity = 0
     texts_in_call = 0
     for i in order:
         length = lengths[i]
         rows = calls[-1] if calls else None
         if rows is not None and texts_in_call < max_texts:
             widest = max(fills)
-            row = next((r for r, fill in enumerate(fills) if fill + length <= row_tokens
+            row = next((r for r, fill in enumerate(fills) if fill + length <= capacity
                         and len(rows) * max(widest, fill + length) <= max_tokens), None)
             if row is not None:
                 rows[row].append(i)
@@ -670,6 +672,7 @@ def pack_rows(lengths: Sequence[int], row_tokens: int, max_tokens: int, max_text
                 continue
         calls.append([[i]])
         fills = [length]
+        capacity = min(max(length, row_tokens), max_tokens)
         texts_in_call = 1
     return calls
 
@@ -835,6 +838,23 @@ def encode_with(
             vectors[i] = pooled[row]
     model.train(was_training)
     return torch.stack(vectors)
+
+
+def compile_for_inference(model: torch.nn.Module, **torch_compile_kwargs) -> torch.nn.Module:
+    """Compiles a transformers model in place for encoding: ``model.compile(dynamic=True, options={"freezing": True})``.
+
+    Inductor fuses the elementwise work around the matmuls (RMSNorm, rotary embeddings, SiLU gating, residual
+    adds: a fifth of eager CPU time) and, with freezing, treats the weights as constants and prepacks them for
+    oneDNN. Measured on a 2-core CPU (benchmarks/RESULTS.md): 1.05–1.2× faster encoding with the same vectors
+    (max |Δ| ~ 4e-6), after a one-off 20–70 s compile that happens on the first batches; worth it for large
+    corpora, not for a handful of texts. ``dynamic=True`` keeps varying batch shapes from recompiling each time.
+    Frozen weights cannot be trained: compile a copy that only encodes. Works for ``LLM2Vec.model``, an
+    ``AutoModel`` encoder, and a SentenceTransformer's ``model[0].auto_model``. Needs a C++ compiler on CPU.
+    Extra inductor settings go in ``options`` (torch refuses ``mode`` together with ``options``).
+    """
+    options = {"freezing": True, **torch_compile_kwargs.pop("options", {})}
+    model.compile(**{"dynamic": True, **torch_compile_kwargs}, options=options)
+    return model
 
 
 class LLM2VecEncoderMixin(BidirectionalMixin):

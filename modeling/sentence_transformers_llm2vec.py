@@ -19,6 +19,7 @@ import torch
 from sentence_transformers.base.modules import Transformer
 
 from .modeling_llm2vec import (
+    compile_for_inference,
     cut_to_doc_max_length,
     forward_in_length_groups,
     normalize_inputs,
@@ -46,6 +47,9 @@ class LLM2VecTransformer(Transformer):
 
     max_batch_tokens: int | None = None
     packing: bool | None = None
+    #: Compile the encoder (`compile_for_inference`) at the first inference batch; set before a multi-process
+    #: pool starts, so that each worker compiles its own copy.
+    compile_on_first_forward: bool = False
     forward_kwargs = {"max_batch_tokens", "packing"}
 
     def _encoding_settings(self) -> dict[str, Any]:
@@ -85,6 +89,9 @@ class LLM2VecTransformer(Transformer):
         if torch.is_grad_enabled() or kwargs:
             features = super().forward(features, **kwargs)
         else:
+            if self.compile_on_first_forward:
+                compile_for_inference(self.auto_model)
+                self.compile_on_first_forward = False
             features["token_embeddings"] = forward_in_length_groups(
                 self.auto_model, features["input_ids"], features["attention_mask"], max_batch_tokens, packing
             )

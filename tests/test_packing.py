@@ -74,7 +74,9 @@ def test_pack_rows_respects_every_cap():
     for rows in calls:
         fills = [sum(lengths[i] for i in row) for row in rows]
         assert sum(len(row) for row in rows) <= 24
-        assert all(fill <= 128 or len(row) == 1 for fill, row in zip(fills, rows))
+        longest = max(lengths[i] for row in rows for i in row)
+        assert all(fill <= max(128, longest) for fill in fills)
+        assert lengths[rows[0][0]] == longest
         assert len(rows) * max(fills) <= 512 or len(rows) == 1
     assert any(len(row) > 1 for rows in calls for row in rows), "short texts should share rows"
     assert calls == pack_rows(lengths, row_tokens=128, max_tokens=512, max_texts=24)

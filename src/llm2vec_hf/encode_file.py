@@ -21,6 +21,7 @@ sentence-transformers module (the same LLM2Vec semantics, equal vectors within f
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import logging
@@ -267,11 +268,12 @@ def pool_devices(device: str | None, processes: int | None) -> list[str] | None:
 
 
 class InProcessEncoder:
-    def __init__(self, model_path: str, batching: dict, device: str | None, compile_model: bool = False):
-        from .llm2vec import LLM2Vec
+    def __init__(self, model_path: str, batching: dict, device: str | None, compile_model: bool | None = False,
+                 tokens: int = 0):
+        from .llm2vec import LLM2Vec, should_compile
 
         self.model = LLM2Vec.from_pretrained(model_path)
-        if compile_model:
+        if should_compile(self.model.model, tokens, device, compile_model):
             self.model.compile_for_inference()
         self.batching, self.device = batching, device
 
@@ -288,10 +290,16 @@ class InProcessEncoder:
 class PoolEncoder:
     """sentence-transformers' multi-process pool over ``devices``, through the checkpoint's ST module."""
 
-    def __init__(self, model_path: str, batching: dict, devices: list[str]):
+    def __init__(self, model_path: str, batching: dict, devices: list[str], compile_model: bool | None = False,
+                 tokens: int = 0):
         from sentence_transformers import SentenceTransformer
 
+        from .llm2vec import should_compile
+
         self.model = SentenceTransformer(model_path, trust_remote_code=True, device="cpu")
+        # each worker encodes its share, and compiles its own copy of the model at its first batch
+        self.model[0].compile_on_first_forward = should_compile(
+            self.model[0].auto_model, tokens // len(devices), devices[0], compile_model)
         self.batching = batching
         cpu_workers = sum(1 for d in devices if d == "cpu")
         set_threads = cpu_workers and "OMP_NUM_THREADS" not in os.environ
@@ -337,15 +345,15 @@ def encode_file(
     processes: int | None = None,
     restart: bool = False,
     max_batch_tokens: int | None = None,
-    compile_model: bool = False,
+    compile_model: bool | None = None,
 ) -> int:
-    """Encodes ``input_path`` into ``output_path`` (.npy), streaming and resumable; returns the number of rows."""
+    """Encodes ``input_path`` into ``output_path`` (.npy), streaming and resumable; returns the number of rows.
+
+    ``compile_model`` None compiles when the input is large enough to pay for it (`should_compile`)."""
     if not output_path.endswith(".npy"):
         raise LLM2VecError(f"{output_path}: output must be a .npy file")
     check_positive_options(batch_size=batch_size, max_batch_tokens=max_batch_tokens, chunk_size=chunk_size)
     devices = pool_devices(device, processes)
-    if compile_model and devices:
-        raise LLM2VecError("--compile works in one process; drop --processes (or give one device)")
     check_output_path(output_path)
     with output_lock(output_path):
         return _encode_locked(model, input_path, output_path, prompt_name, batch_size, device, chunk_size, devices,
@@ -430,10 +438,13 @@ def _encode_locked(model, input_path, output_path, prompt_name, batch_size, devi
     crash = _crash_point()
     single_device = ",".join(d.strip() for d in (device or "").split(",") if d.strip()) or None
     batching = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}
+    from .llm2vec import CHARS_PER_TOKEN
+
+    tokens = os.path.getsize(input_path) * (rows - state["done"]) // max(rows, 1) // CHARS_PER_TOKEN
     if devices:
-        encoder = PoolEncoder(model_path, batching, devices)
+        encoder = PoolEncoder(model_path, batching, devices, compile_model, tokens)
     else:
-        encoder = InProcessEncoder(model_path, batching, single_device, compile_model)
+        encoder = InProcessEncoder(model_path, batching, single_device, compile_model, tokens)
     handle = None
     try:
         from tqdm.auto import tqdm
@@ -516,8 +527,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--processes", type=int, help="encode with N worker processes (sentence-transformers pool)")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                         help=f"texts read, encoded and committed at a time (default {DEFAULT_CHUNK_SIZE})")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model first (one-off 20-70 s; 1.05-1.2x faster after; for large inputs)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the model first (one-off 20-70 s, 1.05-1.2x faster after); default: "
+                             "when the input is large enough to pay for it (CPU only)")
     parser.add_argument("--restart", action="store_true", help="discard a partial output instead of resuming it")
     engine = parser.add_argument_group("Ray engine (pip install 'llm2vec-hf[ray]'; docs/scale-out.md)")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",

@@ -47,6 +47,7 @@ from .encode_file import (
     parse_line,
 )
 from .errors import LLM2VecError
+from .llm2vec import CHARS_PER_TOKEN
 from .loading import resolve_local
 
 logger = logging.getLogger(__name__)
@@ -204,12 +205,13 @@ class ShardEncoder:
 
     def __init__(self, model_path: str, model_key: str, output_dir: str, text_column: str,
                  instruction_column: str | None, instruction: str, id_columns: list[str], source: str,
-                 batching: dict, device: str, threads: int | None, order_column: str | None = None):
+                 batching: dict, device: str, threads: int | None, order_column: str | None = None,
+                 compile_model: bool | None = False, tokens: int = 0):
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        self.encoder = InProcessEncoder(model_path, batching, device)
+        self.encoder = InProcessEncoder(model_path, batching, device, compile_model, tokens)
         self.model_key, self.output_dir, self.source = model_key, output_dir, source
         self.text_column, self.instruction_column, self.instruction = text_column, instruction_column, instruction
         self.id_columns, self.order_column = id_columns, order_column
@@ -327,6 +329,8 @@ def run_shards(
     num_gpus_per_worker: float,
     num_cpus_per_worker: float,
     restart: bool,
+    compile_model: bool | None = False,
+    tokens: int = 0,
 ) -> dict:
     """Encodes ``dataset`` into shards under ``output_dir`` and writes the manifest; returns the manifest."""
     import ray
@@ -364,6 +368,7 @@ def run_shards(
             "batching": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}, "device": device,
             "threads": None if num_gpus_per_worker else max(1, int(num_cpus_per_worker)),
             "order_column": id_columns[0] if shard_per_block else None,
+            "compile_model": compile_model, "tokens": tokens // num_workers,  # each actor's share
         },
         batch_size=None if shard_per_block else rows_per_shard,
         batch_format="pyarrow",
@@ -501,8 +506,10 @@ def encode_path(
     num_gpus_per_worker: float = 0,
     num_cpus_per_worker: float = 1,
     restart: bool = False,
+    compile_model: bool | None = None,
 ) -> dict:
-    """Embeds a .txt/.jsonl file or Parquet (file or folder) on Ray; returns the manifest (see the module doc)."""
+    """Embeds a .txt/.jsonl file or Parquet (file or folder) on Ray; returns the manifest (see the module doc).
+    ``compile_model`` None lets each actor compile when its share of the input pays for it (`should_compile`)."""
     ray = _require_ray()
     check_positive_options(rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                     num_workers=num_workers)
@@ -521,6 +528,7 @@ def encode_path(
         if not shards:
             raise LLM2VecError(f"{input_path}: no texts to encode")
         fingerprint, id_columns, has_instruction = input_fingerprint(input_path), ["line"], True
+    input_files = _parquet_files(input_path) if parquet else [input_path]
     model_path = resolve_local(model)
     instruction = named_prompt(model_path, prompt_name) if prompt_name else ""
     _connect(address)
@@ -537,6 +545,7 @@ def encode_path(
         id_columns=id_columns, source=input_path, shard_per_block=True, rows_per_shard=rows_per_shard,
         batch_size=batch_size, max_batch_tokens=max_batch_tokens, num_workers=num_workers,
         num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=num_cpus_per_worker, restart=restart,
+        compile_model=compile_model, tokens=sum(os.path.getsize(f) for f in input_files) // CHARS_PER_TOKEN,
     )
 
 
@@ -562,13 +571,14 @@ def read_vectors(output_dir: str):
 
 def main(args) -> int:
     """``llm2vec-hf encode --engine ray``."""
-    if args.processes is not None or args.compile or args.device:
+    if args.processes is not None or args.device:
         raise LLM2VecError("--engine ray places workers itself: use --num-workers and --num-gpus-per-worker, "
-                           "not --processes, --device or --compile")
+                           "not --processes or --device")
     manifest = encode_path(
         args.model, args.input, args.output, prompt_name=args.prompt_name, address=args.address,
         rows_per_shard=args.chunk_size, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         num_workers=args.num_workers, num_gpus_per_worker=args.num_gpus_per_worker or 0, restart=args.restart,
+        compile_model=args.compile,
     )
     print(f"Wrote {manifest['rows']} vectors in {len(manifest['shards'])} shards to {args.output}")
     return 0
