@@ -692,6 +692,7 @@ def packed_groups(
     for name, value in (("max_batch_tokens", max_tokens), ("packed_row_tokens", row_tokens)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    packing = None if packing is None else bool(packing)
     limit = packable_length(model) if packing is not False else 0
     if packing is True and limit == 0:
         raise ValueError(
@@ -713,19 +714,22 @@ def packed_batch(pad_id: int, input_ids: list, rows: list[list[int]], dtype: tor
     padding at a row's end sees itself only (a fully masked query row would give NaN in sdpa). Boolean for sdpa,
     additive (0 / dtype's min) for eager. ``spans`` gives each text's (row, start, length), in ``rows`` order."""
     width = max(sum(len(input_ids[i]) for i in row) for row in rows)
-    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
-    positions = torch.zeros((len(rows), width), dtype=torch.long)
-    segments = torch.full((len(rows), width), -1, dtype=torch.long)
-    spans = []
+    ids, positions, segments, spans = [], [], [], []
     for r, row in enumerate(rows):
-        start = 0
+        start = len(ids)
         for segment, i in enumerate(row):
             length = len(input_ids[i])
-            ids[r, start : start + length] = torch.tensor(input_ids[i], dtype=torch.long)
-            positions[r, start : start + length] = torch.arange(length)
-            segments[r, start : start + length] = segment
-            spans.append((r, start, length))
-            start += length
+            spans.append((r, len(ids) - start, length))
+            ids.extend(input_ids[i])
+            positions.extend(range(length))
+            segments.extend([segment] * length)
+        padding = start + width - len(ids)
+        ids.extend([pad_id] * padding)
+        positions.extend([0] * padding)
+        segments.extend([-1] * padding)
+    ids = torch.tensor(ids, dtype=torch.long).view(len(rows), width)
+    positions = torch.tensor(positions, dtype=torch.long).view(len(rows), width)
+    segments = torch.tensor(segments, dtype=torch.long).view(len(rows), width)
     mask = (segments.unsqueeze(2) == segments.unsqueeze(1)).unsqueeze(1)
     if additive:
         mask = torch.zeros(mask.shape, dtype=dtype).masked_fill_(~mask, torch.finfo(dtype).min)
