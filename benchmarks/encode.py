@@ -5,7 +5,10 @@
 
 Paths: official (llm2vec 0.2.3 ``LLM2Vec.encode``), llm2vec-hf (``LLM2Vec.encode``), llm2vec-hf-encode (the
 ``llm2vec-hf encode`` command as a function call: .jsonl in, .npy out, loading the model every round),
-sentence-transformers (``SentenceTransformer.encode`` of the exported checkpoint, instructions as prompts).
+sentence-transformers (``SentenceTransformer.encode`` of the exported checkpoint, instructions as prompts),
+vllm (``llm2vec_hf.serving.vllm.LLM2VecVLLM``: vLLM's per-token states of the exported checkpoint, pooled as
+LLM2Vec pools; vLLM runs in its own environment, ``--vllm-python``, see docs/serving.md; its engine processes'
+threads are set by OMP_NUM_THREADS like the other paths, and it needs head_dim >= 32, so not llama-tiny).
 
 The official library runs in its own virtual environment (created on first use in benchmarks/.venv-official,
 or pass --official-python); it is never a dependency of llm2vec-hf. Paths are timed alternately, several
@@ -43,6 +46,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 OFFICIAL_VENV = HERE / ".venv-official"
+#: Every path must give the reference's vectors (float32) within this; a faster wrong answer is no result.
+VECTOR_TOLERANCE = 1e-3
 INSTRUCTION = "Given a web search query, retrieve relevant passages that answer the query"
 
 SHAPES = {
@@ -154,6 +159,17 @@ elif path == "llm2vec-hf-encode":
         vectors = np.load(target)
         os.remove(target)
         return vectors
+elif path == "vllm":
+    # The engine runs in processes of its own: their memory is counted in the tree's RSS, sampled after each round.
+    import os, psutil
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")  # GiB: a cap for shared machines
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")  # compute on every core
+    os.environ["VLLM_LOGGING_STREAM"] = "ext://sys.stderr"  # stdout carries this worker's JSON lines
+    from llm2vec_hf.serving.vllm import LLM2VecVLLM
+    # vLLM's defaults otherwise (it compiles the model); options such as vllm:enforce_eager=1 go to vllm.LLM
+    model = LLM2VecVLLM.from_pretrained(args["exported"], pooling_mode="mean", max_length=512, dtype="float32",
+                                        **options)
+    encode = lambda: model.encode(inputs, convert_to_numpy=True)
 elif path == "sentence-transformers":
     from sentence_transformers import SentenceTransformer
     model = SentenceTransformer(args["exported"], trust_remote_code=True)
@@ -180,7 +196,11 @@ for line in sys.stdin:
         print(json.dumps({"wall_seconds": seconds, "self_seconds": self_seconds}), flush=True)
         continue
     start = time.perf_counter(); encode(); seconds = time.perf_counter() - start
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}), flush=True)
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    if path == "vllm":
+        tree = [psutil.Process()] + psutil.Process().children(recursive=True)
+        rss_mb = sum(p.memory_info().rss for p in tree) / 2**20
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": rss_mb}), flush=True)
 """
 
 # Profile categories, by the name torch.profiler gives each op. "outside ops" is what the profiler did not see
@@ -225,12 +245,14 @@ class Worker:
         self.warmup_seconds, self.cpu_capability = ready["warmup_seconds"], ready["cpu_capability"]
 
     def _read(self) -> str:
-        line = self.proc.stdout.readline()
-        if not line:
-            self.proc.wait()
-            self.stderr.seek(0)
-            raise RuntimeError(f"{self.spec} failed:\n{self.stderr.read()[-3000:]}")
-        return line
+        while True:
+            line = self.proc.stdout.readline()
+            if not line:
+                self.proc.wait()
+                self.stderr.seek(0)
+                raise RuntimeError(f"{self.spec} failed:\n{self.stderr.read()[-3000:]}")
+            if line.startswith("{"):  # the worker's JSON; a library may print to stdout too
+                return line
 
     def run(self, command: str = "run") -> dict:
         self.proc.stdin.write(command + "\n")
@@ -305,6 +327,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--repeats", type=int, default=5, help="alternating rounds; the best is reported")
     parser.add_argument("--official-python", help="python of an environment with llm2vec==0.2.3")
+    parser.add_argument("--vllm-python", help="python of an environment with vLLM and this checkout installed "
+                        "(--no-deps), for the vllm path (docs/serving.md)")
     parser.add_argument(
         "--paths", default="official,llm2vec-hf,llm2vec-hf-encode,sentence-transformers",
         help="comma-separated; a path may carry encode() options after a colon, joined by '+', e.g. "
@@ -319,6 +343,8 @@ def main() -> None:
     n_texts, repeats = (64, 1) if args.quick else (args.texts, args.repeats)
     paths = [spec.replace("+", ",") for spec in args.paths.split(",")]
     python_official = official_python(args.official_python) if "official" in paths else None
+    if any(spec.partition(":")[0] == "vllm" for spec in paths) and not args.vllm_python:
+        parser.error("the vllm path runs in vLLM's own environment: pass --vllm-python")
 
     from llm2vec_hf.export import export_checkpoint
 
@@ -328,6 +354,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for shape in shapes:
+            shape_paths = paths
+            if SHAPES[shape]["hidden_size"] // SHAPES[shape]["num_attention_heads"] < 32:
+                shape_paths = [spec for spec in paths if spec.partition(":")[0] != "vllm"]
+                if shape_paths != paths:
+                    print(f"{shape}: no vllm row, vLLM's CPU attention needs head_dim >= 32", flush=True)
             model_dir = tmp / shape
             info = build_model(shape, model_dir)
             exported = export_checkpoint(str(model_dir), str(tmp / f"{shape}-exported"), max_length=512)
@@ -342,15 +373,16 @@ def main() -> None:
                     "batch_size": args.batch_size, "out": str(tmp / "{spec}.npy"),
                 }
                 pythons = {"official": python_official, "llm2vec-hf": sys.executable, "llm2vec-hf-encode": sys.executable,
-                           "sentence-transformers": sys.executable}
-                results = time_paths(paths, pythons, payload, repeats, matmul_rates, profile=args.profile)
+                           "sentence-transformers": sys.executable, "vllm": args.vllm_python}
+                results = time_paths(shape_paths, pythons, payload, repeats, matmul_rates, profile=args.profile)
                 rate = max(matmul_rates)
                 import numpy as np
 
-                vectors = {spec: np.load(tmp / f"{spec}.npy") for spec in paths}
+                vectors = {spec: np.load(tmp / f"{spec}.npy") for spec in shape_paths}
                 for path, result in results.items():
                     seconds = result["seconds"]
                     delta = float(abs(vectors[path] - vectors["official"]).max()) if "official" in vectors else None
+                    delta_hf = float(abs(vectors[path] - vectors["llm2vec-hf"]).max()) if "llm2vec-hf" in vectors else None
                     rows.append({
                         "model": shape, "instructions": with_instruction, "path": path, "texts": len(inputs),
                         "tokens": sum(tokens), "seconds": round(seconds, 3),
@@ -359,6 +391,7 @@ def main() -> None:
                         "texts_per_s": round(len(inputs) / seconds, 1), "tokens_per_s": round(sum(tokens) / seconds),
                         "gflops": round(flops / seconds / 1e9, 1), "fraction_of_matmul": round(flops / seconds / 1e9 / rate, 3),
                         "peak_rss_mb": round(result["peak_rss_mb"]), "max_abs_delta_vs_official": delta,
+                        "max_abs_delta_vs_llm2vec_hf": delta_hf,
                         **({"profile": result["profile"]} if "profile" in result else {}),
                     })
                 if "official" in results:
@@ -381,6 +414,10 @@ def main() -> None:
     Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwrote {args.output}")
+    wrong = [f"{r['model']}/{r['path']}: {d:.1e}" for r in rows
+             for d in (r["max_abs_delta_vs_official"], r.get("max_abs_delta_vs_llm2vec_hf")) if d is not None and d > VECTOR_TOLERANCE]
+    if wrong:
+        sys.exit(f"vectors differ by more than {VECTOR_TOLERANCE}: {', '.join(wrong)}")
 
 
 #: Environment variables that cap the instruction set torch's kernels (ATen), oneDNN and MKL use: with
@@ -413,6 +450,8 @@ def print_table(rows: list[dict], rate: float, threads: int) -> None:
     print("|" + "---|" * len(header))
     for r in rows:
         delta = "—" if r["max_abs_delta_vs_official"] is None else f"{r['max_abs_delta_vs_official']:.1e}"
+        if r["max_abs_delta_vs_official"] is None and r.get("max_abs_delta_vs_llm2vec_hf") is not None:
+            delta = f"{r['max_abs_delta_vs_llm2vec_hf']:.1e} vs llm2vec-hf"
         speedup = (f"{r['speedup_vs_official']}× ({r['median_speedup_vs_official']}×)"
                    if "speedup_vs_official" in r else "—")
         print(

@@ -24,7 +24,8 @@
 #   4. a table on stdout, and in $OUT if set (else benchmarks/results/gpu/): gpu.log, gpu_results.json and one
 #      JSON file per step (6 files: what the device tool brings back).
 #
-# Settings (environment): BUDGET_S (default 480: stops starting new timings ~45 s before), SHAPES
+# Settings (environment): BUDGET_S (default 480: stops starting new timings ~45 s before), VLLM_PYTHON (a python
+# with vllm, for step 2b; default PYTHON), SHAPES
 # (default llama-1.3b,mistral-7b), PYTHON (default python3), OFFICIAL_PYTHON (an interpreter that already has
 # llm2vec 0.2.3; skips building that env), DRY_RUN=1 (tiny shapes on the CPU: checks the script, no GPU).
 set -euo pipefail
@@ -99,6 +100,20 @@ log "prepare + correctness"
 CHECK_STATUS=0
 timeout 180 "${HF[@]}" "$ROOT/benchmarks/gpu_bench.py" correctness "${WORKER_ARGS[@]}" || CHECK_STATUS=$?
 [[ $CHECK_STATUS == 0 ]] || log "correctness step exited with $CHECK_STATUS"
+
+# --- 2b. vLLM (the `vllm` GPU package) with the exact LLM2Vec pooling, on a third of the time left: check + 7B
+# tokens/s (benchmarks/gpu_vllm.py). Runs where `import vllm` works in VLLM_PYTHON (default: $PY); the machine
+# reaches no registry, so vLLM must already be installed there (its wheels exceed what a run can carry). ----------
+VLLM_PY="${VLLM_PYTHON:-$PY}"
+if env PYTHONPATH="$ENVS/hf" "$VLLM_PY" -c "import vllm" 2>/dev/null; then
+    NOW=$(date +%s)
+    VLLM_DEADLINE=$((NOW + (DEADLINE - NOW) / 3))
+    log "vLLM until +$((VLLM_DEADLINE - START))s"
+    timeout $((VLLM_DEADLINE - NOW + 30)) env PYTHONPATH="$ENVS/hf" "$VLLM_PY" "$ROOT/benchmarks/gpu_vllm.py" \
+        --deadline "$VLLM_DEADLINE" "${WORKER_ARGS[@]}" || log "vLLM step exited with $?"
+else
+    log "vLLM: skipped (no vllm in $VLLM_PY; set VLLM_PYTHON to a python that has it)"
+fi
 
 # --- 3. timings: the time left is split between the two sides -----------------------------------------------------
 NOW=$(date +%s)

@@ -389,6 +389,18 @@ def tokenize_inputs(tokenizer, pairs: list[tuple[str, str]], settings: dict[str,
     return collate(tokenizer, *tokenize_unpadded(tokenizer, pairs, settings))
 
 
+def tokenize_for_encoding(tokenizer, inputs: Any, settings: dict[str, Any]) -> tuple[list, list[int]]:
+    """What every encode path does before the model runs: validates ``inputs`` (`normalize_inputs`), cuts each
+    text to ``doc_max_length`` and tokenizes (`tokenize_unpadded`). Returns unpadded token ids and how many of
+    each row's last tokens are pooled; serving engines are given exactly these ids."""
+    pairs = normalize_inputs(inputs)
+    texts = cut_to_doc_max_length(
+        tokenizer, [text for _, text in pairs], settings["doc_max_length"], settings["max_length"]
+    )
+    pairs = [(instruction, text) for (instruction, _), text in zip(pairs, texts)]
+    return tokenize_unpadded(tokenizer, pairs, settings)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Tokenizers as the reference loads them (transformers 4.44's AutoTokenizer on the same files)
 # ---------------------------------------------------------------------------------------------------------------
@@ -811,12 +823,7 @@ def encode_with(
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-    pairs = normalize_inputs(inputs)
-    texts = cut_to_doc_max_length(
-        tokenizer, [text for _, text in pairs], settings["doc_max_length"], settings["max_length"]
-    )
-    pairs = [(instruction, text) for (instruction, _), text in zip(pairs, texts)]
-    input_ids, n_pooled = tokenize_unpadded(tokenizer, pairs, settings)
+    input_ids, n_pooled = tokenize_for_encoding(tokenizer, inputs, settings)
     calls = packed_groups(model, [len(ids) for ids in input_ids], batch_size, max_batch_tokens, packing,
                           packed_row_tokens)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -826,7 +833,7 @@ def encode_with(
         calls = logging.tqdm(calls, desc="Encoding", unit="batch")
     was_training = model.training
     model.eval()
-    vectors = [None] * len(pairs)
+    vectors = [None] * len(input_ids)
     for rows in calls:
         group = [i for row in rows for i in row]
         batch = collate(tokenizer, [input_ids[i] for i in group], [n_pooled[i] for i in group])

@@ -30,6 +30,7 @@ import transformers
 from .errors import LLM2VecError, TokenizerError, one_line
 from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
+from .serving import warn_if_vllm_runs_causal
 from .modeling import modeling_llm2vec
 from .modeling.modeling_llm2vec import (
     MIN_TRANSFORMERS_VERSION,
@@ -155,6 +156,7 @@ def write_checkpoint(
     """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically."""
     check_output(output, overwrite)
     family = family_for(model.config)
+    warn_if_vllm_runs_causal(model.config.model_type, logger)
     try:
         check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
     except TokenizerEmbeddingError as error:

@@ -1,0 +1,48 @@
+"""Serving llm2vec-hf checkpoints on inference engines with the exact LLM2Vec vectors.
+
+- `llm2vec_hf.serving.pooling`: the engine-independent part: the token ids LLM2Vec builds for each input and
+  the LLM2Vec pooling of per-token states an engine returns for them (both from ``modeling/modeling_llm2vec.py``).
+- `llm2vec_hf.serving.vllm`: an offline client on ``vllm.LLM`` (``LLM2VecVLLM``) and the vLLM IO-processor plugin
+  ``llm2vec`` that returns the same vectors from a vLLM server's ``/pooling`` route. vLLM is imported there
+  only: the core package never needs it.
+
+See docs/serving.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+#: Families whose native vLLM model code reads neither ``is_causal`` nor ``use_bidirectional_attention``: vLLM's
+#: default implementation runs them causal. Its Transformers backend (``--model-impl transformers``) runs
+#: transformers' own Gemma/Gemma2 attention, which reads ``use_bidirectional_attention``, so it runs them
+#: bidirectionally (measured: the LLM2Vec vectors within float rounding). Llama, Mistral, Qwen2 and Qwen3 need
+#: nothing: vLLM's own code reads ``is_causal``.
+VLLM_CAUSAL_FAMILIES = ("gemma", "gemma2")
+#: The vLLM model implementation that runs `VLLM_CAUSAL_FAMILIES` bidirectionally.
+VLLM_BIDIRECTIONAL_IMPL = "transformers"
+
+
+def vllm_model_impl(model_type: str | None) -> str | None:
+    """The ``model_impl`` (``--model-impl``) vLLM needs to run a checkpoint of this family bidirectionally, or None
+    when its default does."""
+    return VLLM_BIDIRECTIONAL_IMPL if model_type in VLLM_CAUSAL_FAMILIES else None
+
+
+def vllm_causal_warning(model_type: str | None) -> str | None:
+    """The warning `export` logs for a checkpoint that vLLM runs causal unless told otherwise, or None when vLLM
+    runs it as exported (bidirectionally)."""
+    if model_type not in VLLM_CAUSAL_FAMILIES:
+        return None
+    return (
+        f"vLLM runs {model_type} checkpoints causal by default (its {model_type} code ignores is_causal), which "
+        f"gives other vectors than LLM2Vec's: serve this checkpoint on vLLM with --model-impl "
+        f"{VLLM_BIDIRECTIONAL_IMPL} (docs/serving.md)"
+    )
+
+
+def warn_if_vllm_runs_causal(model_type: str | None, logger: logging.Logger) -> None:
+    """Logs `vllm_causal_warning` on ``logger`` when it applies."""
+    message = vllm_causal_warning(model_type)
+    if message:
+        logger.warning(message)

@@ -1,0 +1,67 @@
+"""The engine-independent half of exact serving (`llm2vec_hf.serving`), without any engine installed: token ids
+for the engine and the pooling of per-token states give ``LLM2Vec.encode``'s vectors; a state count that does not
+match the prompt is refused; export warns where vLLM would run a family causal. tests/test_vllm.py runs vLLM."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import numpy as np
+import pytest
+import torch
+
+from llm2vec_hf import LLM2Vec
+from llm2vec_hf.export import export_checkpoint
+from llm2vec_hf.serving import VLLM_CAUSAL_FAMILIES, vllm_causal_warning
+from llm2vec_hf.serving.pooling import TokenStatePooler
+
+from conftest import SAMPLE_INPUTS
+
+
+def engine_states(model, input_ids: list[list[int]]) -> list[torch.Tensor]:
+    """What an engine's token_embed task returns: each prompt run alone, one final state per token."""
+    with torch.inference_mode():
+        return [model(input_ids=torch.tensor([ids])).last_hidden_state[0] for ids in input_ids]
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2", "gemma"])
+@pytest.mark.parametrize("pooling_mode", ["mean", "weighted_mean", "eos_token", "last_token", "bos_token"])
+def test_pooled_token_states_are_the_llm2vec_vectors(exported, family, pooling_mode):
+    if pooling_mode == "bos_token" and family == "qwen2":
+        pytest.skip("Qwen2 tokenizers add no BOS")
+    folder = str(exported(family, pooling_mode))
+    reference = LLM2Vec.from_pretrained(folder)
+    pooler = TokenStatePooler.from_pretrained(folder)
+    assert pooler.settings == reference.settings and pooler.model_type == family
+    input_ids, n_pooled = pooler.prompts(SAMPLE_INPUTS)
+    vectors = pooler.pool(engine_states(reference.model, input_ids), input_ids, n_pooled)
+    expected = reference.encode(SAMPLE_INPUTS, show_progress_bar=False)
+    assert torch.allclose(vectors, expected, atol=1e-5, rtol=0)
+
+
+def test_a_state_count_that_is_not_the_prompt_length_is_refused(exported):
+    folder = str(exported("llama", "mean"))
+    pooler = TokenStatePooler.from_pretrained(folder)
+    input_ids, n_pooled = pooler.prompts(SAMPLE_INPUTS[:2])
+    states = engine_states(LLM2Vec.from_pretrained(folder).model, input_ids)
+    states[1] = states[1][1:]  # an engine that truncated the prompt
+    with pytest.raises(ValueError, match="Input #1: the engine returned token states of shape"):
+        pooler.pool(states, input_ids, n_pooled)
+
+
+@pytest.mark.parametrize("family", ["gemma", "llama"])
+def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, caplog, family):
+    with caplog.at_level(logging.WARNING, logger="llm2vec_hf.export"):
+        export_checkpoint(str(tiny_bases[family]), str(tmp_path / "out"), max_length=32)
+    warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage()]
+    if family in VLLM_CAUSAL_FAMILIES:
+        assert warned == [vllm_causal_warning(family)] and "--model-impl transformers" in warned[0]
+    else:
+        assert warned == []
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_the_vllm_module_says_what_to_install():
+    with pytest.raises(ImportError, match="needs vLLM"):
+        import llm2vec_hf.serving.vllm  # noqa: F401
