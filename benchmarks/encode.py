@@ -337,6 +337,8 @@ def main() -> None:
     parser.add_argument("--shapes", default="llama-26m,llama-tiny", help=f"comma-separated, of {', '.join(SHAPES)}")
     parser.add_argument("--profile", action="store_true",
                         help="after the rounds, profile one encode per path (torch.profiler): where its time goes")
+    parser.add_argument("--corpora", default="plain,instr",
+                        help="plain (texts), instr (the same texts with an instruction), or both (default)")
     parser.add_argument("--output", default=str(HERE / "results" / "encode.json"))
     args = parser.parse_args()
     shapes = ["llama-tiny"] if args.quick else args.shapes.split(",")
@@ -362,7 +364,7 @@ def main() -> None:
             model_dir = tmp / shape
             info = build_model(shape, model_dir)
             exported = export_checkpoint(str(model_dir), str(tmp / f"{shape}-exported"), max_length=512)
-            for with_instruction in (False, True):
+            for with_instruction in [c == "instr" for c in args.corpora.split(",")]:
                 inputs = [[INSTRUCTION, t] for t in corpus] if with_instruction else list(corpus)
                 inputs_file = tmp / "inputs.json"
                 inputs_file.write_text(json.dumps(inputs))

@@ -224,7 +224,9 @@ def test_compile_for_inference_keeps_the_vectors(exported):
 def test_should_compile_decides_from_the_forward_flops(exported, monkeypatch):
     from llm2vec_hf.llm2vec import AUTO_COMPILE_MIN_FLOPS, should_compile
 
-    model = LLM2Vec.from_pretrained(str(exported("llama"))).model
+    sdpa = LLM2Vec.from_pretrained(str(exported("llama"))).model
+    assert not should_compile(sdpa, 10**15), "compiling would lose per-text attention in packed calls"
+    model = LLM2Vec.from_pretrained(str(exported("llama")), attn_implementation="eager").model
     parameters = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
     pays = -(-int(AUTO_COMPILE_MIN_FLOPS) // (2 * parameters))  # fewest tokens whose FLOPs reach the threshold
     assert should_compile(model, pays) and not should_compile(model, pays - 1)

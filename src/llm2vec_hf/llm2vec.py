@@ -17,10 +17,16 @@ from .loading import (
     resolve_local,
     tokenizer_folder,
 )
-from .modeling.modeling_llm2vec import DEFAULT_ENCODING, compile_for_inference, encode_with, resolve_encoding
+from .modeling.modeling_llm2vec import (
+    DEFAULT_ENCODING,
+    compile_for_inference,
+    encode_with,
+    resolve_encoding,
+    runs_varlen,
+)
 
 
-#: `compile_for_inference` cost 25–35 s once and saved 4–17% (median 6%) of eager encoding time on the 2-core
+#: `compile_for_inference` cost 25–31 s once and saved 5–11% of eager encoding time (padded rows) on the 2-core
 #: benchmark CPU (benchmarks/RESULTS.md, "When compiling pays"), where eager encoding ran at about 180 GFLOP/s; it
 #: pays once eager encoding would last about 500 s, i.e. about 1e14 FLOPs (2 × non-embedding parameters × tokens).
 AUTO_COMPILE_MIN_FLOPS = 1e14
@@ -34,11 +40,13 @@ def should_compile(model: torch.nn.Module, tokens: int, device: str | torch.devi
 
     ``requested`` True or False is the user's choice and wins. None decides: yes on a CPU with a C++ compiler
     (inductor needs one) when the forward FLOPs of the input reach `AUTO_COMPILE_MIN_FLOPS`, so that the one-off
-    compile is paid back; never elsewhere (not measured on accelerators).
+    compile is paid back; never elsewhere (not measured on accelerators), and never for a model whose packed calls
+    attend per text (`runs_varlen`): a compiled model packs with masked rows, and per-text attention gains more
+    (about 1.2×) than compiling does (1.05–1.1×).
     """
     if requested is not None:
         return bool(requested)
-    if torch.device(device or "cpu").type != "cpu":
+    if torch.device(device or "cpu").type != "cpu" or runs_varlen(model):
         return False
     if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
         return False
