@@ -699,7 +699,9 @@ def packed_groups(
     row_tokens: int | None = None,
 ) -> list[list[list[int]]]:
     """The forward calls of `encode_with`, as `pack_rows` returns them: packed rows for the texts that pack
-    exactly (`packable_length`, unless ``packing`` is False), one text per row (`length_groups`) for the others."""
+    exactly (`packable_length`), one text per row (`length_groups`) for the others. ``packing`` None packs where
+    calls attend per text (`runs_varlen`), the case that was measured faster; True packs with masked rows too
+    (eager, soft-capped or compiled models), where it measured no faster than padded groups; False never packs."""
     max_tokens = DEFAULT_MAX_BATCH_TOKENS if max_tokens is None else max_tokens
     if row_tokens is None:  # with per-text attention a row's width costs nothing: one row per call
         row_tokens = max_tokens if runs_varlen(model) else DEFAULT_PACKED_ROW_TOKENS
@@ -707,7 +709,7 @@ def packed_groups(
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     packing = None if packing is None else bool(packing)
-    limit = packable_length(model) if packing is not False else 0
+    limit = packable_length(model) if packing or (packing is None and runs_varlen(model)) else 0
     if packing is True and limit == 0:
         raise ValueError(
             f"packing=True needs attention implementation {' or '.join(PACKED_ATTENTION_BACKENDS)}, not "
@@ -859,10 +861,10 @@ def encode_with(
 
     All inputs are tokenized first, then run longest first in forward calls of at most ``batch_size`` texts and
     ``max_batch_tokens`` tokens counting padding (default `DEFAULT_MAX_BATCH_TOKENS`). With ``packing`` (the
-    default where it is exact, `packable_length`), several texts share a row of at most ``packed_row_tokens``
-    tokens (`pack_rows`) with a block-diagonal mask and positions restarting per text, so padding is left only at
-    row ends; ``packing=False`` pads each text to its call's longest (`length_groups`), ``packing=True`` refuses
-    a backend that cannot pack. The reference sorts by characters and batches by count; either way the vectors
+    default for sdpa models, `packed_groups`), texts share rows with positions restarting per text and attend
+    only within themselves (per text, `varlen_sdpa_attention`, or with a block-diagonal mask in rows of at least
+    ``packed_row_tokens``), so padding is left only at row ends; ``packing=False`` pads each text to its call's
+    longest (`length_groups`), ``packing=True`` also packs eager models and refuses a backend that cannot pack. The reference sorts by characters and batches by count; either way the vectors
     are the same up to float rounding (rotary positions depend only on the distance between tokens).
     """
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:

@@ -114,11 +114,13 @@ def test_packed_vectors_equal_padded_ones_for_every_pooling_mode(exported, famil
 
 
 @pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
-def test_llm2vec_encode_packs_by_default_with_either_backend(exported, attn_implementation):
+def test_llm2vec_encode_packs_sdpa_by_default_and_eager_when_asked(exported, attn_implementation):
     library = LLM2Vec.from_pretrained(str(exported("llama")), attn_implementation=attn_implementation)
     spy = PackingSpy(library.model)
     try:
         default = library.encode(MIXED_INPUTS, show_progress_bar=False)
+        assert spy.packed == (attn_implementation == "sdpa")  # masked rows (eager) measured no faster
+        default = library.encode(MIXED_INPUTS, show_progress_bar=False, packing=True)
     finally:
         spy.remove()
     padded = library.encode(MIXED_INPUTS, show_progress_bar=False, packing=False)
@@ -151,7 +153,7 @@ def test_sliding_window_models_stay_exact(tmp_path, family, extra):
               ["Find", "w"], " ".join(["longer"] * 12)]
     spy = PackingSpy(windowed.model)
     try:
-        packed = windowed.encode(inputs, show_progress_bar=False)
+        packed = windowed.encode(inputs, show_progress_bar=False, packing=True)
     finally:
         spy.remove()
     padded = windowed.encode(inputs, show_progress_bar=False, packing=False)
@@ -200,3 +202,23 @@ def test_forward_in_length_groups_packs_and_returns_each_text_in_place(exported,
     real = attention_mask.bool()
     assert spy.packed
     assert (packed[real] - padded[real]).abs().max() <= TOL
+
+
+def test_masked_rows_and_per_text_attention_agree(exported):
+    """The two packed forms of one call (a block-diagonal mask over rows, or sdpa per text) give the same states,
+    and the same as each text run alone."""
+    from llm2vec_hf.modeling.modeling_llm2vec import forward_packed, packed_batch
+
+    library = LLM2Vec.from_pretrained(str(exported("mistral")))
+    ids = library.tokenizer(["one two three", "a much longer text with many more words in it", "x", "four five"])[
+        "input_ids"]
+    rows = [[1, 0], [3, 2]]
+    dtype = next(library.model.parameters()).dtype
+    with torch.inference_mode():
+        masked = forward_packed(library.model, packed_batch(0, ids, rows, dtype, additive=False), torch.device("cpu"))
+        per_text = forward_packed(library.model, packed_batch(0, ids, rows, dtype, additive=False, varlen=True),
+                                  torch.device("cpu"))
+        alone = [library.model(input_ids=torch.tensor([ids[i]])).last_hidden_state[0] for row in rows for i in row]
+    assert library.model.config._attn_implementation == "sdpa"  # restored after the per-text call
+    for a, b, c in zip(masked, per_text, alone):
+        assert (a - c).abs().max() <= TOL and (b - c).abs().max() <= TOL
