@@ -15,7 +15,12 @@ or pass --official-python); it is never a dependency of llm2vec-hf. Paths are ti
 rounds, and the best round is reported, because this machine is shared and noisy.
 
 A path may carry options: ``llm2vec-hf:max_batch_tokens=4096``, ``llm2vec-hf:compile=1`` (compile_for_inference;
-its one-off compile time is in the JSON's warmup_seconds, not in the throughput).
+its one-off compile time is in the JSON's warmup_seconds, not in the throughput), ``llm2vec-hf:packing=0`` (one
+text per row instead of packed rows; also for sentence-transformers).
+
+The CPU's instruction set is in the output: its flags, the kernels torch picked (``cpu_capability``, per worker)
+and the env that capped it. To measure AVX2 code on an AVX-512 machine:
+``ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 python benchmarks/encode.py …``.
 
 Reported per path: texts/s, tokens/s, achieved GFLOP/s as a fraction of the fp32 matmul rate measured in the
 same run, peak RSS of the process, and max |Δ| of the vectors against the official ones. With --profile, each
@@ -123,6 +128,7 @@ import numpy as np
 import torch
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
+cpu_capability = torch.backends.cpu.get_cpu_capability()
 inputs = json.load(open(args["inputs"]))
 path, options = args["path"], args["options"]
 compile_model = bool(options.pop("compile", 0))
@@ -180,7 +186,7 @@ elif path == "sentence-transformers":
 start = time.perf_counter()
 vectors = encode()  # warm-up on the whole corpus: the first pass pays for allocations (and compilation)
 np.save(args["out"], vectors)
-print(json.dumps({"warmup_seconds": time.perf_counter() - start}), flush=True)
+print(json.dumps({"warmup_seconds": time.perf_counter() - start, "cpu_capability": cpu_capability}), flush=True)
 for line in sys.stdin:
     if line.strip() == "profile":
         from torch.profiler import ProfilerActivity, profile
@@ -235,7 +241,8 @@ class Worker:
             [python, "-c", WORKER, json.dumps({**payload, "path": path, "options": options})],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, text=True, env=env,
         )
-        self.warmup_seconds = json.loads(self._read())["warmup_seconds"]  # loaded and warmed up
+        ready = json.loads(self._read())  # loaded and warmed up
+        self.warmup_seconds, self.cpu_capability = ready["warmup_seconds"], ready["cpu_capability"]
 
     def _read(self) -> str:
         while True:
@@ -282,9 +289,10 @@ def time_paths(specs: list[str], pythons: dict[str, str], payload: dict, rounds:
         for worker in workers:
             worker.close()
     warmup = {worker.spec: worker.warmup_seconds for worker in workers}
+    capability = {worker.spec: worker.cpu_capability for worker in workers}
     return {
         spec: {"seconds": min(t), "median_seconds": statistics.median(t), "all_seconds": [round(x, 3) for x in t],
-               "warmup_seconds": round(warmup[spec], 1), "peak_rss_mb": peak[spec],
+               "warmup_seconds": round(warmup[spec], 1), "peak_rss_mb": peak[spec], "cpu_capability": capability[spec],
                **({"profile": profiles[spec]} if spec in profiles else {})}
         for spec, t in times.items()
     }
@@ -329,6 +337,8 @@ def main() -> None:
     parser.add_argument("--shapes", default="llama-26m,llama-tiny", help=f"comma-separated, of {', '.join(SHAPES)}")
     parser.add_argument("--profile", action="store_true",
                         help="after the rounds, profile one encode per path (torch.profiler): where its time goes")
+    parser.add_argument("--corpora", default="plain,instr",
+                        help="plain (texts), instr (the same texts with an instruction), or both (default)")
     parser.add_argument("--output", default=str(HERE / "results" / "encode.json"))
     args = parser.parse_args()
     shapes = ["llama-tiny"] if args.quick else args.shapes.split(",")
@@ -354,7 +364,7 @@ def main() -> None:
             model_dir = tmp / shape
             info = build_model(shape, model_dir)
             exported = export_checkpoint(str(model_dir), str(tmp / f"{shape}-exported"), max_length=512)
-            for with_instruction in (False, True):
+            for with_instruction in [c == "instr" for c in args.corpora.split(",")]:
                 inputs = [[INSTRUCTION, t] for t in corpus] if with_instruction else list(corpus)
                 inputs_file = tmp / "inputs.json"
                 inputs_file.write_text(json.dumps(inputs))
@@ -379,7 +389,7 @@ def main() -> None:
                         "model": shape, "instructions": with_instruction, "path": path, "texts": len(inputs),
                         "tokens": sum(tokens), "seconds": round(seconds, 3),
                         "median_seconds": round(result["median_seconds"], 3), "all_seconds": result["all_seconds"],
-                        "warmup_seconds": result["warmup_seconds"],
+                        "warmup_seconds": result["warmup_seconds"], "cpu_capability": result["cpu_capability"],
                         "texts_per_s": round(len(inputs) / seconds, 1), "tokens_per_s": round(sum(tokens) / seconds),
                         "gflops": round(flops / seconds / 1e9, 1), "fraction_of_matmul": round(flops / seconds / 1e9 / rate, 3),
                         "peak_rss_mb": round(result["peak_rss_mb"]), "max_abs_delta_vs_official": delta,
@@ -397,7 +407,9 @@ def main() -> None:
         row["fraction_of_matmul"] = round(row["gflops"] / rate, 3)
     print_table(rows, rate, args.threads)
     report = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(), "threads": args.threads},
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
+                    "threads": args.threads, **cpu_isa()},
+        "load_average": os.getloadavg(),
         "matmul_gflops_fp32": round(rate, 1),
         "matmul_gflops_fp32_per_round": [round(r, 1) for r in matmul_rates], "corpus_texts": n_texts, "batch_size": args.batch_size, "rows": rows,
     }
@@ -410,8 +422,30 @@ def main() -> None:
         sys.exit(f"vectors differ by more than {VECTOR_TOLERANCE}: {', '.join(wrong)}")
 
 
+#: Environment variables that cap the instruction set torch's kernels (ATen), oneDNN and MKL use: with
+#: ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2 an AVX-512 machine runs AVX2 code.
+ISA_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_ENABLE_INSTRUCTIONS")
+
+
+def cpu_isa() -> dict:
+    """What the CPU offers (its flags) and what torch uses (its ATen capability), and the env that capped it."""
+    import torch
+
+    flags = set()
+    if os.path.isfile("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as handle:
+            flags = next((set(line.split(":", 1)[1].split()) for line in handle if line.startswith("flags")), set())
+    offered = [f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
+    return {"cpu_flags": offered, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "isa_env": {k: os.environ[k] for k in ISA_ENV if k in os.environ}}
+
+
 def print_table(rows: list[dict], rate: float, threads: int) -> None:
-    print(f"\nfp32 matmul rate (best of the run's rounds): {rate:.1f} GFLOP/s with {threads} threads")
+    isa = cpu_isa()
+    forced = " ".join(f"{k}={v}" for k, v in isa["isa_env"].items()) or "none"
+    print(f"\nCPU flags {' '.join(isa['cpu_flags'])}; torch runs {isa['torch_cpu_capability']} kernels "
+          f"(workers: {', '.join(sorted({r['cpu_capability'] for r in rows}))}); ISA env: {forced}")
+    print(f"fp32 matmul rate (best of the run's rounds): {rate:.1f} GFLOP/s with {threads} threads")
     print("best round per path; speedup = official's best / path's best (median rounds in parentheses)\n")
     header = ["model", "instr", "path", "texts/s", "tokens/s", "GFLOP/s", "% matmul", "speedup", "peak MB", "max |Δ|"]
     print("| " + " | ".join(header) + " |")

@@ -18,7 +18,8 @@
 #      and bf16 (min cosine >= 0.995) against eager fp32;
 #   3. timings in bf16 of a 1.3B-shaped Llama and a 7B-shaped Mistral (random weights), batch x length sweeps
 #      with length 512, for llm2vec-hf and the official library: forward tokens/s and LLM2Vec.encode tokens/s,
-#      each as a fraction of the bf16 matmul rate measured in the same process;
+#      each as a fraction of the bf16 matmul rate measured in the same process; for llm2vec-hf also the packed
+#      path on mixed-length texts (packed rows against one text per row; real tokens/s and that fraction);
 #   3b. the accelerate configs (FSDP, DeepSpeed ZeRO-2/3 when deepspeed is installed) on all GPUs: tiny SimCSE,
 #      LoRA + gradient checkpointing + bf16, 10 steps; exit status and losses in the log;
 #   4. a table on stdout, and in $OUT if set (else benchmarks/results/gpu/): gpu.log, gpu_results.json and one

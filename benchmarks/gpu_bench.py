@@ -350,6 +350,8 @@ def timing(args) -> None:
                     seconds = timed(encode, reps=2)
                     row.update(encode_tokens_per_s=round(len(inputs) * length / seconds),
                                encode_fraction_of_bf16_matmul=round(flops * 4 / seconds / 1e12 / rate, 3))
+                    if side != "official":
+                        row.update(mixed_lengths(encoder, tokenizer, inputs, shape, batch, length, rate))
                 except torch.OutOfMemoryError as error:
                     row["error"] = f"out of memory: {str(error)[:200]}"
                 except Exception as error:
@@ -361,6 +363,25 @@ def timing(args) -> None:
             del model
             empty_cache()
     save()
+
+
+def mixed_lengths(encoder, tokenizer, inputs: list[str], shape: dict, batch: int, length: int, rate: float) -> dict:
+    """The packed path: texts of mixed lengths (8 words to past ``length`` tokens), encoded with packed rows (the
+    default; where the backend cannot pack, e.g. flash_attention_2, it pads) and with one text per row. Tokens/s
+    and the fraction of the bf16 matmul rate count real tokens only."""
+    mixed = [" ".join(text.split()[: 8 + (i * 53) % 600]) for i, text in enumerate(inputs)]
+    lengths = [min(length, len(ids)) for ids in tokenizer(mixed)["input_ids"]]
+    flops = sum(flops_per_sequence(shape, n) for n in lengths)
+    result = {"mixed_tokens": sum(lengths)}
+    for label, packing in (("packed", None), ("unpacked", False)):
+        def encode():
+            encoder.encode(mixed, batch_size=batch, show_progress_bar=False, max_batch_tokens=batch * length,
+                           packing=packing)
+
+        seconds = timed(encode, reps=2)
+        result[f"mixed_{label}_tokens_per_s"] = round(sum(lengths) / seconds)
+        result[f"mixed_{label}_fraction_of_bf16_matmul"] = round(flops / seconds / 1e12 / rate, 3)
+    return result
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -401,6 +422,11 @@ def report(args) -> None:
             print(f"{row['side']:<11} {row['shape']:<11} {row['attn']:<18} {row['batch']:>5} {row['length']:>4} "
                   f"{row['forward_tokens_per_s']:>10} {100 * row['forward_fraction_of_bf16_matmul']:>6.0f}% "
                   f"{row['encode_tokens_per_s']:>10} {100 * row['encode_fraction_of_bf16_matmul']:>6.0f}% {ratio:>15}")
+            if "mixed_packed_tokens_per_s" in row:
+                print(f"{'':<11} {'':<11} mixed lengths ({row['mixed_tokens']} tokens): packed "
+                      f"{row['mixed_packed_tokens_per_s']} tok/s ({100 * row['mixed_packed_fraction_of_bf16_matmul']:.0f}%), "
+                      f"one text per row {row['mixed_unpacked_tokens_per_s']} tok/s "
+                      f"({100 * row['mixed_unpacked_fraction_of_bf16_matmul']:.0f}%)")
     merged = {"parts": parts}
     (work / "gpu_results.json").write_text(json.dumps(merged, indent=2) + "\n")
     if not correctness_part.get("complete") or correctness_part.get("failures"):

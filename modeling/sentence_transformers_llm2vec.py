@@ -25,6 +25,7 @@ from sentence_transformers.base.modules import Transformer
 
 from .modeling_llm2vec import (
     MIN_TRANSFORMERS_VERSION,
+    compile_for_inference,
     cut_to_doc_max_length,
     family_for,
     forward_in_length_groups,
@@ -177,14 +178,20 @@ class LLM2VecTransformer(Transformer):
     ``encoding_overrides`` (settings for a model that is not a checkpoint yet, such as one in training), then
     ``max_seq_length`` for ``max_length``.
 
-    At inference, each batch runs in groups of rows of similar token length, each cut to its own longest row
-    (`forward_in_length_groups`): sentence-transformers sorts by characters and batches by count, so a batch
-    can be mostly padding. ``max_batch_tokens`` (an attribute, or ``encode(..., max_batch_tokens=N)``) caps a
-    group's tokens, padding included. Training (gradients on) runs each batch as one call, as given.
+    At inference, each batch runs in the forward calls `LLM2Vec.encode` would make for it (`forward_in_length_groups`):
+    short texts share rows (packed, with a block-diagonal mask), the others in groups of similar token length;
+    sentence-transformers sorts by characters and batches by count, so a batch as given can be mostly padding.
+    ``max_batch_tokens`` caps a call's tokens, padding included, and ``packing=False`` turns packing off (both
+    attributes, or ``encode(..., max_batch_tokens=N, packing=False)``). Training (gradients on) runs each batch
+    as one call, as given.
     """
 
     max_batch_tokens: int | None = None
-    forward_kwargs = {"max_batch_tokens"}
+    packing: bool | None = None
+    #: Compile the encoder (`compile_for_inference`) at the first inference batch; set before a multi-process
+    #: pool starts, so that each worker compiles its own copy.
+    compile_on_first_forward: bool = False
+    forward_kwargs = {"max_batch_tokens", "packing"}
 
     def __init__(self, *args, encoding_overrides: dict[str, Any] | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -247,11 +254,16 @@ class LLM2VecTransformer(Transformer):
     def forward(self, features: dict[str, Any], **kwargs) -> dict[str, Any]:
         pool_mask = features.pop("pool_mask")
         max_batch_tokens = kwargs.pop("max_batch_tokens", None) or self.max_batch_tokens
+        packing = kwargs.pop("packing", None)
+        packing = self.packing if packing is None else packing
         if torch.is_grad_enabled() or kwargs:
             features = super().forward(features, **kwargs)
         else:
+            if self.compile_on_first_forward:
+                compile_for_inference(self.auto_model)
+                self.compile_on_first_forward = False
             features["token_embeddings"] = forward_in_length_groups(
-                self.auto_model, features["input_ids"], features["attention_mask"], max_batch_tokens
+                self.auto_model, features["input_ids"], features["attention_mask"], max_batch_tokens, packing
             )
         features["pool_mask"] = pool_mask
         features["sentence_embedding"] = pool(

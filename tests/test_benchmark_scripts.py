@@ -4,6 +4,7 @@ venv of its own); the GPU benchmark cannot run here (no GPU), so its scripts are
 from __future__ import annotations
 
 import json
+import os
 import py_compile
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ def test_gpu_sh_is_valid_bash():
 
 
 def test_benchmark_workers_compile(tmp_path):
-    for name in ("gpu_bench.py", "gpu_vllm.py", "encode_memory.py", "encode.py", "encode_ray.py"):
+    for name in ("gpu_bench.py", "gpu_vllm.py", "encode_memory.py", "encode.py", "encode_ray.py", "packed_attention.py"):
         py_compile.compile(str(BENCHMARKS / name), cfile=str(tmp_path / f"{name}c"), doraise=True)
 
 
@@ -31,16 +32,20 @@ def test_encode_benchmark_runs_from_one_command(tmp_path):
     output = tmp_path / "encode.json"
     result = subprocess.run(
         [sys.executable, str(BENCHMARKS / "encode.py"), "--quick", "--profile",
-         "--paths", "llm2vec-hf,sentence-transformers", "--output", str(output)],
-        capture_output=True, text=True, timeout=600,
+         "--paths", "llm2vec-hf,sentence-transformers,llm2vec-hf:packing=0", "--output", str(output)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "ATEN_CPU_CAPABILITY": "default"},
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "where one profiled encode spent its time" in result.stdout
     report = json.loads(output.read_text())
     assert report["matmul_gflops_fp32"] > 0
     rows = report["rows"]
-    assert {(r["path"], r["instructions"]) for r in rows} == {
-        (path, instr) for path in ("llm2vec-hf", "sentence-transformers") for instr in (False, True)}
+    assert {(r["path"], r["instructions"]) for r in rows} == {(path, instr) for instr in (False, True)
+                                                              for path in ("llm2vec-hf", "sentence-transformers", "llm2vec-hf:packing=0")}
+    # the instruction set torch ran, and the env that capped it, are in the report
+    assert report["machine"]["isa_env"]["ATEN_CPU_CAPABILITY"] == "default"
+    assert {r["cpu_capability"] for r in rows} == {"DEFAULT"} == {report["machine"]["torch_cpu_capability"]}
+    assert "torch runs DEFAULT kernels" in result.stdout
     for row in rows:
         assert row["texts"] == 64 and row["texts_per_s"] > 0 and row["max_abs_delta_vs_official"] is None
         shares = [row["profile"][k] for k in ("matmul", "attention", "other_ops", "outside_ops")]

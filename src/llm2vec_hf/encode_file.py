@@ -44,15 +44,15 @@ def encode_file(
     processes: int | None = None,
     restart: bool = False,
     max_batch_tokens: int | None = None,
-    compile_model: bool = False,
+    compile_model: bool | None = None,
 ) -> int:
-    """Encodes ``input_path`` into ``output_path`` (.npy), streaming and resumable; returns the number of rows."""
+    """Encodes ``input_path`` into ``output_path`` (.npy), streaming and resumable; returns the number of rows.
+
+    ``compile_model`` None compiles when the input is large enough to pay for it (`should_compile`)."""
     if not output_path.endswith(".npy"):
         raise LLM2VecError(f"{output_path}: output must be a .npy file")
     check_positive_options(batch_size=batch_size, max_batch_tokens=max_batch_tokens, chunk_size=chunk_size)
     devices = worker_devices(device, processes)
-    if compile_model and devices:
-        raise LLM2VecError("--compile works in one process; drop --processes (or give one device)")
     check_output_path(output_path)
     with output_lock(output_path):
         return _encode_locked(model, input_path, output_path, prompt_name, batch_size, device, chunk_size, devices,
@@ -83,10 +83,13 @@ def _encode_locked(model, input_path, output_path, prompt_name, batch_size, devi
 
     single_device = ",".join(d.strip() for d in (device or "").split(",") if d.strip()) or None
     batching = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}
+    from .llm2vec import CHARS_PER_TOKEN
+
+    tokens = os.path.getsize(input_path) * (rows - state["done"]) // max(rows, 1) // CHARS_PER_TOKEN
     if devices:
-        encoder = WorkerPoolEncoder(model_path, batching, devices)
+        encoder = WorkerPoolEncoder(model_path, batching, devices, compile_model, tokens)
     else:
-        encoder = InProcessEncoder(model_path, batching, single_device, compile_model)
+        encoder = InProcessEncoder(model_path, batching, single_device, compile_model, tokens)
     handle = None
     try:
         from tqdm.auto import tqdm

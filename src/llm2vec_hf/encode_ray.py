@@ -40,6 +40,7 @@ from .encoding.encoders import InProcessEncoder
 from .encoding.inputs import _input_suffix, input_fingerprint, model_fingerprint, named_prompt, parse_line
 from .errors import LLM2VecError, check_positive_options
 from .json_files import read_json, write_json
+from .llm2vec import CHARS_PER_TOKEN
 from .loading import resolve_local
 
 logger = logging.getLogger(__name__)
@@ -195,12 +196,13 @@ class ShardEncoder:
 
     def __init__(self, model_path: str, model_key: str, output_dir: str, text_column: str,
                  instruction_column: str | None, instruction: str, id_columns: list[str], source: str,
-                 batching: dict, device: str, threads: int | None, order_column: str | None = None):
+                 batching: dict, device: str, threads: int | None, order_column: str | None = None,
+                 compile_model: bool | None = False, tokens: int = 0):
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        self.encoder = InProcessEncoder(model_path, batching, device)
+        self.encoder = InProcessEncoder(model_path, batching, device, compile_model, tokens)
         self.model_key, self.output_dir, self.source = model_key, output_dir, source
         self.text_column, self.instruction_column, self.instruction = text_column, instruction_column, instruction
         self.id_columns, self.order_column = id_columns, order_column
@@ -317,6 +319,8 @@ def run_shards(
     num_gpus_per_worker: float,
     num_cpus_per_worker: float,
     restart: bool,
+    compile_model: bool | None = False,
+    tokens: int = 0,
 ) -> dict:
     """Encodes ``dataset`` into shards under ``output_dir`` and writes the manifest; returns the manifest."""
     import ray
@@ -354,6 +358,7 @@ def run_shards(
             "batching": {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}, "device": device,
             "threads": None if num_gpus_per_worker else max(1, int(num_cpus_per_worker)),
             "order_column": id_columns[0] if shard_per_block else None,
+            "compile_model": compile_model, "tokens": tokens // num_workers,  # each actor's share
         },
         batch_size=None if shard_per_block else rows_per_shard,
         batch_format="pyarrow",
@@ -486,8 +491,10 @@ def encode_path(
     num_gpus_per_worker: float = 0,
     num_cpus_per_worker: float = 1,
     restart: bool = False,
+    compile_model: bool | None = None,
 ) -> dict:
-    """Embeds a .txt/.jsonl file or Parquet (file or folder) on Ray; returns the manifest (see the module doc)."""
+    """Embeds a .txt/.jsonl file or Parquet (file or folder) on Ray; returns the manifest (see the module doc).
+    ``compile_model`` None lets each actor compile when its share of the input pays for it (`should_compile`)."""
     ray = _require_ray()
     check_positive_options(rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                     num_workers=num_workers)
@@ -506,6 +513,7 @@ def encode_path(
         if not shards:
             raise LLM2VecError(f"{input_path}: no texts to encode")
         fingerprint, id_columns, has_instruction = input_fingerprint(input_path), ["line"], True
+    input_files = _parquet_files(input_path) if parquet else [input_path]
     model_path = resolve_local(model)
     instruction = named_prompt(model_path, prompt_name) if prompt_name else ""
     _connect(address)
@@ -522,6 +530,7 @@ def encode_path(
         id_columns=id_columns, source=input_path, shard_per_block=True, rows_per_shard=rows_per_shard,
         batch_size=batch_size, max_batch_tokens=max_batch_tokens, num_workers=num_workers,
         num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=num_cpus_per_worker, restart=restart,
+        compile_model=compile_model, tokens=sum(os.path.getsize(f) for f in input_files) // CHARS_PER_TOKEN,
     )
 
 

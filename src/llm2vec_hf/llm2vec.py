@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from typing import Any
 
 import numpy as np
@@ -16,24 +17,41 @@ from .loading import (
     resolve_local,
     tokenizer_folder,
 )
-from .modeling.modeling_llm2vec import DEFAULT_ENCODING, encode_with, resolve_encoding
+from .modeling.modeling_llm2vec import (
+    DEFAULT_ENCODING,
+    compile_for_inference,
+    encode_with,
+    resolve_encoding,
+    runs_varlen,
+)
 
 
-def compile_for_inference(model: torch.nn.Module, **torch_compile_kwargs) -> torch.nn.Module:
-    """Compiles a transformers model in place for encoding: ``model.compile(dynamic=True, options={"freezing": True})``.
+#: `compile_for_inference` cost 25–31 s once and saved 5–11% of eager encoding time (padded rows) on the 2-core
+#: benchmark CPU (benchmarks/RESULTS.md, "When compiling pays"), where eager encoding ran at about 180 GFLOP/s; it
+#: pays once eager encoding would last about 500 s, i.e. about 1e14 FLOPs (2 × non-embedding parameters × tokens).
+AUTO_COMPILE_MIN_FLOPS = 1e14
+#: Characters per token assumed when only the size of an input is known (English BPE vocabularies: 3.5–4.5).
+CHARS_PER_TOKEN = 4
 
-    Inductor fuses the elementwise work around the matmuls (RMSNorm, rotary embeddings, SiLU gating, residual
-    adds: a fifth of eager CPU time) and, with freezing, treats the weights as constants and prepacks them for
-    oneDNN. Measured on a 2-core CPU (benchmarks/RESULTS.md): 1.05–1.2× faster encoding with the same vectors
-    (max |Δ| ~ 4e-6), after a one-off 20–70 s compile that happens on the first batches; worth it for large
-    corpora, not for a handful of texts. ``dynamic=True`` keeps varying batch shapes from recompiling each time.
-    Frozen weights cannot be trained: compile a copy that only encodes. Works for ``LLM2Vec.model``, an
-    ``AutoModel`` encoder, and a SentenceTransformer's ``model[0].auto_model``. Needs a C++ compiler on CPU.
-    Extra inductor settings go in ``options`` (torch refuses ``mode`` together with ``options``).
+
+def should_compile(model: torch.nn.Module, tokens: int, device: str | torch.device | None = None,
+                   requested: bool | None = None) -> bool:
+    """Whether to `compile_for_inference` before encoding about ``tokens`` tokens with ``model`` on ``device``.
+
+    ``requested`` True or False is the user's choice and wins. None decides: yes on a CPU with a C++ compiler
+    (inductor needs one) when the forward FLOPs of the input reach `AUTO_COMPILE_MIN_FLOPS`, so that the one-off
+    compile is paid back; never elsewhere (not measured on accelerators), and never for a model whose packed calls
+    attend per text (`runs_varlen`): a compiled model packs with masked rows, and per-text attention gains more
+    (about 1.2×) than compiling does (1.05–1.1×).
     """
-    options = {"freezing": True, **torch_compile_kwargs.pop("options", {})}
-    model.compile(**{"dynamic": True, **torch_compile_kwargs}, options=options)
-    return model
+    if requested is not None:
+        return bool(requested)
+    if torch.device(device or "cpu").type != "cpu" or runs_varlen(model):
+        return False
+    if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
+        return False
+    parameters = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
+    return 2 * parameters * tokens >= AUTO_COMPILE_MIN_FLOPS
 
 
 class LLM2Vec(torch.nn.Module):
@@ -130,17 +148,20 @@ class LLM2Vec(torch.nn.Module):
         convert_to_tensor: bool = False,
         device: str | torch.device | None = None,
         max_batch_tokens: int | None = None,
+        packing: bool | None = None,
     ) -> torch.Tensor | np.ndarray:
         """Embeds texts or ``[instruction, text]`` pairs; returns float32 vectors, one per input.
 
         A forward call holds at most ``batch_size`` texts and ``max_batch_tokens`` tokens, padding included
-        (default 2048: long texts come in smaller batches, short ones in full ones; raise it on a GPU).
+        (default 2048: long texts come in smaller batches, short ones in full ones; raise it on a GPU). Short
+        texts share rows with a block-diagonal mask (``packing``, on where exact; ``packing=False`` pads each
+        text instead); the vectors are the same either way.
         """
         if device is not None:
             self.model.to(device)
         vectors = encode_with(
             self.model, self.tokenizer, sentences, self.settings, batch_size, show_progress_bar, device,
-            max_batch_tokens=max_batch_tokens,
+            max_batch_tokens=max_batch_tokens, packing=packing,
         )
         if convert_to_numpy and not convert_to_tensor:
             return vectors.numpy()

@@ -221,11 +221,49 @@ def test_compile_for_inference_keeps_the_vectors(exported):
     assert (compiled - eager).abs().max() <= 1e-4
 
 
-def test_encode_command_refuses_compile_with_a_pool(exported, tmp_path, capsys):
-    from llm2vec_hf.cli import main
+def test_should_compile_decides_from_the_forward_flops(exported, monkeypatch):
+    from llm2vec_hf.llm2vec import AUTO_COMPILE_MIN_FLOPS, should_compile
+
+    sdpa = LLM2Vec.from_pretrained(str(exported("llama"))).model
+    assert not should_compile(sdpa, 10**15), "compiling would lose per-text attention in packed calls"
+    model = LLM2Vec.from_pretrained(str(exported("llama")), attn_implementation="eager").model
+    parameters = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
+    pays = -(-int(AUTO_COMPILE_MIN_FLOPS) // (2 * parameters))  # fewest tokens whose FLOPs reach the threshold
+    assert should_compile(model, pays) and not should_compile(model, pays - 1)
+    assert should_compile(model, 10**15, "cpu") and not should_compile(model, 10**15, "cuda:0")  # CPU-measured
+    assert should_compile(model, 1, requested=True) and not should_compile(model, 10**15, requested=False)
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv("CXX", raising=False)
+    assert not should_compile(model, 10**15), "inductor needs a C++ compiler on CPU"
+
+
+@pytest.mark.slow  # compiles (inductor, C++): 20-60 s
+def test_encode_command_compiles_when_asked_and_not_for_a_small_input(exported, tmp_path):
+    from torch._dynamo.utils import counters
+
+    from llm2vec_hf.encode_file import encode_file
 
     source = tmp_path / "texts.txt"
-    source.write_text("one text\n")
-    args = ["encode", str(exported("llama")), "--input", str(source), "--output", str(tmp_path / "o.npy")]
-    assert main(args + ["--compile", "--processes", "2"]) == 2
-    assert "--compile works in one process" in capsys.readouterr().err
+    source.write_text("\n".join(x for x in MIXED_INPUTS if isinstance(x, str)) + "\n")
+    counters.clear()
+    encode_file(str(exported("llama")), str(source), str(tmp_path / "auto.npy"))
+    assert not counters["stats"]["unique_graphs"], "a handful of texts should not be compiled"
+    encode_file(str(exported("llama")), str(source), str(tmp_path / "compiled.npy"), compile_model=True)
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert np.abs(np.load(tmp_path / "auto.npy") - np.load(tmp_path / "compiled.npy")).max() <= 1e-4
+
+
+@pytest.mark.slow  # compiles (inductor, C++): 20-60 s
+def test_sentence_transformers_module_compiles_at_its_first_batch(exported):
+    """What the encode command's process pool sets in each worker's copy of the module."""
+    from sentence_transformers import SentenceTransformer
+    from torch._dynamo.utils import counters
+
+    model = SentenceTransformer(str(exported("llama")), trust_remote_code=True)
+    texts = [x for x in MIXED_INPUTS if isinstance(x, str)]
+    eager = model.encode(texts, convert_to_numpy=True)
+    counters.clear()
+    model[0].compile_on_first_forward = True
+    compiled = model.encode(texts, convert_to_numpy=True)
+    assert counters["stats"]["unique_graphs"] >= 1 and model[0].compile_on_first_forward is False
+    assert np.abs(compiled - eager).max() <= 1e-4

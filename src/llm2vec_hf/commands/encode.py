@@ -21,6 +21,8 @@ sentence-transformers module (the same LLM2Vec semantics, equal vectors within f
 
 from __future__ import annotations
 
+import argparse
+
 from ..encoding import DEFAULT_CHUNK_SIZE
 from ..errors import LLM2VecError
 
@@ -39,8 +41,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--processes", type=int, help="encode with N worker processes (sentence-transformers pool)")
     parser.add_argument("--chunk-size", type=int, default=DEFAULT_CHUNK_SIZE,
                         help=f"texts read, encoded and committed at a time (default {DEFAULT_CHUNK_SIZE})")
-    parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model first (one-off 20-70 s; 1.05-1.2x faster after; for large inputs)")
+    parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                        help="torch.compile the model first (one-off 20-70 s, 1.05-1.2x faster after); default: "
+                             "when the input is large enough to pay for it (CPU only)")
     parser.add_argument("--restart", action="store_true", help="discard a partial output instead of resuming it")
     engine = parser.add_argument_group("Ray engine (pip install 'llm2vec-hf[ray]'; docs/scale-out.md)")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
@@ -67,15 +70,16 @@ def main(args) -> int:
 
 def _main_on_ray(args) -> int:
     """``llm2vec-hf encode --engine ray``."""
-    if args.processes is not None or args.compile or args.device:
+    if args.processes is not None or args.device:
         raise LLM2VecError("--engine ray places workers itself: use --num-workers and --num-gpus-per-worker, "
-                           "not --processes, --device or --compile")
+                           "not --processes or --device")
     from ..encode_ray import encode_path
 
     manifest = encode_path(
         args.model, args.input, args.output, prompt_name=args.prompt_name, address=args.address,
         rows_per_shard=args.chunk_size, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         num_workers=args.num_workers, num_gpus_per_worker=args.num_gpus_per_worker or 0, restart=args.restart,
+        compile_model=args.compile,
     )
     print(f"Wrote {manifest['rows']} vectors in {len(manifest['shards'])} shards to {args.output}")
     return 0

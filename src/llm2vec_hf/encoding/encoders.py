@@ -31,11 +31,12 @@ def worker_devices(device: str | None, processes: int | None) -> list[str] | Non
 
 
 class InProcessEncoder:
-    def __init__(self, model_path: str, batching: dict, device: str | None, compile_model: bool = False):
-        from ..llm2vec import LLM2Vec
+    def __init__(self, model_path: str, batching: dict, device: str | None, compile_model: bool | None = False,
+                 tokens: int = 0):
+        from ..llm2vec import LLM2Vec, should_compile
 
         self.model = LLM2Vec.from_pretrained(model_path)
-        if compile_model:
+        if should_compile(self.model.model, tokens, device, compile_model):
             self.model.compile_for_inference()
         self.batching, self.device = batching, device
 
@@ -53,10 +54,16 @@ class WorkerPoolEncoder:
     """sentence-transformers' multi-process pool of workers over ``devices``, through the checkpoint's ST
     module."""
 
-    def __init__(self, model_path: str, batching: dict, devices: list[str]):
+    def __init__(self, model_path: str, batching: dict, devices: list[str], compile_model: bool | None = False,
+                 tokens: int = 0):
         from sentence_transformers import SentenceTransformer
 
+        from ..llm2vec import should_compile
+
         self.model = SentenceTransformer(model_path, trust_remote_code=True, device="cpu")
+        # each worker encodes its share, and compiles its own copy of the model at its first batch
+        self.model[0].compile_on_first_forward = should_compile(
+            self.model[0].auto_model, tokens // len(devices), devices[0], compile_model)
         self.batching = batching
         cpu_workers = sum(1 for d in devices if d == "cpu")
         set_threads = cpu_workers and "OMP_NUM_THREADS" not in os.environ
