@@ -719,6 +719,12 @@ PACKED_ATTENTION_BACKENDS = ("sdpa", "eager")
 DEFAULT_PACKED_ROW_TOKENS = 128
 
 
+def attends_both_ways(model: torch.nn.Module) -> bool:
+    """Whether ``model`` runs bidirectional attention (``config.is_causal`` False, as `make_config_bidirectional`
+    sets it); packed rows and per-text attention compute exactly that, so only such models are packed."""
+    return getattr(getattr(model, "config", None), "is_causal", True) is False
+
+
 def packable_length(model: torch.nn.Module) -> int:
     """The longest text that may share a row with other texts and keep its exact vector (0: none may).
 
@@ -726,9 +732,11 @@ def packable_length(model: torch.nn.Module) -> int:
     window (Mistral, Gemma2, Qwen2's sliding layers) is a mask transformers builds from positions in the row, which
     a prepared mask replaces, so only texts no longer than the window are packed: within them the window masks
     nothing, unpacked or packed. Softcapping (Gemma2) acts on scores before the mask and needs no care.
+    A causal model (a baseline loaded with ``enable_bidirectional=False``) is never packed: packed rows attend
+    both ways within each text.
     """
     config = getattr(model, "config", None)
-    if getattr(config, "_attn_implementation", None) not in PACKED_ATTENTION_BACKENDS:
+    if not attends_both_ways(model) or getattr(config, "_attn_implementation", None) not in PACKED_ATTENTION_BACKENDS:
         return 0
     windows = [getattr(config, key, None) for key in ("sliding_window", "attention_chunk_size")]
     windows = [w for w in windows if isinstance(w, int) and not isinstance(w, bool) and w > 0]
@@ -794,6 +802,9 @@ def packed_groups(
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     packing = None if packing is None else bool(packing)
     limit = packable_length(model) if packing or (packing is None and runs_varlen(model)) else 0
+    if packing is True and limit == 0 and not attends_both_ways(model):
+        raise ValueError("packing=True needs a bidirectional model (config.is_causal False): packed rows attend "
+                         "both ways within each text")
     if packing is True and limit == 0:
         raise ValueError(
             f"packing=True needs attention implementation {' or '.join(PACKED_ATTENTION_BACKENDS)}, not "
@@ -869,7 +880,8 @@ def runs_varlen(model: torch.nn.Module) -> bool:
     """Whether packed calls of ``model`` use `varlen_sdpa_attention`: sdpa models without softcapping (sdpa has
     none; Gemma2 keeps the masked rows of eager), not compiled (a list of spans would recompile every call)."""
     config = model.config
-    return (config._attn_implementation == "sdpa" and getattr(config, "attn_logit_softcapping", None) is None
+    return (attends_both_ways(model) and config._attn_implementation == "sdpa"
+            and getattr(config, "attn_logit_softcapping", None) is None
             and getattr(model, "_compiled_call_impl", None) is None)
 
 

@@ -222,3 +222,24 @@ def test_masked_rows_and_per_text_attention_agree(exported):
     assert library.model.config._attn_implementation == "sdpa"  # restored after the per-text call
     for a, b, c in zip(masked, per_text, alone):
         assert (a - c).abs().max() <= TOL and (b - c).abs().max() <= TOL
+
+
+@pytest.mark.parametrize("attn_implementation", ["sdpa", "eager"])
+def test_a_causal_model_is_never_packed(tmp_path, attn_implementation):
+    """A causal baseline (``enable_bidirectional=False``) keeps its causal vectors: packed rows attend both ways
+    within each text, so such a model is encoded one text per row, and ``packing=True`` is refused."""
+    folder = build_tiny_decoder(tmp_path / "llama", "llama")
+    inputs = [x for x in MIXED_INPUTS if isinstance(x, str)]
+    causal = LLM2Vec.from_pretrained(str(folder), enable_bidirectional=False, attn_implementation=attn_implementation)
+    spy = PackingSpy(causal.model)
+    try:
+        got = causal.encode(inputs, show_progress_bar=False, convert_to_tensor=True)
+    finally:
+        spy.remove()
+    assert not spy.packed
+    unpacked = causal.encode(inputs, show_progress_bar=False, convert_to_tensor=True, packing=False)
+    assert (got - unpacked).abs().max() <= TOL
+    bidirectional = LLM2Vec.from_pretrained(str(folder), attn_implementation=attn_implementation)
+    assert (got - bidirectional.encode(inputs, show_progress_bar=False, convert_to_tensor=True)).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="bidirectional"):
+        causal.encode(inputs, show_progress_bar=False, packing=True)
