@@ -690,7 +690,7 @@ def test_e5_converter_gives_the_official_instructions(tmp_path):
 def test_e5_converter_refuses_an_incomplete_mix(tmp_path):
     import shutil
 
-    from llm2vec_hf.training.e5 import main
+    from llm2vec_hf.commands.e5 import main
 
     folder = Path(shutil.copytree(OFFICIAL_TRAINING / "echo-data", tmp_path / "echo"))
     (folder / "squad.jsonl").unlink()

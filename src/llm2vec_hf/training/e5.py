@@ -12,7 +12,6 @@ between their two strings (the record's line number in its file, even: the first
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -88,21 +87,8 @@ def convert(echo_dir: str, output: str, datasets: list[str] | None = None) -> di
     return counts
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm2vec_hf.training.e5", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("echo_dir", help="folder of the E5 mix: allnli.jsonl, dureader.jsonl, ...")
-    parser.add_argument("output", help="training JSONL to write (train_file of the supervised recipes)")
-    parser.add_argument("--datasets", nargs="+", help="only these datasets (default: all 14)")
-    args = parser.parse_args(argv)
-    try:
-        counts = convert(args.echo_dir, args.output, args.datasets)
-    except (DataError, OSError) as error:
-        print(f"e5: error: {error}", file=sys.stderr)
-        return 2
-    print(f"{sum(counts.values())} records from {len(counts)} datasets -> {args.output}")
-    return 0
 
+if __name__ == "__main__":  # the command line lives with the others (llm2vec_hf.commands)
+    from ..commands.e5 import main
 
-if __name__ == "__main__":
     sys.exit(main())

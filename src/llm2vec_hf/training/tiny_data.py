@@ -10,7 +10,6 @@ instructions and one hard negative each). Nothing is downloaded; the text ships 
 
 from __future__ import annotations
 
-import argparse
 import random
 import re
 from pathlib import Path
@@ -75,15 +74,8 @@ def prepare_tiny(folder: str | Path, family: str = "llama", seed: int = 0) -> di
     return paths
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("folder", nargs="?", default="runs/tiny")
-    parser.add_argument("--family", default="llama")
-    args = parser.parse_args(argv)
-    for name, path in prepare_tiny(args.folder, args.family).items():
-        print(f"{name}: {path}")
-    return 0
 
+if __name__ == "__main__":  # the command line lives with the others (llm2vec_hf.commands)
+    from ..commands.tiny_data import main
 
-if __name__ == "__main__":
     raise SystemExit(main())
