@@ -183,6 +183,12 @@ def resolve_encoding(
     return settings
 
 
+def _write_config_json(path: str, config: dict[str, Any]) -> None:
+    # the format transformers writes config.json in, so that a saved config reads the same after a rewrite
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def _read_json_object(path: str) -> dict[str, Any] | None:
     if not os.path.isfile(path):
         return None
@@ -225,9 +231,7 @@ def write_encoding_settings(folder: str, settings: dict[str, Any]) -> None:
     config_path = os.path.join(folder, "config.json")
     config = _read_json_object(config_path) or {}
     config[SETTINGS_KEY] = block
-    # the format transformers writes config.json in, so that a saved config reads the same after this
-    with open(config_path, "w", encoding="utf-8") as handle:
-        handle.write(json.dumps(config, indent=2, sort_keys=True) + "\n")
+    _write_config_json(config_path, config)
     official = {k: block[k] for k in OFFICIAL_KEYS if k in block}
     with open(os.path.join(folder, OFFICIAL_SETTINGS_FILE), "w", encoding="utf-8") as handle:
         handle.write(json.dumps(official, indent=2) + "\n")
@@ -1028,6 +1032,16 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
             raise OSError(f"{args[0] if args else 'the checkpoint'} is incomplete: {len(missing)} tensors are not "
                           f"in its weights ({shown}); they would be randomly initialised")
         return (model, info) if wants_info else model
+
+    def save_pretrained(self, save_directory, *args, is_main_process: bool = True, **kwargs):
+        """As transformers', but ``architectures`` names the native class (``LlamaModel``…): serving engines pick
+        their class from it and know only the native names; ``auto_map`` still leads remote code to this one."""
+        super().save_pretrained(save_directory, *args, is_main_process=is_main_process, **kwargs)
+        config_path = os.path.join(save_directory, "config.json")
+        config = _read_json_object(config_path) if is_main_process else None
+        if config is not None:
+            config["architectures"] = [family_for(self.config).native_model_name]
+            _write_config_json(config_path, config)
 
     def encode(
         self,

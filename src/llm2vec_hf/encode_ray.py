@@ -463,7 +463,7 @@ def encode_dataset(
     if VECTOR_COLUMN in (id_columns or []):
         raise LLM2VecError(f"the column name {VECTOR_COLUMN!r} is reserved for the output")
     check_positive_options(rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
-                    num_workers=num_workers)
+                           num_workers=num_workers)
     _connect(None)
     model_path = resolve_local(model)
     instruction = named_prompt(model_path, prompt_name) if prompt_name else ""
@@ -497,7 +497,7 @@ def encode_path(
     ``compile_model`` None lets each actor compile when its share of the input pays for it (`should_compile`)."""
     ray = _require_ray()
     check_positive_options(rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
-                    num_workers=num_workers)
+                           num_workers=num_workers)
     if num_gpus_per_worker < 0:
         raise LLM2VecError(f"--num-gpus-per-worker must not be negative, got {num_gpus_per_worker}")
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):

@@ -181,11 +181,6 @@ def write_checkpoint(
             modeling_llm2vec.make_config_bidirectional(config)
             # writes the auto_map and copies modeling_llm2vec.py (`register_for_auto_class` in that file)
             model.save_pretrained(staging, safe_serialization=True)
-        # Serving engines pick their class from `architectures` and know the native names only; save_pretrained
-        # writes our class name there, so it is set afterwards.
-        config_json = read_json(staging / "config.json")
-        config_json["architectures"] = [family.native_model_name]
-        _write_json(staging / "config.json", config_json)
         modeling_llm2vec.write_encoding_settings(str(staging), settings)
         tokenizer.save_pretrained(staging)
         make_tokenizer_portable(staging, getattr(tokenizer, "llm2vec_source_config", None))
