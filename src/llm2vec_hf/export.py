@@ -30,7 +30,17 @@ import transformers
 
 from .errors import LLM2VecError, TokenizerError, one_line
 from .json_files import read_json, write_json
-from .loading import encoding_settings, load_bidirectional
+from . import merged_weights
+from .loading import (
+    DTYPES,
+    encoding_settings,
+    load_bidirectional,
+    load_config,
+    load_tokenizer,
+    refuse_pickle_only,
+    resolve_local,
+    tokenizer_folder,
+)
 from .model_card import render_model_card
 from .serving import warn_if_vllm_runs_causal
 from .modeling import modeling_llm2vec
@@ -55,12 +65,18 @@ def export_checkpoint(
     output: str,
     adapters: Iterable[str] = (),
     prompts: dict[str, str] | None = None,
-    dtype: str = "float32",
+    dtype: str | None = None,
     overwrite: bool = False,
     st_modules: str = "auto",
+    max_shard_size: str | int | None = None,
     **encoding: Any,
 ) -> str:
-    """Loads ``base``, merges ``adapters`` in order, and writes the checkpoint to ``output``.
+    """Merges ``adapters`` in order into ``base`` and writes the checkpoint to ``output``.
+
+    ``dtype``: the weights' dtype; by default the base's own (`merged_weights.stored_dtype`). The weights are
+    streamed, tensor by tensor, from the base's files into shards of at most ``max_shard_size`` (default:
+    transformers'), so memory stays at one tensor and the adapters (docs/architecture.md, "Export at scale");
+    an adapter with parts a streamed merge does not add is merged by PEFT on the loaded model instead.
 
     Encoding settings are resolved once by `loading.encoding_settings`: defaults < base config.json's ``llm2vec``
     < the base's llm2vec_config.json < each adapter's config.json block and llm2vec_config.json, in order
@@ -70,11 +86,36 @@ def export_checkpoint(
     adapters = list(adapters)
     check_encoding({k: v for k, v in encoding.items() if v is not None})  # fails here, before the model loads
     check_output(output, overwrite)
-    model, tokenizer, folders = load_bidirectional(base, adapters, dtype=dtype)
+    if dtype is not None and dtype not in DTYPES:
+        raise LLM2VecError(f"Unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    path = resolve_local(base)
+    config = load_config(path)
+    family = family_for(config)
+    refuse_pickle_only(path)
+    config = family.config.from_pretrained(path)
+    out_dtype = DTYPES[dtype] if dtype else merged_weights.stored_dtype(path, config)
+    model = merged_weights.skeleton(family, config, out_dtype)
+    weights = merged_weights.BaseWeights(path, base, model)
+    folders, updates = [path], []
+    try:
+        for adapter in adapters:
+            folders.append(resolve_local(adapter))
+            updates.append(merged_weights.lora_updates(model, folders[-1]))
+    except merged_weights.UnsupportedForStreaming as why:
+        logger.info("Merging through PEFT on the loaded model (%s is not merged tensor by tensor): memory holds the "
+                    "whole model", why)
+        model, tokenizer, folders = load_bidirectional(base, adapters, dtype=out_dtype)
+        write_weights = None
+    else:
+        tokenizer = load_tokenizer(tokenizer_folder(folders), model)
+
+        def write_weights(folder: Path) -> None:
+            merged_weights.write_merged_weights(str(folder), weights, updates, out_dtype, max_shard_size)
+
     settings = encoding_settings(model, tokenizer, folders, base, **encoding)
     training = {"base_model": base, "adapters": adapters, "base_folder": folders[0], "adapter_folders": folders[1:]}
     return write_checkpoint(model, tokenizer, settings, output, prompts=prompts, overwrite=overwrite, training=training,
-                            st_modules=st_modules)
+                            st_modules=st_modules, write_weights=write_weights, max_shard_size=max_shard_size)
 
 
 def check_output(output: str, overwrite: bool) -> None:
@@ -158,8 +199,14 @@ def write_checkpoint(
     overwrite: bool = False,
     training: dict[str, Any] | None = None,
     st_modules: str = "auto",
+    write_weights=None,
+    max_shard_size: str | int | None = None,
 ) -> str:
-    """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically."""
+    """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically.
+
+    ``write_weights(folder)`` writes the weight files when ``model`` is a skeleton on the meta device
+    (`merged_weights`); otherwise ``model.save_pretrained`` writes them, in shards of ``max_shard_size``.
+    """
     check_output(output, overwrite)
     family = family_for(model.config)
     if getattr(type(model), "_auto_class", None) != "AutoModel":
@@ -179,8 +226,15 @@ def write_checkpoint(
         os.chmod(staging, 0o777 & ~_umask())
         with _config_copy(model) as config:
             modeling_llm2vec.make_config_bidirectional(config)
-            # writes the auto_map and copies modeling_llm2vec.py (`register_for_auto_class` in that file)
-            model.save_pretrained(staging, safe_serialization=True)
+            # writes the auto_map and copies modeling_llm2vec.py (`register_for_auto_class` in that file); a
+            # skeleton saves only its config here (an empty state dict), its weights are streamed next
+            shard_size = merged_weights.default_max_shard_size() if max_shard_size is None else max_shard_size
+            model.save_pretrained(staging, max_shard_size=shard_size,
+                                  **({"state_dict": {}} if write_weights is not None else {}))
+        if write_weights is not None:
+            for leftover in staging.glob("model*.safetensors*"):
+                leftover.unlink()
+            write_weights(staging)
         modeling_llm2vec.write_encoding_settings(str(staging), settings)
         tokenizer.save_pretrained(staging)
         make_tokenizer_portable(staging, getattr(tokenizer, "llm2vec_source_config", None))
@@ -528,7 +582,10 @@ def measure_stock_layout(folder: Path, model, tokenizer, settings: dict[str, Any
     from .modeling.modeling_llm2vec import encode_with, load_reference_tokenizer
 
     reference = load_reference_tokenizer(str(folder), model.config.model_type) or tokenizer
+    if next(model.parameters()).is_meta:  # a streamed export: the weights are in ``folder`` already
+        model = load_bidirectional(str(folder), dtype=next(model.parameters()).dtype)[0]
     exact = encode_with(model, reference, STOCK_SAMPLE, settings)
+    del model  # a model loaded here is freed before sentence-transformers loads its own copy
     stock = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
     # one batch per instruction (its prompt), so that padding is part of what is measured
     by_instruction: dict[str, list[int]] = {}

@@ -318,7 +318,15 @@ def adapter_shape_mismatches(peft_model, weights: dict[str, torch.Tensor]) -> li
 
 
 def apply_adapter(model, adapter_path: str, merge: bool = True):
-    """Applies a PEFT LoRA adapter to ``model`` (an encoder) and merges it; refuses adapters that do not fit.
+    """Applies a PEFT LoRA adapter to ``model`` (an encoder) and merges it; refuses adapters that do not fit."""
+    peft_model = attach_adapter(model, adapter_path)
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def attach_adapter(model, adapter_path: str, low_cpu_mem_usage: bool = False):
+    """Wraps ``model`` in a PEFT model holding the LoRA adapter of ``adapter_path``; refuses adapters that do not
+    fit. ``low_cpu_mem_usage``: PEFT creates the adapter's layers on the meta device and assigns the stored
+    tensors to them (for a skeleton ``model`` on the meta device: `merged_weights`).
 
     We load the state dict ourselves instead of ``PeftModel.from_pretrained`` because PEFT only warns about
     keys that match nothing, which would leave an adapter for another base silently unapplied.
@@ -341,7 +349,7 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
     check_adapter_family(adapter_path, model)
     peft_config.inference_mode = True
     try:
-        peft_model = get_peft_model(model, peft_config)
+        peft_model = get_peft_model(model, peft_config, low_cpu_mem_usage=low_cpu_mem_usage)
     except ValueError as error:
         raise AdapterMismatchError(f"Adapter {adapter_path} does not fit this base model: {one_line(error)}") from None
     expected = _adapter_keys(peft_model)
@@ -353,7 +361,7 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
             f"shape (e.g. {key}: {stored}, this base needs {needed})"
         )
     try:
-        result = set_peft_model_state_dict(peft_model, weights)
+        result = set_peft_model_state_dict(peft_model, weights, low_cpu_mem_usage=low_cpu_mem_usage)
     except RuntimeError as error:
         raise AdapterMismatchError(f"Adapter {adapter_path} was made for another base model: {one_line(error)}") from None
     if result.unexpected_keys:
@@ -367,6 +375,4 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
             f"Adapter {adapter_path} is incomplete: {len(missing)} of the {len(expected)} tensors its config asks "
             f"for are not in {ADAPTER_WEIGHTS} ({_name_some(missing)}); they would be randomly initialised"
         )
-    if not merge:
-        return peft_model
-    return peft_model.merge_and_unload()
+    return peft_model

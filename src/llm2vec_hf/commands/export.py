@@ -28,7 +28,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--text-template", help='wrapper applied to each input, e.g. "[INST] {text} [/INST]"')
     parser.add_argument("--eos-text", help='text appended for eos_token pooling (default: what llm2vec 0.2.3 appends, '
                         'e.g. " </s>" for Llama/Mistral; "" appends nothing)')
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"],
+                        help="dtype of the written weights (default: the base's own, from its config or its files)")
+    parser.add_argument("--max-shard-size", help='largest weight file, e.g. "5GB" (default: transformers\' default)')
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
     parser.add_argument("--st-modules", choices=ST_LAYOUTS, default="auto",
                         help="sentence-transformers layout: the exact LLM2Vec module (remote, needs trust_remote_code), "
@@ -54,6 +56,7 @@ def main(args) -> int:
         dtype=args.dtype,
         overwrite=args.overwrite,
         st_modules=args.st_modules,
+        max_shard_size=args.max_shard_size,
         pooling_mode=args.pooling,
         max_length=args.max_length,
         doc_max_length=args.doc_max_length,
