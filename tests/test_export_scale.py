@@ -166,3 +166,21 @@ def test_export_memory_does_not_grow_with_depth(tmp_path):
     # the largest tensor (embedding or an MLP matrix, 4 MB in bfloat16, 8 MB in float32 during a merge) is all
     # that depth may add; a whole-model export would add at least ``extra_weights``
     assert peaks[8] - peaks[2] < extra_weights / 4, peaks
+
+
+def test_bfloat16_checkpoint_loads_as_bfloat16_on_every_path(bf16_base, tmp_path):
+    """No float32 detour at load: LLM2Vec, AutoModel (remote code) and SentenceTransformer keep the checkpoint's
+    dtype unless asked for another."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    base, adapters = bf16_base
+    out = export_checkpoint(str(base), str(tmp_path / "out"), adapters=adapters)
+    assert LLM2Vec.from_pretrained(out).model.dtype == torch.bfloat16
+    assert LLM2Vec.from_pretrained(out, dtype=torch.float32).model.dtype == torch.float32
+    assert AutoModel.from_pretrained(out, trust_remote_code=True).dtype == torch.bfloat16
+    st = SentenceTransformer(out, trust_remote_code=True)
+    assert st[0].auto_model.dtype == torch.bfloat16
+    assert st.encode(["a text"], convert_to_tensor=True).dtype == torch.bfloat16
+    st32 = SentenceTransformer(out, trust_remote_code=True, model_kwargs={"dtype": torch.float32})
+    assert st32[0].auto_model.dtype == torch.float32

@@ -100,9 +100,9 @@ class LoraUpdate:
     fan_in_fan_out: bool
 
     def delta(self) -> torch.Tensor:
-        # float32, as PEFT's merge computes it on CPU (adapters are cast up for a 16-bit base)
+        # float32, as PEFT's merge computes it on CPU (adapters are cast up for a 16-bit base); scaled in place
         product = self.B.float() @ self.A.float()
-        return (product.T if self.fan_in_fan_out else product) * self.scaling
+        return (product.T if self.fan_in_fan_out else product).mul_(self.scaling)
 
 
 class UnsupportedForStreaming(Exception):
@@ -206,14 +206,16 @@ class BaseWeights:
             yield name, tensor
 
 
-def merged(tensor: torch.Tensor, updates: list[LoraUpdate], dtype: torch.dtype, rounding: str = MERGE_ROUNDING):
-    """``tensor`` with ``updates`` added in order, in ``dtype`` (see `MERGE_ROUNDING`)."""
+def merged(tensor: torch.Tensor, updates: list[LoraUpdate], dtype: torch.dtype, rounding: str | None = None):
+    """``tensor`` with ``updates`` added in order, in ``dtype`` (``rounding``: see `MERGE_ROUNDING`)."""
+    rounding = rounding or MERGE_ROUNDING
     if not updates or not tensor.is_floating_point():
         return tensor.to(dtype) if tensor.is_floating_point() else tensor
     if rounding == "per_adapter":
         weight = tensor.to(dtype)
         for update in updates:
-            weight = (weight.float() + update.delta()).to(dtype)
+            # delta + weight in float32 (in place, one float32 matrix at a time), rounded to ``dtype``
+            weight = update.delta().add_(weight).to(dtype)
         return weight
     if rounding != "float32":
         raise ValueError(f"Unknown merge rounding {rounding!r}")
@@ -229,7 +231,7 @@ def write_merged_weights(
     adapters: list[dict[str, LoraUpdate]],
     dtype: torch.dtype,
     max_shard_size: str | int | None = None,
-    rounding: str = MERGE_ROUNDING,
+    rounding: str | None = None,
 ) -> list[str]:
     """Writes the skeleton's weights (base + adapters, in ``dtype``) into ``folder`` as transformers'
     ``save_pretrained`` lays them out: model.safetensors, or shards of at most ``max_shard_size`` (transformers'

@@ -1,0 +1,194 @@
+"""Scale benchmark: export, load and encode at real model shapes (checkpoints from make_large_checkpoint.py).
+
+Each measurement runs in a fresh process; peak RSS is that process's VmHWM (/proc/self/status), which, unlike
+ru_maxrss, does not include the parent's peak. Writes JSON and prints a markdown table.
+
+    python benchmarks/scale.py --model sheared-1.3b=benchmarks/.models/sheared-1.3b \\
+        --steps export,load,encode-bf16,rounding --output benchmarks/results/scale.json
+
+MODEL folders hold base/, mntp/ and supervised/ (make_large_checkpoint.py); export writes MODEL/export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+STEPS = ("export", "load", "encode-bf16", "encode-fp32", "rounding")
+
+
+def peak_rss_mb() -> float:
+    return int(re.search(r"VmHWM:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+
+
+def folder_weights_gb(folder: Path) -> float:
+    return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e9
+
+
+def texts(count: int, seed: int = 0) -> list[str]:
+    """``count`` English texts of log-normal lengths (median ~40 words), from CPython's documentation prose."""
+    import random
+
+    from llm2vec_hf.tiny import english_corpus
+
+    words = " ".join(english_corpus()).split()
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        length = max(1, min(400, int(rng.lognormvariate(3.7, 0.8))))
+        start = rng.randrange(0, len(words) - length)
+        out.append(" ".join(words[start:start + length]))
+    return out
+
+
+def worker(step: str, model: Path, count: int) -> dict:
+    import torch
+
+    started = time.perf_counter()
+    result: dict = {"step": step}
+    if step == "export":
+        from llm2vec_hf.export import export_checkpoint
+
+        out = model / "export"
+        export_checkpoint(str(model / "base"), str(out), adapters=[str(model / "mntp"), str(model / "supervised")],
+                          overwrite=True)
+        result["output_gb"] = folder_weights_gb(out)
+    elif step == "load":
+        from llm2vec_hf import LLM2Vec
+
+        l2v = LLM2Vec.from_pretrained(str(model / "export"))
+        result["dtype"] = str(l2v.model.dtype).removeprefix("torch.")
+        result["weights_gb"] = folder_weights_gb(model / "export")
+    elif step.startswith("encode"):
+        from llm2vec_hf import LLM2Vec
+
+        dtype = torch.bfloat16 if step.endswith("bf16") else torch.float32
+        l2v = LLM2Vec.from_pretrained(str(model / "export"), dtype=dtype)
+        batch = texts(count)
+        loaded = time.perf_counter()
+        vectors = l2v.encode(batch, batch_size=16, show_progress_bar=False)
+        result["encode_seconds"] = time.perf_counter() - loaded
+        result["texts"] = count
+        result["tokens"] = sum(len(l2v.tokenizer(t)["input_ids"]) for t in batch)
+        result["tokens_per_second"] = result["tokens"] / result["encode_seconds"]
+        torch.save(vectors.float(), model / f"vectors-{step}.pt")  # compared by the rounding step; never shipped
+    elif step == "rounding":
+        result.update(compare_rounding(model, count))
+    result["seconds"] = time.perf_counter() - started
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def compare_rounding(model: Path, count: int) -> dict:
+    """The two ways to merge into bfloat16 (`merged_weights.MERGE_ROUNDING`) against PEFT's merge_and_unload on
+    the base loaded in bfloat16 (the official path), and both against the exact float32 merge: weights that
+    differ, and vectors (max |Δ|, min cosine)."""
+    import torch
+
+    from llm2vec_hf import LLM2Vec, merged_weights
+    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.loading import load_bidirectional
+
+    adapters = [str(model / "mntp"), str(model / "supervised")]
+    batch = texts(count)
+    out: dict = {}
+    folders = {}
+    for rounding in ("per_adapter", "float32"):
+        merged_weights.MERGE_ROUNDING = rounding
+        folders[rounding] = export_checkpoint(str(model / "base"), str(model / f"rounding-{rounding}"),
+                                              adapters=adapters, dtype="bfloat16", overwrite=True)
+    merged_weights.MERGE_ROUNDING = "per_adapter"
+    peft, tokenizer, _ = load_bidirectional(str(model / "base"), adapters, dtype="bfloat16")
+    reference = peft.state_dict()
+    for rounding, folder in folders.items():
+        mine = LLM2Vec.from_pretrained(folder)
+        settings = mine.settings
+        differing = total = 0
+        worst = 0.0
+        for name, tensor in mine.model.state_dict().items():
+            diff = tensor.float() - reference[name].float()
+            differing += int((diff != 0).sum())
+            total += diff.numel()
+            worst = max(worst, float(diff.abs().max()))
+        out[f"{rounding}_weights_differing_from_peft"] = differing
+        out[f"{rounding}_weights_max_abs_vs_peft"] = worst
+        out[f"{rounding}_vectors"] = mine.encode(batch, batch_size=16, show_progress_bar=False).float()
+        del mine
+    out["weights_total"] = total
+    l2v_peft = LLM2Vec(peft, tokenizer, settings=settings)
+    peft_vectors = l2v_peft.encode(batch, batch_size=16, show_progress_bar=False).float()
+    del l2v_peft, peft, reference
+    exact, tokenizer, _ = load_bidirectional(str(model / "base"), adapters, dtype="float32")
+    l2v_exact = LLM2Vec(exact, tokenizer, settings=settings)
+    exact_vectors = l2v_exact.encode(batch, batch_size=16, show_progress_bar=False)
+    for rounding in folders:
+        vectors = out.pop(f"{rounding}_vectors")
+        for name, other in (("peft_bf16", peft_vectors), ("exact_fp32", exact_vectors)):
+            out[f"{rounding}_vs_{name}_max_abs"] = float((vectors - other).abs().max())
+            out[f"{rounding}_vs_{name}_min_cosine"] = float(torch.nn.functional.cosine_similarity(vectors, other).min())
+    out["peft_bf16_vs_exact_fp32_max_abs"] = float((peft_vectors - exact_vectors).abs().max())
+    out["peft_bf16_vs_exact_fp32_min_cosine"] = float(
+        torch.nn.functional.cosine_similarity(peft_vectors, exact_vectors).min())
+    for rounding in folders:
+        shutil.rmtree(model / f"rounding-{rounding}", ignore_errors=True)
+    return out
+
+
+def machine() -> dict:
+    load = os.getloadavg()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    memory = int(re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1)) / 2**20
+    return {"cpu": cpu, "cores": os.cpu_count(), "memory_gb": round(memory, 1), "load_average": load,
+            "torch_threads": os.environ.get("OMP_NUM_THREADS")}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", action="append", required=True, metavar="NAME=FOLDER")
+    parser.add_argument("--steps", default="export,load,encode-bf16")
+    parser.add_argument("--texts", type=int, default=200)
+    parser.add_argument("--output", default="benchmarks/results/scale.json")
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        step, folder, count = args.worker
+        print(json.dumps(worker(step, Path(folder), int(count))))
+        return 0
+    results = json.loads(Path(args.output).read_text()) if Path(args.output).exists() else {"rows": []}
+    for spec in args.model:
+        name, _, folder = spec.partition("=")
+        for step in args.steps.split(","):
+            if step not in STEPS:
+                parser.error(f"unknown step {step}; choose from {', '.join(STEPS)}")
+            before = machine()
+            proc = subprocess.run([sys.executable, __file__, "--model", spec, "--worker", step, folder, str(args.texts)],
+                                  capture_output=True, text=True)
+            if proc.returncode != 0:
+                row = {"model": name, "step": step, "error": proc.stderr.strip().splitlines()[-1:]}
+            else:
+                row = {"model": name, **json.loads(proc.stdout.strip().splitlines()[-1])}
+            row["machine_before"], row["machine_after"] = before, machine()
+            print(json.dumps(row), flush=True)
+            results["rows"] = [r for r in results["rows"] if (r["model"], r["step"]) != (name, step)] + [row]
+            Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    print("| model | step | seconds | peak RSS MB | notes |\n|---|---|---:|---:|---|")
+    for row in results["rows"]:
+        notes = {k: v for k, v in row.items() if k not in ("model", "step", "seconds", "peak_rss_mb", "machine_before",
+                                                           "machine_after")}
+        print(f"| {row['model']} | {row['step']} | {row.get('seconds', 0):.1f} | {row.get('peak_rss_mb', 0):.0f} | "
+              f"{json.dumps(notes)} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
