@@ -22,6 +22,7 @@
 #      path on mixed-length texts (packed rows against one text per row; real tokens/s and that fraction);
 #   3b. the accelerate configs (FSDP, DeepSpeed ZeRO-2/3 when deepspeed is installed) on all GPUs: tiny SimCSE,
 #      LoRA + gradient checkpointing + bf16, 10 steps; exit status and losses in the log;
+#   3c. export and load rows at the 1.3B shape (benchmarks/scale.py: seconds, peak RSS) when time is left;
 #   4. a table on stdout, and in $OUT if set (else benchmarks/results/gpu/): gpu.log, gpu_results.json and one
 #      JSON file per step (6 files: what the device tool brings back).
 #
@@ -157,6 +158,19 @@ PY
         log "accelerate $config exited with $ACC_STATUS; losses: $(grep -o "'loss': '[0-9.]*'" \
             "$WORK/accelerate-$config.log" | tr '\n' ' ')"
     done
+fi
+
+# --- 3c. export and load at the 1.3B shape (benchmarks/make_large_checkpoint.py, benchmarks/scale.py): seconds and
+# peak RSS of the streamed export and of LLM2Vec.from_pretrained, on this machine's CPUs and disk. -----------------
+if (( $(date +%s) + 150 < DEADLINE + 45 )); then
+    log "export + load rows (1.3B shape)"
+    timeout 300 "${HF[@]}" "$ROOT/benchmarks/make_large_checkpoint.py" --shape sheared-llama-1.3b \
+        --output "$ENVS/large/sheared-1.3b" >"$WORK/scale.log" 2>&1 \
+      && timeout 300 "${HF[@]}" "$ROOT/benchmarks/scale.py" --model "sheared-1.3b=$ENVS/large/sheared-1.3b" \
+        --steps export,load --output "$WORK/scale.json" >>"$WORK/scale.log" 2>&1 || log "export + load rows exited with $?"
+    tail -4 "$WORK/scale.log"
+else
+    log "export + load rows: skipped (budget)"
 fi
 
 # --- 4. report ---------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import shutil
 
@@ -403,6 +404,7 @@ def test_export_writes_in_a_staging_sibling_never_in_place(tiny_bases, exported,
     seen = []
     real_save = PreTrainedModel.save_pretrained
 
+    @functools.wraps(real_save)  # keeps the signature, whose max_shard_size default export reads
     def spying_save(self, directory, *args, **kwargs):
         seen.append(Path(directory))
         assert _files(out) == before  # the old copy is untouched so far
@@ -507,13 +509,19 @@ def test_disk_full_during_export_is_one_line_and_keeps_the_old_copy(tiny_bases, 
     # Each writer raises its own exception type with the OS error in its text, as on a real full disk (checked
     # by hand on a 200 KB tmpfs: docs/reliability.md); mounting one needs root, so the writers are made to fail.
     if writer == "safetensors":
-        import transformers.modeling_utils
-        from safetensors import SafetensorError
+        # export streams the weights into the safetensors file itself (merged_weights.write_safetensors): the
+        # file fills up part way, as on a real disk
+        import io
 
-        def full(*args, **kwargs):
-            raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
+        from llm2vec_hf import merged_weights
 
-        monkeypatch.setattr(transformers.modeling_utils, "safe_save_file", full)
+        class FillsUp(io.FileIO):
+            def write(self, data):
+                if self.tell() + len(memoryview(data).cast("B")) > 4096:
+                    raise OSError(errno.ENOSPC, "No space left on device")
+                return super().write(data)
+
+        monkeypatch.setattr(merged_weights, "open", lambda path, mode: FillsUp(path, "wb"), raising=False)
     elif writer == "tokenizers":
         from transformers.tokenization_utils_tokenizers import TokenizersBackend
 

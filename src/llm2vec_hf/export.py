@@ -228,9 +228,9 @@ def write_checkpoint(
             modeling_llm2vec.make_config_bidirectional(config)
             # writes the auto_map and copies modeling_llm2vec.py (`register_for_auto_class` in that file); a
             # skeleton saves only its config here (an empty state dict), its weights are streamed next
-            shard_size = merged_weights.default_max_shard_size() if max_shard_size is None else max_shard_size
-            model.save_pretrained(staging, max_shard_size=shard_size,
-                                  **({"state_dict": {}} if write_weights is not None else {}))
+            with _no_progress_bar(write_weights is not None):  # its bar would show "0it" for the empty state dict
+                model.save_pretrained(staging, **({"max_shard_size": max_shard_size} if max_shard_size else {}),
+                                      **({"state_dict": {}} if write_weights is not None else {}))
         if write_weights is not None:
             for leftover in staging.glob("model*.safetensors*"):
                 leftover.unlink()
@@ -267,6 +267,20 @@ def check_resolved(settings: dict[str, Any]) -> None:
     if unresolved:
         raise ValueError(f"write_checkpoint takes resolved encoding settings; {', '.join(unresolved)} not resolved "
                          "(resolve them with loading.encoding_settings)")
+
+
+@contextlib.contextmanager
+def _no_progress_bar(active: bool):
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if active and was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if active and was_enabled:
+            hf_logging.enable_progress_bar()
 
 
 @contextlib.contextmanager
