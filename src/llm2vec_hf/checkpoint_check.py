@@ -127,6 +127,12 @@ def _read_json_file(folder: Path, name: str) -> Any:
 
 def _count_weights(folder: Path, names: set[str]) -> tuple[dict[str, list[int]], list[str]]:
     """{tensor name: shape} over model.safetensors or the shards its index names."""
+    from .modeling.modeling_llm2vec import check_unambiguous_weights
+
+    try:
+        check_unambiguous_weights(str(folder))
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     if "model.safetensors.index.json" in names:
         index = _read_json_file(folder, "model.safetensors.index.json")
         weight_map = index.get("weight_map") if isinstance(index, dict) else None

@@ -29,6 +29,7 @@ from .encoding.npy_writer import (
 from .errors import LLM2VecError, check_positive_options
 from .json_files import write_json
 from .loading import resolve_local
+from .output_paths import refuse_existing, refuse_overlap
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +46,19 @@ def encode_file(
     restart: bool = False,
     max_batch_tokens: int | None = None,
     compile_model: bool | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Encodes ``input_path`` into ``output_path`` (.npy), streaming and resumable; returns the number of rows.
 
-    ``compile_model`` None compiles when the input is large enough to pay for it (`should_compile`)."""
+    ``compile_model`` None compiles when the input is large enough to pay for it (`should_compile`). An existing
+    ``output_path`` is replaced only with ``overwrite`` (`output_paths`)."""
     if not output_path.endswith(".npy"):
         raise LLM2VecError(f"{output_path}: output must be a .npy file")
     check_positive_options(batch_size=batch_size, max_batch_tokens=max_batch_tokens, chunk_size=chunk_size)
     devices = worker_devices(device, processes)
     check_output_path(output_path)
+    refuse_overlap(output_path, [("input file", input_path), ("model", model)])
+    refuse_existing(output_path, overwrite)
     with output_lock(output_path):
         return _encode_locked(model, input_path, output_path, prompt_name, batch_size, device, chunk_size, devices,
                               restart, max_batch_tokens, compile_model)

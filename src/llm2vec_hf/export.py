@@ -32,6 +32,7 @@ from .errors import LLM2VecError, TokenizerError, one_line
 from .json_files import read_json, write_json
 from .loading import encoding_settings, load_bidirectional
 from .model_card import render_model_card
+from .output_paths import refuse_existing, refuse_overlap
 from .serving import warn_if_vllm_runs_causal
 from .modeling import modeling_llm2vec
 from .modeling.sentence_transformers_llm2vec import TEI_POOLING, requirements, write_pooling_config
@@ -69,6 +70,7 @@ def export_checkpoint(
     """
     adapters = list(adapters)
     check_encoding({k: v for k, v in encoding.items() if v is not None})  # fails here, before the model loads
+    refuse_overlap(output, [("base", base), *(("adapter", adapter) for adapter in adapters)])
     check_output(output, overwrite)
     model, tokenizer, folders = load_bidirectional(base, adapters, dtype=dtype)
     settings = encoding_settings(model, tokenizer, folders, base, **encoding)
@@ -97,8 +99,7 @@ def check_output(output: str, overwrite: bool) -> None:
     if not os.access(parent, os.W_OK):
         raise LLM2VecError(f"Cannot write to {parent}")
     recover_interrupted(path)
-    if path.exists() and os.listdir(path) and not overwrite:
-        raise LLM2VecError(f"{output} exists and is not empty; pass --overwrite to replace it")
+    refuse_existing(path, overwrite)
 
 
 #: Hidden siblings of the output: ``.NAME.partial-HOST-PID-XXXX`` (being written) and ``.NAME.old-HOST-PID-XXXX``
@@ -159,7 +160,13 @@ def write_checkpoint(
     training: dict[str, Any] | None = None,
     st_modules: str = "auto",
 ) -> str:
-    """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically."""
+    """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically.
+
+    ``output`` may not overlap the folders the model and tokenizer were loaded from (`refuse_overlap`)."""
+    sources = [("base", (training or {}).get("base_folder") or getattr(model, "name_or_path", None)),
+               *(("adapter", folder) for folder in (training or {}).get("adapter_folders", ())),
+               ("tokenizer folder", getattr(tokenizer, "name_or_path", None))]
+    refuse_overlap(output, [(role, str(path)) for role, path in sources if path])
     check_output(output, overwrite)
     family = family_for(model.config)
     if getattr(type(model), "_auto_class", None) != "AutoModel":

@@ -22,6 +22,7 @@ from .json_files import read_json
 from .modeling.modeling_llm2vec import (
     TokenizerEmbeddingError,
     check_tokenizer_fits,
+    check_unambiguous_weights,
     family_for,
     load_reference_tokenizer,
     read_encoding_settings,
@@ -126,6 +127,11 @@ def load_bidirectional(
     if dtype is not None:
         hf_kwargs["dtype"] = dtype
     refuse_pickle_only(path)
+    try:
+        check_unambiguous_weights(path)
+        read_encoding_settings(path)  # a folder whose two settings files disagree is refused before loading
+    except ValueError as error:
+        raise CheckpointError(one_line(error)) from None
     if enable_bidirectional:
         model_class = family.mntp if for_mntp else family.model
         config = family.config.from_pretrained(path)
@@ -340,6 +346,9 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
         raise CheckpointError(f"Could not read the adapter in {adapter_path}: {one_line(error)}") from None
     check_adapter_family(adapter_path, model)
     peft_config.inference_mode = True
+    # The task type only picks PEFT's wrapper class (CAUSAL_LM's needs a generation head, which an encoder has
+    # not); the LoRA tensors and their merge are the same under the plain PeftModel.
+    peft_config.task_type = None
     try:
         peft_model = get_peft_model(model, peft_config)
     except ValueError as error:

@@ -7,16 +7,21 @@ MiB) and the checkpoint (its config files, weight files' sizes and mtimes), whic
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
 from ..errors import LLM2VecError
 from ..json_files import read_json
+from ..modeling.modeling_llm2vec import check_separator
 
 UTF8_BOM = b"\xef\xbb\xbf"
+#: The keys of a .jsonl record.
+RECORD_KEYS = ("text", "instruction")
 _FINGERPRINT_BYTES = 1 << 20
 _MODEL_FILES = (
     "config.json",
@@ -44,12 +49,14 @@ def parse_line(path: str, suffix: str, number: int, raw: bytes) -> str | list[st
         line = raw.decode("utf-8")
     except UnicodeDecodeError as error:
         raise LLM2VecError(f"{path}:{number}: not UTF-8 ({error.reason} at byte {error.start})") from None
-    line = line.rstrip("\n")
-    if line.endswith("\r"):
-        line = line[:-1]
+    line = line.removesuffix("\n").removesuffix("\r")
     if suffix == ".txt":
         if not line.strip():
             raise LLM2VecError(f"{path}:{number}: empty line; every line must be a text")
+        try:
+            check_separator("", line, f"{path}:{number}")
+        except ValueError as error:
+            raise LLM2VecError(str(error)) from None
         return line
     if not line.strip():
         return None
@@ -59,12 +66,65 @@ def parse_line(path: str, suffix: str, number: int, raw: bytes) -> str | list[st
         raise LLM2VecError(f"{path}:{number}: malformed JSON ({error.msg})") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise LLM2VecError(f"{path}:{number}: each record needs a string field 'text'")
+    unknown = sorted(set(record) - set(RECORD_KEYS))
+    if unknown:
+        hints = [f"{key!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, RECORD_KEYS, 1))
+                               else "") for key in unknown]
+        raise LLM2VecError(f"{path}:{number}: unknown key(s) {', '.join(hints)}; a record holds 'text' and an "
+                           "optional 'instruction'")
+    for key in RECORD_KEYS:
+        if isinstance(record.get(key), str) and not _is_unicode_text(record[key]):
+            raise LLM2VecError(f"{path}:{number}: {key!r} holds a lone surrogate escape (such as \\ud800), "
+                               "which is not Unicode text")
     if not record["text"].strip():
         raise LLM2VecError(f"{path}:{number}: 'text' is empty; there is nothing to embed")
     instruction = record.get("instruction", "")
     if not isinstance(instruction, str):  # 0, false, null and lists alike: only a string is an instruction
         raise LLM2VecError(f"{path}:{number}: 'instruction' must be a string, got {json.dumps(instruction)[:40]}")
+    try:
+        check_separator(instruction, record["text"], f"{path}:{number}")
+    except ValueError as error:
+        raise LLM2VecError(str(error)) from None
     return [instruction, record["text"]] if instruction else record["text"]
+
+
+def _is_unicode_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: A line and its ending: ``\n``, ``\r\n`` or a lone ``\r``, the endings Python's text mode reads.
+_LINE = re.compile(rb"[^\r\n]*(?:\r\n|\r|\n)")
+_READ_BYTES = 1 << 20
+
+
+def split_lines(data: bytes) -> list[bytes]:
+    """``data`` cut into lines, each with its ending (the last one may have none), as Python reads text."""
+    lines = [match.group() for match in _LINE.finditer(data)]
+    rest = data[sum(len(line) for line in lines):]
+    return lines + ([rest] if rest else [])
+
+
+def raw_lines(handle) -> Iterator[bytes]:
+    """The lines of a binary file from its current position, each with its ending (`split_lines`)."""
+    pending = b""
+    while True:
+        block = handle.read(_READ_BYTES)
+        data = pending + block
+        if not block:
+            if data:
+                yield data
+            return
+        end = 0
+        for match in _LINE.finditer(data):
+            if match.end() == len(data) and data.endswith(b"\r"):
+                break  # perhaps the first half of a \r\n that the next block completes
+            yield match.group()
+            end = match.end()
+        pending = data[end:]
 
 
 def iter_inputs(path: str, offset: int = 0, number: int = 1) -> Iterator[tuple[str | list[str], int, int]]:
@@ -72,7 +132,7 @@ def iter_inputs(path: str, offset: int = 0, number: int = 1) -> Iterator[tuple[s
     suffix = _input_suffix(path)
     with open(path, "rb") as handle:
         handle.seek(offset)
-        for raw in handle:
+        for raw in raw_lines(handle):
             start = offset
             offset += len(raw)
             if start == 0 and raw.startswith(UTF8_BOM):
