@@ -102,6 +102,16 @@ def encoding_settings(
     return resolve_encoding(getattr(model, "config", None), tokenizer, name_or_path=name, stored=stored, **explicit)
 
 
+def check_checkpoint_files(path: str) -> None:
+    """Refuses, before anything loads, a folder that loaders would read in different ways: weights both single and
+    sharded, or an llm2vec_config.json that disagrees with config.json's settings."""
+    try:
+        check_unambiguous_weights(path)
+        read_encoding_settings(path)
+    except ValueError as error:
+        raise CheckpointError(one_line(error)) from None
+
+
 def load_bidirectional(
     name_or_path: str,
     adapters: Iterable[str] = (),
@@ -127,11 +137,7 @@ def load_bidirectional(
     if dtype is not None:
         hf_kwargs["dtype"] = dtype
     refuse_pickle_only(path)
-    try:
-        check_unambiguous_weights(path)
-        read_encoding_settings(path)  # a folder whose two settings files disagree is refused before loading
-    except ValueError as error:
-        raise CheckpointError(one_line(error)) from None
+    check_checkpoint_files(path)
     if enable_bidirectional:
         model_class = family.mntp if for_mntp else family.model
         config = family.config.from_pretrained(path)

@@ -259,16 +259,23 @@ def remote_code_note(stock: dict[str, Any] | None) -> str:
                 "checkpoint's LLM2Vec module does.")
     figures = (f"on {stock['inputs']} sample inputs at export: mean cosine {stock['mean_cosine']:.6f}, min cosine "
                f"{stock['min_cosine']:.6f}, largest difference {stock['max_abs']:.1e}")
+    # sentence-transformers keeps this card when it saves the model again, but not the model code files
+    resaved = (" A copy saved again through sentence-transformers (`save_pretrained`, `push_to_hub`) keeps this card "
+               "but not the model code files (`modeling_llm2vec.py`, `sentence_transformers_llm2vec.py`): there, "
+               "`AutoModel` with `trust_remote_code=True` fails, and `llm2vec_hf.LLM2Vec.from_pretrained` (which needs "
+               "no remote code) gives the exact vectors; `llm2vec-hf export` restores the files.")
     if stock["why_not_exact"] is None and stock["max_abs"] <= 1e-4:
         return ("sentence-transformers loads this checkpoint with its stock `Transformer` and `Pooling` modules, no "
-                "remote code: for these settings they compute exactly the LLM2Vec vectors (" + figures + "). "
-                "`AutoModel` and `llm2vec_hf.LLM2Vec` load it with the model code that ships with it "
-                "(`trust_remote_code=True`). Give an instruction as a stored `prompt_name`, or as `prompt=` ending in one "
-                "space: stock modules prepend the prompt as it is, and LLM2Vec reads `instruction + \" \" + text`.")
+                "remote code: for these settings they compute exactly the LLM2Vec vectors (" + figures + "; the "
+                "tokenizer it loads gives the exact token ids on every probe). "
+                "`AutoModel` loads it with the model code that ships with it (`trust_remote_code=True`). Give an "
+                "instruction as a stored `prompt_name`, or as `prompt=` ending in one "
+                "space: stock modules prepend the prompt as it is, and LLM2Vec reads `instruction + \" \" + text`."
+                + resaved)
     return ("sentence-transformers loads this checkpoint with stock sentence-transformers modules, no remote code, as "
             "exported with `--st-modules stock`: these are not the exact LLM2Vec vectors (" + figures + "; "
-            f"{stock['why_not_exact']}). `AutoModel` and `llm2vec_hf.LLM2Vec` (`trust_remote_code=True`) give the "
-            "exact vectors; do not mix the two in one index.")
+            f"{stock['why_not_exact']}). `AutoModel` (`trust_remote_code=True`) and `llm2vec_hf.LLM2Vec` give the "
+            "exact vectors; do not mix the two in one index." + resaved)
 
 
 #: Where a reader of the Hub opens the project's documentation (a checkpoint carries no docs/ folder).

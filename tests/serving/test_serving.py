@@ -65,3 +65,21 @@ def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, ca
 def test_the_vllm_module_says_what_to_install():
     with pytest.raises(ImportError, match="needs vLLM"):
         import llm2vec_hf.serving.vllm  # noqa: F401
+
+
+def test_serving_engines_must_run_the_checkpoints_dtype(exported, tmp_path):
+    """The dtype rule the vLLM client and plugin apply: the checkpoint's config.json dtype, nothing else."""
+    pooler = TokenStatePooler.from_pretrained(exported("llama", "mean"))
+    assert pooler.dtype == "float32"
+    pooler.check_engine_dtype(torch.float32)
+    pooler.check_engine_dtype("float32")
+    for other in (torch.float16, "bfloat16", "auto"):
+        with pytest.raises(ValueError, match="--dtype float32"):
+            pooler.check_engine_dtype(other)
+    bf16 = export_checkpoint(str(exported("llama", "mean")), str(tmp_path / "bf16"), dtype="bfloat16",
+                             st_modules="remote")
+    half = TokenStatePooler.from_pretrained(bf16)
+    assert half.dtype == "bfloat16"
+    half.check_engine_dtype(torch.bfloat16)
+    with pytest.raises(ValueError, match="--dtype bfloat16"):
+        half.check_engine_dtype(torch.float32)

@@ -18,8 +18,6 @@ def worker_devices(device: str | None, processes: int | None) -> list[str] | Non
     """
     devices = [d.strip() for d in (device or "").split(",") if d.strip()]
     check_positive_options(processes=processes)
-    for name in devices:
-        check_device(name)
     if len(devices) > 1:
         if processes not in (None, len(devices)):
             raise LLM2VecError(f"--processes {processes} does not match the {len(devices)} devices of --device")
