@@ -54,7 +54,8 @@ def test_a_state_count_that_is_not_the_prompt_length_is_refused(exported):
 def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, caplog, family):
     with caplog.at_level(logging.WARNING, logger="llm2vec_hf.export"):
         export_checkpoint(str(tiny_bases[family]), str(tmp_path / "out"), max_length=32)
-    warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage()]
+    # (tiny models have head_dim 8: the CPU-build warning, tested in test_model_card.py, is not this one)
+    warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage() and "head_dim" not in r.getMessage()]
     if family in VLLM_CAUSAL_FAMILIES:
         assert warned == [vllm_causal_warning(family)] and "--model-impl transformers" in warned[0]
     else:
