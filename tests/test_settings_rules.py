@@ -420,3 +420,27 @@ def test_ray_shards_read_the_lines_the_local_reader_reads(tmp_path_factory, line
         batch = encode_ray.read_text_shard({key: [value] for key, value in shard.items()})
         rows += list(zip(batch["text"].tolist(), batch["line"].tolist()))
     assert rows == local == [(line, i + 1) for i, line in enumerate(lines)]
+
+
+def test_jsonl_ids_reach_the_ray_shards_as_columns(tmp_path):
+    """`encode --engine ray` carries a .jsonl's other keys as id columns (as Parquet's other columns); every record
+    carries the first record's keys; a key close to 'instruction' is refused rather than carried."""
+    from llm2vec_hf.encode_ray import plan_text_shards, read_text_shard
+    from llm2vec_hf.encoding.inputs import jsonl_id_keys
+    from llm2vec_hf.errors import LLM2VecError
+
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"doc_id": "d1", "text": "one", "n": 3}\n{"text": "two", "doc_id": "d2", "n": [1]}\n')
+    keys = jsonl_id_keys(str(rows))
+    assert keys == ["doc_id", "n"]
+    batch = read_text_shard({**{k: [v] for k, v in plan_text_shards(str(rows), 10)[0].items()},
+                             "id_keys": [json.dumps(keys)]})
+    assert batch["doc_id"].tolist() == ["d1", "d2"] and batch["n"].tolist() == ["3", "[1]"]
+    assert batch["text"].tolist() == ["one", "two"]
+    rows.write_text('{"doc_id": "d1", "text": "one"}\n{"text": "two"}\n')
+    with pytest.raises(LLM2VecError, match="rows.jsonl:2: no 'doc_id'"):
+        read_text_shard({**{k: [v] for k, v in plan_text_shards(str(rows), 10)[0].items()},
+                         "id_keys": [json.dumps(jsonl_id_keys(str(rows)))]})
+    rows.write_text('{"text": "one", "instructions": "Retrieve"}\n')
+    with pytest.raises(LLM2VecError, match="did you mean 'instruction'"):
+        jsonl_id_keys(str(rows))

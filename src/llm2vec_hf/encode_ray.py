@@ -40,6 +40,7 @@ from .encoding.encoders import InProcessEncoder
 from .encoding.inputs import (
     _input_suffix,
     input_fingerprint,
+    jsonl_id_keys,
     model_fingerprint,
     named_prompt,
     parse_line,
@@ -103,24 +104,31 @@ def plan_text_shards(path: str, lines_per_shard: int) -> list[dict]:
 
 
 def read_text_shard(batch: dict) -> dict:
-    """One planned byte range of a .txt/.jsonl file -> its rows (``line``, ``text``, ``instruction``)."""
+    """One planned byte range of a .txt/.jsonl file -> its rows (``line``, ``text``, ``instruction``, and a
+    .jsonl's id keys, ``id_keys`` in the plan: `parse_line`)."""
     path, start, stop, number = (batch[key][0] for key in ("path", "start", "stop", "first_line"))
     path, number = str(path), int(number)
+    id_keys = json.loads(str(batch["id_keys"][0])) if "id_keys" in batch else []
     suffix = _input_suffix(path)
     with open(path, "rb") as handle:
         handle.seek(int(start))
         data = handle.read(int(stop) - int(start))
     lines, texts, instructions = [], [], []
+    ids: dict[str, list] = {key: [] for key in id_keys}
     for raw in split_lines(data):
-        item = parse_line(path, suffix, number, raw)
+        row_ids = dict.fromkeys(id_keys) if suffix == ".jsonl" else None
+        item = parse_line(path, suffix, number, raw, row_ids)
         if item is not None:
             instruction, text = item if isinstance(item, list) else ("", item)
             lines.append(number)
             texts.append(text)
             instructions.append(instruction)
+            for key in id_keys:
+                ids[key].append(row_ids[key])
         number += 1
     return {"line": np.asarray(lines, dtype=np.int64), "text": np.asarray(texts, dtype=object),
-            "instruction": np.asarray(instructions, dtype=object)}
+            "instruction": np.asarray(instructions, dtype=object),
+            **{key: np.asarray(values, dtype=object) for key, values in ids.items()}}
 
 
 def _parquet_files(path: str) -> list[str]:
@@ -523,11 +531,17 @@ def encode_path(
         fingerprint = [input_fingerprint(file) for file in _parquet_files(input_path)]
         id_columns = ["row", *id_columns]
     else:
-        _input_suffix(input_path)
+        suffix = _input_suffix(input_path)
         shards = plan_text_shards(input_path, rows_per_shard)
         if not shards:
             raise LLM2VecError(f"{input_path}: no texts to encode")
-        fingerprint, id_columns, has_instruction = input_fingerprint(input_path), ["line"], True
+        # a .jsonl's other keys are carried into the output as id columns, as Parquet's other columns are
+        id_keys = jsonl_id_keys(input_path) if suffix == ".jsonl" else []
+        reserved = sorted(set(id_keys) & {"line", VECTOR_COLUMN})
+        if reserved:
+            raise LLM2VecError(f"{input_path}: the key {reserved[0]!r} is reserved for the output; rename it")
+        shards = [dict(shard, id_keys=json.dumps(id_keys)) for shard in shards]
+        fingerprint, id_columns, has_instruction = input_fingerprint(input_path), ["line", *id_keys], True
     input_files = _parquet_files(input_path) if parquet else [input_path]
     model_path = resolve_local(model)
     instruction = named_prompt(model_path, prompt_name) if prompt_name else ""

@@ -43,8 +43,12 @@ def _input_suffix(path: str) -> str:
     return suffix
 
 
-def parse_line(path: str, suffix: str, number: int, raw: bytes) -> str | list[str] | None:
-    """One input line -> a text, an ``[instruction, text]`` pair, or None (a blank .jsonl line, skipped)."""
+def parse_line(path: str, suffix: str, number: int, raw: bytes, ids: dict | None = None) -> str | list[str] | None:
+    """One input line -> a text, an ``[instruction, text]`` pair, or None (a blank .jsonl line, skipped).
+
+    ``ids`` (a .jsonl read for an output with id columns, ``encode --engine ray``): its keys are the record's other
+    keys, which every record must carry; their values are filled in, as text (JSON text unless a string). Without
+    it a key other than ``text`` and ``instruction`` is refused: it would be dropped without a word."""
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -66,12 +70,19 @@ def parse_line(path: str, suffix: str, number: int, raw: bytes) -> str | list[st
         raise LLM2VecError(f"{path}:{number}: malformed JSON ({error.msg})") from None
     if not isinstance(record, dict) or not isinstance(record.get("text"), str):
         raise LLM2VecError(f"{path}:{number}: each record needs a string field 'text'")
-    unknown = sorted(set(record) - set(RECORD_KEYS))
+    unknown = sorted(set(record) - set(RECORD_KEYS) - set(ids or ()))
     if unknown:
         hints = [f"{key!r}" + (f" (did you mean {close[0]!r}?)" if (close := difflib.get_close_matches(key, RECORD_KEYS, 1))
                                else "") for key in unknown]
+        carried = (f"; id keys are those of the first record: {', '.join(ids)}" if ids is not None
+                   else " (--engine ray carries other keys into its output as id columns)")
         raise LLM2VecError(f"{path}:{number}: unknown key(s) {', '.join(hints)}; a record holds 'text' and an "
-                           "optional 'instruction'")
+                           f"optional 'instruction'{carried}")
+    for key in ids or ():
+        if key not in record:
+            raise LLM2VecError(f"{path}:{number}: no {key!r}; every record carries the id keys of the first one "
+                               f"({', '.join(ids)})")
+        ids[key] = record[key] if isinstance(record[key], str) else json.dumps(record[key], ensure_ascii=False)
     for key in RECORD_KEYS:
         if isinstance(record.get(key), str) and not _is_unicode_text(record[key]):
             raise LLM2VecError(f"{path}:{number}: {key!r} holds a lone surrogate escape (such as \\ud800), "
@@ -143,6 +154,27 @@ def iter_inputs(path: str, offset: int = 0, number: int = 1) -> Iterator[tuple[s
             number += 1
             if item is not None:
                 yield item, offset, number
+
+
+def jsonl_id_keys(path: str) -> list[str]:
+    """The keys of the first record of a .jsonl file other than ``text`` and ``instruction``, in its order."""
+    with open(path, "rb") as handle:
+        for number, raw in enumerate(raw_lines(handle), start=1):
+            raw = raw[len(UTF8_BOM):] if number == 1 and raw.startswith(UTF8_BOM) else raw
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                return []  # the shard reader names the line
+            if not isinstance(record, dict):
+                return []
+            keys = [key for key in record if key not in RECORD_KEYS]
+            for key in keys:  # a misspelled "instruction" carried as an id would drop the instruction silently
+                close = difflib.get_close_matches(key, RECORD_KEYS, 1, cutoff=0.75)
+                if close:
+                    raise LLM2VecError(f"{path}:{number}: unknown key {key!r} (did you mean {close[0]!r}?); a record "
+                                       "holds 'text', an optional 'instruction', and id keys")
+            return keys
+    return []
 
 
 def count_inputs(path: str) -> int:
