@@ -17,6 +17,7 @@ import tempfile
 
 from ..errors import LLM2VecError
 from ..json_files import read_json, write_json
+from ..loading import _name_some
 
 logger = logging.getLogger(__name__)
 
@@ -205,7 +206,7 @@ def check_output_dir(output_dir: str, resuming: bool, overwrite: bool = False) -
                 "or choose another output_dir"
             )
         if leftovers and not overwrite:
-            raise LLM2VecError(f"output_dir {output_dir} is not empty ({_name_entries(leftovers)}); pass "
+            raise LLM2VecError(f"output_dir {output_dir} is not empty ({_name_some(leftovers)}); pass "
                                "--overwrite_output_dir true to replace it, or choose another output_dir")
         for checkpoint in existing:
             shutil.rmtree(checkpoint)
@@ -221,12 +222,8 @@ def check_output_dir(output_dir: str, resuming: bool, overwrite: bool = False) -
 
 
 def _is_staging(entry: str) -> bool:
-    return entry == STAGING or entry.startswith(STAGING + "-deleting-")
-
-
-def _name_entries(entries: list[str], count: int = 3) -> str:
-    entries = sorted(entries)
-    return ", ".join(entries[:count]) + (f" and {len(entries) - count} more" if len(entries) > count else "")
+    """Our own staging folders: a checkpoint's, and the final adapter's (`save_adapter_atomically`)."""
+    return entry == STAGING or entry.startswith((STAGING + "-deleting-", ".final-"))
 
 
 def save_adapter_atomically(trainer, output_dir: str) -> None:
