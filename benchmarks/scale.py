@@ -33,20 +33,11 @@ def folder_weights_gb(folder: Path) -> float:
     return sum(f.stat().st_size for f in folder.glob("*.safetensors")) / 1e9
 
 
-def texts(count: int, seed: int = 0) -> list[str]:
-    """``count`` English texts of log-normal lengths (median ~40 words), from CPython's documentation prose."""
-    import random
+def texts(count: int) -> list[str]:
+    """The mixed-length English texts of benchmarks/encode.py (the 26M rows of RESULTS.md encode the same)."""
+    from encode import make_corpus  # benchmarks/encode.py, next to this file
 
-    from llm2vec_hf.tiny import english_corpus
-
-    words = " ".join(english_corpus()).split()
-    rng = random.Random(seed)
-    out = []
-    for _ in range(count):
-        length = max(1, min(400, int(rng.lognormvariate(3.7, 0.8))))
-        start = rng.randrange(0, len(words) - length)
-        out.append(" ".join(words[start:start + length]))
-    return out
+    return make_corpus(count)
 
 
 def worker(step: str, model: Path, count: int) -> dict:

@@ -54,7 +54,8 @@ def test_a_state_count_that_is_not_the_prompt_length_is_refused(exported):
 def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, caplog, family):
     with caplog.at_level(logging.WARNING, logger="llm2vec_hf.export"):
         export_checkpoint(str(tiny_bases[family]), str(tmp_path / "out"), max_length=32)
-    warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage()]
+    # (tiny models have head_dim 8: the CPU-build warning, tested in test_model_card.py, is not this one)
+    warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage() and "head_dim" not in r.getMessage()]
     if family in VLLM_CAUSAL_FAMILIES:
         assert warned == [vllm_causal_warning(family)] and "--model-impl transformers" in warned[0]
     else:
@@ -65,3 +66,21 @@ def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, ca
 def test_the_vllm_module_says_what_to_install():
     with pytest.raises(ImportError, match="needs vLLM"):
         import llm2vec_hf.serving.vllm  # noqa: F401
+
+
+def test_serving_engines_must_run_the_checkpoints_dtype(exported, tmp_path):
+    """The dtype rule the vLLM client and plugin apply: the checkpoint's config.json dtype, nothing else."""
+    pooler = TokenStatePooler.from_pretrained(exported("llama", "mean"))
+    assert pooler.dtype == "float32"
+    pooler.check_engine_dtype(torch.float32)
+    pooler.check_engine_dtype("float32")
+    for other in (torch.float16, "bfloat16", "auto"):
+        with pytest.raises(ValueError, match="--dtype float32"):
+            pooler.check_engine_dtype(other)
+    bf16 = export_checkpoint(str(exported("llama", "mean")), str(tmp_path / "bf16"), dtype="bfloat16",
+                             st_modules="remote")
+    half = TokenStatePooler.from_pretrained(bf16)
+    assert half.dtype == "bfloat16"
+    half.check_engine_dtype(torch.bfloat16)
+    with pytest.raises(ValueError, match="--dtype bfloat16"):
+        half.check_engine_dtype(torch.float32)

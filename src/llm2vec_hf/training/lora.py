@@ -24,9 +24,25 @@ def lora_config(model_args):
     )
 
 
+def check_rank(model, model_args) -> None:
+    """Refuses a ``lora_r`` above the width of a layer it targets: such a rank adds parameters (r × the width,
+    per layer; enough to exhaust memory) but no rank beyond the width."""
+    import torch
+
+    targets = set(model_args.lora_target_modules)
+    widths = {name.rsplit(".", 1)[-1]: min(module.in_features, module.out_features)
+              for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets}
+    if widths and model_args.lora_r > min(widths.values()):
+        narrowest = min(widths, key=widths.get)
+        raise ValueError(f"lora_r {model_args.lora_r} is more than the width of {narrowest} ({widths[narrowest]}): "
+                         f"a LoRA rank cannot exceed the smaller side of the layer it adapts")
+
+
 def add_lora(model, model_args):
     from peft import get_peft_model
 
+    check_rank(model, model_args)
     peft_model = get_peft_model(model, lora_config(model_args))
     trainable, total = peft_model.get_nb_trainable_parameters()
     logger.info("LoRA r=%d on %s: %s trainable of %s parameters (%.2f%%)", model_args.lora_r,
