@@ -660,7 +660,8 @@ def measure_stock_layout(folder: Path, model, tokenizer, settings: dict[str, Any
 
     from .modeling.modeling_llm2vec import encode_with, load_reference_tokenizer
 
-    reference = load_reference_tokenizer(str(folder), model.config.model_type) or tokenizer
+    model_type = model.config.model_type
+    reference = load_reference_tokenizer(str(folder), model_type) or tokenizer
     if next(model.parameters()).is_meta:  # a streamed export: the weights are in ``folder`` already
         model = load_bidirectional(str(folder), dtype=next(model.parameters()).dtype)[0]
     exact = encode_with(model, reference, STOCK_SAMPLE, settings)
@@ -669,7 +670,7 @@ def measure_stock_layout(folder: Path, model, tokenizer, settings: dict[str, Any
     probes = tokenizer_probes(reference)
     # what sentence-transformers loads here, and the family's own class, which other transformers releases load
     # for the same folder (5.25 forces Qwen2Tokenizer on qwen2 where 5.2 reads tokenizer.json as it is)
-    loaded = [stock[0].tokenizer, registered_tokenizer(folder, model.config.model_type)]
+    loaded = [stock[0].tokenizer, registered_tokenizer(folder, model_type)]
     tokenizer_differs = next(filter(None, (stock_tokenizer_differs(candidate, reference, probes)
                                            for candidate in loaded if candidate is not None)), None)
     # one batch per instruction (its prompt), so that padding is part of what is measured
