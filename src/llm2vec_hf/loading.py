@@ -109,12 +109,14 @@ def load_bidirectional(
     enable_bidirectional: bool = True,
     dtype: str | torch.dtype | None = None,
     merge: bool = True,
+    config_overrides: dict[str, Any] | None = None,
     **hf_kwargs,
 ):
     """Loads ``name_or_path`` as a bidirectional encoder (or MNTP model) and applies ``adapters`` in order.
 
     Returns ``(model, tokenizer, folders)`` where ``folders`` are the local folders of base and adapters.
     With ``enable_bidirectional=False`` the plain causal ``AutoModel`` is loaded (for baselines).
+    ``config_overrides`` are set on the config before the model is built (a recipe's router settings).
     """
     path = resolve_local(name_or_path)
     config = load_config(path)
@@ -136,6 +138,8 @@ def load_bidirectional(
         config.use_bidirectional_attention = False
         if hasattr(config, "auto_map"):
             del config.auto_map  # the native class, not our remote code
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
     try:
         # Mismatched shapes are reported (and refused below, naming the tensors) instead of raised unnamed.
         hf_kwargs.setdefault("ignore_mismatched_sizes", True)

@@ -235,12 +235,14 @@ def _usage_prompt(prompts: dict[str, str]) -> tuple[str, str]:
 
 
 #: What TEI does with each family (text-embeddings-inference, backends/candle/src/lib.rs and models/): the devices it
-#: serves it on and the config flag it reads to run it bidirectionally. Gemma and Gemma2 are absent.
+#: serves it on and the config flag it reads to run it bidirectionally. Gemma 3 (text) is served (models/gemma3.rs: a bidirectional window of half the
+#: config's sliding_window, which export widens past any input); the other families are absent.
 TEI_FAMILIES = {
     "llama": ("CUDA only (fp16, flash attention; no `rope_scaling`)", "use_bidirectional_attention"),
     "mistral": ("CUDA only (fp16, flash attention)", "use_bidirectional_attention"),
     "qwen2": ("CUDA only (fp16, flash attention)", "is_causal"),
     "qwen3": ("CPU and CUDA", "use_bidirectional_attention"),
+    "gemma3_text": ("CPU and CUDA", "use_bidirectional_attention"),
 }
 #: TEI's --pooling value for each stock pooling mode written to 1_Pooling/config.json.
 TEI_POOLING_FLAG = {"mean": "mean", "lasttoken": "last-token", "cls": "cls"}
@@ -271,7 +273,7 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
     """The card's serving instructions for this family and these settings (docs/serving.md has the measurements)."""
     from .export import stock_is_exact
     from .modeling.sentence_transformers_llm2vec import TEI_POOLING
-    from .serving import vllm_model_impl
+    from .serving import check_vllm_family, vllm_model_impl
 
     mode = settings["pooling_mode"]
     lines = [
@@ -281,17 +283,22 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
         "**vLLM.**",
     ]
     impl = vllm_model_impl(family)
-    lines += [
-        "The exact vectors come from llm2vec-hf's `llm2vec` IO-processor plugin, which pools the token states as "
-        "LLM2Vec does (llm2vec-hf installed in vLLM's environment, see docs/serving.md; inputs and instructions go "
-        'to `/pooling` as `{"data": ...}`):',
-        "",
-        "```bash",
-        f"python -m vllm.entrypoints.openai.api_server --model {model_id} --runner pooling "
-        "--io-processor-plugin llm2vec" + (f" --model-impl {impl}" if impl else ""),
-        "```",
-        "",
-    ]
+    try:
+        check_vllm_family(family)
+    except ValueError as error:
+        lines += [f"{error}.", ""]
+    else:
+        lines += [
+            "The exact vectors come from llm2vec-hf's `llm2vec` IO-processor plugin, which pools the token states as "
+            "LLM2Vec does (llm2vec-hf installed in vLLM's environment, see docs/serving.md; inputs and instructions go "
+            'to `/pooling` as `{"data": ...}`):',
+            "",
+            "```bash",
+            f"python -m vllm.entrypoints.openai.api_server --model {model_id} --runner pooling "
+            "--io-processor-plugin llm2vec" + (f" --model-impl {impl}" if impl else ""),
+            "```",
+            "",
+        ]
     if impl:
         lines += [f"vLLM's own {family} code ignores `is_causal` and runs it causal; `--model-impl {impl}` runs "
                   "transformers' attention, which reads `use_bidirectional_attention` (the plugin refuses to start "
@@ -303,7 +310,7 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
               "pooling module says otherwise), over the instruction and BOS too."]
     lines += ["", "**Text Embeddings Inference (TEI).**"]
     if family not in TEI_FAMILIES:
-        lines += [f"TEI has no {family} architecture (it serves Gemma 3 only): it cannot serve this checkpoint."]
+        lines += [f"TEI has no {family} architecture: it cannot serve this checkpoint."]
         return "\n".join(lines)
     devices, flag = TEI_FAMILIES[family]
     lines += [f"TEI serves {family} on {devices}, reading `{flag}`. It pools every token of `prompt + text`, BOS "
