@@ -12,19 +12,15 @@ from transformers import AutoModel
 
 from llm2vec_hf import FAMILIES
 from llm2vec_hf.tiny import tiny_config, train_tokenizer
-from test_conformance import first_token_moves
+from test_conformance import first_token_moves, skip_unless_supported
 
 def build(family: str, backend: str, bidirectional: bool = True):
     config = tiny_config(family, train_tokenizer(family))
     cls = FAMILIES[family]
-    try:
-        if bidirectional:
-            return cls.model._from_config(cls.config(**config.to_dict()), attn_implementation=backend).eval()
-        return AutoModel.from_config(config, attn_implementation=backend).eval()
-    except ValueError as error:
-        if "does not support" in str(error):
-            pytest.skip(f"{family} has no {backend} implementation in this transformers: {error}")
-        raise
+    skip_unless_supported(cls.model, backend)
+    if bidirectional:
+        return cls.model._from_config(cls.config(**config.to_dict()), attn_implementation=backend).eval()
+    return AutoModel.from_config(config, attn_implementation=backend).eval()
 
 
 def test_attention_modules_have_causal_switched_off():

@@ -122,14 +122,15 @@ def first_token_moves(model, padded: bool) -> bool:
     return (before - after).abs().max().item() > 1e-5
 
 
-def load_or_skip(load, family: str, backend: str):
-    """``load()``, or a skip where transformers has no ``backend`` for the family (it raises a ValueError)."""
-    try:
-        return load()
-    except (ValueError, OSError) as error:  # loading.load_bidirectional raises it as a CheckpointError
-        if "does not support an attention implementation" in str(error):
-            pytest.skip(f"transformers' {family} has no {backend} attention")
-        raise
+#: The class attribute by which transformers declares that a model class has an attention backend.
+SUPPORT_FLAG = {"eager": None, "sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn",
+                "flash_attention_2": "_supports_flash_attn"}
+
+
+def skip_unless_supported(model_class, backend: str) -> None:
+    flag = SUPPORT_FLAG[backend]
+    if flag is not None and not getattr(model_class, flag, False):
+        pytest.skip(f"{model_class.__name__} declares no {backend} attention in this transformers")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -139,9 +140,10 @@ def load_or_skip(load, family: str, backend: str):
 @pytest.mark.parametrize("family", DECLARED)
 def test_bidirectional(zoo, family, backend):
     folder = zoo(family)
-    model = load_or_skip(lambda: LLM2Vec.from_pretrained(str(folder), attn_implementation=backend).model, family, backend)
+    skip_unless_supported(FAMILIES[family].model, backend)
+    model = LLM2Vec.from_pretrained(str(folder), attn_implementation=backend).model
     assert first_token_moves(model, padded=False) and first_token_moves(model, padded=True)
-    causal = load_or_skip(lambda: AutoModel.from_pretrained(folder, attn_implementation=backend), family, backend)
+    causal = AutoModel.from_pretrained(folder, attn_implementation=backend)
     assert not first_token_moves(causal.eval(), padded=False)  # the control: the probe can fail
 
 
@@ -166,8 +168,8 @@ def reference_vectors(folder: Path, backend: str, tokenizer) -> torch.Tensor:
 @pytest.mark.parametrize("family", DECLARED)
 def test_equals_the_independent_reference(zoo, family, backend):
     folder = zoo(family)
-    l2v = load_or_skip(lambda: LLM2Vec.from_pretrained(str(folder), attn_implementation=backend, pooling_mode="mean"),
-                       family, backend)
+    skip_unless_supported(FAMILIES[family].model, backend)
+    l2v = LLM2Vec.from_pretrained(str(folder), attn_implementation=backend, pooling_mode="mean")
     got = l2v.encode(TEXTS, batch_size=4, show_progress_bar=False)
     expected = reference_vectors(folder, backend, l2v.tokenizer)
     assert (got - expected).abs().max().item() <= TOL
@@ -181,6 +183,7 @@ def test_flex_attention(zoo, family):
     if not hasattr(torch.nn.attention, "flex_attention"):
         pytest.skip("this torch has no flex_attention")
     folder = zoo(family)
+    skip_unless_supported(FAMILIES[family].model, "flex_attention")
     flex = LLM2Vec.from_pretrained(str(folder), attn_implementation="flex_attention")
     eager = LLM2Vec.from_pretrained(str(folder), attn_implementation="eager")
     assert first_token_moves(flex.model, padded=True)
@@ -199,7 +202,7 @@ def test_windows_are_widened_not_dropped(zoo):
 
 def test_packed_rows_equal_padded_rows(zoo, family_or_skip):
     family = family_or_skip
-    backend = "eager" if family == "gemma2" else "sdpa"  # soft-capped Gemma2 runs eager only
+    backend = "sdpa" if FAMILIES[family].model._supports_sdpa else "eager"  # soft-capped Gemma2: eager only
     l2v = LLM2Vec.from_pretrained(str(zoo(family)), attn_implementation=backend)
     lengths = [len(ids) for ids in l2v.tokenizer(TEXTS)["input_ids"]]
     calls = packed_groups(l2v.model, lengths, 8, packing=True)
