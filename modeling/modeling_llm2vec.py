@@ -873,7 +873,7 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     outside every span get zeros. Same signature and output layout, (batch, length, heads, head_dim), as
     transformers' sdpa attention."""
     groups = getattr(module, "num_key_value_groups", 1)
-    output = torch.zeros_like(query)
+    output = query.new_zeros(*query.shape[:-1], value.shape[-1])  # latent attention: values may be narrower
     for row, start, length in kwargs["llm2vec_spans"]:
         span = slice(start, start + length)
         keys, values = key[row : row + 1, :, span], value[row : row + 1, :, span]
@@ -1091,6 +1091,9 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
 #: LoRA targets: LLM2Vec's seven projections, Phi-3's fused ones.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FUSED_PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+#: Multi-head latent attention (MiniCPM3): the query and key-value down/up projections.
+LATENT_PROJECTIONS = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj", "up_proj",
+                      "down_proj")
 #: Mixture-of-experts layers hold their experts as 3-D parameters, not Linear modules: LoRA reaches them through
 #: peft's ``target_parameters``. The routers get no LoRA (they stay as pretrained).
 EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
@@ -1154,6 +1157,7 @@ _DECLARED = {
     "granite": declare("granite", "Granite"),
     "smollm3": declare("smollm3", "SmolLM3"),
     "glm4": declare("glm4", "Glm4"),
+    "minicpm3": declare("minicpm3", "MiniCPM3", since="5.25.0", lora_targets=LATENT_PROJECTIONS),
 }
 #: The supported families of this transformers.
 FAMILIES: dict[str, Family] = {k: v for k, v in _DECLARED.items() if isinstance(v, Family)}

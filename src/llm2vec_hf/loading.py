@@ -78,7 +78,13 @@ def load_config(name_or_path: str, **hf_kwargs) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(path, **hf_kwargs)
     except (ValueError, KeyError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"Could not read the config of {name_or_path}: {error}") from None
+        from .modeling.modeling_llm2vec import UNAVAILABLE_FAMILIES
+
+        raw = None if isinstance(error, json.JSONDecodeError) else read_json(os.path.join(path, "config.json"))
+        model_type = raw.get("model_type") if isinstance(raw, dict) else None
+        if model_type in UNAVAILABLE_FAMILIES:  # a family newer than this transformers: say which version it needs
+            raise CheckpointError(f"{name_or_path}: architecture {UNAVAILABLE_FAMILIES[model_type]}") from None
+        raise CheckpointError(f"Could not read the config of {name_or_path}: {one_line(error)}") from None
 
 
 def encoding_settings(

@@ -32,6 +32,7 @@ SPECIAL_TOKENS = {
     "granite": {"bos": None, "eos": "<|end_of_text|>", "unk": None, "pad": "<|pad|>"},
     "smollm3": {"bos": None, "eos": "<|im_end|>", "unk": None},
     "glm4": {"bos": "[gMASK]", "eos": "<|endoftext|>", "unk": None},
+    "minicpm3": {"bos": "<s>", "eos": "<|im_end|>", "unk": "<unk>"},
 }
 
 

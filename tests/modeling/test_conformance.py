@@ -67,6 +67,8 @@ FAMILY_CONFIGS: dict[str, dict] = {
                 "logits_scaling": 3.0},
     "smollm3": {"use_sliding_window": True, "sliding_window": WINDOW},
     "glm4": {},
+    "minicpm3": {"num_key_value_heads": 4, "q_lora_rank": 16, "kv_lora_rank": 16, "qk_nope_head_dim": 8,
+                 "qk_rope_head_dim": 4, "v_head_dim": 8, "head_dim": 12},  # multi-head latent attention
 }
 DECLARED = sorted(set(FAMILIES) | set(UNAVAILABLE_FAMILIES))
 BACKENDS = ["eager", "sdpa"]
@@ -431,6 +433,22 @@ def test_refused_families_cannot_see_ahead(model_type):
     with pytest.raises(ValueError, match="cannot be made bidirectional") as error:
         family_for(config)
     assert "\n" not in str(error.value)
+
+
+def test_a_family_this_transformers_lacks_is_one_line_at_load(tmp_path, monkeypatch, capsys):
+    """transformers without the family cannot even read its config.json: the error names the version it needs."""
+    from llm2vec_hf import cli
+    from llm2vec_hf.modeling import modeling_llm2vec
+
+    reason = modeling_llm2vec.declare("futurelm", "FutureLM", since="5.99.0")
+    assert isinstance(reason, str) and "5.99.0" in reason
+    monkeypatch.setitem(modeling_llm2vec.UNAVAILABLE_FAMILIES, "futurelm", reason)
+    folder = tmp_path / "futurelm"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "futurelm", "architectures": ["FutureLMForCausalLM"]}))
+    assert cli.main(["export", str(folder), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "needs transformers >= 5.99.0" in err
 
 
 def test_unsupported_families_fail_in_one_line():
