@@ -408,6 +408,12 @@ def test_router_settings_are_refused_where_they_do_nothing(zoo, corpus, tmp_path
 REFUSED_PROBES = {"mamba": slice(None), "falcon_mamba": slice(None), "rwkv": slice(None), "nemotron_h": slice(1, 3)}
 
 
+def transformers_version() -> str:
+    import transformers
+
+    return transformers.__version__
+
+
 def test_every_refused_family_has_a_probe():
     assert set(REFUSED_PROBES) == set(REFUSED_FAMILIES)
 
@@ -416,8 +422,12 @@ def test_every_refused_family_has_a_probe():
 def test_refused_families_cannot_see_ahead(model_type):
     """The measured reason: with every flag set for bidirectional attention, no probed layer's state of the first
     token changes when the last token does."""
+    from transformers import CONFIG_MAPPING
+
     from llm2vec_hf.modeling.modeling_llm2vec import make_config_bidirectional
 
+    if model_type not in CONFIG_MAPPING:
+        pytest.skip(f"transformers {transformers_version()} has no {model_type}")
     config = AutoConfig.for_model(model_type, vocab_size=500, hidden_size=32, intermediate_size=64,
                                   num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=8)
     make_config_bidirectional(config)
@@ -453,7 +463,7 @@ def test_a_family_this_transformers_lacks_is_one_line_at_load(tmp_path, monkeypa
 
 def test_unsupported_families_fail_in_one_line():
     for model_type, reason in {**REFUSED_FAMILIES, **UNAVAILABLE_FAMILIES}.items():
-        config = AutoConfig.for_model(model_type) if model_type in REFUSED_FAMILIES else type("C", (), {"model_type": model_type})()
+        config = type("Config", (), {"model_type": model_type})()  # family_for reads only the model_type
         with pytest.raises(ValueError) as error:
             family_for(config)
         assert "\n" not in str(error.value) and reason in str(error.value)
