@@ -149,6 +149,10 @@ def check_encoding(settings: dict[str, Any]) -> None:
         check_positive_integer(key, settings.get(key, 1))
     if settings.get("text_template"):  # "" and None mean none / the reference's choice
         check_text_template(settings["text_template"])
+    for key in ("text_template", "eos_text"):
+        if isinstance(settings.get(key), str) and _TEXT_MARKER in settings[key]:
+            raise ValueError(f"{key} contains {_TEXT_MARKER!r}, the string that marks where the text starts; the "
+                             "pooled part would move into it")
 
 
 def resolve_encoding(
@@ -176,6 +180,10 @@ def resolve_encoding(
     check_encoding({k: v for k, v in overrides.items() if v is not None or k not in DEFAULT_ENCODING})
     settings.update({k: v for k, v in overrides.items() if v is not None})
     check_encoding(settings)
+    positions = getattr(config, "max_position_embeddings", None) if config is not None else None
+    if isinstance(positions, int) and settings["max_length"] > positions:
+        raise ValueError(f"max_length {settings['max_length']} is more than the model's max_position_embeddings "
+                         f"({positions}): it cannot read that many tokens; use a max_length of at most {positions}")
     if tokenizer is not None:
         name = name_or_path if name_or_path is not None else getattr(config, "_name_or_path", None)
         if settings["text_template"] is None:
@@ -208,16 +216,36 @@ def _read_json_object(path: str) -> dict[str, Any] | None:
 def read_encoding_settings(folder: str, with_config: bool = True) -> list[dict[str, Any]]:
     """The settings a folder stores, as layers for `resolve_encoding`'s ``stored``: config.json's ``llm2vec``
     block (unless ``with_config`` is False, for a folder whose config is already loaded), then
-    ``llm2vec_config.json``, which wins as it does for the official loader (it reads only that file)."""
-    layers = []
-    if with_config:
-        config = _read_json_object(os.path.join(folder, "config.json")) or {}
-        if isinstance(config.get(SETTINGS_KEY), dict):
-            layers.append(config[SETTINGS_KEY])
+    ``llm2vec_config.json`` (the official loader reads only that file). A folder whose two disagree is refused
+    (`check_settings_files_agree`): each entry point would otherwise follow another one."""
+    config = _read_json_object(os.path.join(folder, "config.json")) or {}
+    block = config.get(SETTINGS_KEY) if isinstance(config.get(SETTINGS_KEY), dict) else None
     official = _read_json_object(os.path.join(folder, OFFICIAL_SETTINGS_FILE))
-    if official is not None:
-        layers.append(official)
-    return layers
+    check_settings_files_agree(folder, block, official)
+    return [layer for layer in ((block if with_config else None), official) if layer is not None]
+
+
+WEIGHTS_FILE, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
+
+
+def check_unambiguous_weights(folder: str) -> None:
+    """Raises ValueError when ``folder`` holds both a single weights file and a sharded index: loaders differ in
+    which they take (transformers the single file, a shard-aware check the index), so one of them is stale."""
+    if os.path.isfile(os.path.join(folder, WEIGHTS_FILE)) and os.path.isfile(os.path.join(folder, WEIGHTS_INDEX)):
+        raise ValueError(f"{folder} holds both {WEIGHTS_FILE} and {WEIGHTS_INDEX} (sharded weights); one of them is "
+                         "stale and loaders differ in which they read: remove the one that is not current")
+
+
+def check_settings_files_agree(folder: str, block: dict[str, Any] | None, official: dict[str, Any] | None) -> None:
+    """Raises ValueError when ``folder``'s llm2vec_config.json sets an official key otherwise than config.json's
+    ``llm2vec`` block (a key the block lacks counts as its default). Either file alone is fine."""
+    if block is None or official is None:
+        return
+    differ = [f"{key} {official[key]!r} vs {block.get(key, DEFAULT_ENCODING[key])!r}" for key in OFFICIAL_KEYS
+              if key in official and official[key] != block.get(key, DEFAULT_ENCODING[key])]
+    if differ:
+        raise ValueError(f"{folder}: llm2vec_config.json disagrees with config.json's llm2vec block on "
+                         f"{', '.join(differ)}; make them agree (or remove one) so that every loader reads the same")
 
 
 def write_encoding_settings(folder: str, settings: dict[str, Any]) -> None:
@@ -330,8 +358,32 @@ def normalize_inputs(inputs: Any) -> list[tuple[str, str]]:
             raise TypeError(f"Input #{i} must be a string or an [instruction, text] pair, got {type(item).__name__}")
         if not text.strip():
             raise ValueError(f"Input #{i} has an empty or whitespace-only text; there is nothing to embed")
+        for part in (instruction, text):
+            try:
+                part.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"Input #{i} holds a lone surrogate ({part[_first_bad(part)]!r}), which is not "
+                                 "Unicode text") from None
+        check_separator(instruction, text, f"Input #{i}")
         pairs.append((instruction, text))
     return pairs
+
+
+def check_separator(instruction: str, text: str, where: str) -> None:
+    """Refuses the inputs whose reading by llm2vec 0.2.3 is not defined by its marker `_TEXT_MARKER` (docs/
+    architecture.md, "Semantics"). The reference splits "instruction marker text" at every marker, feeds the parts
+    joined and pools the part after the first one: an instruction holding the marker would pool instruction words,
+    and a text starting with it would pool nothing. A text holding it later is read as the reference reads it."""
+    if _TEXT_MARKER in instruction:
+        raise ValueError(f"{where}: the instruction contains {_TEXT_MARKER!r}, the string that marks where the text "
+                         "starts (llm2vec 0.2.3 would pool instruction words); remove it from the instruction")
+    if _TEXT_MARKER in text and not text.split(_TEXT_MARKER, 1)[0].strip():
+        raise ValueError(f"{where}: the text starts with {_TEXT_MARKER!r}, the string that marks where the text "
+                         "starts (llm2vec 0.2.3 would pool nothing); remove it or put words before it")
+
+
+def _first_bad(text: str) -> int:
+    return next(i for i, char in enumerate(text) if 0xD800 <= ord(char) <= 0xDFFF)
 
 
 def _is_medi_item(item) -> bool:
@@ -434,9 +486,11 @@ def format_inputs(pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tup
             marked = settings["text_template"].format(text=marked.strip())
         if settings["pooling_mode"] == "eos_token":
             marked = marked.strip() + settings["eos_text"]
-        head, _, tail = marked.partition(_TEXT_MARKER)
-        full_texts.append(head + tail)
-        pooled_texts.append(tail)
+        # as llm2vec 0.2.3 splits it: the model reads every part, markers removed; the pooled part is the one
+        # after the first marker (a text holding the marker is pooled up to it, `check_separator`)
+        parts = marked.split(_TEXT_MARKER)
+        full_texts.append("".join(parts))
+        pooled_texts.append(parts[1])
     return full_texts, pooled_texts
 
 
@@ -566,7 +620,9 @@ def load_reference_tokenizer(folder: str, model_type: str | None = None):
     class_name = class_name[: -len("Fast")] if class_name.endswith("Fast") else class_name
     with open(tokenizer_file, encoding="utf-8") as handle:
         data = json.load(handle)
-    vocab = data.get("model", {}).get("vocab") or {}
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"{tokenizer_file} is not a tokenizers file: its 'model' is not a JSON object")
+    vocab = data["model"].get("vocab") or {}
     known = set(vocab) if isinstance(vocab, dict) else {entry[0] for entry in vocab}
     known |= {token["content"] for token in data.get("added_tokens", [])}
     for key, value in _REFERENCE_CLASS_DEFAULTS.get(class_name, {}).items():
@@ -598,7 +654,8 @@ def load_reference_tokenizer(folder: str, model_type: str | None = None):
 
 
 def check_tokenizer_fits(tokenizer, num_embeddings: int) -> None:
-    """Raises `TokenizerEmbeddingError` naming the first special or added token whose id has no embedding row."""
+    """Raises `TokenizerEmbeddingError` naming the first special or added token whose id has no embedding row,
+    else the highest id of the whole vocabulary when it has none."""
     named = [(f"{k[:-6]} token", getattr(tokenizer, k, None)) for k in _NAMED_SPECIAL_TOKENS + ("pad_token",)]
     added = [("added token", token) for token in tokenizer.get_added_vocab()]
     for role, token in named + added:
@@ -610,6 +667,14 @@ def check_tokenizer_fits(tokenizer, num_embeddings: int) -> None:
                 f"The tokenizer's {role} {str(token)!r} has id {token_id}, but the model's embedding has only "
                 f"{num_embeddings} rows: the tokenizer does not belong to this model (or lacks a resize)"
             )
+    # every other token too: a text that uses a high id would fail only when it is encoded
+    token, token_id = max(tokenizer.get_vocab().items(), key=lambda item: item[1], default=(None, -1))
+    if token_id >= num_embeddings:
+        beyond = sum(1 for index in tokenizer.get_vocab().values() if index >= num_embeddings)
+        raise TokenizerEmbeddingError(
+            f"The tokenizer has {beyond} token(s) with ids beyond the model's embedding of {num_embeddings} rows "
+            f"(e.g. {token!r}, id {token_id}): the tokenizer does not belong to this model (or lacks a resize)"
+        )
 
 
 def reference_tokenizer_for(tokenizer, model: torch.nn.Module):
@@ -1033,6 +1098,9 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
         """As transformers', but a checkpoint that lacks weights is refused: transformers would only log
         "MISSING" and initialise them randomly, and such an encoder returns wrong vectors without an error."""
         wants_info = kwargs.pop("output_loading_info", False)
+        if args and os.path.isdir(str(args[0])):
+            check_unambiguous_weights(str(args[0]))
+            read_encoding_settings(str(args[0]))  # refuses a folder whose two settings files disagree
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         missing = sorted(info.get("missing_keys") or ())
         if missing:

@@ -22,6 +22,7 @@ from .json_files import read_json
 from .modeling.modeling_llm2vec import (
     TokenizerEmbeddingError,
     check_tokenizer_fits,
+    check_unambiguous_weights,
     family_for,
     load_reference_tokenizer,
     read_encoding_settings,
@@ -107,6 +108,16 @@ def encoding_settings(
     return resolve_encoding(getattr(model, "config", None), tokenizer, name_or_path=name, stored=stored, **explicit)
 
 
+def check_checkpoint_files(path: str) -> None:
+    """Refuses, before anything loads, a folder that loaders would read in different ways: weights both single and
+    sharded, or an llm2vec_config.json that disagrees with config.json's settings."""
+    try:
+        check_unambiguous_weights(path)
+        read_encoding_settings(path)
+    except ValueError as error:
+        raise CheckpointError(one_line(error)) from None
+
+
 def load_bidirectional(
     name_or_path: str,
     adapters: Iterable[str] = (),
@@ -134,6 +145,7 @@ def load_bidirectional(
     if dtype is not None:
         hf_kwargs["dtype"] = dtype
     refuse_pickle_only(path)
+    check_checkpoint_files(path)
     if enable_bidirectional:
         model_class = family.mntp if for_mntp else family.model
         config = family.config.from_pretrained(path)
@@ -350,6 +362,9 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
         raise CheckpointError(f"Could not read the adapter in {adapter_path}: {one_line(error)}") from None
     check_adapter_family(adapter_path, model)
     peft_config.inference_mode = True
+    # The task type only picks PEFT's wrapper class (CAUSAL_LM's needs a generation head, which an encoder has
+    # not); the LoRA tensors and their merge are the same under the plain PeftModel.
+    peft_config.task_type = None
     try:
         peft_model = get_peft_model(model, peft_config)
     except ValueError as error:

@@ -148,12 +148,18 @@ class ContrastiveArguments:
 
 @dataclass
 class ScheduleArguments:
-    """When training stops, apart from the Trainer's own ``max_steps`` / ``num_train_epochs``."""
+    """When training stops, apart from the Trainer's own ``max_steps`` / ``num_train_epochs``, and whether it may
+    replace an earlier run's output."""
 
     stop_after_n_steps: int | None = field(
         default=None,
         metadata={"help": "stop at this optimizer step without changing the learning-rate schedule (the official "
                           "recipes: linear decay over num_train_epochs, stopped at step 1000)"},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "replace what output_dir holds (an earlier run's adapter and checkpoints); without it a "
+                          "non-empty output_dir is refused unless resuming"},
     )
 
 
@@ -244,14 +250,33 @@ def _unknown_key_error(keys: list[str], known: set[str], where: str) -> ValueErr
     return ValueError(f"Unknown key(s) {where}: {', '.join(hints)}. See docs/training.md for the recipe fields.")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the last value)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # an unhashable key: the safe loader's own error names it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or one_line(error)
+        raise ValueError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
     return data
@@ -360,6 +385,9 @@ def validate(recipe: Recipe) -> None:
     if m.output_router_logits and m.stage != "mntp":
         raise ValueError("output_router_logits adds the router's load-balancing loss to the MNTP loss; the "
                          f"{m.stage} stage trains the encoder, whose loss has no router term: leave it unset")
+    if m.lora_alpha is not None:
+        # alpha scales the adapter's update (alpha / r): 0 trains an adapter that can never change the model
+        check_positive_integer("lora_alpha", m.lora_alpha)
     if d.max_seq_length < 2:
         raise ValueError(f"max_seq_length must be at least 2, got {d.max_seq_length}")
     if c.num_hard_negatives is not None and c.num_hard_negatives < 0:

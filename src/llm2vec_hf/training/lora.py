@@ -45,12 +45,28 @@ def lora_config(model_args, family):
     )
 
 
+def check_rank(model, model_args, target_modules) -> None:
+    """Refuses a ``lora_r`` above the width of a layer it targets: such a rank adds parameters (r × the width,
+    per layer; enough to exhaust memory) but no rank beyond the width."""
+    import torch
+
+    targets = set(target_modules)
+    widths = {name.rsplit(".", 1)[-1]: min(module.in_features, module.out_features)
+              for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in targets}
+    if widths and model_args.lora_r > min(widths.values()):
+        narrowest = min(widths, key=widths.get)
+        raise ValueError(f"lora_r {model_args.lora_r} is more than the width of {narrowest} ({widths[narrowest]}): "
+                         f"a LoRA rank cannot exceed the smaller side of the layer it adapts")
+
+
 def add_lora(model, model_args):
     from peft import get_peft_model
 
     from ..modeling.modeling_llm2vec import family_for
 
     config = lora_config(model_args, family_for(model.config))
+    check_rank(model, model_args, config.target_modules)
     peft_model = get_peft_model(model, config)
     trainable, total = peft_model.get_nb_trainable_parameters()
     targets = sorted(config.target_modules) + list(config.target_parameters or ())
