@@ -189,8 +189,8 @@ def resolve_encoding(
         if settings["text_template"] is None:
             settings["text_template"] = REFERENCE_TEMPLATES.get(name, "")
         if settings["eos_text"] is None:
-            settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name, settings["text_template"],
-                                                      getattr(tokenizer, "eos_token", None))
+            settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name,
+                                                      settings["text_template"], getattr(tokenizer, "eos_token", None))
     return settings
 
 
@@ -1156,12 +1156,12 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
 # loss shifts labels by one, so the masked token at position i is predicted from the hidden state at i-1, as
 # LLM2Vec's MNTP prescribes. docs/families.md has the support matrix the conformance suite measures.
 
-#: LoRA targets: LLM2Vec's seven projections, Phi-3's fused ones.
+#: LoRA targets: LLM2Vec's seven projections; Phi-3's fused ones.
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 FUSED_PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
 #: Multi-head latent attention (MiniCPM3): the query and key-value down/up projections.
-LATENT_PROJECTIONS = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj", "up_proj",
-                      "down_proj")
+LATENT_PROJECTIONS = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj",
+                      "up_proj", "down_proj")
 #: Mixture-of-experts layers hold their experts as 3-D parameters, not Linear modules: LoRA reaches them through
 #: peft's ``target_parameters``. The routers get no LoRA (they stay as pretrained).
 EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")

@@ -7,12 +7,12 @@ of an exported checkpoint.
 
 from __future__ import annotations
 
-import pytest
 from transformers import AutoModel
 
 from llm2vec_hf import FAMILIES
 from llm2vec_hf.tiny import tiny_config, train_tokenizer
 from test_conformance import first_token_moves, skip_unless_supported
+
 
 def build(family: str, backend: str, bidirectional: bool = True):
     config = tiny_config(family, train_tokenizer(family))
