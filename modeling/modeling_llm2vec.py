@@ -1197,7 +1197,7 @@ def declare(model_type: str, names: str | tuple[str, str, str], since: str = MIN
     native = [getattr(transformers, name, None) for name in (config_name, model_name, lm_name)]
     if None in native:
         return (f"{model_type!r} needs transformers >= {since} (this is {transformers.__version__}); upgrade with: "
-                f"pip install -U 'transformers>={since},<6'")
+                f"pip install -U 'transformers>={since}'")
     stem = "Bidirectional" + model_name.removesuffix("Model")
     config = type(stem + "Config", (native[0],), {"__module__": __name__, "is_causal": False})
     model = type(stem + "Model", (LLM2VecEncoderMixin, native[1]), {"__module__": __name__, "config_class": config})
