@@ -23,26 +23,6 @@ from typing import Any, Sequence
 
 import torch
 import transformers
-from transformers import (
-    Gemma2Config,
-    Gemma2ForCausalLM,
-    Gemma2Model,
-    GemmaConfig,
-    GemmaForCausalLM,
-    GemmaModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    LlamaModel,
-    MistralConfig,
-    MistralForCausalLM,
-    MistralModel,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen2Model,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-    Qwen3Model,
-)
 from transformers.utils import logging
 from transformers.utils.versions import require_version
 
@@ -74,7 +54,23 @@ def make_config_bidirectional(config: transformers.PretrainedConfig) -> transfor
     """
     config.is_causal = False
     config.use_bidirectional_attention = True
+    attend_to_whole_text(config)
     return config
+
+
+def attend_to_whole_text(config: transformers.PretrainedConfig) -> None:
+    """Widens a sliding window to the longest input the model takes: every token sees every token of its text.
+
+    The official library ignores Mistral's window (its bidirectional mask has none); we keep that semantics for
+    every family with windows (Mistral, Mixtral, Ministral, Qwen2's sliding layers, Gemma 2 and 3, Phi-3,
+    SmolLM3), so that a text of any length gets the vectors of full attention, as transformers computes them
+    with an all-visible mask. The layer types stay as they are: Gemma 3 picks its rotary base by layer type.
+    Serving engines read the widened window from config.json and compute the same (docs/families.md).
+    """
+    window = getattr(config, "sliding_window", None)
+    longest = getattr(config, "max_position_embeddings", None)
+    if isinstance(window, int) and isinstance(longest, int) and window < longest:
+        config.sliding_window = longest
 
 
 class BidirectionalMixin:
@@ -84,6 +80,12 @@ class BidirectionalMixin:
     attention module's ``is_causal`` covers the kernels that read the module attribute instead of the mask
     (flash-attention without padding, sdpa with no mask).
     """
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False: the modules are transformers' own, so its checkpoint conversions (e.g. Mixtral's per-expert
+        weights to fused 3-D ones, which transformers >= 5.24 skips for custom code) apply on load and save."""
+        return False
 
     def __init__(self, config, *args, **kwargs):
         make_config_bidirectional(config)
@@ -187,7 +189,8 @@ def resolve_encoding(
         if settings["text_template"] is None:
             settings["text_template"] = REFERENCE_TEMPLATES.get(name, "")
         if settings["eos_text"] is None:
-            settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name, settings["text_template"])
+            settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name,
+                                                      settings["text_template"], getattr(tokenizer, "eos_token", None))
     return settings
 
 
@@ -293,20 +296,25 @@ REFERENCE_TEMPLATES = {
 }
 
 
-def reference_eos_text(model_type: str | None, name_or_path: str | None = None, text_template: str | None = None) -> str:
+def reference_eos_text(model_type: str | None, name_or_path: str | None = None, text_template: str | None = None,
+                       eos_token: str | None = None) -> str:
     """The string llm2vec 0.2.3 appends for `eos_token` pooling ("" when it appends nothing).
 
     ``name_or_path`` is what the reference compares: the hub id it was given, or for a local folder the
     ``_name_or_path`` written in its config.json. The Llama-3-Instruct template (which the reference applies
-    by name, and `resolve_encoding` by name or as given) ends the input, as in the reference.
+    by name, and `resolve_encoding` by name or as given) ends the input, as in the reference. Families the
+    reference never had (beyond `REFERENCE_EOS_TEXT`) append their tokenizer's ``eos_token``.
     """
     if text_template == LLAMA3_INSTRUCT_TEMPLATE:
         return ""
     if name_or_path == LLAMA3_BASE_NAME:
         return "<|end_of_text|>"
-    if model_type not in REFERENCE_EOS_TEXT:
-        raise ValueError(f"No eos_token text known for model_type {model_type!r}; set `eos_text` explicitly")
-    return REFERENCE_EOS_TEXT[model_type]
+    if model_type in REFERENCE_EOS_TEXT:
+        return REFERENCE_EOS_TEXT[model_type]
+    if eos_token:
+        return eos_token
+    raise ValueError(f"No eos_token text known for model_type {model_type!r} and its tokenizer has no EOS token; "
+                     "set `eos_text` explicitly")
 
 
 def reference_name(name_or_path: str) -> str:
@@ -930,7 +938,7 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
     outside every span get zeros. Same signature and output layout, (batch, length, heads, head_dim), as
     transformers' sdpa attention."""
     groups = getattr(module, "num_key_value_groups", 1)
-    output = torch.zeros_like(query)
+    output = query.new_zeros(*query.shape[:-1], value.shape[-1])  # latent attention: values may be narrower
     for row, start, length in kwargs["llm2vec_spans"]:
         span = slice(start, start + length)
         keys, values = key[row : row + 1, :, span], value[row : row + 1, :, span]
@@ -1141,89 +1149,30 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
 # ---------------------------------------------------------------------------------------------------------------
 # 4. The families: one declaration each
 # ---------------------------------------------------------------------------------------------------------------
-# Config classes keep the native `model_type`, so that config.json stays loadable (and runs bidirectionally on
-# transformers >= 5.2) without remote code, by TEI and by vLLM. `is_causal = False` is the class default.
-# MNTP heads are the causal-LM heads on the bidirectional body: their loss shifts labels by one, so the masked
-# token at position i is predicted from the hidden state at i-1, as LLM2Vec's MNTP prescribes.
+# Each family's classes are transformers' own with `BidirectionalMixin` in front: `Bidirectional<X>Config`,
+# `Bidirectional<X>Model` (the encoder `AutoModel` returns) and `Bidirectional<X>ForMNTP`. Config classes keep the
+# native `model_type`, so that config.json stays loadable (and runs bidirectionally on transformers >= 5.2)
+# without remote code, by TEI and by vLLM. MNTP heads are the causal-LM heads on the bidirectional body: their
+# loss shifts labels by one, so the masked token at position i is predicted from the hidden state at i-1, as
+# LLM2Vec's MNTP prescribes. docs/families.md has the support matrix the conformance suite measures.
 
-
-class BidirectionalLlamaConfig(LlamaConfig):
-    is_causal = False
-
-
-class BidirectionalLlamaModel(LLM2VecEncoderMixin, LlamaModel):
-    config_class = BidirectionalLlamaConfig
-
-
-class BidirectionalLlamaForMNTP(BidirectionalMixin, LlamaForCausalLM):
-    config_class = BidirectionalLlamaConfig
-
-
-class BidirectionalMistralConfig(MistralConfig):
-    is_causal = False
-
-
-class BidirectionalMistralModel(LLM2VecEncoderMixin, MistralModel):
-    config_class = BidirectionalMistralConfig
-
-
-class BidirectionalMistralForMNTP(BidirectionalMixin, MistralForCausalLM):
-    config_class = BidirectionalMistralConfig
-
-
-class BidirectionalQwen2Config(Qwen2Config):
-    is_causal = False
-
-
-class BidirectionalQwen2Model(LLM2VecEncoderMixin, Qwen2Model):
-    config_class = BidirectionalQwen2Config
-
-
-class BidirectionalQwen2ForMNTP(BidirectionalMixin, Qwen2ForCausalLM):
-    config_class = BidirectionalQwen2Config
-
-
-class BidirectionalQwen3Config(Qwen3Config):
-    is_causal = False
-
-
-class BidirectionalQwen3Model(LLM2VecEncoderMixin, Qwen3Model):
-    config_class = BidirectionalQwen3Config
-
-
-class BidirectionalQwen3ForMNTP(BidirectionalMixin, Qwen3ForCausalLM):
-    config_class = BidirectionalQwen3Config
-
-
-class BidirectionalGemmaConfig(GemmaConfig):
-    is_causal = False
-
-
-class BidirectionalGemmaModel(LLM2VecEncoderMixin, GemmaModel):
-    config_class = BidirectionalGemmaConfig
-
-
-class BidirectionalGemmaForMNTP(BidirectionalMixin, GemmaForCausalLM):
-    config_class = BidirectionalGemmaConfig
-
-
-class BidirectionalGemma2Config(Gemma2Config):
-    is_causal = False
-
-
-class BidirectionalGemma2Model(LLM2VecEncoderMixin, Gemma2Model):
-    config_class = BidirectionalGemma2Config
-
-
-class BidirectionalGemma2ForMNTP(BidirectionalMixin, Gemma2ForCausalLM):
-    config_class = BidirectionalGemma2Config
+#: LoRA targets: LLM2Vec's seven projections; Phi-3's fused ones.
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+FUSED_PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+#: Multi-head latent attention (MiniCPM3): the query and key-value down/up projections.
+LATENT_PROJECTIONS = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj",
+                      "up_proj", "down_proj")
+#: Mixture-of-experts layers hold their experts as 3-D parameters, not Linear modules: LoRA reaches them through
+#: peft's ``target_parameters``. The routers get no LoRA (they stay as pretrained).
+EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 class Family:
-    """One supported architecture: its config, encoder and MNTP classes."""
+    """One supported architecture: its config, encoder and MNTP classes, and what LoRA trains in it."""
 
-    def __init__(self, config, model, mntp):
-        self.config, self.model, self.mntp = config, model, mntp
+    def __init__(self, model_type: str, config, model, mntp, lora_targets=PROJECTIONS, expert_parameters=()):
+        self.model_type, self.config, self.model, self.mntp = model_type, config, model, mntp
+        self.lora_targets, self.expert_parameters = tuple(lora_targets), tuple(expert_parameters)
         # `save_pretrained` of a registered class copies this file next to the weights and writes the `auto_map`
         # to it into config.json (transformers' `custom_object_save`), so every saved checkpoint loads with
         # trust_remote_code=True, however it was saved (docs/architecture.md, "Native `model_type` + `auto_map`").
@@ -1237,22 +1186,69 @@ class Family:
         return next(c.__name__ for c in self.model.__mro__ if c.__module__.startswith("transformers.models."))
 
 
-#: model_type -> Family.
-FAMILIES: dict[str, Family] = {
-    "llama": Family(BidirectionalLlamaConfig, BidirectionalLlamaModel, BidirectionalLlamaForMNTP),
-    "mistral": Family(BidirectionalMistralConfig, BidirectionalMistralModel, BidirectionalMistralForMNTP),
-    "qwen2": Family(BidirectionalQwen2Config, BidirectionalQwen2Model, BidirectionalQwen2ForMNTP),
-    "qwen3": Family(BidirectionalQwen3Config, BidirectionalQwen3Model, BidirectionalQwen3ForMNTP),
-    "gemma": Family(BidirectionalGemmaConfig, BidirectionalGemmaModel, BidirectionalGemmaForMNTP),
-    "gemma2": Family(BidirectionalGemma2Config, BidirectionalGemma2Model, BidirectionalGemma2ForMNTP),
+def declare(model_type: str, names: str | tuple[str, str, str], since: str = MIN_TRANSFORMERS_VERSION,
+            **lora) -> Family | str:
+    """Builds a family's three classes on transformers' ``<names>Config``, ``<names>Model`` and
+    ``<names>ForCausalLM`` (or the three names given) and puts them in this module, where a checkpoint's
+    ``auto_map`` finds them. Returns the reason instead where this transformers lacks the family."""
+    config_name, model_name, lm_name = (
+        (f"{names}Config", f"{names}Model", f"{names}ForCausalLM") if isinstance(names, str) else names
+    )
+    native = [getattr(transformers, name, None) for name in (config_name, model_name, lm_name)]
+    if None in native:
+        return (f"{model_type!r} needs transformers >= {since} (this is {transformers.__version__}); upgrade with: "
+                f"pip install -U 'transformers>={since}'")
+    stem = "Bidirectional" + model_name.removesuffix("Model")
+    config = type(stem + "Config", (native[0],), {"__module__": __name__, "is_causal": False})
+    model = type(stem + "Model", (LLM2VecEncoderMixin, native[1]), {"__module__": __name__, "config_class": config})
+    mntp = type(stem + "ForMNTP", (BidirectionalMixin, native[2]), {"__module__": __name__, "config_class": config})
+    globals().update({cls.__name__: cls for cls in (config, model, mntp)})
+    return Family(model_type, config, model, mntp, **lora)
+
+
+#: model_type -> Family, or why this transformers cannot give it. One line per family; every one passes the
+#: conformance suite (tests/modeling/test_conformance.py) on the oldest and newest supported transformers.
+_DECLARED = {
+    "llama": declare("llama", "Llama"),  # Llama 1-3.x, rope scaling included
+    "mistral": declare("mistral", "Mistral"),
+    "ministral": declare("ministral", "Ministral"),
+    "mixtral": declare("mixtral", "Mixtral", expert_parameters=EXPERT_PARAMETERS),
+    "qwen2": declare("qwen2", "Qwen2"),
+    "qwen2_moe": declare("qwen2_moe", "Qwen2Moe", expert_parameters=EXPERT_PARAMETERS),
+    "qwen3": declare("qwen3", "Qwen3"),
+    "qwen3_moe": declare("qwen3_moe", "Qwen3Moe", expert_parameters=EXPERT_PARAMETERS),
+    "gemma": declare("gemma", "Gemma"),
+    "gemma2": declare("gemma2", "Gemma2"),
+    "gemma3_text": declare("gemma3_text", ("Gemma3TextConfig", "Gemma3TextModel", "Gemma3ForCausalLM")),
+    "phi3": declare("phi3", "Phi3", lora_targets=FUSED_PROJECTIONS),  # Phi-3, Phi-3.5, Phi-4-mini
+    "olmo2": declare("olmo2", "Olmo2"),
+    "granite": declare("granite", "Granite"),
+    "smollm3": declare("smollm3", "SmolLM3"),
+    "glm4": declare("glm4", "Glm4"),
+    "minicpm3": declare("minicpm3", "MiniCPM3", since="5.25.0", lora_targets=LATENT_PROJECTIONS),
+}
+#: The supported families of this transformers.
+FAMILIES: dict[str, Family] = {k: v for k, v in _DECLARED.items() if isinstance(v, Family)}
+#: Declared families this transformers lacks, with the one-line reason.
+UNAVAILABLE_FAMILIES: dict[str, str] = {k: v for k, v in _DECLARED.items() if isinstance(v, str)}
+#: Decoder families that cannot attend both ways, with the layer that cannot see ahead. Measured: with
+#: ``is_causal=False`` the first token's state does not change when the last token does
+#: (``test_refused_families_cannot_see_ahead``).
+REFUSED_FAMILIES: dict[str, str] = {
+    "mamba": "its selective state-space scan reads the text left to right: no layer can see ahead",
+    "falcon_mamba": "its selective state-space scan reads the text left to right: no layer can see ahead",
+    "rwkv": "its time-mixing recurrence reads the text left to right: no layer can see ahead",
+    "nemotron_h": "its Mamba-2 layers read the text left to right; only its few attention layers could see ahead",
 }
 
 
 def family_for(config: transformers.PretrainedConfig) -> Family:
-    """The family of a config, or a ValueError that lists the supported ones."""
+    """The family of a config, or a one-line ValueError that says why there is none."""
     model_type = getattr(config, "model_type", None)
-    if model_type not in FAMILIES:
-        raise ValueError(
-            f"Unsupported architecture {model_type!r}; llm2vec-hf supports: {', '.join(sorted(FAMILIES))}"
-        )
-    return FAMILIES[model_type]
+    if model_type in FAMILIES:
+        return FAMILIES[model_type]
+    if model_type in UNAVAILABLE_FAMILIES:
+        raise ValueError(f"Architecture {UNAVAILABLE_FAMILIES[model_type]}")
+    if model_type in REFUSED_FAMILIES:
+        raise ValueError(f"Architecture {model_type!r} cannot be made bidirectional: {REFUSED_FAMILIES[model_type]}")
+    raise ValueError(f"Unsupported architecture {model_type!r}; llm2vec-hf supports: {', '.join(sorted(FAMILIES))}")

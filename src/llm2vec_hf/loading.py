@@ -79,7 +79,13 @@ def load_config(name_or_path: str, **hf_kwargs) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(path, **hf_kwargs)
     except (ValueError, KeyError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"Could not read the config of {name_or_path}: {error}") from None
+        from .modeling.modeling_llm2vec import UNAVAILABLE_FAMILIES
+
+        raw = None if isinstance(error, json.JSONDecodeError) else read_json(os.path.join(path, "config.json"))
+        model_type = raw.get("model_type") if isinstance(raw, dict) else None
+        if model_type in UNAVAILABLE_FAMILIES:  # a family newer than this transformers: say which version it needs
+            raise CheckpointError(f"{name_or_path}: architecture {UNAVAILABLE_FAMILIES[model_type]}") from None
+        raise CheckpointError(f"Could not read the config of {name_or_path}: {one_line(error)}") from None
 
 
 def encoding_settings(
@@ -120,12 +126,14 @@ def load_bidirectional(
     enable_bidirectional: bool = True,
     dtype: str | torch.dtype | None = None,
     merge: bool = True,
+    config_overrides: dict[str, Any] | None = None,
     **hf_kwargs,
 ):
     """Loads ``name_or_path`` as a bidirectional encoder (or MNTP model) and applies ``adapters`` in order.
 
     Returns ``(model, tokenizer, folders)`` where ``folders`` are the local folders of base and adapters.
     With ``enable_bidirectional=False`` the plain causal ``AutoModel`` is loaded (for baselines).
+    ``config_overrides`` are set on the config before the model is built (a recipe's router settings).
     """
     path = resolve_local(name_or_path)
     config = load_config(path)
@@ -148,6 +156,8 @@ def load_bidirectional(
         config.use_bidirectional_attention = False
         if hasattr(config, "auto_map"):
             del config.auto_map  # the native class, not our remote code
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
     try:
         # Mismatched shapes are reported (and refused below, naming the tensors) instead of raised unnamed.
         hf_kwargs.setdefault("ignore_mismatched_sizes", True)

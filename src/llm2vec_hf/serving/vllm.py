@@ -50,7 +50,7 @@ except ImportError as error:  # pragma: no cover - the message is the point
     ) from error
 
 from ..modeling.modeling_llm2vec import POOLING_MODES
-from . import VLLM_BIDIRECTIONAL_IMPL, vllm_model_impl
+from . import VLLM_BIDIRECTIONAL_IMPL, check_vllm_family, vllm_model_impl
 from .pooling import TokenStatePooler
 
 #: The IO-processor plugin's name: ``--io-processor-plugin llm2vec`` (declared in setup.cfg).
@@ -135,6 +135,7 @@ def check_model_impl(pooler: TokenStatePooler, model_impl: Any) -> None:
     soft-capping (Gemma2), which it ignores for bidirectional attention (measured max |Δ| 2e-3 on a tiny Gemma2,
     5e-7 without soft-capping)."""
     model_type = pooler.model_type
+    check_vllm_family(model_type)
     needed = vllm_model_impl(model_type)
     if needed and str(getattr(model_impl, "value", model_impl)) != needed:
         raise ValueError(

@@ -27,7 +27,6 @@ STAGES = ("mntp", "simcse", "supervised")
 MASK_TOKEN_TYPES = ("blank", "eos", "mask")
 DATA_COLLATOR_TYPES = ("default", "all_mask")
 SIMCSE_POOLINGS = ("text", "padded_row")
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -49,9 +48,30 @@ class ModelArguments:
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 * lora_r, as LLM2Vec)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(LORA_TARGETS), metadata={"help": "module names that get LoRA"}
+    lora_dropout: float | None = field(
+        default=None,
+        metadata={"help": "LoRA dropout (default 0.05, as LLM2Vec; 0 where LoRA trains expert weights, which peft's "
+                          "parameter LoRA cannot drop out)"},
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "module names that get LoRA (default: the family's projections: q, k, v, o, gate, up, "
+                          "down; Phi-3's fused qkv, o, gate_up, down)"},
+    )
+    lora_target_parameters: list[str] | None = field(
+        default=None,
+        metadata={"help": "parameters that get LoRA through peft's target_parameters (default: a mixture-of-experts "
+                          "family's expert weights, mlp.experts.gate_up_proj and mlp.experts.down_proj; [] for none)"},
+    )
+    output_router_logits: bool | None = field(
+        default=None,
+        metadata={"help": "mixture-of-experts, MNTP only: add the router's load-balancing loss to the MNTP loss "
+                          "(default: the base config's, false for Mixtral and Qwen MoE)"},
+    )
+    router_aux_loss_coef: float | None = field(
+        default=None,
+        metadata={"help": "mixture-of-experts: weight of that load-balancing loss (default: the base config's, 0.001 "
+                          "for Mixtral and Qwen MoE). transformers' Mixtral and Qwen MoE have no router z-loss"},
     )
 
 
@@ -360,6 +380,11 @@ def validate(recipe: Recipe) -> None:
     if stop is not None:
         check_positive_integer("stop_after_n_steps", stop)
     check_positive_integer("lora_r", m.lora_r)
+    if m.router_aux_loss_coef is not None and m.router_aux_loss_coef < 0:
+        raise ValueError(f"router_aux_loss_coef must be >= 0, got {m.router_aux_loss_coef}")
+    if m.output_router_logits and m.stage != "mntp":
+        raise ValueError("output_router_logits adds the router's load-balancing loss to the MNTP loss; the "
+                         f"{m.stage} stage trains the encoder, whose loss has no router term: leave it unset")
     if m.lora_alpha is not None:
         # alpha scales the adapter's update (alpha / r): 0 trains an adapter that can never change the model
         check_positive_integer("lora_alpha", m.lora_alpha)
