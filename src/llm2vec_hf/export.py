@@ -96,16 +96,17 @@ def export_checkpoint(
     refuse_pickle_only(path)
     config = family.config.from_pretrained(path)
     out_dtype = DTYPES[dtype] if dtype else merged_weights.stored_dtype(path, config)
-    model = merged_weights.skeleton(family, config, out_dtype)
-    weights = merged_weights.BaseWeights(path, base, model)
     folders, updates = [path], []
     try:
+        merged_weights.check_streamable(config)
+        model = merged_weights.skeleton(family, config, out_dtype)
+        weights = merged_weights.BaseWeights(path, base, model)
         for adapter in adapters:
             folders.append(resolve_local(adapter))
             updates.append(merged_weights.lora_updates(model, folders[-1]))
     except merged_weights.UnsupportedForStreaming as why:
-        logger.info("Merging through PEFT on the loaded model (%s is not merged tensor by tensor): memory holds the "
-                    "whole model", why)
+        logger.info("Merging through PEFT on the loaded model (not tensor by tensor: %s); memory holds the whole "
+                    "model", why)
         model, tokenizer, folders = load_bidirectional(base, adapters, dtype=out_dtype)
         write_weights = None
     else:

@@ -106,8 +106,17 @@ class LoraUpdate:
 
 
 class UnsupportedForStreaming(Exception):
-    """An adapter with parts a streamed merge does not add (DoRA, LoRA biases, modules_to_save, non-Linear
-    layers): export then merges through PEFT on a loaded model instead."""
+    """A base or adapter that a streamed merge does not handle (checkpoints converted on load; adapters with
+    DoRA, LoRA biases, modules_to_save, non-Linear layers): export then merges through PEFT on a loaded model."""
+
+
+def check_streamable(config) -> None:
+    """Raises `UnsupportedForStreaming` for a model whose checkpoint tensors transformers converts on load
+    (mixture-of-experts families fuse the per-expert matrices): their names and shapes are not the model's."""
+    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
+
+    if get_checkpoint_conversion_mapping(config.model_type) is not None:
+        raise UnsupportedForStreaming(f"transformers converts {config.model_type} checkpoints on load")
 
 
 def skeleton(family, config, dtype: torch.dtype):
