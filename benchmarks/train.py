@@ -214,14 +214,18 @@ def side_specs(stage: str, args, model: Path, data: dict, work: Path, ours_overr
     }
 
 
-def run_worker(python: str, spec: dict, threads: int) -> dict:
-    done = subprocess.run([python, __file__, "--worker", json.dumps(spec)], capture_output=True, text=True,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-                               "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true",
-                               "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-                               "MALLOC_MMAP_THRESHOLD_": "16384", "MALLOC_TRIM_THRESHOLD_": "0"})
+def run_worker(python: str, spec: dict, threads: int, log: Path) -> dict:
+    """Runs one side in its own process; its log (the trainer's, step by step) goes to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as stderr:
+        done = subprocess.run([python, __file__, "--worker", json.dumps(spec)], stdout=subprocess.PIPE,
+                              stderr=stderr, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                                   "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true",
+                                   "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                   "MALLOC_MMAP_THRESHOLD_": "16384", "MALLOC_TRIM_THRESHOLD_": "0"})
     if done.returncode != 0:
-        raise RuntimeError(f"{spec['side']} run failed:\n{done.stderr[-4000:]}")
+        raise RuntimeError(f"{spec['side']} run failed:\n{log.read_text()[-4000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -261,7 +265,7 @@ def side_by_side(args) -> int:
                 specs = side_specs(stage, args, model, data, work / f"{stage}-{name}-{round_}", extra)
                 side = "official" if name == "official" else "ours"
                 python = args.official_python if side == "official" else sys.executable
-                result = run_worker(python, specs[side], args.threads)
+                result = run_worker(python, specs[side], args.threads, work / f"{stage}-{name}-{round_}.log")
                 runs[stage][name].append(result)
                 summary = summarize(result)
                 print(f"  round {round_} {stage:<10} {name:<12} median step {summary['median_step_s']:.3f} s, "
