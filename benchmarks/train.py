@@ -100,9 +100,10 @@ def measure(case: dict) -> dict:
             "device": device, "tokens_per_s": statistics.median(times), "peak_step_mib": peak / 2**20}
 
 
-def instrument_trainer(records: list[dict]) -> None:
+def instrument_trainer(records: list[dict], profile_step: int | None = None) -> None:
     """Times every ``transformers.Trainer.training_step`` (both sides' trainers inherit it) and records its loss,
-    real tokens and, from the second step on, the process's peak RSS over the timed steps."""
+    real tokens and, from the second step on, the process's peak RSS over the timed steps. Step ``profile_step``
+    (1-based) runs under torch.profiler (its ops' self times; not a timed step)."""
     import torch
     import transformers
 
@@ -119,11 +120,23 @@ def instrument_trainer(records: list[dict]) -> None:
         if len(records) == 1:  # after the warm-up step: the peak of the timed steps only
             Path("/proc/self/clear_refs").write_text("5")
         rss_before = _rss_kb("VmRSS") / 1024
+        profiled = len(records) + 1 == profile_step
+        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profiled else None
+        if profiler:
+            profiler.__enter__()
         start = time.perf_counter()
         loss = training_step(self, model, inputs, *args, **kwargs)
+        seconds = time.perf_counter() - start
         value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
-        records.append({"seconds": time.perf_counter() - start, "loss": value, "tokens": real_tokens(inputs),
-                        "rss_before_mib": rss_before, "peak_rss_mib": _rss_kb("VmHWM") / 1024})
+        record = {"seconds": seconds, "loss": value, "tokens": real_tokens(inputs), "rss_before_mib": rss_before,
+                  "peak_rss_mib": _rss_kb("VmHWM") / 1024}
+        if profiler:
+            profiler.__exit__(None, None, None)
+            self_seconds: dict[str, float] = {}
+            for event in profiler.key_averages():
+                self_seconds[event.key] = self_seconds.get(event.key, 0.0) + event.self_cpu_time_total / 1e6
+            record["profile"] = {"wall_seconds": seconds, "self_seconds": self_seconds}
+        records.append(record)
         return loss
 
     transformers.Trainer.training_step = timed_step
@@ -132,7 +145,7 @@ def instrument_trainer(records: list[dict]) -> None:
 def run_side(spec: dict) -> dict:
     """One training run of one side (in this process); returns its per-step records."""
     records: list[dict] = []
-    instrument_trainer(records)
+    instrument_trainer(records, spec.get("profile_step"))
     start = time.perf_counter()
     if spec["side"] == "official":
         import runpy
@@ -205,12 +218,13 @@ def side_specs(stage: str, args, model: Path, data: dict, work: Path, ours_overr
         official_config["dataset_file_path"] = str(data["echo_data"])
         ours["train_file"] = str(data["supervised"])
     official_config = {k: v for k, v in official_config.items() if v is not None}
+    profile_step = args.steps if args.profile else None
     return {
         "official": {"side": "official", "official": str(Path(args.official).resolve()), "config": official_config,
                      "script": str(Path(args.official).resolve() / "experiments" / settings["script"]),
-                     "work": str(work / "official")},
+                     "work": str(work / "official"), "profile_step": profile_step},
         "ours": {"side": "ours", "recipe": str(REPO / "configs" / stage / f"{OUR_RECIPE}.yaml"),
-                 "values": {**ours, **ours_overrides}},
+                 "values": {**ours, **ours_overrides}, "profile_step": profile_step},
     }
 
 
@@ -229,8 +243,17 @@ def run_worker(python: str, spec: dict, threads: int, log: Path) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def profile_breakdown(profiled: dict) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from encode import profile_breakdown as breakdown  # the categories of the encoding profile
+
+    return breakdown(profiled)
+
+
 def summarize(run: dict) -> dict:
-    timed = run["records"][1:]  # the first step warms up kernels and allocators
+    # the first step warms up kernels and allocators; a profiled step runs slower
+    timed = [r for r in run["records"][1:] if "profile" not in r]
+    profiled = [r["profile"] for r in run["records"] if "profile" in r]
     seconds = [r["seconds"] for r in timed]
     return {"steps": len(run["records"]), "median_step_s": statistics.median(seconds),
             "tokens_per_s": sum(r["tokens"] for r in timed) / sum(seconds),
@@ -238,12 +261,13 @@ def summarize(run: dict) -> dict:
             "peak_rss_steps_mib": timed[-1]["peak_rss_mib"], "peak_rss_process_mib": run["process_peak_rss_mib"],
             # what the steps add to the resident set held before them (model, optimizer, libraries)
             "step_rss_growth_mib": timed[-1]["peak_rss_mib"] - timed[0]["rss_before_mib"],
-            "losses": [r["loss"] for r in run["records"]]}
+            "losses": [r["loss"] for r in run["records"]],
+            "profile": profile_breakdown(profiled[0]) if profiled else None}
 
 
 def side_by_side(args) -> int:
     sys.path.insert(0, str(Path(__file__).parent))
-    from encode import SHAPES, build_model
+    from encode import build_model
     from train_data import prepare
 
     work = Path(tempfile.mkdtemp(prefix="llm2vec-train-side-"))
@@ -271,11 +295,19 @@ def side_by_side(args) -> int:
                 print(f"  round {round_} {stage:<10} {name:<12} median step {summary['median_step_s']:.3f} s, "
                       f"{summary['tokens_per_s']:.0f} tokens/s, peak RSS {summary['peak_rss_steps_mib']:.0f} MiB",
                       file=sys.stderr)
+                write_report(args, shape, stages, runs, loads + [os.getloadavg()], final=False)
         loads.append(os.getloadavg())
+    write_report(args, shape, stages, runs, loads, final=True)
+    return 0
+
+
+def write_report(args, shape: dict, stages: list[str], runs: dict, loads: list, final: bool) -> None:
+    """The table (printed when ``final``) and the JSON, rewritten after every run so that a stopped benchmark
+    keeps what it measured."""
     rows = []
     for stage in stages:
         # batches differ in content between the sides (data order): speed is compared in real tokens per second
-        official_best = max(summarize(r)["tokens_per_s"] for r in runs[stage]["official"])
+        official_best = max((summarize(r)["tokens_per_s"] for r in runs[stage]["official"]), default=None)
         for name, results in runs[stage].items():
             if not results:
                 continue
@@ -286,23 +318,34 @@ def side_by_side(args) -> int:
                          "best_median_step_s": best["median_step_s"], "tokens_per_s": best["tokens_per_s"],
                          "real_tokens_per_step": best["real_tokens_per_step"],
                          "tokens_per_s_per_round": [s["tokens_per_s"] for s in summaries],
-                         "speedup_vs_official": best["tokens_per_s"] / official_best,
+                         "speedup_vs_official": best["tokens_per_s"] / official_best if official_best else None,
                          "peak_rss_steps_mib": max(s["peak_rss_steps_mib"] for s in summaries),
                          "peak_rss_process_mib": max(s["peak_rss_process_mib"] for s in summaries),
                          "step_rss_growth_mib": max(s["step_rss_growth_mib"] for s in summaries),
                          "losses": [s["losses"] for s in summaries],
+                         "profile": next((s["profile"] for s in summaries if s["profile"]), None),
                          "versions": {k: results[0][k] for k in ("torch", "transformers")}})
-    header = (f"{'stage':<11} {'side':<13} {'step s':>13} {'tokens/s':>9} {'vs official':>11} "
-              f"{'peak RSS MiB':>12} {'step growth':>11} {'loss first→last':>18}")
-    print(f"\nrandom llama {args.shape} ({shape['non_embedding_params'] / 1e6:.1f}M non-embedding), float32, sdpa, "
-          f"gradient checkpointing, {args.steps} steps, {args.rounds} round(s), {args.threads} thread(s)")
-    print(header)
-    print("-" * len(header))
-    for r in rows:
-        losses = r["losses"][0]
-        print(f"{r['stage']:<11} {r['side']:<13} {r['best_median_step_s']:>13.3f} {r['tokens_per_s']:>9.0f} "
-              f"{r['speedup_vs_official']:>10.2f}× {r['peak_rss_steps_mib']:>12.0f} {r['step_rss_growth_mib']:>11.0f} "
-              f"{losses[0]:>8.3f}→{losses[-1]:<8.3f}")
+    if final:
+        header = (f"{'stage':<11} {'side':<13} {'step s':>13} {'tokens/s':>9} {'vs official':>11} "
+                  f"{'peak RSS MiB':>12} {'step growth':>11} {'loss first→last':>18}")
+        print(f"\nrandom llama {args.shape} ({shape['non_embedding_params'] / 1e6:.1f}M non-embedding), float32, sdpa, "
+              f"gradient checkpointing, {args.steps} steps, {args.rounds} round(s), {args.threads} thread(s)")
+        print(header)
+        print("-" * len(header))
+        for r in rows:
+            losses = r["losses"][0]
+            print(f"{r['stage']:<11} {r['side']:<13} {r['best_median_step_s']:>13.3f} {r['tokens_per_s']:>9.0f} "
+                  f"{r['speedup_vs_official']:>10.2f}× {r['peak_rss_steps_mib']:>12.0f} {r['step_rss_growth_mib']:>11.0f} "
+                  f"{losses[0]:>8.3f}→{losses[-1]:<8.3f}")
+        if any(r["profile"] for r in rows):
+            print("\nwhere one profiled step spent its time (torch.profiler self time; outside ops: Python, data, "
+                  "tokenizing)")
+            print(f"{'stage':<11} {'side':<13} {'wall s':>7} {'matmul':>7} {'attention':>9} {'other ops':>9} {'outside':>8}")
+            for r in rows:
+                if r["profile"]:
+                    p = r["profile"]
+                    print(f"{r['stage']:<11} {r['side']:<13} {p['wall_seconds']:>7.2f} {p['matmul']:>7.0%} "
+                          f"{p['attention']:>9.0%} {p['other_ops']:>9.0%} {p['outside_ops']:>8.0%}")
     meta = {"shape": args.shape, **shape, "steps": args.steps, "rounds": args.rounds, "seed": args.seed,
             "threads": args.threads,
             "stages": {s: {**STAGES[s], "batch": args.stage_batches[s]} for s in stages}, "official_recipe": OFFICIAL_RECIPE,
@@ -311,9 +354,9 @@ def side_by_side(args) -> int:
             "records_per_dataset": args.records_per_dataset}
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps({"meta": meta, "rows": rows, "runs": runs}, indent=1) + "\n")
-    print(f"\nwrote {output}")
-    return 0
+    output.write_text(json.dumps({"meta": meta, "rows": rows, "runs": runs, "complete": final}, indent=1) + "\n")
+    if final:
+        print(f"\nwrote {output}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -343,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     side.add_argument("--records-per-dataset", type=int, default=64, help="E5-like records per dataset")
     side.add_argument("--batch-sizes", default="mntp=4,simcse=32,supervised=8",
                       help="per-device batch of each stage (records; a supervised record is 3 texts)")
+    side.add_argument("--profile", action="store_true",
+                      help="run each run's last step under torch.profiler (matmul / attention / other / outside ops)")
     side.add_argument("--with-padded", action="store_true", help="also run ours with padding_free false")
     args = parser.parse_args(argv)
     if args.one:
