@@ -685,9 +685,10 @@ def forward_in_length_groups(
     lengths = attention_mask.sum(1)
     positions = torch.arange(width, device=attention_mask.device)
     mask = attention_mask.bool()
-    right_padded = bool((mask == (positions < lengths.unsqueeze(1))).all())
-    left_padded = not right_padded and bool((mask == (positions >= width - lengths.unsqueeze(1))).all())
-    if not (right_padded or left_padded):
+    # One contiguous block of real tokens per row, wherever it sits: left or right padding, or both (the rows
+    # sentence-transformers concatenates from two columns padded on the left, then to the wider column's width).
+    starts = mask.int().argmax(1, keepdim=True)
+    if not bool((mask == ((positions >= starts) & (positions < starts + lengths.unsqueeze(1)))).all()):
         return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     calls = packed_groups(model, lengths.tolist(), rows_total, max_tokens, packing)
     if len(calls) == 1 and len(calls[0]) == rows_total:
@@ -702,11 +703,15 @@ def forward_in_length_groups(
             packed = packed_batch(int(input_ids[0, 0]), texts, rows, dtype, additive, runs_varlen(model))
             states.update(zip(group, forward_packed(model, packed, input_ids.device)))
             continue
+        # one text per row, right-aligned and cut to the group's longest
         longest = int(lengths[group[0]])
-        index = torch.tensor(group, device=input_ids.device)
-        columns = slice(0, longest) if right_padded else slice(width - longest, width)
-        hidden = model(input_ids=input_ids[index, columns], attention_mask=attention_mask[index, columns]).last_hidden_state
-        states.update((i, hidden[j][mask[i, columns]]) for j, i in enumerate(group))
+        ids = input_ids.new_full((len(group), longest), int(input_ids[0, 0]))
+        group_mask = attention_mask.new_zeros((len(group), longest))
+        for j, i in enumerate(group):
+            ids[j, : int(lengths[i])] = input_ids[i][mask[i]]
+            group_mask[j, : int(lengths[i])] = 1
+        hidden = model(input_ids=ids, attention_mask=group_mask).last_hidden_state
+        states.update((i, hidden[j, : int(lengths[i])]) for j, i in enumerate(group))
     # One write of every text's states: a write per text would make the backward pass copy the whole gradient
     # once per text.
     ordered = torch.cat([states[i] for i in range(rows_total)])

@@ -199,3 +199,24 @@ def test_mntp_blocks_carry_no_padding(tiny, tmp_path):
         for batch in batches:
             assert batch["input_ids"].shape[1] == 24
             assert bool(batch["attention_mask"].all())
+
+
+def test_rows_padded_on_both_sides_are_packed(tiny):
+    """sentence-transformers concatenates two columns padded on the left, padding the narrower on the right too:
+    each row's real tokens are still one block, so the batch packs into one row and keeps its states."""
+    from llm2vec_hf.loading import load_bidirectional
+
+    model, tokenizer, _ = load_bidirectional(str(tiny["base"]))
+    tokenizer.padding_side = "left"
+    narrow = tokenizer(["a short one", "two words here"], padding=True, return_tensors="pt")
+    wide = tokenizer(["a much longer text than the first one here", "x"], padding=True, return_tensors="pt")
+    extra = wide["input_ids"].shape[1] - narrow["input_ids"].shape[1]
+    input_ids = torch.cat([torch.nn.functional.pad(narrow["input_ids"], (0, extra), value=0), wide["input_ids"]])
+    attention_mask = torch.cat([torch.nn.functional.pad(narrow["attention_mask"], (0, extra)), wide["attention_mask"]])
+    expected = model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    model.config._attn_implementation = VARLEN_ATTENTION
+    spy = ForwardSpy(model)
+    packed = forward_padding_free(model, input_ids, attention_mask)
+    assert spy.calls == [(1, 4)]
+    mask = attention_mask.bool()
+    assert torch.allclose(packed[mask], expected[mask], atol=1e-5)
