@@ -23,26 +23,6 @@ from typing import Any, Sequence
 
 import torch
 import transformers
-from transformers import (
-    Gemma2Config,
-    Gemma2ForCausalLM,
-    Gemma2Model,
-    GemmaConfig,
-    GemmaForCausalLM,
-    GemmaModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    LlamaModel,
-    MistralConfig,
-    MistralForCausalLM,
-    MistralModel,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    Qwen2Model,
-    Qwen3Config,
-    Qwen3ForCausalLM,
-    Qwen3Model,
-)
 from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 from transformers.utils import is_flash_attn_2_available, logging
 from transformers.utils.versions import require_version
@@ -75,7 +55,23 @@ def make_config_bidirectional(config: transformers.PretrainedConfig) -> transfor
     """
     config.is_causal = False
     config.use_bidirectional_attention = True
+    attend_to_whole_text(config)
     return config
+
+
+def attend_to_whole_text(config: transformers.PretrainedConfig) -> None:
+    """Widens a sliding window to the longest input the model takes: every token sees every token of its text.
+
+    The official library ignores Mistral's window (its bidirectional mask has none); we keep that semantics for
+    every family with windows (Mistral, Mixtral, Ministral, Qwen2's sliding layers, Gemma 2 and 3, Phi-3,
+    SmolLM3), so that a text of any length gets the vectors of full attention, as transformers computes them
+    with an all-visible mask. The layer types stay as they are: Gemma 3 picks its rotary base by layer type.
+    Serving engines read the widened window from config.json and compute the same (docs/families.md).
+    """
+    window = getattr(config, "sliding_window", None)
+    longest = getattr(config, "max_position_embeddings", None)
+    if isinstance(window, int) and isinstance(longest, int) and window < longest:
+        config.sliding_window = longest
 
 
 class BidirectionalMixin:
@@ -85,6 +81,12 @@ class BidirectionalMixin:
     attention module's ``is_causal`` covers the kernels that read the module attribute instead of the mask
     (flash-attention without padding, sdpa with no mask).
     """
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False: the modules are transformers' own, so its checkpoint conversions (e.g. Mixtral's per-expert
+        weights to fused 3-D ones, which transformers >= 5.24 skips for custom code) apply on load and save."""
+        return False
 
     def __init__(self, config, *args, **kwargs):
         make_config_bidirectional(config)
@@ -148,6 +150,10 @@ def check_encoding(settings: dict[str, Any]) -> None:
         check_positive_integer(key, settings.get(key, 1))
     if settings.get("text_template"):  # "" and None mean none / the reference's choice
         check_text_template(settings["text_template"])
+    for key in ("text_template", "eos_text"):
+        if isinstance(settings.get(key), str) and _TEXT_MARKER in settings[key]:
+            raise ValueError(f"{key} contains {_TEXT_MARKER!r}, the string that marks where the text starts; the "
+                             "pooled part would move into it")
 
 
 def resolve_encoding(
@@ -175,12 +181,17 @@ def resolve_encoding(
     check_encoding({k: v for k, v in overrides.items() if v is not None or k not in DEFAULT_ENCODING})
     settings.update({k: v for k, v in overrides.items() if v is not None})
     check_encoding(settings)
+    positions = getattr(config, "max_position_embeddings", None) if config is not None else None
+    if isinstance(positions, int) and settings["max_length"] > positions:
+        raise ValueError(f"max_length {settings['max_length']} is more than the model's max_position_embeddings "
+                         f"({positions}): it cannot read that many tokens; use a max_length of at most {positions}")
     if tokenizer is not None:
         name = name_or_path if name_or_path is not None else getattr(config, "_name_or_path", None)
         if settings["text_template"] is None:
             settings["text_template"] = REFERENCE_TEMPLATES.get(name, "")
         if settings["eos_text"] is None:
-            settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name, settings["text_template"])
+            settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name,
+                                                      settings["text_template"], getattr(tokenizer, "eos_token", None))
     return settings
 
 
@@ -206,16 +217,36 @@ def _read_json_object(path: str) -> dict[str, Any] | None:
 def read_encoding_settings(folder: str, with_config: bool = True) -> list[dict[str, Any]]:
     """The settings a folder stores, as layers for `resolve_encoding`'s ``stored``: config.json's ``llm2vec``
     block (unless ``with_config`` is False, for a folder whose config is already loaded), then
-    ``llm2vec_config.json``, which wins as it does for the official loader (it reads only that file)."""
-    layers = []
-    if with_config:
-        config = _read_json_object(os.path.join(folder, "config.json")) or {}
-        if isinstance(config.get(SETTINGS_KEY), dict):
-            layers.append(config[SETTINGS_KEY])
+    ``llm2vec_config.json`` (the official loader reads only that file). A folder whose two disagree is refused
+    (`check_settings_files_agree`): each entry point would otherwise follow another one."""
+    config = _read_json_object(os.path.join(folder, "config.json")) or {}
+    block = config.get(SETTINGS_KEY) if isinstance(config.get(SETTINGS_KEY), dict) else None
     official = _read_json_object(os.path.join(folder, OFFICIAL_SETTINGS_FILE))
-    if official is not None:
-        layers.append(official)
-    return layers
+    check_settings_files_agree(folder, block, official)
+    return [layer for layer in ((block if with_config else None), official) if layer is not None]
+
+
+WEIGHTS_FILE, WEIGHTS_INDEX = "model.safetensors", "model.safetensors.index.json"
+
+
+def check_unambiguous_weights(folder: str) -> None:
+    """Raises ValueError when ``folder`` holds both a single weights file and a sharded index: loaders differ in
+    which they take (transformers the single file, a shard-aware check the index), so one of them is stale."""
+    if os.path.isfile(os.path.join(folder, WEIGHTS_FILE)) and os.path.isfile(os.path.join(folder, WEIGHTS_INDEX)):
+        raise ValueError(f"{folder} holds both {WEIGHTS_FILE} and {WEIGHTS_INDEX} (sharded weights); one of them is "
+                         "stale and loaders differ in which they read: remove the one that is not current")
+
+
+def check_settings_files_agree(folder: str, block: dict[str, Any] | None, official: dict[str, Any] | None) -> None:
+    """Raises ValueError when ``folder``'s llm2vec_config.json sets an official key otherwise than config.json's
+    ``llm2vec`` block (a key the block lacks counts as its default). Either file alone is fine."""
+    if block is None or official is None:
+        return
+    differ = [f"{key} {official[key]!r} vs {block.get(key, DEFAULT_ENCODING[key])!r}" for key in OFFICIAL_KEYS
+              if key in official and official[key] != block.get(key, DEFAULT_ENCODING[key])]
+    if differ:
+        raise ValueError(f"{folder}: llm2vec_config.json disagrees with config.json's llm2vec block on "
+                         f"{', '.join(differ)}; make them agree (or remove one) so that every loader reads the same")
 
 
 def write_encoding_settings(folder: str, settings: dict[str, Any]) -> None:
@@ -266,20 +297,25 @@ REFERENCE_TEMPLATES = {
 }
 
 
-def reference_eos_text(model_type: str | None, name_or_path: str | None = None, text_template: str | None = None) -> str:
+def reference_eos_text(model_type: str | None, name_or_path: str | None = None, text_template: str | None = None,
+                       eos_token: str | None = None) -> str:
     """The string llm2vec 0.2.3 appends for `eos_token` pooling ("" when it appends nothing).
 
     ``name_or_path`` is what the reference compares: the hub id it was given, or for a local folder the
     ``_name_or_path`` written in its config.json. The Llama-3-Instruct template (which the reference applies
-    by name, and `resolve_encoding` by name or as given) ends the input, as in the reference.
+    by name, and `resolve_encoding` by name or as given) ends the input, as in the reference. Families the
+    reference never had (beyond `REFERENCE_EOS_TEXT`) append their tokenizer's ``eos_token``.
     """
     if text_template == LLAMA3_INSTRUCT_TEMPLATE:
         return ""
     if name_or_path == LLAMA3_BASE_NAME:
         return "<|end_of_text|>"
-    if model_type not in REFERENCE_EOS_TEXT:
-        raise ValueError(f"No eos_token text known for model_type {model_type!r}; set `eos_text` explicitly")
-    return REFERENCE_EOS_TEXT[model_type]
+    if model_type in REFERENCE_EOS_TEXT:
+        return REFERENCE_EOS_TEXT[model_type]
+    if eos_token:
+        return eos_token
+    raise ValueError(f"No eos_token text known for model_type {model_type!r} and its tokenizer has no EOS token; "
+                     "set `eos_text` explicitly")
 
 
 def reference_name(name_or_path: str) -> str:
@@ -323,8 +359,32 @@ def normalize_inputs(inputs: Any) -> list[tuple[str, str]]:
             raise TypeError(f"Input #{i} must be a string or an [instruction, text] pair, got {type(item).__name__}")
         if not text.strip():
             raise ValueError(f"Input #{i} has an empty or whitespace-only text; there is nothing to embed")
+        for part in (instruction, text):
+            try:
+                part.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"Input #{i} holds a lone surrogate ({part[_first_bad(part)]!r}), which is not "
+                                 "Unicode text") from None
+        check_separator(instruction, text, f"Input #{i}")
         pairs.append((instruction, text))
     return pairs
+
+
+def check_separator(instruction: str, text: str, where: str) -> None:
+    """Refuses the inputs whose reading by llm2vec 0.2.3 is not defined by its marker `_TEXT_MARKER` (docs/
+    architecture.md, "Semantics"). The reference splits "instruction marker text" at every marker, feeds the parts
+    joined and pools the part after the first one: an instruction holding the marker would pool instruction words,
+    and a text starting with it would pool nothing. A text holding it later is read as the reference reads it."""
+    if _TEXT_MARKER in instruction:
+        raise ValueError(f"{where}: the instruction contains {_TEXT_MARKER!r}, the string that marks where the text "
+                         "starts (llm2vec 0.2.3 would pool instruction words); remove it from the instruction")
+    if _TEXT_MARKER in text and not text.split(_TEXT_MARKER, 1)[0].strip():
+        raise ValueError(f"{where}: the text starts with {_TEXT_MARKER!r}, the string that marks where the text "
+                         "starts (llm2vec 0.2.3 would pool nothing); remove it or put words before it")
+
+
+def _first_bad(text: str) -> int:
+    return next(i for i, char in enumerate(text) if 0xD800 <= ord(char) <= 0xDFFF)
 
 
 def _is_medi_item(item) -> bool:
@@ -427,9 +487,11 @@ def format_inputs(pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tup
             marked = settings["text_template"].format(text=marked.strip())
         if settings["pooling_mode"] == "eos_token":
             marked = marked.strip() + settings["eos_text"]
-        head, _, tail = marked.partition(_TEXT_MARKER)
-        full_texts.append(head + tail)
-        pooled_texts.append(tail)
+        # as llm2vec 0.2.3 splits it: the model reads every part, markers removed; the pooled part is the one
+        # after the first marker (a text holding the marker is pooled up to it, `check_separator`)
+        parts = marked.split(_TEXT_MARKER)
+        full_texts.append("".join(parts))
+        pooled_texts.append(parts[1])
     return full_texts, pooled_texts
 
 
@@ -559,7 +621,9 @@ def load_reference_tokenizer(folder: str, model_type: str | None = None):
     class_name = class_name[: -len("Fast")] if class_name.endswith("Fast") else class_name
     with open(tokenizer_file, encoding="utf-8") as handle:
         data = json.load(handle)
-    vocab = data.get("model", {}).get("vocab") or {}
+    if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+        raise ValueError(f"{tokenizer_file} is not a tokenizers file: its 'model' is not a JSON object")
+    vocab = data["model"].get("vocab") or {}
     known = set(vocab) if isinstance(vocab, dict) else {entry[0] for entry in vocab}
     known |= {token["content"] for token in data.get("added_tokens", [])}
     for key, value in _REFERENCE_CLASS_DEFAULTS.get(class_name, {}).items():
@@ -591,7 +655,8 @@ def load_reference_tokenizer(folder: str, model_type: str | None = None):
 
 
 def check_tokenizer_fits(tokenizer, num_embeddings: int) -> None:
-    """Raises `TokenizerEmbeddingError` naming the first special or added token whose id has no embedding row."""
+    """Raises `TokenizerEmbeddingError` naming the first special or added token whose id has no embedding row,
+    else the highest id of the whole vocabulary when it has none."""
     named = [(f"{k[:-6]} token", getattr(tokenizer, k, None)) for k in _NAMED_SPECIAL_TOKENS + ("pad_token",)]
     added = [("added token", token) for token in tokenizer.get_added_vocab()]
     for role, token in named + added:
@@ -603,6 +668,14 @@ def check_tokenizer_fits(tokenizer, num_embeddings: int) -> None:
                 f"The tokenizer's {role} {str(token)!r} has id {token_id}, but the model's embedding has only "
                 f"{num_embeddings} rows: the tokenizer does not belong to this model (or lacks a resize)"
             )
+    # every other token too: a text that uses a high id would fail only when it is encoded
+    token, token_id = max(tokenizer.get_vocab().items(), key=lambda item: item[1], default=(None, -1))
+    if token_id >= num_embeddings:
+        beyond = sum(1 for index in tokenizer.get_vocab().values() if index >= num_embeddings)
+        raise TokenizerEmbeddingError(
+            f"The tokenizer has {beyond} token(s) with ids beyond the model's embedding of {num_embeddings} rows "
+            f"(e.g. {token!r}, id {token_id}): the tokenizer does not belong to this model (or lacks a resize)"
+        )
 
 
 def reference_tokenizer_for(tokenizer, model: torch.nn.Module):
@@ -886,7 +959,9 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
                                       **kwargs)
     batch, width = query.shape[0], query.shape[2]
     lengths = [length for _, _, length in spans]
-    if query.is_cuda and batch == 1 and sum(lengths) == width and is_flash_attn_2_available():
+    # flash-attention needs values as wide as queries (latent attention's are narrower)
+    if (query.is_cuda and batch == 1 and sum(lengths) == width and value.shape[-1] == query.shape[-1]
+            and is_flash_attn_2_available()):
         return _flash_varlen_attention(module, query, key, value, lengths, dropout, scaling), None
     groups = query.shape[1] // key.shape[1]
     rows: list[list[torch.Tensor]] = [[] for _ in range(batch)]
@@ -1088,6 +1163,9 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
         """As transformers', but a checkpoint that lacks weights is refused: transformers would only log
         "MISSING" and initialise them randomly, and such an encoder returns wrong vectors without an error."""
         wants_info = kwargs.pop("output_loading_info", False)
+        if args and os.path.isdir(str(args[0])):
+            check_unambiguous_weights(str(args[0]))
+            read_encoding_settings(str(args[0]))  # refuses a folder whose two settings files disagree
         model, info = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         missing = sorted(info.get("missing_keys") or ())
         if missing:
@@ -1136,89 +1214,30 @@ class LLM2VecEncoderMixin(BidirectionalMixin):
 # ---------------------------------------------------------------------------------------------------------------
 # 4. The families: one declaration each
 # ---------------------------------------------------------------------------------------------------------------
-# Config classes keep the native `model_type`, so that config.json stays loadable (and runs bidirectionally on
-# transformers >= 5.2) without remote code, by TEI and by vLLM. `is_causal = False` is the class default.
-# MNTP heads are the causal-LM heads on the bidirectional body: their loss shifts labels by one, so the masked
-# token at position i is predicted from the hidden state at i-1, as LLM2Vec's MNTP prescribes.
+# Each family's classes are transformers' own with `BidirectionalMixin` in front: `Bidirectional<X>Config`,
+# `Bidirectional<X>Model` (the encoder `AutoModel` returns) and `Bidirectional<X>ForMNTP`. Config classes keep the
+# native `model_type`, so that config.json stays loadable (and runs bidirectionally on transformers >= 5.2)
+# without remote code, by TEI and by vLLM. MNTP heads are the causal-LM heads on the bidirectional body: their
+# loss shifts labels by one, so the masked token at position i is predicted from the hidden state at i-1, as
+# LLM2Vec's MNTP prescribes. docs/families.md has the support matrix the conformance suite measures.
 
-
-class BidirectionalLlamaConfig(LlamaConfig):
-    is_causal = False
-
-
-class BidirectionalLlamaModel(LLM2VecEncoderMixin, LlamaModel):
-    config_class = BidirectionalLlamaConfig
-
-
-class BidirectionalLlamaForMNTP(BidirectionalMixin, LlamaForCausalLM):
-    config_class = BidirectionalLlamaConfig
-
-
-class BidirectionalMistralConfig(MistralConfig):
-    is_causal = False
-
-
-class BidirectionalMistralModel(LLM2VecEncoderMixin, MistralModel):
-    config_class = BidirectionalMistralConfig
-
-
-class BidirectionalMistralForMNTP(BidirectionalMixin, MistralForCausalLM):
-    config_class = BidirectionalMistralConfig
-
-
-class BidirectionalQwen2Config(Qwen2Config):
-    is_causal = False
-
-
-class BidirectionalQwen2Model(LLM2VecEncoderMixin, Qwen2Model):
-    config_class = BidirectionalQwen2Config
-
-
-class BidirectionalQwen2ForMNTP(BidirectionalMixin, Qwen2ForCausalLM):
-    config_class = BidirectionalQwen2Config
-
-
-class BidirectionalQwen3Config(Qwen3Config):
-    is_causal = False
-
-
-class BidirectionalQwen3Model(LLM2VecEncoderMixin, Qwen3Model):
-    config_class = BidirectionalQwen3Config
-
-
-class BidirectionalQwen3ForMNTP(BidirectionalMixin, Qwen3ForCausalLM):
-    config_class = BidirectionalQwen3Config
-
-
-class BidirectionalGemmaConfig(GemmaConfig):
-    is_causal = False
-
-
-class BidirectionalGemmaModel(LLM2VecEncoderMixin, GemmaModel):
-    config_class = BidirectionalGemmaConfig
-
-
-class BidirectionalGemmaForMNTP(BidirectionalMixin, GemmaForCausalLM):
-    config_class = BidirectionalGemmaConfig
-
-
-class BidirectionalGemma2Config(Gemma2Config):
-    is_causal = False
-
-
-class BidirectionalGemma2Model(LLM2VecEncoderMixin, Gemma2Model):
-    config_class = BidirectionalGemma2Config
-
-
-class BidirectionalGemma2ForMNTP(BidirectionalMixin, Gemma2ForCausalLM):
-    config_class = BidirectionalGemma2Config
+#: LoRA targets: LLM2Vec's seven projections; Phi-3's fused ones.
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+FUSED_PROJECTIONS = ("qkv_proj", "o_proj", "gate_up_proj", "down_proj")
+#: Multi-head latent attention (MiniCPM3): the query and key-value down/up projections.
+LATENT_PROJECTIONS = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj", "o_proj", "gate_proj",
+                      "up_proj", "down_proj")
+#: Mixture-of-experts layers hold their experts as 3-D parameters, not Linear modules: LoRA reaches them through
+#: peft's ``target_parameters``. The routers get no LoRA (they stay as pretrained).
+EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
 
 
 class Family:
-    """One supported architecture: its config, encoder and MNTP classes."""
+    """One supported architecture: its config, encoder and MNTP classes, and what LoRA trains in it."""
 
-    def __init__(self, config, model, mntp):
-        self.config, self.model, self.mntp = config, model, mntp
+    def __init__(self, model_type: str, config, model, mntp, lora_targets=PROJECTIONS, expert_parameters=()):
+        self.model_type, self.config, self.model, self.mntp = model_type, config, model, mntp
+        self.lora_targets, self.expert_parameters = tuple(lora_targets), tuple(expert_parameters)
         # `save_pretrained` of a registered class copies this file next to the weights and writes the `auto_map`
         # to it into config.json (transformers' `custom_object_save`), so every saved checkpoint loads with
         # trust_remote_code=True, however it was saved (docs/architecture.md, "Native `model_type` + `auto_map`").
@@ -1232,22 +1251,69 @@ class Family:
         return next(c.__name__ for c in self.model.__mro__ if c.__module__.startswith("transformers.models."))
 
 
-#: model_type -> Family.
-FAMILIES: dict[str, Family] = {
-    "llama": Family(BidirectionalLlamaConfig, BidirectionalLlamaModel, BidirectionalLlamaForMNTP),
-    "mistral": Family(BidirectionalMistralConfig, BidirectionalMistralModel, BidirectionalMistralForMNTP),
-    "qwen2": Family(BidirectionalQwen2Config, BidirectionalQwen2Model, BidirectionalQwen2ForMNTP),
-    "qwen3": Family(BidirectionalQwen3Config, BidirectionalQwen3Model, BidirectionalQwen3ForMNTP),
-    "gemma": Family(BidirectionalGemmaConfig, BidirectionalGemmaModel, BidirectionalGemmaForMNTP),
-    "gemma2": Family(BidirectionalGemma2Config, BidirectionalGemma2Model, BidirectionalGemma2ForMNTP),
+def declare(model_type: str, names: str | tuple[str, str, str], since: str = MIN_TRANSFORMERS_VERSION,
+            **lora) -> Family | str:
+    """Builds a family's three classes on transformers' ``<names>Config``, ``<names>Model`` and
+    ``<names>ForCausalLM`` (or the three names given) and puts them in this module, where a checkpoint's
+    ``auto_map`` finds them. Returns the reason instead where this transformers lacks the family."""
+    config_name, model_name, lm_name = (
+        (f"{names}Config", f"{names}Model", f"{names}ForCausalLM") if isinstance(names, str) else names
+    )
+    native = [getattr(transformers, name, None) for name in (config_name, model_name, lm_name)]
+    if None in native:
+        return (f"{model_type!r} needs transformers >= {since} (this is {transformers.__version__}); upgrade with: "
+                f"pip install -U 'transformers>={since}'")
+    stem = "Bidirectional" + model_name.removesuffix("Model")
+    config = type(stem + "Config", (native[0],), {"__module__": __name__, "is_causal": False})
+    model = type(stem + "Model", (LLM2VecEncoderMixin, native[1]), {"__module__": __name__, "config_class": config})
+    mntp = type(stem + "ForMNTP", (BidirectionalMixin, native[2]), {"__module__": __name__, "config_class": config})
+    globals().update({cls.__name__: cls for cls in (config, model, mntp)})
+    return Family(model_type, config, model, mntp, **lora)
+
+
+#: model_type -> Family, or why this transformers cannot give it. One line per family; every one passes the
+#: conformance suite (tests/modeling/test_conformance.py) on the oldest and newest supported transformers.
+_DECLARED = {
+    "llama": declare("llama", "Llama"),  # Llama 1-3.x, rope scaling included
+    "mistral": declare("mistral", "Mistral"),
+    "ministral": declare("ministral", "Ministral"),
+    "mixtral": declare("mixtral", "Mixtral", expert_parameters=EXPERT_PARAMETERS),
+    "qwen2": declare("qwen2", "Qwen2"),
+    "qwen2_moe": declare("qwen2_moe", "Qwen2Moe", expert_parameters=EXPERT_PARAMETERS),
+    "qwen3": declare("qwen3", "Qwen3"),
+    "qwen3_moe": declare("qwen3_moe", "Qwen3Moe", expert_parameters=EXPERT_PARAMETERS),
+    "gemma": declare("gemma", "Gemma"),
+    "gemma2": declare("gemma2", "Gemma2"),
+    "gemma3_text": declare("gemma3_text", ("Gemma3TextConfig", "Gemma3TextModel", "Gemma3ForCausalLM")),
+    "phi3": declare("phi3", "Phi3", lora_targets=FUSED_PROJECTIONS),  # Phi-3, Phi-3.5, Phi-4-mini
+    "olmo2": declare("olmo2", "Olmo2"),
+    "granite": declare("granite", "Granite"),
+    "smollm3": declare("smollm3", "SmolLM3"),
+    "glm4": declare("glm4", "Glm4"),
+    "minicpm3": declare("minicpm3", "MiniCPM3", since="5.25.0", lora_targets=LATENT_PROJECTIONS),
+}
+#: The supported families of this transformers.
+FAMILIES: dict[str, Family] = {k: v for k, v in _DECLARED.items() if isinstance(v, Family)}
+#: Declared families this transformers lacks, with the one-line reason.
+UNAVAILABLE_FAMILIES: dict[str, str] = {k: v for k, v in _DECLARED.items() if isinstance(v, str)}
+#: Decoder families that cannot attend both ways, with the layer that cannot see ahead. Measured: with
+#: ``is_causal=False`` the first token's state does not change when the last token does
+#: (``test_refused_families_cannot_see_ahead``).
+REFUSED_FAMILIES: dict[str, str] = {
+    "mamba": "its selective state-space scan reads the text left to right: no layer can see ahead",
+    "falcon_mamba": "its selective state-space scan reads the text left to right: no layer can see ahead",
+    "rwkv": "its time-mixing recurrence reads the text left to right: no layer can see ahead",
+    "nemotron_h": "its Mamba-2 layers read the text left to right; only its few attention layers could see ahead",
 }
 
 
 def family_for(config: transformers.PretrainedConfig) -> Family:
-    """The family of a config, or a ValueError that lists the supported ones."""
+    """The family of a config, or a one-line ValueError that says why there is none."""
     model_type = getattr(config, "model_type", None)
-    if model_type not in FAMILIES:
-        raise ValueError(
-            f"Unsupported architecture {model_type!r}; llm2vec-hf supports: {', '.join(sorted(FAMILIES))}"
-        )
-    return FAMILIES[model_type]
+    if model_type in FAMILIES:
+        return FAMILIES[model_type]
+    if model_type in UNAVAILABLE_FAMILIES:
+        raise ValueError(f"Architecture {UNAVAILABLE_FAMILIES[model_type]}")
+    if model_type in REFUSED_FAMILIES:
+        raise ValueError(f"Architecture {model_type!r} cannot be made bidirectional: {REFUSED_FAMILIES[model_type]}")
+    raise ValueError(f"Unsupported architecture {model_type!r}; llm2vec-hf supports: {', '.join(sorted(FAMILIES))}")

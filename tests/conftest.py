@@ -33,11 +33,24 @@ SAMPLE_INPUTS = [
 SAMPLE_PROMPTS = {"query": "Given a web search query, retrieve relevant passages "}
 
 
+class TinyBases(dict):
+    """``family -> folder`` of a random tiny ``…ForCausalLM`` checkpoint, built on first use."""
+
+    def __init__(self, root: Path):
+        super().__init__()
+        self.root = root
+
+    def __missing__(self, family: str) -> Path:
+        if family not in FAMILIES:
+            raise KeyError(family)
+        self[family] = build_tiny_decoder(self.root / family, family)
+        return self[family]
+
+
 @pytest.fixture(scope="session")
-def tiny_bases(tmp_path_factory) -> dict[str, Path]:
-    """A random tiny ``…ForCausalLM`` checkpoint per family."""
-    root = tmp_path_factory.mktemp("bases")
-    return {family: build_tiny_decoder(root / family, family) for family in FAMILIES}
+def tiny_bases(tmp_path_factory) -> TinyBases:
+    """A random tiny ``…ForCausalLM`` checkpoint per family (built when a test first asks for it)."""
+    return TinyBases(tmp_path_factory.mktemp("bases"))
 
 
 @pytest.fixture(scope="session")
@@ -144,3 +157,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The support matrix: the conformance suite's outcomes per family (docs/families.md, `llm2vec-hf families`)
+# --------------------------------------------------------------------------------------------------------------
+def pytest_addoption(parser):
+    parser.addoption("--family-matrix", metavar="JSON", default=None,
+                     help="record the conformance suite's outcome per family and check into JSON, under this "
+                          "transformers version (src/llm2vec_hf/families.json is the shipped one)")
+
+
+_MATRIX_OUTCOMES: dict[str, dict[str, str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    from llm2vec_hf.families import matrix_cell
+
+    cell = matrix_cell(report.nodeid)
+    if cell is None or (report.when != "call" and not report.failed and not report.skipped):
+        return
+    family, check = cell
+    if report.skipped:
+        outcome = "skipped: " + (report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr))
+        outcome = outcome.replace("Skipped: ", "")
+    else:
+        outcome = "passed" if report.passed else "failed"
+    previous = _MATRIX_OUTCOMES.setdefault(family, {}).get(check)
+    if previous is None or previous == "passed":  # a failure or skip of either test of a cell decides it
+        _MATRIX_OUTCOMES[family][check] = outcome
+
+
+def pytest_sessionfinish(session, exitstatus):
+    path = session.config.getoption("--family-matrix")
+    if path and _MATRIX_OUTCOMES:
+        from llm2vec_hf.families import record_outcomes
+
+        record_outcomes(path, _MATRIX_OUTCOMES)

@@ -47,7 +47,7 @@ def test_exported_card_parses_with_hub_metadata_and_usage(exported):
                     "--io-processor-plugin llm2vec"):
         assert snippet in text
     assert "| max_length | 48 |" in text and "| doc_max_length | 40 |" in text and "| pooling_mode | `mean` |" in text
-    assert re.search(r"transformers >= 5\.\d+\.\d+ and < 6", text)
+    assert re.search(r"guaranteed bidirectional on transformers >= 5\.\d+\.\d+ \(", text)
     assert "exported with transformers " in text
     assert "arXiv:2404.05961" in text and "## Limitations" in text
     assert "No contrastive or MNTP training" in text  # no adapters merged
@@ -211,9 +211,11 @@ def test_serving_section_for_every_family_and_pooling_mode(family, pooling_mode)
     text = serving_section(family, _settings(pooling_mode), "org/x")
     if family.startswith("gemma"):  # absent from TEI; bidirectional on vLLM only through its Transformers backend
         assert "TEI has no" in text and "cannot serve this checkpoint" in text
-        assert "--io-processor-plugin llm2vec --model-impl transformers" in text and "text-embeddings-router" not in text
+        assert "--io-processor-plugin llm2vec --dtype float32 --model-impl transformers" in text
+        assert "text-embeddings-router" not in text
         return
-    assert "--model org/x --runner pooling --io-processor-plugin llm2vec\n" in text and "/v1/embeddings" in text
+    assert "--model org/x --runner pooling --io-processor-plugin llm2vec --dtype float32\n" in text
+    assert "/v1/embeddings" in text
     assert ("CPU and CUDA" if family == "qwen3" else "CUDA only") in text
     assert ("`is_causal`" if family == "qwen2" else "`use_bidirectional_attention`") in text
     expected_flag = {"mean": "mean", "weighted_mean": "mean", "eos_token": "last-token", "last_token": "last-token",
@@ -238,3 +240,32 @@ def test_serving_section_says_when_tei_is_exact(pooling_mode, flag):
     # pooling every token (no skip_instruction) is what TEI's mean does
     assert "equal these" in serving_section("llama", _settings("mean", doc_max_length=512, skip_instruction=False),
                                             "org/x")
+
+
+def test_serving_section_works_as_written_for_a_reader_of_the_hub():
+    """Every vLLM command names the weights' dtype, a /pooling request is shown, links open on the Hub (no
+    relative docs/ link: a checkpoint carries no docs/ folder), head_dim below vLLM's CPU minimum is said, and TEI's
+    instruction advice names a stored prompt only when there is one."""
+    from llm2vec_hf.model_card import DOCS_URL, serving_section
+
+    text = serving_section("llama", _settings("last_token", doc_max_length=512), "org/x", dtype="bfloat16",
+                           prompts={}, head_width=8)
+    commands = [line for line in text.splitlines() if "api_server" in line]
+    assert commands and all("--dtype bfloat16" in line for line in commands)
+    assert "localhost:8000/pooling" in text and '"data": ["a text", [' in text
+    assert "**Precision.**" in text and "float16" in text
+    assert f"]({DOCS_URL}/serving.md)" in text and DOCS_URL.startswith("https://")
+    assert not re.search(r"(?<![/\w])docs/serving\.md", text.replace(DOCS_URL + "/serving.md", ""))
+    assert "head_dim of at least 32" in text and "is 8" in text
+    assert "prompt_name" not in text and "followed by one space" in text
+    stored = serving_section("llama", _settings("last_token", doc_max_length=512), "org/x", prompts={"query": "Q "},
+                             head_width=64)
+    assert "stored `prompt_name` (`query`" in stored and "head_dim" not in stored
+
+
+def test_export_warns_about_a_small_head_dim_and_the_card_says_it(tiny_bases, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="llm2vec_hf.export"):
+        folder = export_checkpoint(str(tiny_bases["llama"]), str(tmp_path / "out"), st_modules="remote")
+    assert any("head_dim >= 32" in record.getMessage() for record in caplog.records)
+    card = (Path(folder) / "README.md").read_text()
+    assert "head_dim of at least 32" in card and "--dtype float32" in card

@@ -536,3 +536,61 @@ def test_refused_by_name_table(relpath, verdict):
         assert why is None, (relpath, why)
     else:
         assert why is not None and why.startswith(verdict), (relpath, why)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Secrets detect-secrets' patterns find, archives, and sentence-transformers files read as it reads them
+# ---------------------------------------------------------------------------------------------------------------
+GOOGLE_KEY = "AIza" + "Sy" + "B" * 33
+STRIPE_KEY = "sk_" + "live_" + "4eC39HqLyjWDarjtT1zdp7dc"
+AWS_SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+
+
+@pytest.mark.parametrize("content, secret, why", [
+    ("git remote https://deploy:s3cr3tPassw0rd@git.example.com/org/repo", "s3cr3tPassw0rd", "a password in a URL"),
+    (f'aws_secret_access_key = "{AWS_SECRET}"', AWS_SECRET, "an AWS access key or secret key"),
+    (f"export AWS_SECRET_ACCESS_KEY={AWS_SECRET}\n", AWS_SECRET, "an AWS secret key"),
+    (f"maps key {GOOGLE_KEY}", GOOGLE_KEY, "a Google API key"),
+    (f"billing {STRIPE_KEY}", STRIPE_KEY, "a Stripe key"),
+])
+def test_refuses_url_credentials_aws_secret_google_and_stripe_keys(checkpoint, hub_env, content, secret, why):
+    (checkpoint / "notes.md").write_text(content)
+    message = _refused(checkpoint, "notes.md", why)
+    assert secret not in message
+
+
+@pytest.mark.parametrize("name", ["notes.zip", "notes.txt.gz", "innocent.dat", "bundle.tar"])
+def test_refuses_archives_whose_content_cannot_be_scanned(checkpoint, hub_env, name):
+    import gzip
+    import io
+    import tarfile
+    import zipfile
+
+    secret = f"token {OTHER_SECRET}".encode()
+    path = checkpoint / name
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("notes.txt", secret)
+    elif name.endswith(".tar"):
+        with tarfile.open(path, "w") as archive:
+            info = tarfile.TarInfo("notes.txt")
+            info.size = len(secret)
+            archive.addfile(info, io.BytesIO(secret))
+    else:  # gzip under a telling and under an innocent name
+        path.write_bytes(gzip.compress(secret))
+    if not name.endswith(".tar"):
+        assert OTHER_SECRET.encode() not in path.read_bytes()  # compressed: a plain scan would miss it
+    _refused(checkpoint, name, "archive")
+
+
+@pytest.mark.parametrize("file, content, needle", [
+    ("config_sentence_transformers.json", [], "a JSON object is expected"),
+    ("config_sentence_transformers.json", {"prompts": {"query": 3}}, "prompts must map names to texts"),
+    ("config_sentence_transformers.json", {"prompts": {}, "default_prompt_name": "query"}, "default_prompt_name"),
+    ("config_sentence_transformers.json", {"similarity_fn_name": "jaccard"}, "similarity_fn_name"),
+    ("sentence_bert_config.json", {"max_seq_length": 48, "bogus": 1}, "unknown key(s) bogus"),
+])
+def test_sentence_transformers_files_are_read_as_sentence_transformers_reads_them(checkpoint, hub_env, file, content,
+                                                                                  needle):
+    (checkpoint / file).write_text(json.dumps(content))
+    _refused(checkpoint, file, needle)

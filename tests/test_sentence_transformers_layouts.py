@@ -139,9 +139,11 @@ def test_written_files_are_what_sentence_transformers_saves(exported, tiny_bases
     written the weights already); they hold what sentence-transformers' own save writes for the same model."""
     from sentence_transformers import SentenceTransformer
 
-    export_checkpoint(str(tiny_bases["qwen2"]), str(tmp_path / "qwen2-stock"), pooling_mode="last_token",
+    # qwen3, not qwen2: transformers 5.24+ loads every qwen2 folder with Qwen2Tokenizer, which adds NFC to this
+    # tokenizer, so a qwen2 base gets the exact module (test_settings_rules.py::test_stock_layout_needs_the_exact_tokenizer_ids)
+    export_checkpoint(str(tiny_bases["qwen3"]), str(tmp_path / "qwen3-stock"), pooling_mode="last_token",
                               max_length=48, prompts={"query": "Find passages"})
-    for folder, trust in ((exported("llama", "mean"), True), (tmp_path / "qwen2-stock", False)):
+    for folder, trust in ((exported("llama", "mean"), True), (tmp_path / "qwen3-stock", False)):
         assert _module_types(folder) == ([LLM2VEC_MODULE] if trust else STOCK_MODULES)
         resaved = tmp_path / "resaved" / folder.name
         SentenceTransformer(str(folder), trust_remote_code=trust).save_pretrained(str(resaved))

@@ -115,6 +115,54 @@ def check_encoding_files(folder: Path, config, official: Any) -> None:
                               f"({official!r} vs {derived!r}); export the checkpoint again")
 
 
+def check_sentence_transformers_files(folder: Path, modules: list[dict[str, Any]]) -> dict[str, str]:
+    """Reads the sentence-transformers files as ``SentenceTransformer`` reads them, short of loading the weights:
+    config_sentence_transformers.json (an object; prompts text by name; the default prompt among them; a
+    similarity function sentence-transformers knows), each stock module's class and configuration (its own
+    ``load``, or for the Transformer its constructor's keyword arguments). Returns the prompts."""
+    import inspect
+
+    from sentence_transformers import SimilarityFunction
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.util import import_from_string
+
+    def refuse(name: str, problem: str) -> CheckpointError:
+        return CheckpointError(f"{folder}/{name}: {problem}; sentence-transformers could not load it")
+
+    st_config = _read_json_file(folder, "config_sentence_transformers.json")
+    if not isinstance(st_config, dict):
+        raise refuse("config_sentence_transformers.json", f"a JSON object is expected, not {type(st_config).__name__}")
+    prompts = st_config.get("prompts") or {}
+    if not isinstance(prompts, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in prompts.items()):
+        raise refuse("config_sentence_transformers.json", "prompts must map names to texts")
+    default = st_config.get("default_prompt_name")
+    if default is not None and default not in prompts:
+        raise refuse("config_sentence_transformers.json", f"default_prompt_name {default!r} is not a stored prompt")
+    similarity = st_config.get("similarity_fn_name")
+    if similarity is not None and similarity not in [member.value for member in SimilarityFunction]:
+        raise refuse("config_sentence_transformers.json", f"unknown similarity_fn_name {similarity!r}")
+    transformer_config = _read_json_file(folder, "sentence_bert_config.json")
+    if not isinstance(transformer_config, dict):
+        raise refuse("sentence_bert_config.json", "a JSON object is expected")
+    accepted = set(inspect.signature(Transformer.__init__).parameters) - {"self", "model_name_or_path"}
+    unknown = sorted(set(transformer_config) - accepted)
+    if unknown:
+        raise refuse("sentence_bert_config.json", f"unknown key(s) {', '.join(unknown)}")
+    for entry in modules:
+        if not entry["type"].startswith("sentence_transformers."):
+            continue  # the LLM2Vec module, shipped as remote code and checked above
+        try:
+            module_class = import_from_string(entry["type"])
+        except ImportError:
+            raise refuse("modules.json", f"names {entry['type']}, which sentence-transformers does not have") from None
+        if entry.get("path") and not issubclass(module_class, Transformer):
+            try:
+                module_class.load(str(folder / entry["path"]))
+            except Exception as error:  # the module's own reader: whatever it raises means it cannot load
+                raise refuse(f"{entry['path']}", one_line(error)) from None
+    return prompts
+
+
 def _read_json_file(folder: Path, name: str) -> Any:
     path = folder / name
     if not path.is_file():
@@ -127,6 +175,12 @@ def _read_json_file(folder: Path, name: str) -> Any:
 
 def _count_weights(folder: Path, names: set[str]) -> tuple[dict[str, list[int]], list[str]]:
     """{tensor name: shape} over model.safetensors or the shards its index names."""
+    from .modeling.modeling_llm2vec import check_unambiguous_weights
+
+    try:
+        check_unambiguous_weights(str(folder))
+    except ValueError as error:
+        raise CheckpointError(str(error)) from None
     if "model.safetensors.index.json" in names:
         index = _read_json_file(folder, "model.safetensors.index.json")
         weight_map = index.get("weight_map") if isinstance(index, dict) else None
@@ -232,9 +286,7 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
             raise CheckpointError(f"{folder} is not a complete checkpoint: modules.json names {entry['type']}, "
                                   f"but {match['module']}.py is missing")
         st_modules.append(entry["type"])
-    _read_json_file(folder, "sentence_bert_config.json")
-    st_config = _read_json_file(folder, "config_sentence_transformers.json")
-    prompts = st_config.get("prompts") or {} if isinstance(st_config, dict) else {}
+    prompts = check_sentence_transformers_files(folder, modules)
     check_encoding_files(folder, config, _read_json_file(folder, "llm2vec_config.json"))
 
     if "README.md" not in names:

@@ -12,7 +12,7 @@ import sys
 import warnings
 
 from .commands import COMMANDS
-from .errors import LLM2VecError
+from .errors import LLM2VecError, one_line
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,11 +50,24 @@ def _run(args) -> int:
     except (LLM2VecError, ValueError, TypeError, OSError) as error:
         if args.verbose:
             raise
-        print(f"llm2vec-hf {args.command}: error: {error}", file=sys.stderr)
+        print(f"llm2vec-hf {args.command}: error: {one_line(error, limit=2000)}", file=sys.stderr)
+        return 2
+    except (MemoryError, RuntimeError) as error:
+        if args.verbose or not _is_out_of_memory(error):
+            raise
+        print(f"llm2vec-hf {args.command}: error: out of memory ({one_line(error)}); use a smaller model, batch "
+              "or lora_r", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"llm2vec-hf {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def _is_out_of_memory(error: BaseException) -> bool:
+    """MemoryError, torch's OutOfMemoryError (CUDA and others), and the CPU allocator's RuntimeError."""
+    import torch
+
+    return isinstance(error, (MemoryError, torch.OutOfMemoryError)) or "can't allocate memory" in str(error)
 
 
 if __name__ == "__main__":

@@ -54,17 +54,23 @@ def require_extras() -> None:
         )
 
 
-def prepare_output(output: str | os.PathLike) -> Path:
-    """The output folder: new, empty, or an earlier demo's (which is replaced)."""
+def prepare_output(output: str | os.PathLike, overwrite: bool = False) -> Path:
+    """The output folder: new, empty, or (with ``overwrite``) an earlier demo's, which is replaced. It may not
+    overlap the packaged model and data the demo reads (`output_paths`)."""
+    from .default_assets import default_model_path, demo_data_path
     from .errors import LLM2VecError
+    from .output_paths import refuse_existing, refuse_overlap
 
+    refuse_overlap(output, [("packaged default model", default_model_path()),
+                            ("packaged demo data", os.path.dirname(demo_data_path("unlabeled.txt")))])
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         if not (output / MARKER).exists():
             raise LLM2VecError(f"{output} exists and was not written by the demo; choose another --output")
+        refuse_existing(output, overwrite)
         shutil.rmtree(output)
     output.mkdir(parents=True, exist_ok=True)
-    (output / MARKER).write_text("written by llm2vec-hf demo; replaced on the next run\n")
+    (output / MARKER).write_text("written by llm2vec-hf demo; replaced by the next run with --overwrite\n")
     return output
 
 
@@ -254,7 +260,7 @@ STEPS = (
 
 
 def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEED, max_steps: int | None = None,
-             resamples: int = RESAMPLES, queries: int | None = None) -> dict:
+             resamples: int = RESAMPLES, queries: int | None = None, overwrite: bool = False) -> dict:
     """Runs the demo into ``output``; returns what it writes to ``results.json``.
 
     ``max_steps`` caps every training stage (the recipes' budgets otherwise) and ``queries`` keeps the task's first
@@ -266,7 +272,7 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEE
 
     require_extras()
     started, cpu_started = time.perf_counter(), time.process_time()
-    output = prepare_output(output)
+    output = prepare_output(output, overwrite)
     base = default_model_path()
     task = write_task(output / "task", limit=queries)
     work = output / "work"

@@ -15,7 +15,7 @@ import sys
 import numpy as np
 
 from .encoding import DEFAULT_CHUNK_SIZE
-from .encoding.encoders import InProcessEncoder, WorkerPoolEncoder, worker_devices
+from .encoding.encoders import InProcessEncoder, WorkerPoolEncoder, check_device, worker_devices
 from .encoding.inputs import count_inputs, input_fingerprint, iter_inputs, model_fingerprint, named_prompt
 from .encoding.npy_writer import (
     _DTYPE,
@@ -28,7 +28,8 @@ from .encoding.npy_writer import (
 )
 from .errors import LLM2VecError, check_positive_options
 from .json_files import write_json
-from .loading import resolve_local
+from .loading import check_checkpoint_files, resolve_local
+from .output_paths import refuse_existing, refuse_overlap
 
 logger = logging.getLogger(__name__)
 
@@ -45,15 +46,21 @@ def encode_file(
     restart: bool = False,
     max_batch_tokens: int | None = None,
     compile_model: bool | None = None,
+    overwrite: bool = False,
 ) -> int:
     """Encodes ``input_path`` into ``output_path`` (.npy), streaming and resumable; returns the number of rows.
 
-    ``compile_model`` None compiles when the input is large enough to pay for it (`should_compile`)."""
+    ``compile_model`` None compiles when the input is large enough to pay for it (`should_compile`). An existing
+    ``output_path`` is replaced only with ``overwrite`` (`output_paths`)."""
     if not output_path.endswith(".npy"):
         raise LLM2VecError(f"{output_path}: output must be a .npy file")
     check_positive_options(batch_size=batch_size, max_batch_tokens=max_batch_tokens, chunk_size=chunk_size)
     devices = worker_devices(device, processes)
+    for name in devices or [d.strip() for d in (device or "").split(",") if d.strip()]:
+        check_device(name)
     check_output_path(output_path)
+    refuse_overlap(output_path, [("input file", input_path), ("model", model)])
+    refuse_existing(output_path, overwrite)
     with output_lock(output_path):
         return _encode_locked(model, input_path, output_path, prompt_name, batch_size, device, chunk_size, devices,
                               restart, max_batch_tokens, compile_model)
@@ -66,6 +73,7 @@ def _encode_locked(model, input_path, output_path, prompt_name, batch_size, devi
     # A fresh run checks the whole input before it resolves (perhaps downloads) and loads the model.
     counted = None if (not restart and os.path.isfile(progress_path)) else count_inputs(input_path)
     model_path = resolve_local(model)
+    check_checkpoint_files(model_path)  # every encoder (this process or workers) would read it otherwise
     instruction = named_prompt(model_path, prompt_name) if prompt_name else ""
     key = {"input": input_fingerprint(input_path), "model": model_fingerprint(model_path), "instruction": instruction}
 

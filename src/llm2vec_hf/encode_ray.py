@@ -37,11 +37,20 @@ import numpy as np
 
 from .encoding import DEFAULT_CHUNK_SIZE
 from .encoding.encoders import InProcessEncoder
-from .encoding.inputs import _input_suffix, input_fingerprint, model_fingerprint, named_prompt, parse_line
+from .encoding.inputs import (
+    _input_suffix,
+    input_fingerprint,
+    jsonl_id_keys,
+    model_fingerprint,
+    named_prompt,
+    parse_line,
+    split_lines,
+)
 from .errors import LLM2VecError, check_positive_options
 from .json_files import read_json, write_json
 from .llm2vec import CHARS_PER_TOKEN
 from .loading import resolve_local
+from .output_paths import refuse_overlap
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +78,19 @@ def _require_ray():
 
 
 def plan_text_shards(path: str, lines_per_shard: int) -> list[dict]:
-    """Byte ranges of ``lines_per_shard`` lines each, from one pass that counts newlines (no parsing)."""
+    """Byte ranges of ``lines_per_shard`` lines each, from one pass that counts line endings (no parsing): ``\n``,
+    ``\r\n`` and a lone ``\r``, as encode's reader (`split_lines`) and Python's text mode read them."""
     shards, start, line, lines_in_shard, position = [], 0, 1, 0, 0
     with open(path, "rb") as handle:
         while True:
             chunk = handle.read(_SCAN_BYTES)
             if not chunk:
                 break
-            ends = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10) + position + 1
+            following = handle.read(1)  # whether a \r at the end of the chunk starts a \r\n
+            handle.seek(-len(following), os.SEEK_CUR)
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            next_bytes = np.append(data[1:], np.frombuffer(following or b"\0", dtype=np.uint8))
+            ends = np.flatnonzero((data == 10) | ((data == 13) & (next_bytes != 10))) + position + 1
             position += len(chunk)
             # Shard boundaries fall after every lines_per_shard-th newline, counting from the current shard.
             for end in ends[lines_per_shard - lines_in_shard - 1 :: lines_per_shard]:
@@ -90,31 +104,31 @@ def plan_text_shards(path: str, lines_per_shard: int) -> list[dict]:
 
 
 def read_text_shard(batch: dict) -> dict:
-    """One planned byte range of a .txt/.jsonl file -> its rows (``line``, ``text``, ``instruction``)."""
+    """One planned byte range of a .txt/.jsonl file -> its rows (``line``, ``text``, ``instruction``, and a
+    .jsonl's id keys, ``id_keys`` in the plan: `parse_line`)."""
     path, start, stop, number = (batch[key][0] for key in ("path", "start", "stop", "first_line"))
     path, number = str(path), int(number)
+    id_keys = json.loads(str(batch["id_keys"][0])) if "id_keys" in batch else []
     suffix = _input_suffix(path)
     with open(path, "rb") as handle:
         handle.seek(int(start))
         data = handle.read(int(stop) - int(start))
     lines, texts, instructions = [], [], []
-    for raw in _split_newlines(data):
-        item = parse_line(path, suffix, number, raw)
+    ids: dict[str, list] = {key: [] for key in id_keys}
+    for raw in split_lines(data):
+        row_ids = dict.fromkeys(id_keys) if suffix == ".jsonl" else None
+        item = parse_line(path, suffix, number, raw, row_ids)
         if item is not None:
             instruction, text = item if isinstance(item, list) else ("", item)
             lines.append(number)
             texts.append(text)
             instructions.append(instruction)
+            for key in id_keys:
+                ids[key].append(row_ids[key])
         number += 1
     return {"line": np.asarray(lines, dtype=np.int64), "text": np.asarray(texts, dtype=object),
-            "instruction": np.asarray(instructions, dtype=object)}
-
-
-def _split_newlines(data: bytes) -> list[bytes]:
-    # Not bytes.splitlines: it also splits at a lone \r, and encode's reader (file iteration) splits at \n only.
-    parts = data.split(b"\n")
-    lines = [part + b"\n" for part in parts[:-1]]
-    return lines + ([parts[-1]] if parts[-1] else [])
+            "instruction": np.asarray(instructions, dtype=object),
+            **{key: np.asarray(values, dtype=object) for key, values in ids.items()}}
 
 
 def _parquet_files(path: str) -> list[str]:
@@ -321,13 +335,18 @@ def run_shards(
     restart: bool,
     compile_model: bool | None = False,
     tokens: int = 0,
+    overwrite: bool = False,
 ) -> dict:
-    """Encodes ``dataset`` into shards under ``output_dir`` and writes the manifest; returns the manifest."""
+    """Encodes ``dataset`` into shards under ``output_dir`` and writes the manifest; returns the manifest. A
+    complete folder of another key (input, checkpoint, instruction) is replaced only with ``overwrite``."""
     import ray
 
     os.makedirs(output_dir, exist_ok=True)
     manifest_path = os.path.join(output_dir, MANIFEST)
     existing = _read_manifest(output_dir)
+    if existing is not None and existing.get("key") != key and not overwrite:
+        raise LLM2VecError(f"{output_dir} holds a complete output of another input, checkpoint or instruction; "
+                           "pass --overwrite to replace it")
     if existing is not None and not restart and existing.get("key") == key and all(
         os.path.isfile(os.path.join(output_dir, shard["file"])) for shard in existing["shards"]
     ):
@@ -439,6 +458,7 @@ def encode_dataset(
     num_gpus_per_worker: float = 0,
     num_cpus_per_worker: float = 1,
     restart: bool = False,
+    overwrite: bool = False,
 ) -> dict:
     """Embeds the rows of a ``ray.data.Dataset`` into Parquet shards under ``output_dir``; returns the manifest.
 
@@ -473,7 +493,7 @@ def encode_dataset(
         instruction=instruction, id_columns=list(id_columns or []), source="dataset", shard_per_block=False,
         rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
         num_workers=num_workers, num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=num_cpus_per_worker,
-        restart=restart,
+        restart=restart, overwrite=overwrite,
     )
 
 
@@ -492,9 +512,12 @@ def encode_path(
     num_cpus_per_worker: float = 1,
     restart: bool = False,
     compile_model: bool | None = None,
+    overwrite: bool = False,
 ) -> dict:
     """Embeds a .txt/.jsonl file or Parquet (file or folder) on Ray; returns the manifest (see the module doc).
-    ``compile_model`` None lets each actor compile when its share of the input pays for it (`should_compile`)."""
+    ``compile_model`` None lets each actor compile when its share of the input pays for it (`should_compile`).
+    A complete output of another input, checkpoint or instruction is replaced only with ``overwrite``."""
+    refuse_overlap(output_dir, [("input", input_path), ("model", model)])
     ray = _require_ray()
     check_positive_options(rows_per_shard=rows_per_shard, batch_size=batch_size, max_batch_tokens=max_batch_tokens,
                            num_workers=num_workers)
@@ -508,11 +531,17 @@ def encode_path(
         fingerprint = [input_fingerprint(file) for file in _parquet_files(input_path)]
         id_columns = ["row", *id_columns]
     else:
-        _input_suffix(input_path)
+        suffix = _input_suffix(input_path)
         shards = plan_text_shards(input_path, rows_per_shard)
         if not shards:
             raise LLM2VecError(f"{input_path}: no texts to encode")
-        fingerprint, id_columns, has_instruction = input_fingerprint(input_path), ["line"], True
+        # a .jsonl's other keys are carried into the output as id columns, as Parquet's other columns are
+        id_keys = jsonl_id_keys(input_path) if suffix == ".jsonl" else []
+        reserved = sorted(set(id_keys) & {"line", VECTOR_COLUMN})
+        if reserved:
+            raise LLM2VecError(f"{input_path}: the key {reserved[0]!r} is reserved for the output; rename it")
+        shards = [dict(shard, id_keys=json.dumps(id_keys)) for shard in shards]
+        fingerprint, id_columns, has_instruction = input_fingerprint(input_path), ["line", *id_keys], True
     input_files = _parquet_files(input_path) if parquet else [input_path]
     model_path = resolve_local(model)
     instruction = named_prompt(model_path, prompt_name) if prompt_name else ""
@@ -530,7 +559,7 @@ def encode_path(
         id_columns=id_columns, source=input_path, shard_per_block=True, rows_per_shard=rows_per_shard,
         batch_size=batch_size, max_batch_tokens=max_batch_tokens, num_workers=num_workers,
         num_gpus_per_worker=num_gpus_per_worker, num_cpus_per_worker=num_cpus_per_worker, restart=restart,
-        compile_model=compile_model, tokens=sum(os.path.getsize(f) for f in input_files) // CHARS_PER_TOKEN,
+        overwrite=overwrite, compile_model=compile_model, tokens=sum(os.path.getsize(f) for f in input_files) // CHARS_PER_TOKEN,
     )
 
 

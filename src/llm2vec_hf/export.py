@@ -31,7 +31,8 @@ import transformers
 from .errors import LLM2VecError, TokenizerError, one_line
 from .json_files import read_json, write_json
 from .loading import encoding_settings, load_bidirectional
-from .model_card import render_model_card
+from .model_card import VLLM_CPU_MIN_HEAD_DIM, head_dim, render_model_card
+from .output_paths import refuse_existing, refuse_overlap
 from .serving import warn_if_vllm_runs_causal
 from .modeling import modeling_llm2vec
 from .modeling.sentence_transformers_llm2vec import TEI_POOLING, requirements, write_pooling_config
@@ -69,6 +70,7 @@ def export_checkpoint(
     """
     adapters = list(adapters)
     check_encoding({k: v for k, v in encoding.items() if v is not None})  # fails here, before the model loads
+    refuse_overlap(output, [("base", base), *(("adapter", adapter) for adapter in adapters)])
     check_output(output, overwrite)
     model, tokenizer, folders = load_bidirectional(base, adapters, dtype=dtype)
     settings = encoding_settings(model, tokenizer, folders, base, **encoding)
@@ -97,8 +99,7 @@ def check_output(output: str, overwrite: bool) -> None:
     if not os.access(parent, os.W_OK):
         raise LLM2VecError(f"Cannot write to {parent}")
     recover_interrupted(path)
-    if path.exists() and os.listdir(path) and not overwrite:
-        raise LLM2VecError(f"{output} exists and is not empty; pass --overwrite to replace it")
+    refuse_existing(path, overwrite)
 
 
 #: Hidden siblings of the output: ``.NAME.partial-HOST-PID-XXXX`` (being written) and ``.NAME.old-HOST-PID-XXXX``
@@ -159,13 +160,24 @@ def write_checkpoint(
     training: dict[str, Any] | None = None,
     st_modules: str = "auto",
 ) -> str:
-    """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically."""
+    """Writes ``model`` (a bidirectional encoder) and ``tokenizer`` as a complete checkpoint, atomically.
+
+    ``output`` may not overlap the folders the model and tokenizer were loaded from (`refuse_overlap`)."""
+    sources = [("base", (training or {}).get("base_folder") or getattr(model, "name_or_path", None)),
+               *(("adapter", folder) for folder in (training or {}).get("adapter_folders", ())),
+               ("tokenizer folder", getattr(tokenizer, "name_or_path", None))]
+    refuse_overlap(output, [(role, str(path)) for role, path in sources if path])
     check_output(output, overwrite)
     family = family_for(model.config)
     if getattr(type(model), "_auto_class", None) != "AutoModel":
         raise LLM2VecError(f"A checkpoint holds an llm2vec-hf encoder (such as {family.model.__name__}), not a "
                            f"{type(model).__name__}: load it with enable_bidirectional=True")
     warn_if_vllm_runs_causal(model.config.model_type, logger)
+    width = head_dim(model.config)
+    if width is not None and width < VLLM_CPU_MIN_HEAD_DIM:
+        logger.warning("vLLM's CPU build cannot serve this model: its attention needs head_dim >= %d, this one has "
+                       "%d (the server starts, then fails at the first request); GPUs are not affected",
+                       VLLM_CPU_MIN_HEAD_DIM, width)
     try:
         check_tokenizer_fits(tokenizer, model.get_input_embeddings().num_embeddings)
     except TokenizerEmbeddingError as error:
@@ -200,7 +212,7 @@ def write_checkpoint(
                 f"{'the existing ' + str(output_path) + ' is unchanged' if output_path.exists() else 'nothing was written'}"
             ) from None
         raise
-    logger.info("Wrote %s", output_path)
+    logger.debug("Wrote %s", output_path)
     return str(output_path)
 
 
@@ -391,6 +403,58 @@ STOCK_SAMPLE = [
 ]
 
 
+#: Texts on which the tokenizer stock modules load must give the exact path's ids (`stock_tokenizer_differs`):
+#: digits (runs, decimals, grouped), punctuation runs, whitespace runs, several scripts, combining marks and
+#: ligatures (normalizers), emoji; the tokenizer's own special and added tokens are added per tokenizer.
+TOKENIZER_PROBES = [
+    "0 7 42 123 2026 1234567 3.14159 1,000,000 -17 1e-5 v2.0.1 0x1F 12:30 2026-12-07 ①²",
+    "Hello, world! (a) [b] {c} <d> \"e\" 'f' ... ?! ;: -- — – / \\ | @ # $ % ^ & * _ + = ~ `",
+    "a  b   c    d\t\te\n\nf \r\n g  ",
+    "   leading and trailing   ",
+    "Ünïcödé naïve café Straße ÆØÅ e\u0301 \ufb01 日本語のテキスト 中文 한국어 Ελληνικά русский עברית العربية हिन्दी",
+    "😀 👍🏽 👨‍👩‍👧 🇫🇷 ★ → ∑ ∞",
+    "CamelCaseWords snake_case_words https://example.com/a?b=c&d=1 user@example.org #hashtag",
+    "don't won't it's I'm y'all 'quoted' \"double\"",
+]
+
+
+def tokenizer_probes(tokenizer) -> list[str]:
+    """`TOKENIZER_PROBES` plus each special and added token of ``tokenizer`` alone, glued to words and spaced."""
+    specials = sorted({str(token) for token in [*tokenizer.all_special_tokens, *tokenizer.get_added_vocab()]})
+    return TOKENIZER_PROBES + [f"{token}" for token in specials] + [f"x{token}y {token} z" for token in specials]
+
+
+#: Families whose registered tokenizer class some transformers release loads whatever the folder's
+#: tokenizer_config.json says (5.24 and later: qwen2), besides those the installed release lists.
+FORCED_TOKENIZER_FAMILIES = ("qwen2",)
+
+
+def registered_tokenizer(folder: Path, model_type: str):
+    """``folder``'s tokenizer loaded with the class transformers registers for ``model_type``, where a release
+    forces that class on such folders (None elsewhere, and when the class is the generic one, which reads
+    tokenizer.json as it is)."""
+    from transformers.models.auto import tokenization_auto
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES, tokenizer_class_from_name
+
+    forced = set(FORCED_TOKENIZER_FAMILIES) | set(getattr(tokenization_auto, "MODELS_WITH_INCORRECT_HUB_TOKENIZER_CLASS", ()))
+    name = TOKENIZER_MAPPING_NAMES.get(model_type) if model_type in forced else None
+    tokenizer_class = tokenizer_class_from_name(name) if name else None
+    if tokenizer_class is None or tokenizer_class.__name__ in ("TokenizersBackend", "PreTrainedTokenizerFast"):
+        return None
+    return tokenizer_class.from_pretrained(str(folder))
+
+
+def stock_tokenizer_differs(stock_tokenizer, reference, texts: Iterable[str]) -> str | None:
+    """None when ``stock_tokenizer`` gives ``reference``'s ids (special tokens added, as both encode) on every
+    text, else which text differs and how."""
+    for text in texts:
+        got, want = stock_tokenizer(text)["input_ids"], reference(text)["input_ids"]
+        if list(got) != list(want):
+            return (f"the tokenizer sentence-transformers loads ({type(stock_tokenizer).__name__}) gives other ids "
+                    f"than the exact path on {text[:40]!r} ({len(got)} vs {len(want)} tokens)")
+    return None
+
+
 def stock_is_exact(settings: dict[str, Any]) -> str | None:
     """None when stock Transformer + Pooling modules (and TEI, which pools the same way) compute what LLM2Vec
     computes for these settings, else why not.
@@ -445,10 +509,13 @@ def _write_sentence_transformers_files(
     write_stock_layout(folder, settings, prompts, model.config.hidden_size)
     deviation = measure_stock_layout(folder, model, tokenizer, settings)
     deviation["exact_by_settings"] = why_not is None
+    tokenizer_differs = deviation.pop("tokenizer_differs")
+    # exact by rule: the settings allow it and the tokenizer stock modules load gives the exact ids on every probe
+    why_not = why_not or tokenizer_differs
     deviation["why_not_exact"] = why_not
-    if st_modules == "auto" and deviation["max_abs"] > STOCK_TOLERANCE:
-        logger.info("sentence-transformers: the LLM2Vec module, because stock modules differ by %.2e on the sample",
-                    deviation["max_abs"])
+    if st_modules == "auto" and (why_not or deviation["max_abs"] > STOCK_TOLERANCE):
+        logger.info("sentence-transformers: the LLM2Vec module, because %s",
+                    why_not or f"stock modules differ by {deviation['max_abs']:.2e} on the sample")
         write_remote_layout(folder, settings, prompts)
         deviation["layout"] = "remote"
     else:
@@ -530,6 +597,12 @@ def measure_stock_layout(folder: Path, model, tokenizer, settings: dict[str, Any
     reference = load_reference_tokenizer(str(folder), model.config.model_type) or tokenizer
     exact = encode_with(model, reference, STOCK_SAMPLE, settings)
     stock = SentenceTransformer(str(folder), device="cpu", local_files_only=True)
+    probes = tokenizer_probes(reference)
+    # what sentence-transformers loads here, and the family's own class, which other transformers releases load
+    # for the same folder (5.25 forces Qwen2Tokenizer on qwen2 where 5.2 reads tokenizer.json as it is)
+    loaded = [stock[0].tokenizer, registered_tokenizer(folder, model.config.model_type)]
+    tokenizer_differs = next(filter(None, (stock_tokenizer_differs(candidate, reference, probes)
+                                           for candidate in loaded if candidate is not None)), None)
     # one batch per instruction (its prompt), so that padding is part of what is measured
     by_instruction: dict[str, list[int]] = {}
     for i, item in enumerate(STOCK_SAMPLE):
@@ -545,4 +618,4 @@ def measure_stock_layout(folder: Path, model, tokenizer, settings: dict[str, Any
     got = torch.stack([rows[i] for i in range(len(STOCK_SAMPLE))])
     cosine = torch.nn.functional.cosine_similarity(got, exact, dim=-1)
     return {"inputs": len(STOCK_SAMPLE), "mean_cosine": float(cosine.mean()), "min_cosine": float(cosine.min()),
-            "max_abs": float((got - exact).abs().max())}
+            "max_abs": float((got - exact).abs().max()), "tokenizer_differs": tokenizer_differs}

@@ -110,8 +110,8 @@ class LLM2Vec(torch.nn.Module):
         """Loads a checkpoint (folder or repo id), optionally with PEFT adapters.
 
         Encoding settings are resolved once (`loading.encoding_settings`), later winning: defaults, the
-        checkpoint's config.json (``llm2vec``), ``llm2vec_config.json`` of the base, then the last adapter's
-        config.json block and ``llm2vec_config.json`` (the file as the official loader reads it), and the
+        checkpoint's config.json (``llm2vec``), ``llm2vec_config.json`` of the base, then each adapter's
+        config.json block and ``llm2vec_config.json`` in order (as `export` layers them), and the
         keyword arguments ``pooling_mode``, ``max_length``, ``doc_max_length``, ``skip_instruction``. Other
         keyword arguments go to ``from_pretrained`` of transformers (``dtype``/``torch_dtype``,
         ``attn_implementation``…). Unlike the official loader, a list of adapters is applied in order.
@@ -134,9 +134,7 @@ class LLM2Vec(torch.nn.Module):
             model = apply_adapter(model, last, merge=merge_peft)
             folders.append(last)
             tokenizer = load_tokenizer(tokenizer_folder(folders), model)
-        settings = encoding_settings(
-            model, tokenizer, [folders[0], folders[-1] if adapters else None], base_model_name_or_path, **encoding_args
-        )
+        settings = encoding_settings(model, tokenizer, folders, base_model_name_or_path, **encoding_args)
         return cls(model=model, tokenizer=tokenizer, settings=settings)
 
     def encode(

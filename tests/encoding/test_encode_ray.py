@@ -125,6 +125,20 @@ def test_parquet_carries_ids_and_instructions(cluster, exported, tmp_path):
     assert np.abs(vectors - in_process(model, items)).max() <= 1e-5
 
 
+def test_jsonl_carries_its_other_keys_as_id_columns(cluster, exported, tmp_path):
+    """A .jsonl's keys beyond text and instruction reach the output as id columns (as text), like Parquet's."""
+    model = exported("llama")
+    source = tmp_path / "rows.jsonl"
+    rows = [{"doc_id": f"d{i}", "text": f"{TEXTS[i % len(TEXTS)]} #{i}", "rank": i} for i in range(7)]
+    source.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    encode_ray.encode_path(str(model), str(source), str(tmp_path / "out"), rows_per_shard=3, num_workers=1)
+    ids, vectors = encode_ray.read_vectors(str(tmp_path / "out"))
+    assert ids.column_names == ["line", "doc_id", "rank"]
+    assert ids["doc_id"].to_pylist() == [row["doc_id"] for row in rows]
+    assert ids["rank"].to_pylist() == [str(row["rank"]) for row in rows]
+    assert np.abs(vectors - in_process(model, [row["text"] for row in rows])).max() <= 1e-5
+
+
 @pytest.mark.slow
 def test_dataset_entry_point(cluster, exported, tmp_path):
     model = exported("llama")

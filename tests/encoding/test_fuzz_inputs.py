@@ -58,16 +58,20 @@ def _as_read(lines: list[bytes], bom: bool) -> list[bytes]:
     return lines
 
 
-def _file(tmp_path, suffix, lines, bom, crlf) -> str:
+#: Line endings as Python's text mode reads them (universal newlines).
+ENDINGS = st.sampled_from([b"\n", b"\r\n", b"\r"])
+
+
+def _file(tmp_path, suffix, lines, bom, ending) -> str:
     path = tmp_path / f"input{suffix}"
-    ending = b"\r\n" if crlf else b"\n"
     path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + ending.join(lines) + ending)
     return str(path)
 
 
 def _expected_jsonl(lines: list[bytes]) -> list | None:
     """What the reader must return for these lines, or None when it must refuse them (an independent model of
-    the format: UTF-8 JSON objects with a non-blank string "text" and, if present, a string "instruction")."""
+    the format: UTF-8 JSON objects with a non-blank string "text" and, if present, a string "instruction", no other
+    key, Unicode text only (no lone surrogate), and no llm2vec separator where its reading is undefined)."""
     items = []
     for raw in lines:
         try:
@@ -85,16 +89,20 @@ def _expected_jsonl(lines: list[bytes]) -> list | None:
         if not isinstance(record, dict) or not isinstance(record.get("text"), str) or not record["text"].strip():
             return None
         instruction = record.get("instruction", "")
-        if not isinstance(instruction, str):
+        if not isinstance(instruction, str) or set(record) - {"text", "instruction"}:
+            return None
+        if any(not _encodes(part) for part in (instruction, record["text"])):
+            return None
+        if MARKER in instruction or MARKER in record["text"] and not record["text"].split(MARKER, 1)[0].strip():
             return None
         items.append([instruction, record["text"]] if instruction else record["text"])
     return items or None
 
 
 @FUZZ
-@given(lines=st.lists(jsonl_lines, min_size=1, max_size=6), bom=st.booleans(), crlf=st.booleans())
-def test_jsonl_reader(tmp_path_factory, lines, bom, crlf):
-    path = _file(tmp_path_factory.mktemp("j"), ".jsonl", lines, bom, crlf)
+@given(lines=st.lists(jsonl_lines, min_size=1, max_size=6), bom=st.booleans(), ending=ENDINGS)
+def test_jsonl_reader(tmp_path_factory, lines, bom, ending):
+    path = _file(tmp_path_factory.mktemp("j"), ".jsonl", lines, bom, ending)
     expected = _expected_jsonl(_as_read(lines, bom))
     if expected == "skip":  # a raw newline inside a generated line makes it two lines: not this model's case
         return
@@ -109,22 +117,34 @@ def test_jsonl_reader(tmp_path_factory, lines, bom, crlf):
 
 
 @FUZZ
-@given(lines=st.lists(txt_lines, min_size=1, max_size=6), bom=st.booleans(), crlf=st.booleans())
-def test_txt_reader(tmp_path_factory, lines, bom, crlf):
+@given(lines=st.lists(txt_lines, min_size=1, max_size=6), bom=st.booleans(), ending=ENDINGS)
+def test_txt_reader(tmp_path_factory, lines, bom, ending):
     if any(b"\n" in line or b"\r" in line for line in lines):
         lines = [line.replace(b"\n", b" ").replace(b"\r", b" ") for line in lines]
-    path = _file(tmp_path_factory.mktemp("t"), ".txt", lines, bom, crlf)
+    path = _file(tmp_path_factory.mktemp("t"), ".txt", lines, bom, ending)
     lines = _as_read(lines, bom)
     try:
         items = read_inputs(path)
     except LLM2VecError as error:
         assert_one_line(error)
         decodable = all(_decodes(line) for line in lines)
-        assert not decodable or any(not line.decode().strip() for line in lines), (lines, error)
+        assert not decodable or any(not line.decode().strip() or line.decode().lstrip().startswith(MARKER)
+                                    for line in lines), (lines, error)
         return
     event("outcome: read")
     assert items == [line.decode("utf-8") for line in lines]  # the BOM is never part of row 0
     assert count_inputs(path) == len(items)
+
+
+MARKER = "!@#$%^&*()"
+
+
+def _encodes(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def _decodes(raw: bytes) -> bool:

@@ -135,24 +135,25 @@ def test_plain_save_pretrained_gives_a_checkpoint_that_loads_as_our_class(export
 
 def test_precedence_defaults_config_base_file_adapter_explicit(tiny_bases, tmp_path):
     """Each source wins over the ones before it, and an adapter's config.json block (where the contrastive
-    trainer writes the template) is read as well as its llm2vec_config.json."""
+    trainer writes the template) is read as well as its llm2vec_config.json. Within one folder the two files must
+    agree (`test_settings_rules.py::test_disagreeing_settings_files_are_refused_on_every_entry_point`)."""
     base = tmp_path / "base"
     shutil.copytree(tiny_bases["llama"], base)
     config = _json(base / "config.json")
-    config["llm2vec"] = {"pooling_mode": "weighted_mean", "max_length": 100, "doc_max_length": 90,
+    config["llm2vec"] = {"pooling_mode": "weighted_mean", "max_length": 80, "doc_max_length": 70,
                          "skip_instruction": False, "text_template": "A: {text}"}
     (base / "config.json").write_text(json.dumps(config))
     (base / "llm2vec_config.json").write_text(json.dumps({"max_length": 80, "doc_max_length": 70}))
     adapter = _lora_adapter(base, tmp_path / "adapter")
-    (adapter / "config.json").write_text(json.dumps({"llm2vec": {"doc_max_length": 60, "text_template": "B: {text}"}}))
+    (adapter / "config.json").write_text(json.dumps({"llm2vec": {"doc_max_length": 50, "text_template": "B: {text}"}}))
     (adapter / "llm2vec_config.json").write_text(json.dumps({"doc_max_length": 50}))
 
     settings = LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=str(adapter), skip_instruction=True).settings
     assert {k: settings[k] for k in ("pooling_mode", "max_length", "doc_max_length", "text_template",
                                      "skip_instruction")} == {
         "pooling_mode": "weighted_mean",  # base config block over the default
-        "max_length": 80,                 # base llm2vec_config.json over the block
-        "doc_max_length": 50,             # adapter llm2vec_config.json over the adapter block over the base
+        "max_length": 80,                 # the base's settings over the defaults
+        "doc_max_length": 50,             # the adapter's over the base's
         "text_template": "B: {text}",     # adapter block over the base block
         "skip_instruction": True,         # explicit over all
     }

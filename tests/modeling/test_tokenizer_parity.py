@@ -259,3 +259,6 @@ def test_families_without_a_reference_get_their_predecessors_eos_text():
     assert reference_eos_text("gemma2") == reference_eos_text("gemma") == "<eos>"
     with pytest.raises(ValueError, match="eos_text"):
         reference_eos_text("phi3")
+    # families the reference never had append their own tokenizer's EOS
+    assert reference_eos_text("phi3", eos_token="<|endoftext|>") == "<|endoftext|>"
+    assert reference_eos_text("gemma2", eos_token="<end_of_turn>") == "<eos>"

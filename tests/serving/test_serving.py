@@ -54,7 +54,8 @@ def test_a_state_count_that_is_not_the_prompt_length_is_refused(exported):
 def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, caplog, family):
     with caplog.at_level(logging.WARNING, logger="llm2vec_hf.export"):
         export_checkpoint(str(tiny_bases[family]), str(tmp_path / "out"), max_length=32)
-    warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage()]
+    # (tiny models have head_dim 8: the CPU-build warning, tested in test_model_card.py, is not this one)
+    warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage() and "head_dim" not in r.getMessage()]
     if family in VLLM_CAUSAL_FAMILIES:
         assert warned == [vllm_causal_warning(family)] and "--model-impl transformers" in warned[0]
     else:
@@ -65,3 +66,35 @@ def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, ca
 def test_the_vllm_module_says_what_to_install():
     with pytest.raises(ImportError, match="needs vLLM"):
         import llm2vec_hf.serving.vllm  # noqa: F401
+
+
+def test_families_whose_vllm_code_was_not_checked_are_refused_and_the_card_says_so():
+    from llm2vec_hf.model_card import serving_section
+    from llm2vec_hf.modeling.modeling_llm2vec import DEFAULT_ENCODING
+    from llm2vec_hf.serving import check_vllm_family
+
+    for family in ("llama", "qwen3", "gemma3_text"):
+        check_vllm_family(family)
+    with pytest.raises(ValueError, match="not checked to run phi3"):
+        check_vllm_family("phi3")
+    settings = dict(DEFAULT_ENCODING, text_template="", eos_text="")
+    assert "--io-processor-plugin llm2vec" not in serving_section("phi3", settings, "org/name")
+    assert "--io-processor-plugin llm2vec" in serving_section("qwen3", settings, "org/name")
+
+
+def test_serving_engines_must_run_the_checkpoints_dtype(exported, tmp_path):
+    """The dtype rule the vLLM client and plugin apply: the checkpoint's config.json dtype, nothing else."""
+    pooler = TokenStatePooler.from_pretrained(exported("llama", "mean"))
+    assert pooler.dtype == "float32"
+    pooler.check_engine_dtype(torch.float32)
+    pooler.check_engine_dtype("float32")
+    for other in (torch.float16, "bfloat16", "auto"):
+        with pytest.raises(ValueError, match="--dtype float32"):
+            pooler.check_engine_dtype(other)
+    bf16 = export_checkpoint(str(exported("llama", "mean")), str(tmp_path / "bf16"), dtype="bfloat16",
+                             st_modules="remote")
+    half = TokenStatePooler.from_pretrained(bf16)
+    assert half.dtype == "bfloat16"
+    half.check_engine_dtype(torch.bfloat16)
+    with pytest.raises(ValueError, match="--dtype bfloat16"):
+        half.check_engine_dtype(torch.float32)

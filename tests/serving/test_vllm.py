@@ -53,7 +53,8 @@ INPUTS = [
 ]
 #: float32 vLLM against float32 transformers measured ~2e-6; a wrong pooling span is off by ~1e-1.
 TOLERANCE = 1e-4
-ENGINE_ARGS = dict(dtype="float32", enforce_eager=True, max_num_seqs=16)
+# no dtype: LLM2VecVLLM takes the checkpoint's (float32), which vLLM's "auto" would run in float16
+ENGINE_ARGS = dict(enforce_eager=True, max_num_seqs=16)
 #: Special tokens unlike any family default, so that nothing can work by assuming "<s>"/"</s>".
 SPECIAL = {"bos_token": "<|doc|>", "eos_token": "<|fin|>", "unk_token": "<|unk|>"}
 
@@ -275,3 +276,10 @@ def test_set_ups_that_would_run_gemma_wrongly_are_refused(exported, family):
             check_model_impl(pooler, "transformers")
     else:
         check_model_impl(pooler, "transformers")
+
+
+def test_an_engine_in_another_dtype_than_the_checkpoint_is_refused(exported):
+    """vLLM's default dtype runs a float32 checkpoint in float16 (4.7e-3 off): refused before the engine starts,
+    offline and for the served plugin alike (`TokenStatePooler.check_engine_dtype`)."""
+    with pytest.raises(ValueError, match="--dtype float32"):
+        LLM2VecVLLM.from_pretrained(exported("llama", "mean"), dtype="float16", **ENGINE_ARGS)

@@ -14,7 +14,6 @@ import pytest
 import torch
 
 from llm2vec_hf.modeling.modeling_llm2vec import VARLEN_ATTENTION, forward_padding_free
-from llm2vec_hf.tiny import build_tiny_decoder
 from llm2vec_hf.training import parse_recipe
 from llm2vec_hf.training.contrastive import build_contrastive_trainer
 from llm2vec_hf.training.tiny_data import prepare_tiny
@@ -134,16 +133,12 @@ def test_gradcache_mini_batches_are_packed_and_exact(tiny, tmp_path):
     assert_same(plain, packed)
 
 
-def test_sliding_window_keeps_long_texts_out_of_the_packed_row(tmp_path):
-    """A Mistral whose window is shorter than some texts: those run padded (in their own call), the rest packed,
-    and the batch still equals the padded one."""
-    paths = prepare_tiny(tmp_path / "tiny")
-    paths["base"] = build_tiny_decoder(tmp_path / "mistral", "mistral", sliding_window=40)
-    recipe = values(paths, tmp_path, "simcse", max_seq_length=48)
+def test_eager_attention_runs_groups_of_similar_length_and_stays_exact(tiny, tmp_path):
+    """Without per-text attention (eager), texts are not packed: the batch runs in groups of similar length,
+    each cut to its longest text, and still equals the padded batch."""
+    recipe = values(tiny, tmp_path, "supervised", attn_implementation="eager")
     padded, packed = loss_and_grads(recipe, False), loss_and_grads(recipe, True)
-    lengths = padded[3]["anchor_attention_mask"].sum(1)
-    assert (lengths > 40).any() and (lengths <= 40).sum() >= 2
-    assert any(texts > rows for rows, texts in packed[2]) and any(texts == rows for rows, texts in packed[2])
+    assert all(texts == rows for rows, texts in packed[2]) and len(packed[2]) > len(padded[2])
     assert_same(padded, packed)
 
 

@@ -336,7 +336,8 @@ def test_supervised_learning_rate_and_stop_are_the_official_ones(tmp_path, monke
 
     stored = json.loads((Path(result.adapter_dir) / "config.json").read_text())["llm2vec"]
     assert stored["text_template"] == "[INST] {text} [/INST]"
-    exported = export_checkpoint(str(MODEL), str(tmp_path / "exported"), [result.adapter_dir])
+    # max_length: the fixture has 256 positions (the default 512 is refused for it)
+    exported = export_checkpoint(str(MODEL), str(tmp_path / "exported"), [result.adapter_dir], max_length=256)
     config = json.loads((Path(exported) / "config.json").read_text())
     assert config["llm2vec"]["text_template"] == "[INST] {text} [/INST]"
 

@@ -7,7 +7,7 @@ line on stderr with exit status 2. ``e5`` and ``tiny_data`` hold the argparse of
 scripts run as ``python -m llm2vec_hf.training.e5`` / ``.tiny_data`` (not verbs of ``llm2vec-hf``).
 """
 
-from . import demo, encode, export, push, train
+from . import demo, encode, export, families, push, train
 from . import eval as evaluate
 
 #: verb -> its module, in pipeline order.
@@ -18,4 +18,5 @@ COMMANDS = {
     "eval": evaluate,
     "push": push,
     "demo": demo,
+    "families": families,
 }

@@ -1,6 +1,6 @@
 """The main job: LLM2Vec end to end, offline, on the embedded default model.
 
-    llm2vec-hf demo [--output DIR] [--seed N]
+    llm2vec-hf demo [--output DIR] [--seed N] [--overwrite]
 
 Starting from a small causal LM that this project pretrained (``default_model/``), the demo evaluates, on a
 held-out retrieval task built from WordNet (a word and one of its definitions → the sentence that uses the word
@@ -32,10 +32,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--output", default="llm2vec-demo", help="folder for the demo's outputs (default: llm2vec-demo)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
                         help=f"seed of the training stages and of the bootstrap (default: {DEFAULT_SEED})")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier demo's output folder")
 
 
 def main(args) -> int:
     from ..demo import run_demo
 
-    run_demo(args.output, seed=args.seed)
+    run_demo(args.output, seed=args.seed, overwrite=args.overwrite)
     return 0

@@ -45,6 +45,7 @@ def add_arguments(parser) -> None:
                         help="torch.compile the model first (one-off 20-70 s, 1.05-1.2x faster after); default: "
                              "when the input is large enough to pay for it (CPU only)")
     parser.add_argument("--restart", action="store_true", help="discard a partial output instead of resuming it")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     engine = parser.add_argument_group("Ray engine (pip install 'llm2vec-hf[ray]'; docs/scale-out.md)")
     engine.add_argument("--engine", choices=("local", "ray"), default="local",
                         help="local: this machine, into a .npy (default); ray: a Ray cluster, --output is a folder of "
@@ -63,7 +64,8 @@ def main(args) -> int:
 
     count = encode_file(args.model, args.input, args.output, args.prompt_name, args.batch_size, args.device,
                         chunk_size=args.chunk_size, processes=args.processes, restart=args.restart,
-                        max_batch_tokens=args.max_batch_tokens, compile_model=args.compile)
+                        max_batch_tokens=args.max_batch_tokens, compile_model=args.compile,
+                        overwrite=args.overwrite)
     print(f"Wrote {count} vectors to {args.output}")
     return 0
 
@@ -79,7 +81,7 @@ def _main_on_ray(args) -> int:
         args.model, args.input, args.output, prompt_name=args.prompt_name, address=args.address,
         rows_per_shard=args.chunk_size, batch_size=args.batch_size, max_batch_tokens=args.max_batch_tokens,
         num_workers=args.num_workers, num_gpus_per_worker=args.num_gpus_per_worker or 0, restart=args.restart,
-        compile_model=args.compile,
+        compile_model=args.compile, overwrite=args.overwrite,
     )
     print(f"Wrote {manifest['rows']} vectors in {len(manifest['shards'])} shards to {args.output}")
     return 0

@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="MTEB task names, 'llm2vec-mteb', local task folders, word:pos word:chunk word:ner")
     parser.add_argument("--output", default="eval-results", metavar="DIR",
                         help="results folder (default: ./eval-results)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing results folder")
     parser.add_argument("--batch-size", type=int, default=32, help="encoding batch size (default 32)")
     parser.add_argument("--device", default=None, help="torch device (default: sentence-transformers' choice)")
     parser.add_argument("--no-instructions", action="store_true", help="encode every text without an instruction")
@@ -85,6 +86,7 @@ def main(args) -> int:
         max_test_sentences=args.max_test_sentences,
         probe_max_length=args.probe_max_length,
         probe=args.probe,
+        overwrite=args.overwrite,
     )
     print()
     if summary.get("instructions"):

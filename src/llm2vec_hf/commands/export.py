@@ -44,7 +44,11 @@ def _named_prompt(value: str) -> tuple[str, str]:
 
 
 def main(args) -> int:
+    from transformers.utils import logging as transformers_logging
+
     from ..export import export_checkpoint
+
+    transformers_logging.disable_progress_bar()  # loading and writing bars; the command reports what it wrote
 
     path = export_checkpoint(
         args.base,

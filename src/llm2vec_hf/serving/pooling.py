@@ -25,17 +25,34 @@ from ..modeling.modeling_llm2vec import (
 )
 
 
+def checkpoint_dtype(config) -> str | None:
+    """The dtype a checkpoint's config.json says its weights are stored in, as a name ("float32"…)."""
+    dtype = getattr(config, "dtype", None) or getattr(config, "torch_dtype", None)
+    return str(dtype).removeprefix("torch.") if dtype is not None else None
+
+
 class TokenStatePooler:
     """A checkpoint's tokenizer and encoding settings, without its weights: builds the engine's prompts and pools
     the per-token states the engine returns for them."""
 
     def __init__(self, tokenizer, settings: dict[str, Any], model_type: str | None = None,
-                 attn_logit_softcapping: float | None = None):
+                 attn_logit_softcapping: float | None = None, dtype: str | None = None):
         self.tokenizer = tokenizer
         self.settings = settings
         self.model_type = model_type
         #: engines may not implement attention soft-capping (Gemma2) for bidirectional attention
         self.attn_logit_softcapping = attn_logit_softcapping
+        #: the dtype the checkpoint's weights are stored in ("float32", "bfloat16"…), which the engine must run
+        self.dtype = dtype
+
+    def check_engine_dtype(self, engine_dtype: Any) -> None:
+        """Refuses an engine that runs the weights in another dtype than the checkpoint stores: vLLM's default
+        ``auto`` runs a float32 checkpoint in float16 (measured 4.7e-3 off the exact vectors)."""
+        running = str(engine_dtype).removeprefix("torch.")
+        if self.dtype is not None and running != self.dtype:
+            raise ValueError(f"the engine runs this {self.dtype} checkpoint in {running}, which changes its vectors: "
+                             f"start it with --dtype {self.dtype} (dtype=\"{self.dtype}\"), or export the checkpoint "
+                             f"in {running} (llm2vec-hf export --dtype {running})")
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **encoding: Any) -> "TokenStatePooler":
@@ -51,7 +68,8 @@ class TokenStatePooler:
         # encoding_settings reads only the model's config: the weights stay with the engine.
         settings = encoding_settings(types.SimpleNamespace(config=config), tokenizer, [folder], str(name_or_path),
                                      **encoding)
-        return cls(tokenizer, settings, config.model_type, getattr(config, "attn_logit_softcapping", None))
+        return cls(tokenizer, settings, config.model_type, getattr(config, "attn_logit_softcapping", None),
+                   checkpoint_dtype(config))
 
     def prompts(self, inputs: Any) -> tuple[list[list[int]], list[int]]:
         """Token ids for the engine, one list per input (texts or ``[instruction, text]`` pairs), and how many

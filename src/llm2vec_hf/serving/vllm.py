@@ -50,7 +50,7 @@ except ImportError as error:  # pragma: no cover - the message is the point
     ) from error
 
 from ..modeling.modeling_llm2vec import POOLING_MODES
-from . import VLLM_BIDIRECTIONAL_IMPL, vllm_model_impl
+from . import VLLM_BIDIRECTIONAL_IMPL, check_vllm_family, vllm_model_impl
 from .pooling import TokenStatePooler
 
 #: The IO-processor plugin's name: ``--io-processor-plugin llm2vec`` (declared in setup.cfg).
@@ -94,8 +94,9 @@ class LLM2VecVLLM:
 
         The encoding settings override the checkpoint's, as in ``LLM2Vec.from_pretrained``. ``engine_kwargs`` go to
         ``vllm.LLM`` (``dtype``, ``gpu_memory_utilization``, ``tensor_parallel_size``…); the runner is
-        ``pooling``, the task ``token_embed``, ``max_model_len`` the checkpoint's ``max_length`` unless given, and
-        for Gemma/Gemma2 ``model_impl`` is ``transformers`` (vLLM's own Gemma code runs causal).
+        ``pooling``, the task ``token_embed``, ``max_model_len`` the checkpoint's ``max_length`` unless given,
+        ``dtype`` the checkpoint's (another one is refused: it changes the vectors), and for Gemma/Gemma2
+        ``model_impl`` is ``transformers`` (vLLM's own Gemma code runs causal).
         """
         pooler = TokenStatePooler.from_pretrained(
             name_or_path, pooling_mode=pooling_mode, max_length=max_length, doc_max_length=doc_max_length,
@@ -104,6 +105,9 @@ class LLM2VecVLLM:
         engine_kwargs.setdefault("runner", "pooling")
         engine_kwargs.setdefault("pooler_config", {"task": TOKEN_STATES_TASK})
         engine_kwargs.setdefault("max_model_len", pooler.settings["max_length"])
+        if pooler.dtype is not None:
+            engine_kwargs.setdefault("dtype", pooler.dtype)  # vLLM's "auto" would run float32 weights in float16
+        pooler.check_engine_dtype(engine_kwargs.get("dtype", pooler.dtype))
         needed = vllm_model_impl(pooler.model_type)
         if needed:
             engine_kwargs.setdefault("model_impl", needed)
@@ -131,6 +135,7 @@ def check_model_impl(pooler: TokenStatePooler, model_impl: Any) -> None:
     soft-capping (Gemma2), which it ignores for bidirectional attention (measured max |Δ| 2e-3 on a tiny Gemma2,
     5e-7 without soft-capping)."""
     model_type = pooler.model_type
+    check_vllm_family(model_type)
     needed = vllm_model_impl(model_type)
     if needed and str(getattr(model_impl, "value", model_impl)) != needed:
         raise ValueError(
@@ -189,6 +194,7 @@ class LLM2VecIOProcessor(IOProcessor):
         model_config = vllm_config.model_config
         self.pooler = TokenStatePooler.from_pretrained(model_config.model)
         check_model_impl(self.pooler, model_config.model_impl)
+        self.pooler.check_engine_dtype(model_config.dtype)
         # What pre_process built, until post_process pools it: keyed by request id (one server request at a time
         # per id); offline calls pass none and run one after the other.
         self._pending: dict[str | None, tuple[TokenStatePooler, list, list[int]]] = {}

@@ -27,7 +27,6 @@ STAGES = ("mntp", "simcse", "supervised")
 MASK_TOKEN_TYPES = ("blank", "eos", "mask")
 DATA_COLLATOR_TYPES = ("default", "all_mask")
 SIMCSE_POOLINGS = ("text", "padded_row")
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
 @dataclass
@@ -49,9 +48,30 @@ class ModelArguments:
     )
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha (default: 2 * lora_r, as LLM2Vec)"})
-    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout"})
-    lora_target_modules: list[str] = field(
-        default_factory=lambda: list(LORA_TARGETS), metadata={"help": "module names that get LoRA"}
+    lora_dropout: float | None = field(
+        default=None,
+        metadata={"help": "LoRA dropout (default 0.05, as LLM2Vec; 0 where LoRA trains expert weights, which peft's "
+                          "parameter LoRA cannot drop out)"},
+    )
+    lora_target_modules: list[str] | None = field(
+        default=None,
+        metadata={"help": "module names that get LoRA (default: the family's projections: q, k, v, o, gate, up, "
+                          "down; Phi-3's fused qkv, o, gate_up, down)"},
+    )
+    lora_target_parameters: list[str] | None = field(
+        default=None,
+        metadata={"help": "parameters that get LoRA through peft's target_parameters (default: a mixture-of-experts "
+                          "family's expert weights, mlp.experts.gate_up_proj and mlp.experts.down_proj; [] for none)"},
+    )
+    output_router_logits: bool | None = field(
+        default=None,
+        metadata={"help": "mixture-of-experts, MNTP only: add the router's load-balancing loss to the MNTP loss "
+                          "(default: the base config's, false for Mixtral and Qwen MoE)"},
+    )
+    router_aux_loss_coef: float | None = field(
+        default=None,
+        metadata={"help": "mixture-of-experts: weight of that load-balancing loss (default: the base config's, 0.001 "
+                          "for Mixtral and Qwen MoE). transformers' Mixtral and Qwen MoE have no router z-loss"},
     )
 
 
@@ -134,12 +154,18 @@ class ContrastiveArguments:
 
 @dataclass
 class ScheduleArguments:
-    """When training stops, apart from the Trainer's own ``max_steps`` / ``num_train_epochs``."""
+    """When training stops, apart from the Trainer's own ``max_steps`` / ``num_train_epochs``, and whether it may
+    replace an earlier run's output."""
 
     stop_after_n_steps: int | None = field(
         default=None,
         metadata={"help": "stop at this optimizer step without changing the learning-rate schedule (the official "
                           "recipes: linear decay over num_train_epochs, stopped at step 1000)"},
+    )
+    overwrite_output_dir: bool = field(
+        default=False,
+        metadata={"help": "replace what output_dir holds (an earlier run's adapter and checkpoints); without it a "
+                          "non-empty output_dir is refused unless resuming"},
     )
 
 
@@ -230,14 +256,33 @@ def _unknown_key_error(keys: list[str], known: set[str], where: str) -> ValueErr
     return ValueError(f"Unknown key(s) {where}: {', '.join(hints)}. See docs/training.md for the recipe fields.")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, but a key given twice in one mapping is an error (PyYAML keeps the last value)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if not isinstance(key, (str, int, float, bool, type(None))):
+                continue  # an unhashable key: the safe loader's own error names it
+            if key in seen:
+                raise yaml.constructor.ConstructorError(None, None, f"the key {key!r} is given twice",
+                                                        key_node.start_mark)
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Recipe not found: {path}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader) or {}
     except yaml.YAMLError as error:
-        raise ValueError(f"{path} is not valid YAML: {error}") from None
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(error, "problem", None) or one_line(error)
+        raise ValueError(f"{where}: not valid YAML ({problem})") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a mapping of keys to values, got {type(data).__name__}")
     return data
@@ -341,6 +386,14 @@ def validate(recipe: Recipe) -> None:
     if stop is not None:
         check_positive_integer("stop_after_n_steps", stop)
     check_positive_integer("lora_r", m.lora_r)
+    if m.router_aux_loss_coef is not None and m.router_aux_loss_coef < 0:
+        raise ValueError(f"router_aux_loss_coef must be >= 0, got {m.router_aux_loss_coef}")
+    if m.output_router_logits and m.stage != "mntp":
+        raise ValueError("output_router_logits adds the router's load-balancing loss to the MNTP loss; the "
+                         f"{m.stage} stage trains the encoder, whose loss has no router term: leave it unset")
+    if m.lora_alpha is not None:
+        # alpha scales the adapter's update (alpha / r): 0 trains an adapter that can never change the model
+        check_positive_integer("lora_alpha", m.lora_alpha)
     if d.max_seq_length < 2:
         raise ValueError(f"max_seq_length must be at least 2, got {d.max_seq_length}")
     if c.num_hard_negatives is not None and c.num_hard_negatives < 0:

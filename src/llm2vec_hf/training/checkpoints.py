@@ -17,6 +17,7 @@ import tempfile
 
 from ..errors import LLM2VecError
 from ..json_files import read_json, write_json
+from ..loading import _name_some
 
 logger = logging.getLogger(__name__)
 
@@ -191,23 +192,38 @@ def resolve_resume(value, output_dir: str) -> str | None:
     return path
 
 
-def check_output_dir(output_dir: str, resuming: bool) -> None:
-    """The output folder must be writable, and must not hold another run's checkpoints unless resuming."""
+def check_output_dir(output_dir: str, resuming: bool, overwrite: bool = False) -> None:
+    """The output folder must be writable, and hold nothing of another run unless resuming it or ``overwrite``
+    (`output_paths.refuse_existing`, the rule of every command that writes); with ``overwrite`` an earlier
+    run's checkpoints are removed first, so that they are never taken for this run's."""
+    if not resuming:
+        leftovers = [e for e in os.listdir(output_dir) if not _is_staging(e)] if os.path.isdir(output_dir) else []
+        existing = list_checkpoints(output_dir) if leftovers else []
+        if existing and not overwrite:
+            raise LLM2VecError(
+                f"output_dir {output_dir} already holds checkpoints ({os.path.basename(existing[-1])}); pass "
+                "--resume_from_checkpoint true to continue that run, --overwrite_output_dir true to replace it, "
+                "or choose another output_dir"
+            )
+        if leftovers and not overwrite:
+            raise LLM2VecError(f"output_dir {output_dir} is not empty ({_name_some(leftovers)}); pass "
+                               "--overwrite_output_dir true to replace it, or choose another output_dir")
+        for checkpoint in existing:
+            shutil.rmtree(checkpoint)
     try:
         os.makedirs(output_dir, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".write-test-"):
             pass
     except OSError as error:
         raise LLM2VecError(f"Cannot write to output_dir {output_dir}: {error.strerror or error}") from None
-    existing = list_checkpoints(output_dir)
-    if existing and not resuming:
-        raise LLM2VecError(
-            f"output_dir {output_dir} already holds checkpoints ({os.path.basename(existing[-1])}); pass "
-            "--resume_from_checkpoint true to continue that run, or choose another output_dir"
-        )
     for entry in os.listdir(output_dir):
-        if entry == STAGING or entry.startswith(STAGING + "-deleting-"):
+        if _is_staging(entry):
             shutil.rmtree(os.path.join(output_dir, entry), ignore_errors=True)
+
+
+def _is_staging(entry: str) -> bool:
+    """Our own staging folders: a checkpoint's, and the final adapter's (`save_adapter_atomically`)."""
+    return entry == STAGING or entry.startswith((STAGING + "-deleting-", ".final-"))
 
 
 def save_adapter_atomically(trainer, output_dir: str) -> None:

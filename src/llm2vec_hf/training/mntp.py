@@ -213,8 +213,8 @@ def masked_accuracy(eval_prediction) -> dict[str, float]:
 
 
 def argmax_logits(logits, labels):
-    if isinstance(logits, tuple):
-        logits = logits[0]
+    if isinstance(logits, tuple):  # the (batch, length, vocabulary) logits; MoE outputs start with the aux loss
+        logits = next(t for t in logits if getattr(t, "ndim", 0) == 3)
     return logits.argmax(-1)
 
 

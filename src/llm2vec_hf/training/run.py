@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 
 from ..json_files import write_json
+from ..output_paths import refuse_overlap
 from .checkpoints import check_output_dir, resolve_resume, save_adapter_atomically
 from .reporting import next_step_summary, write_loss_curve
 
@@ -36,9 +37,15 @@ def run_training(recipe) -> TrainingResult:
     if getattr(args, "load_best_model_at_end", False):
         raise ValueError("load_best_model_at_end is not supported: each stage keeps its last adapter")
     resume_requested = args.resume_from_checkpoint not in (None, False, "", "false", "False")
+    model, data = recipe.model, recipe.data
+    # An adapter written into the base folder would be auto-loaded by transformers with every later load of it.
+    refuse_overlap(args.output_dir, [("base", model.model_name_or_path),
+                                     *(("adapter", adapter) for adapter in model.peft_model_name_or_path or []),
+                                     ("train_file", data.train_file), ("validation_file", data.validation_file)],
+                   option="output_dir")
     resume = resolve_resume(args.resume_from_checkpoint, args.output_dir)
     if _is_main_process():
-        check_output_dir(args.output_dir, resuming=resume_requested)
+        check_output_dir(args.output_dir, resuming=resume_requested, overwrite=recipe.schedule.overwrite_output_dir)
     args.resume_from_checkpoint = resume
 
     if stage == "mntp":

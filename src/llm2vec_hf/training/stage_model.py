@@ -44,6 +44,9 @@ def load_model_for_stage(model_args, for_mntp: bool):
     hf_kwargs = {}
     if model_args.attn_implementation:
         hf_kwargs["attn_implementation"] = model_args.attn_implementation
+    router = router_settings(model_args)
+    if router:
+        hf_kwargs["config_overrides"] = router
     if for_mntp:
         # Adapters are saved (and applied) on the encoder's module names; the MNTP model holds the encoder as
         # `.model`, so earlier adapters are merged there.
@@ -61,3 +64,17 @@ def load_model_for_stage(model_args, for_mntp: bool):
     if adapters:
         logger.info("Merged %d adapter(s) into %s: %s", len(adapters), model_args.model_name_or_path, adapters)
     return model, tokenizer, folders[0]
+
+
+def router_settings(model_args) -> dict:
+    """The recipe's router settings as config overrides (``output_router_logits``, ``router_aux_loss_coef``);
+    refused for a base without routers, where they would do nothing."""
+    from ..loading import load_config
+    from ..modeling.modeling_llm2vec import family_for
+
+    settings = {key: getattr(model_args, key) for key in ("output_router_logits", "router_aux_loss_coef")
+                if getattr(model_args, key) is not None}
+    if settings and not family_for(load_config(model_args.model_name_or_path)).expert_parameters:
+        raise ValueError(f"{', '.join(settings)} set, but {model_args.model_name_or_path} is not a "
+                         "mixture-of-experts model: it has no router")
+    return settings
