@@ -20,11 +20,14 @@
 #      with length 512, for llm2vec-hf and the official library: forward tokens/s and LLM2Vec.encode tokens/s,
 #      each as a fraction of the bf16 matmul rate measured in the same process; for llm2vec-hf also the packed
 #      path on mixed-length texts (packed rows against one text per row; real tokens/s and that fraction);
+#   3a. training (llm2vec-hf), a tenth of the time left: supervised contrastive steps of a 7B-shaped Mistral at
+#      the recipes' settings (LoRA r 16, gradient checkpointing, bf16, sdpa, max 512 tokens, E5-like lengths),
+#      padding-free (the default) and padded: step time, real tokens/s, MFU, peak memory, first-step losses;
 #   3b. the accelerate configs (FSDP, DeepSpeed ZeRO-2/3 when deepspeed is installed) on all GPUs: tiny SimCSE,
 #      LoRA + gradient checkpointing + bf16, 10 steps; exit status and losses in the log;
 #   3c. export and load rows at the 1.3B shape (benchmarks/scale.py: seconds, peak RSS) when time is left;
 #   4. a table on stdout, and in $OUT if set (else benchmarks/results/gpu/): gpu.log, gpu_results.json and one
-#      JSON file per step (6 files: what the device tool brings back).
+#      JSON file per step (7 files: what the device tool brings back).
 #
 # Settings (environment): BUDGET_S (default 480: stops starting new timings ~45 s before), VLLM_PYTHON (a python
 # with vllm, for step 2b; default PYTHON), SHAPES
@@ -116,6 +119,13 @@ if env PYTHONPATH="$ENVS/hf" "$VLLM_PY" -c "import vllm" 2>/dev/null; then
 else
     log "vLLM: skipped (no vllm in $VLLM_PY; set VLLM_PYTHON to a python that has it)"
 fi
+
+# --- 3a. training rows (llm2vec-hf): a tenth of the time left, at least 100 s ----------------------------------------
+NOW=$(date +%s)
+TRAIN_DEADLINE=$((NOW + ((DEADLINE - NOW) / 10 > 100 ? (DEADLINE - NOW) / 10 : 100)))
+log "training rows until +$((TRAIN_DEADLINE - START))s"
+timeout $((TRAIN_DEADLINE - NOW + 60)) "${HF[@]}" "$ROOT/benchmarks/gpu_bench.py" training \
+    --deadline "$TRAIN_DEADLINE" "${WORKER_ARGS[@]}" || log "training rows exited with $?"
 
 # --- 3. timings: the time left is split between the two sides -----------------------------------------------------
 NOW=$(date +%s)

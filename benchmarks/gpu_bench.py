@@ -6,6 +6,7 @@ Run by gpu.sh in two environments:
     python gpu_bench.py correctness --work DIR         # llm2vec-hf env: bidirectional per backend, bf16 vs fp32
     python gpu_bench.py timing --side llm2vec-hf ...   # llm2vec-hf env (transformers 5.x)
     python gpu_bench.py timing --side official ...     # official env (llm2vec 0.2.3, transformers 4.44.2)
+    python gpu_bench.py training --work DIR            # llm2vec-hf env: supervised steps, packed and padded
     python gpu_bench.py report --work DIR              # merges the JSON parts into one table
 
 Each step writes DIR/<step>.json. Timing uses random weights (bf16, built on the GPU; speed does not depend on
@@ -385,6 +386,124 @@ def mixed_lengths(encoder, tokenizer, inputs: list[str], shape: dict, batch: int
 
 
 # ---------------------------------------------------------------------------------------------------------------
+# training (llm2vec-hf): supervised contrastive steps at the recipes' settings, padding-free and padded
+# ---------------------------------------------------------------------------------------------------------------
+#: The supervised recipes' settings: LoRA r 16 on every projection, gradient checkpointing, bf16, sdpa,
+#: max_seq_length 512, loss scale 50, mean pooling; per-device batch (records of query, positive, negative).
+TRAINING = {"shape": "mistral-7b", "batch": 16, "max_seq_length": 512, "steps": 6, "lora_r": 16}
+
+
+def e5_like_records(texts: list[str], count: int, seed: int = 0) -> list[tuple[list[str], str, str]]:
+    """``count`` (``[instruction, query]``, positive, negative): queries of 6-30 words beside passages of
+    60-400 words, as in the E5 mix (benchmarks/train_data.py draws them per dataset)."""
+    import random
+
+    rng = random.Random(seed)
+    words = " ".join(texts).split()
+
+    def draw(median: int, cap: int) -> str:
+        length = min(cap, max(3, int(rng.lognormvariate(0, 0.6) * median)))
+        start = rng.randrange(0, len(words) - length)
+        return " ".join(words[start : start + length])
+
+    instruction = "Given a web search query, retrieve relevant passages that answer the query"
+    return [([instruction, draw(12, 40)], draw(120, 450), draw(120, 450)) for _ in range(count)]
+
+
+def training_flops(shape: dict, lengths: list[int]) -> float:
+    """FLOPs of one step on texts of ``lengths``: forward, backward (twice the forward) and the forward that
+    gradient checkpointing recomputes, so 4 forwards (LoRA's own FLOPs left out: under 1 % at r 16)."""
+    return 4 * sum(flops_per_sequence(shape, n) for n in lengths)
+
+
+def training(args) -> None:
+    import statistics
+
+    import torch
+    from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
+
+    from llm2vec_hf.modeling.modeling_llm2vec import use_varlen_attention
+    from llm2vec_hf.training.arguments import ModelArguments
+    from llm2vec_hf.training.contrastive import sentence_transformer_for
+    from llm2vec_hf.training.lora import add_lora, enable_gradient_checkpointing
+
+    work, scratch = Path(args.work), Path(args.scratch or args.work)
+    tokenizer = load_tokenizer(scratch)
+    tokenizer.padding_side = "right"
+    shape = SHAPES[TRAINING["shape"]]
+    batch, steps = (4, 3) if args.dry_run else (TRAINING["batch"], TRAINING["steps"])
+    texts = json.loads((scratch / "texts.json").read_text())
+    records = e5_like_records(texts, batch * steps)
+    rate = bf16_matmul_tflops()
+    base = scratch / "training-base"  # config and tokenizer only: the module reads them, the weights are built here
+    results = {"shape": TRAINING["shape"], "settings": {**TRAINING, "batch": batch, "steps": steps},
+               "bf16_matmul_tflops": round(rate, 1), "flash_attn_installed": flash_available(), "rows": []}
+    import transformers
+
+    results.update(transformers=transformers.__version__, torch=torch.__version__,
+                   gpu=torch.cuda.get_device_name() if DEVICE == "cuda" else f"none ({DEVICE} dry run)")
+    for padding_free in (True, False):
+        row = {"padding_free": padding_free}
+        if deadline_left(args) < 60:
+            results["rows"].append({**row, "skipped": "out of time"})
+            continue
+        try:
+            model = hf_model(shape, shape["family"], "sdpa", torch.bfloat16, len(tokenizer)).train()
+            model.config.save_pretrained(base)
+            tokenizer.save_pretrained(base)
+            if padding_free:
+                use_varlen_attention(model)
+            torch.manual_seed(0)
+            peft_model = add_lora(model, ModelArguments("supervised", str(base), lora_r=TRAINING["lora_r"],
+                                                        lora_dropout=0.0))
+            enable_gradient_checkpointing(peft_model)
+            encoder = sentence_transformer_for(peft_model, tokenizer, str(base), TRAINING["max_seq_length"], "mean",
+                                               padding_free=padding_free)
+            loss = MultipleNegativesRankingLoss(encoder, scale=50.0)
+            optimizer = torch.optim.AdamW([p for p in encoder.parameters() if p.requires_grad], lr=1e-5)
+            seconds, losses, peaks, flops, real = [], [], [], [], []
+            for step in range(steps):
+                chunk = records[step * batch : (step + 1) * batch]
+                columns = [encoder[0].preprocess([r[i] for r in chunk]) for i in range(3)]
+                columns = [{k: v.to(DEVICE) for k, v in c.items()} for c in columns]
+                lengths = [int(n) for c in columns for n in c["attention_mask"].sum(1)]
+                if DEVICE == "cuda":
+                    torch.cuda.reset_peak_memory_stats()
+                synchronize()
+                start = time.perf_counter()
+                value = loss(columns, None)
+                value.backward()
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                synchronize()
+                seconds.append(time.perf_counter() - start)
+                losses.append(float(value.detach()))
+                peaks.append(torch.cuda.max_memory_allocated() / 2**30 if DEVICE == "cuda" else 0.0)
+                flops.append(training_flops(shape, lengths))
+                real.append(sum(lengths))
+            timed = slice(1, None)  # the first step warms up kernels and the allocator
+            step_s = statistics.median(seconds[timed])
+            row.update(step_s=round(step_s, 3), real_tokens_per_step=round(statistics.mean(real[timed])),
+                       real_tokens_per_s=round(sum(real[timed]) / sum(seconds[timed])),
+                       mfu_of_bf16_matmul=round(sum(flops[timed]) / sum(seconds[timed]) / 1e12 / rate, 3),
+                       peak_memory_gib=round(max(peaks), 2), losses=losses)
+            del model, peft_model, encoder, optimizer
+        except torch.OutOfMemoryError as error:
+            row["error"] = f"out of memory: {str(error)[:200]}"
+        except Exception as error:
+            row["error"] = f"{type(error).__name__}: {error}"[:500]
+        results["rows"].append(row)
+        print(row, flush=True)
+        write(work, "training", results)
+        empty_cache()
+    rows = {r["padding_free"]: r for r in results["rows"] if "losses" in r}
+    if len(rows) == 2:  # same weights, LoRA and batches: the first loss agrees within bf16 rounding
+        results["first_loss_relative_delta"] = abs(rows[True]["losses"][0] - rows[False]["losses"][0]) / max(
+            abs(rows[False]["losses"][0]), 1e-9)
+    write(work, "training", results)
+
+
+# ---------------------------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------------------------
 
@@ -392,7 +511,7 @@ def mixed_lengths(encoder, tokenizer, inputs: list[str], shape: dict, batch: int
 def report(args) -> None:
     work = Path(args.work)
     parts = {}
-    for name in ("prepare", "correctness", "timing-llm2vec-hf", "timing-official"):
+    for name in ("prepare", "correctness", "timing-llm2vec-hf", "timing-official", "training"):
         path = work / f"{name}.json"
         parts[name] = json.loads(path.read_text()) if path.is_file() else None
     correctness_part = parts["correctness"] or {}
@@ -427,6 +546,20 @@ def report(args) -> None:
                       f"{row['mixed_packed_tokens_per_s']} tok/s ({100 * row['mixed_packed_fraction_of_bf16_matmul']:.0f}%), "
                       f"one text per row {row['mixed_unpacked_tokens_per_s']} tok/s "
                       f"({100 * row['mixed_unpacked_fraction_of_bf16_matmul']:.0f}%)")
+    train = parts["training"]
+    if train:
+        print(f"\n== training: supervised, {train['shape']}, LoRA r {train['settings']['lora_r']}, bf16, gradient "
+              f"checkpointing, batch {train['settings']['batch']} records x 3 texts, max {train['settings']['max_seq_length']} "
+              f"tokens ({train['gpu']}; MFU = model FLOPs of the real tokens / time / measured bf16 matmul rate) ==")
+        for row in train["rows"]:
+            label = "padding-free" if row["padding_free"] else "padded"
+            if "step_s" not in row:
+                print(f"  {label:<13} {row.get('skipped') or row.get('error')}")
+                continue
+            print(f"  {label:<13} step {row['step_s']:.3f} s, {row['real_tokens_per_s']} real tokens/s, MFU "
+                  f"{100 * row['mfu_of_bf16_matmul']:.0f}%, peak {row['peak_memory_gib']} GiB")
+        if "first_loss_relative_delta" in train:
+            print(f"  first-step loss, padding-free vs padded: relative delta {train['first_loss_relative_delta']:.2e}")
     merged = {"parts": parts}
     (work / "gpu_results.json").write_text(json.dumps(merged, indent=2) + "\n")
     if not correctness_part.get("complete") or correctness_part.get("failures"):
@@ -436,7 +569,7 @@ def report(args) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("step", choices=["prepare", "correctness", "timing", "report"])
+    parser.add_argument("step", choices=["prepare", "correctness", "timing", "training", "report"])
     parser.add_argument("--work", required=True, help="where the JSON results go")
     parser.add_argument("--scratch", help="where the tokenizer and texts go (default: --work)")
     parser.add_argument("--side", choices=["llm2vec-hf", "official"], default="llm2vec-hf")
@@ -452,7 +585,8 @@ def main() -> None:
             SHAPES[name] = {"family": SHAPES[name]["family"], **TINY}
             SWEEP[name] = [(4, 32), (2, 64)]
         CHECK_SHAPE.update(TINY)
-    {"prepare": prepare, "correctness": correctness, "timing": timing, "report": report}[args.step](args)
+    {"prepare": prepare, "correctness": correctness, "timing": timing, "training": training,
+     "report": report}[args.step](args)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,19 @@
 """Training throughput and memory: one MNTP step and one SimCSE step, and CachedMNRL (GradCache) against plain
-MNRL at growing batch sizes.
+MNRL at growing batch sizes; with ``--side-by-side``, whole training runs against the official scripts.
 
     python benchmarks/train.py [--hidden 256 --layers 4 --seq-len 64] [--output benchmarks/results/train.json]
+    python benchmarks/train.py --side-by-side --official-python .venv-official/bin/python \
+        --official benchmarks/.official [--shape llama-26m --steps 20 --rounds 2 --stages mntp,simcse,supervised]
+
+Side by side (`side_by_side`): the official experiments/run_mntp.py, run_simcse.py and run_supervised.py (a
+checkout of McGill-NLP/llm2vec, run unmodified in their own environment with a config JSON: the official
+Sheared-LLaMA recipe file with the model, data, sizes and stop step replaced) against ``llm2vec-hf train`` with
+the project's Sheared-LLaMA recipe (configs/) and the same replacements. Same random Llama (benchmarks/encode.py's
+shapes, written here), same data (benchmarks/train_data.py: an E5-like mix, Wikipedia-like text), same batch,
+steps, seed, float32, sdpa attention, gradient checkpointing as the recipes. Each run is its own process; the
+two sides alternate, round after round. Every ``Trainer.training_step`` is timed (forward, loss, backward; the
+first step is a warm-up and not counted), with its loss and its real (attention-mask) tokens; peak RSS is the
+process's ``VmHWM`` over the timed steps, and over the whole run.
 
 Each measurement runs in a fresh process on a random decoder built on the spot (no download), through the same
 trainers that ``llm2vec-hf train`` uses (``trainer.training_step``: forward, loss, backward). Reported:
@@ -16,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Mapping
 import os
 import platform
 import re
@@ -26,6 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
+REPO = Path(__file__).resolve().parent.parent
 
 def _rss_kb(field: str) -> int:
     return int(re.search(rf"{field}:\s+(\d+)", Path("/proc/self/status").read_text()).group(1))
@@ -86,6 +100,74 @@ def measure(case: dict) -> dict:
             "device": device, "tokens_per_s": statistics.median(times), "peak_step_mib": peak / 2**20}
 
 
+def instrument_trainer(records: list[dict], profile_step: int | None = None) -> None:
+    """Times every ``transformers.Trainer.training_step`` (both sides' trainers inherit it) and records its loss,
+    real tokens and, from the second step on, the process's peak RSS over the timed steps. Step ``profile_step``
+    (1-based) runs under torch.profiler (its ops' self times; not a timed step)."""
+    import torch
+    import transformers
+
+    def real_tokens(value) -> int:
+        if isinstance(value, Mapping):  # dicts and transformers' BatchEncoding
+            return sum(int(v.sum()) if k.endswith("attention_mask") else real_tokens(v) for k, v in value.items())
+        if isinstance(value, (list, tuple)):
+            return sum(real_tokens(v) for v in value)
+        return 0
+
+    training_step = transformers.Trainer.training_step
+
+    def timed_step(self, model, inputs, *args, **kwargs):
+        if len(records) == 1:  # after the warm-up step: the peak of the timed steps only
+            Path("/proc/self/clear_refs").write_text("5")
+        rss_before = _rss_kb("VmRSS") / 1024
+        profiled = len(records) + 1 == profile_step
+        profiler = torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) if profiled else None
+        if profiler:
+            profiler.__enter__()
+        start, cpu_start = time.perf_counter(), time.process_time()
+        loss = training_step(self, model, inputs, *args, **kwargs)
+        seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
+        record = {"seconds": seconds, "cpu_seconds": cpu_seconds, "loss": value, "tokens": real_tokens(inputs), "rss_before_mib": rss_before,
+                  "peak_rss_mib": _rss_kb("VmHWM") / 1024}
+        if profiler:
+            profiler.__exit__(None, None, None)
+            self_seconds: dict[str, float] = {}
+            for event in profiler.key_averages():
+                self_seconds[event.key] = self_seconds.get(event.key, 0.0) + event.self_cpu_time_total / 1e6
+            record["profile"] = {"wall_seconds": seconds, "self_seconds": self_seconds}
+        records.append(record)
+        return loss
+
+    transformers.Trainer.training_step = timed_step
+
+
+def run_side(spec: dict) -> dict:
+    """One training run of one side (in this process); returns its per-step records."""
+    records: list[dict] = []
+    instrument_trainer(records, spec.get("profile_step"))
+    start = time.perf_counter()
+    if spec["side"] == "official":
+        import runpy
+
+        sys.path.insert(0, spec["official"])
+        work = Path(spec["work"])
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "config.json").write_text(json.dumps(spec["config"]))
+        sys.argv = [spec["script"], str(work / "config.json")]
+        os.chdir(work)
+        runpy.run_path(spec["script"], run_name="__main__")
+    else:
+        from llm2vec_hf.training import parse_recipe, run_training
+
+        run_training(parse_recipe(spec["recipe"], **spec["values"]))
+    import torch
+
+    return {"records": records, "run_seconds": time.perf_counter() - start,
+            "process_peak_rss_mib": _rss_kb("VmHWM") / 1024, "torch": torch.__version__,
+            "transformers": __import__("transformers").__version__}
+
+
 def run_case(case: dict) -> dict:
     done = subprocess.run([sys.executable, __file__, "--one", json.dumps(case)], capture_output=True, text=True,
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
@@ -95,6 +177,196 @@ def run_case(case: dict) -> dict:
     if done.returncode != 0:
         raise RuntimeError(f"case {case['name']} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+#: Per stage: the official script and recipe file, our recipe, and the sizes a run on a few CPU cores can take
+#: (the recipes' own: MNTP 32 x 512, SimCSE 128 x 128, supervised 64 x 512 per device).
+STAGES = {
+    "mntp": {"script": "run_mntp.py", "batch": 4, "max_seq_length": 512},
+    "simcse": {"script": "run_simcse.py", "batch": 32, "max_seq_length": 128},
+    "supervised": {"script": "run_supervised.py", "batch": 8, "max_seq_length": 512},
+}
+OFFICIAL_RECIPE = "Sheared-Llama"
+OUR_RECIPE = "sheared-llama-1.3b"
+
+
+def side_specs(stage: str, args, model: Path, data: dict, work: Path, ours_overrides: dict) -> dict:
+    """The two runs of one stage: the official config JSON and our recipe with its overrides."""
+    settings = {**STAGES[stage], "batch": args.stage_batches[stage]}
+    official_config = json.loads((Path(args.official) / "train_configs" / stage / f"{OFFICIAL_RECIPE}.json").read_text())
+    official_config.update({
+        "model_name_or_path": str(model), "output_dir": str(work / "official-out"), "torch_dtype": "float32",
+        "attn_implementation": "sdpa", "per_device_train_batch_size": settings["batch"],
+        "max_seq_length": settings["max_seq_length"], "stop_after_n_steps": args.steps, "seed": args.seed,
+        "save_steps": 1_000_000, "logging_steps": 1, "report_to": "none", "use_cpu": True,
+        "dataloader_num_workers": 0, "disable_tqdm": True, "overwrite_output_dir": True,
+    })
+    official_config.pop("peft_model_name_or_path", None)  # no MNTP adapter: both start from the base
+    ours = {"model_name_or_path": str(model), "peft_model_name_or_path": None, "output_dir": str(work / "ours-out"),
+            "dtype": "float32", "bf16": False, "attn_implementation": "sdpa",
+            "per_device_train_batch_size": settings["batch"], "max_seq_length": settings["max_seq_length"],
+            "stop_after_n_steps": args.steps, "seed": args.seed, "save_strategy": "no", "logging_steps": 1,
+            "report_to": "none", "use_cpu": True, "dataloader_num_workers": 0, "disable_tqdm": True}
+    if stage == "mntp":
+        official_config.update({"dataset_name": None, "dataset_config_name": None, "train_file": str(data["corpus"]),
+                                "do_eval": False, "evaluation_strategy": "no"})
+        ours.update(dataset_name=None, dataset_config_name=None, train_file=str(data["corpus"]), eval_strategy="no")
+    elif stage == "simcse":
+        official_config["dataset_file_path"] = str(data["wiki"])
+        ours["train_file"] = str(data["wiki"])
+    else:
+        official_config["dataset_file_path"] = str(data["echo_data"])
+        ours["train_file"] = str(data["supervised"])
+    official_config = {k: v for k, v in official_config.items() if v is not None}
+    profile_step = args.steps if args.profile else None
+    return {
+        "official": {"side": "official", "official": str(Path(args.official).resolve()), "config": official_config,
+                     "script": str(Path(args.official).resolve() / "experiments" / settings["script"]),
+                     "work": str(work / "official"), "profile_step": profile_step},
+        "ours": {"side": "ours", "recipe": str(REPO / "configs" / stage / f"{OUR_RECIPE}.yaml"),
+                 "values": {**ours, **ours_overrides}, "profile_step": profile_step},
+    }
+
+
+def run_worker(python: str, spec: dict, threads: int, log: Path) -> dict:
+    """Runs one side in its own process; its log (the trainer's, step by step) goes to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("w") as stderr:
+        done = subprocess.run([python, __file__, "--worker", json.dumps(spec)], stdout=subprocess.PIPE,
+                              stderr=stderr, text=True,
+                              env={**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+                                   "TOKENIZERS_PARALLELISM": "false", "WANDB_DISABLED": "true",
+                                   "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+                                   "MALLOC_MMAP_THRESHOLD_": "16384", "MALLOC_TRIM_THRESHOLD_": "0"})
+    if done.returncode != 0:
+        raise RuntimeError(f"{spec['side']} run failed:\n{log.read_text()[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def profile_breakdown(profiled: dict) -> dict:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from encode import profile_breakdown as breakdown  # the categories of the encoding profile
+
+    return breakdown(profiled)
+
+
+def summarize(run: dict) -> dict:
+    # the first step warms up kernels and allocators; a profiled step runs slower
+    timed = [r for r in run["records"][1:] if "profile" not in r]
+    profiled = [r["profile"] for r in run["records"] if "profile" in r]
+    seconds = [r["seconds"] for r in timed]
+    cpu = [r["cpu_seconds"] for r in timed]
+    return {"steps": len(run["records"]), "median_step_s": statistics.median(seconds),
+            "tokens_per_s": sum(r["tokens"] for r in timed) / sum(seconds),
+            # on a shared machine the process's CPU time follows the work done; wall time follows the neighbours
+            "tokens_per_cpu_s": sum(r["tokens"] for r in timed) / sum(cpu),
+            "real_tokens_per_step": statistics.mean(r["tokens"] for r in timed),
+            "peak_rss_steps_mib": timed[-1]["peak_rss_mib"], "peak_rss_process_mib": run["process_peak_rss_mib"],
+            # what the steps add to the resident set held before them (model, optimizer, libraries)
+            "step_rss_growth_mib": timed[-1]["peak_rss_mib"] - timed[0]["rss_before_mib"],
+            "losses": [r["loss"] for r in run["records"]],
+            "profile": profile_breakdown(profiled[0]) if profiled else None}
+
+
+def side_by_side(args) -> int:
+    sys.path.insert(0, str(Path(__file__).parent))
+    from encode import build_model
+    from train_data import prepare
+
+    work = Path(tempfile.mkdtemp(prefix="llm2vec-train-side-"))
+    model = work / f"model-{args.shape}"
+    shape = build_model(args.shape, model)
+    data = prepare(work / "data", records_per_dataset=args.records_per_dataset, seed=args.seed)
+    stages = args.stages.split(",")
+    variants = [("official", {})] + [(f"ours{suffix}", extra) for suffix, extra in
+                                     (("", {}), (":padded", {"padding_free": False}))
+                                     if suffix == "" or args.with_padded]
+    runs: dict[str, dict[str, list]] = {stage: {name: [] for name, _ in variants} for stage in stages}
+    loads = [os.getloadavg()]
+    for round_ in range(args.rounds):
+        for stage in stages:
+            order = variants if round_ % 2 == 0 else variants[::-1]  # alternate who goes first
+            for name, extra in order:
+                if stage == "mntp" and name == "ours:padded":
+                    continue  # MNTP blocks carry no padding
+                specs = side_specs(stage, args, model, data, work / f"{stage}-{name}-{round_}", extra)
+                side = "official" if name == "official" else "ours"
+                python = args.official_python if side == "official" else sys.executable
+                result = run_worker(python, specs[side], args.threads, work / f"{stage}-{name}-{round_}.log")
+                runs[stage][name].append(result)
+                summary = summarize(result)
+                print(f"  round {round_} {stage:<10} {name:<12} median step {summary['median_step_s']:.3f} s, "
+                      f"{summary['tokens_per_s']:.0f} tokens/s, {summary['tokens_per_cpu_s']:.0f} tokens/CPU-s, peak RSS {summary['peak_rss_steps_mib']:.0f} MiB",
+                      file=sys.stderr)
+                write_report(args, shape, stages, runs, loads + [os.getloadavg()], final=False)
+        loads.append(os.getloadavg())
+    write_report(args, shape, stages, runs, loads, final=True)
+    return 0
+
+
+def write_report(args, shape: dict, stages: list[str], runs: dict, loads: list, final: bool) -> None:
+    """The table (printed when ``final``) and the JSON, rewritten after every run so that a stopped benchmark
+    keeps what it measured."""
+    rows = []
+    for stage in stages:
+        # batches differ in content between the sides (data order): speed is compared in real tokens per second
+        official_best = max((summarize(r)["tokens_per_s"] for r in runs[stage]["official"]), default=None)
+        official_best_cpu = max((summarize(r)["tokens_per_cpu_s"] for r in runs[stage]["official"]), default=None)
+        for name, results in runs[stage].items():
+            if not results:
+                continue
+            summaries = [summarize(r) for r in results]
+            best = max(summaries, key=lambda s: s["tokens_per_s"])
+            rows.append({"stage": stage, "side": name, "rounds": len(summaries),
+                         "median_step_s_per_round": [s["median_step_s"] for s in summaries],
+                         "best_median_step_s": best["median_step_s"], "tokens_per_s": best["tokens_per_s"],
+                         "real_tokens_per_step": best["real_tokens_per_step"],
+                         "tokens_per_s_per_round": [s["tokens_per_s"] for s in summaries],
+                         "speedup_vs_official": best["tokens_per_s"] / official_best if official_best else None,
+                         "tokens_per_cpu_s": max(s["tokens_per_cpu_s"] for s in summaries),
+                         "tokens_per_cpu_s_per_round": [s["tokens_per_cpu_s"] for s in summaries],
+                         "cpu_speedup_vs_official": (max(s["tokens_per_cpu_s"] for s in summaries) / official_best_cpu
+                                                     if official_best_cpu else None),
+                         "peak_rss_steps_mib": max(s["peak_rss_steps_mib"] for s in summaries),
+                         "peak_rss_process_mib": max(s["peak_rss_process_mib"] for s in summaries),
+                         "step_rss_growth_mib": max(s["step_rss_growth_mib"] for s in summaries),
+                         "losses": [s["losses"] for s in summaries],
+                         "profile": next((s["profile"] for s in summaries if s["profile"]), None),
+                         "versions": {k: results[0][k] for k in ("torch", "transformers")}})
+    if final:
+        header = (f"{'stage':<11} {'side':<13} {'step s':>13} {'tokens/s':>9} {'vs official':>11} "
+                  f"{'tokens/CPU-s':>12} {'vs official':>11} "
+                  f"{'peak RSS MiB':>12} {'step growth':>11} {'loss first→last':>18}")
+        print(f"\nrandom llama {args.shape} ({shape['non_embedding_params'] / 1e6:.1f}M non-embedding), float32, sdpa, "
+              f"gradient checkpointing, {args.steps} steps, {args.rounds} round(s), {args.threads} thread(s)")
+        print(header)
+        print("-" * len(header))
+        for r in rows:
+            losses = r["losses"][0]
+            print(f"{r['stage']:<11} {r['side']:<13} {r['best_median_step_s']:>13.3f} {r['tokens_per_s']:>9.0f} "
+                  f"{r['speedup_vs_official']:>10.2f}× {r['tokens_per_cpu_s']:>12.0f} {r['cpu_speedup_vs_official']:>10.2f}× "
+                  f"{r['peak_rss_steps_mib']:>12.0f} {r['step_rss_growth_mib']:>11.0f} "
+                  f"{losses[0]:>8.3f}→{losses[-1]:<8.3f}")
+        if any(r["profile"] for r in rows):
+            print("\nwhere one profiled step spent its time (torch.profiler self time; outside ops: Python, data, "
+                  "tokenizing)")
+            print(f"{'stage':<11} {'side':<13} {'wall s':>7} {'matmul':>7} {'attention':>9} {'other ops':>9} {'outside':>8}")
+            for r in rows:
+                if r["profile"]:
+                    p = r["profile"]
+                    print(f"{r['stage']:<11} {r['side']:<13} {p['wall_seconds']:>7.2f} {p['matmul']:>7.0%} "
+                          f"{p['attention']:>9.0%} {p['other_ops']:>9.0%} {p['outside_ops']:>8.0%}")
+    meta = {"shape": args.shape, **shape, "steps": args.steps, "rounds": args.rounds, "seed": args.seed,
+            "threads": args.threads,
+            "stages": {s: {**STAGES[s], "batch": args.stage_batches[s]} for s in stages}, "official_recipe": OFFICIAL_RECIPE,
+            "our_recipe": OUR_RECIPE, "load_average_per_round": loads, "machine": platform.machine(),
+            "processor": platform.processor(), "cpu_count": os.cpu_count(), "uname": " ".join(platform.uname()),
+            "records_per_dataset": args.records_per_dataset}
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"meta": meta, "rows": rows, "runs": runs, "complete": final}, indent=1) + "\n")
+    if final:
+        print(f"\nwrote {output}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -109,10 +381,37 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2) // 2))
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "train.json"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    side = parser.add_argument_group("side by side with the official scripts")
+    side.add_argument("--side-by-side", action="store_true", help="whole runs against the official scripts")
+    side.add_argument("--official-python", default=str(REPO / ".venv-official" / "bin" / "python"),
+                      help="python of the official environment (llm2vec 0.2.3, transformers<=4.44.2)")
+    side.add_argument("--official", default=str(REPO / "benchmarks" / ".official"),
+                      help="checkout of McGill-NLP/llm2vec")
+    side.add_argument("--shape", default="llama-26m", help="a shape of benchmarks/encode.py")
+    side.add_argument("--stages", default="mntp,simcse,supervised")
+    side.add_argument("--steps", type=int, default=20, help="optimizer steps per run (the first is a warm-up)")
+    side.add_argument("--rounds", type=int, default=2)
+    side.add_argument("--seed", type=int, default=42)
+    side.add_argument("--records-per-dataset", type=int, default=64, help="E5-like records per dataset")
+    side.add_argument("--batch-sizes", default="mntp=4,simcse=32,supervised=8",
+                      help="per-device batch of each stage (records; a supervised record is 3 texts)")
+    side.add_argument("--profile", action="store_true",
+                      help="run each run's last step under torch.profiler (matmul / attention / other / outside ops)")
+    side.add_argument("--with-padded", action="store_true", help="also run ours with padding_free false")
     args = parser.parse_args(argv)
     if args.one:
         print(json.dumps(measure(json.loads(args.one))))
         return 0
+    if args.worker:
+        print(json.dumps(run_side(json.loads(args.worker))))
+        return 0
+    if args.side_by_side:
+        args.stage_batches = {**{k: v["batch"] for k, v in STAGES.items()},
+                              **{k: int(v) for k, v in (item.split("=") for item in args.batch_sizes.split(","))}}
+        if args.output == parser.get_default("output"):
+            args.output = str(Path(__file__).parent / "results" / "train_side_by_side.json")
+        return side_by_side(args)
 
     from llm2vec_hf.training.tiny_data import prepare_tiny
     from llm2vec_hf.tiny import build_tiny_decoder

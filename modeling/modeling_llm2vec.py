@@ -23,7 +23,8 @@ from typing import Any, Sequence
 
 import torch
 import transformers
-from transformers.utils import logging
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+from transformers.utils import is_flash_attn_2_available, logging
 from transformers.utils.versions import require_version
 
 logger = logging.get_logger(__name__)
@@ -757,41 +758,59 @@ def forward_in_length_groups(
     lengths = attention_mask.sum(1)
     positions = torch.arange(width, device=attention_mask.device)
     mask = attention_mask.bool()
-    right_padded = bool((mask == (positions < lengths.unsqueeze(1))).all())
-    left_padded = not right_padded and bool((mask == (positions >= width - lengths.unsqueeze(1))).all())
-    if not (right_padded or left_padded):
+    # One contiguous block of real tokens per row, wherever it sits: left or right padding, or both (the rows
+    # sentence-transformers concatenates from two columns padded on the left, then to the wider column's width).
+    starts = mask.int().argmax(1, keepdim=True)
+    if not bool((mask == ((positions >= starts) & (positions < starts + lengths.unsqueeze(1)))).all()):
         return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     calls = packed_groups(model, lengths.tolist(), rows_total, max_tokens, packing)
     if len(calls) == 1 and len(calls[0]) == rows_total:
         return model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     additive = getattr(model.config, "_attn_implementation", None) == "eager"
     dtype = next(model.parameters()).dtype
-    hidden_states = None
+    states: dict[int, torch.Tensor] = {}
     for rows in calls:
         group = [i for row in rows for i in row]
-        longest = int(lengths[group[0]])
         if len(group) > len(rows):
             texts = {i: input_ids[i][mask[i]].tolist() for i in group}
-            states = forward_packed(model, packed_batch(int(input_ids[0, 0]), texts, rows, dtype, additive,
-                                                        runs_varlen(model)),
-                                    input_ids.device)
-            if hidden_states is None:
-                hidden_states = states[0].new_zeros(rows_total, width, states[0].shape[-1])
-            for i, state in zip(group, states):
-                hidden_states[i, mask[i]] = state
+            packed = packed_batch(int(input_ids[0, 0]), texts, rows, dtype, additive, runs_varlen(model))
+            states.update(zip(group, forward_packed(model, packed, input_ids.device)))
             continue
-        index = torch.tensor(group, device=input_ids.device)
-        columns = slice(0, longest) if right_padded else slice(width - longest, width)
-        hidden = model(input_ids=input_ids[index, columns], attention_mask=attention_mask[index, columns]).last_hidden_state
-        if hidden_states is None:
-            hidden_states = hidden.new_zeros(rows_total, width, hidden.shape[-1])
-        hidden_states[index, columns] = hidden
+        # one text per row, right-aligned and cut to the group's longest
+        longest = int(lengths[group[0]])
+        ids = input_ids.new_full((len(group), longest), int(input_ids[0, 0]))
+        group_mask = attention_mask.new_zeros((len(group), longest))
+        for j, i in enumerate(group):
+            ids[j, : int(lengths[i])] = input_ids[i][mask[i]]
+            group_mask[j, : int(lengths[i])] = 1
+        hidden = model(input_ids=ids, attention_mask=group_mask).last_hidden_state
+        states.update((i, hidden[j, : int(lengths[i])]) for j, i in enumerate(group))
+    # One write of every text's states: a write per text would make the backward pass copy the whole gradient
+    # once per text.
+    ordered = torch.cat([states[i] for i in range(rows_total)])
+    hidden_states = ordered.new_zeros(rows_total, width, ordered.shape[-1])
+    hidden_states[mask] = ordered
     return hidden_states
+
+
+def forward_padding_free(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """``last_hidden_state`` of a padded batch, computed on its real tokens only: `forward_in_length_groups` with
+    room for the whole batch in one call, so texts share one packed row where calls attend per text (`runs_varlen`;
+    texts longer than a sliding window, and models without per-text attention, run in groups of similar length).
+    Differentiable; the training path of the sentence-transformers module. The states at real tokens equal one
+    padded call's up to float rounding; at padded positions they are zero."""
+    budget = max(int(attention_mask.sum()), attention_mask.shape[1])
+    return forward_in_length_groups(model, input_ids, attention_mask, max_tokens=budget)
 
 
 #: Attention backends that take a prepared 4D mask as given (transformers returns a 4D mask unchanged): sdpa reads
 #: it as booleans, eager adds it to the scores. Flash-attention and flex get padded batches (see `packed_groups`).
-PACKED_ATTENTION_BACKENDS = ("sdpa", "eager")
+#: The attention function of packed sdpa calls (registered with transformers' `AttentionInterface`): sdpa on each
+#: text's own span. On CPU one masked call over a packed row costs the whole row's scores (a 2048-token row of 40
+#: texts: 135 ms against 8 ms for the 40 spans, one head group of a 26M Llama). Without spans it is sdpa, with
+#: sdpa's masks, so that a model may keep it for all its calls (`use_varlen_attention`).
+VARLEN_ATTENTION = "llm2vec_varlen_sdpa"
+PACKED_ATTENTION_BACKENDS = ("sdpa", "eager", VARLEN_ATTENTION)
 #: Default least width of a packed row; see `pack_rows`.
 DEFAULT_PACKED_ROW_TOKENS = 128
 
@@ -927,51 +946,97 @@ def packed_batch(pad_id: int, input_ids: list, rows: list[list[int]], dtype: tor
     return {"input_ids": ids, "position_ids": positions, "attention_mask": mask, "spans": spans}
 
 
-#: The attention function of packed sdpa calls (registered with transformers' `AttentionInterface`): sdpa on each
-#: text's own span. On CPU one masked call over a packed row costs the whole row's scores (a 2048-token row of 40
-#: texts: 135 ms against 8 ms for the 40 spans, one head group of a 26M Llama).
-VARLEN_ATTENTION = "llm2vec_varlen_sdpa"
-
-
 def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
-    """sdpa over each span ``(row, start, length)`` of ``llm2vec_spans`` on its own, with no mask; positions
-    outside every span get zeros. Same signature and output layout, (batch, length, heads, head_dim), as
-    transformers' sdpa attention."""
-    groups = getattr(module, "num_key_value_groups", 1)
-    output = query.new_zeros(*query.shape[:-1], value.shape[-1])  # latent attention: values may be narrower
-    for row, start, length in kwargs["llm2vec_spans"]:
+    """Attention within each span ``(row, start, length)`` of ``llm2vec_spans``, with no mask; positions outside
+    every span get zeros. On CUDA with flash-attention installed, one row tiled by its spans runs flash-attention's
+    varlen kernel; otherwise sdpa runs on each span. Without ``llm2vec_spans``: transformers' sdpa attention. Same
+    signature and output layout, (batch, length, heads, head_dim), as transformers' sdpa attention; differentiable."""
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    spans = kwargs.pop("llm2vec_spans", None)
+    if spans is None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                      **kwargs)
+    batch, width = query.shape[0], query.shape[2]
+    lengths = [length for _, _, length in spans]
+    # flash-attention needs values as wide as queries (latent attention's are narrower)
+    if (query.is_cuda and batch == 1 and sum(lengths) == width and value.shape[-1] == query.shape[-1]
+            and is_flash_attn_2_available()):
+        return _flash_varlen_attention(module, query, key, value, lengths, dropout, scaling), None
+    groups = query.shape[1] // key.shape[1]
+    rows: list[list[torch.Tensor]] = [[] for _ in range(batch)]
+    ends = [0] * batch
+    for row, start, length in spans:  # `packed_batch` lists each row's spans left to right
+        if start > ends[row]:
+            rows[row].append(query.new_zeros(query.shape[1], start - ends[row], value.shape[-1]))
         span = slice(start, start + length)
-        keys, values = key[row : row + 1, :, span], value[row : row + 1, :, span]
-        if groups > 1:
-            keys, values = keys.repeat_interleave(groups, 1), values.repeat_interleave(groups, 1)
-        output[row : row + 1, :, span] = torch.nn.functional.scaled_dot_product_attention(
-            query[row : row + 1, :, span], keys, values, dropout_p=dropout, scale=scaling
-        )
+        rows[row].append(torch.nn.functional.scaled_dot_product_attention(
+            query[row, :, span], key[row, :, span], value[row, :, span], dropout_p=dropout, scale=scaling,
+            enable_gqa=groups > 1,
+        ))
+        ends[row] = start + length
+    # One concatenation per row rather than writes into a zero tensor: in-place slice writes would make the
+    # backward pass copy the whole gradient once per span.
+    output = torch.stack([
+        torch.cat(pieces + ([query.new_zeros(query.shape[1], width - end, value.shape[-1])] if end < width else []),
+                  dim=1)
+        for pieces, end in zip(rows, ends)
+    ])
     return output.transpose(1, 2).contiguous(), None
 
 
+def _flash_varlen_attention(module, query, key, value, lengths: list[int], dropout: float, scaling):
+    """flash-attention's varlen kernel over one row holding texts of ``lengths`` back to back (through transformers'
+    own flash-attention call, which also casts float32 inputs to the model's half-precision dtype)."""
+    from transformers.integrations.flash_attention import get_target_dtype
+    from transformers.modeling_flash_attention_utils import _flash_attention_forward
+
+    cumulative = torch.tensor([0, *itertools.accumulate(lengths)], dtype=torch.int32, device=query.device)
+    return _flash_attention_forward(
+        query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), None, query_length=query.shape[2],
+        is_causal=False, dropout=dropout, softmax_scale=scaling, cu_seq_lens_q=cumulative,
+        cu_seq_lens_k=cumulative, max_length_q=max(lengths), max_length_k=max(lengths),
+        target_dtype=get_target_dtype(query, module), attn_implementation="flash_attention_2",
+    )
+
+
 transformers.AttentionInterface.register(VARLEN_ATTENTION, varlen_sdpa_attention)
+AttentionMaskInterface.register(VARLEN_ATTENTION, sdpa_mask)
 
 
 def runs_varlen(model: torch.nn.Module) -> bool:
     """Whether packed calls of ``model`` use `varlen_sdpa_attention`: sdpa models without softcapping (sdpa has
     none; Gemma2 keeps the masked rows of eager), not compiled (a list of spans would recompile every call)."""
     config = model.config
-    return (attends_both_ways(model) and config._attn_implementation == "sdpa"
+    return (attends_both_ways(model) and config._attn_implementation in ("sdpa", VARLEN_ATTENTION)
             and getattr(config, "attn_logit_softcapping", None) is None
             and getattr(model, "_compiled_call_impl", None) is None)
+
+
+def use_varlen_attention(model: torch.nn.Module) -> bool:
+    """Makes `varlen_sdpa_attention` ``model``'s attention for every call, where `runs_varlen`; returns whether it
+    did. Training sets it once: gradient checkpointing recomputes a layer during the backward pass, after
+    `forward_packed` has returned, and must find the same attention there."""
+    if not runs_varlen(model):
+        return False
+    model.config._attn_implementation = VARLEN_ATTENTION
+    return True
 
 
 def forward_packed(model: torch.nn.Module, batch: dict, device: torch.device) -> list[torch.Tensor]:
     """Runs one `packed_batch` and returns each text's own token states, (length, hidden), in ``spans`` order."""
     inputs = {"input_ids": batch["input_ids"].to(device), "position_ids": batch["position_ids"].to(device)}
     if batch.get("varlen"):
+        # A mask of ones: transformers builds no mask for it, where with none it would build one from the
+        # restarting positions, a (width, width) mask that the spans make useless.
+        inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
         config = model.config
+        previous = config._attn_implementation
         config._attn_implementation = VARLEN_ATTENTION
         try:
             hidden = model(**inputs, llm2vec_spans=batch["spans"]).last_hidden_state
         finally:
-            config._attn_implementation = "sdpa"
+            config._attn_implementation = previous
     else:
         hidden = model(**inputs, attention_mask=batch["attention_mask"].to(device)).last_hidden_state
     return [hidden[r, start : start + length] for r, start, length in batch["spans"]]

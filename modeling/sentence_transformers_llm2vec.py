@@ -29,6 +29,7 @@ from .modeling_llm2vec import (
     cut_to_doc_max_length,
     family_for,
     forward_in_length_groups,
+    forward_padding_free,
     make_config_bidirectional,
     normalize_inputs,
     pool,
@@ -182,12 +183,17 @@ class LLM2VecTransformer(Transformer):
     short texts share rows (packed, with a block-diagonal mask), the others in groups of similar token length;
     sentence-transformers sorts by characters and batches by count, so a batch as given can be mostly padding.
     ``max_batch_tokens`` caps a call's tokens, padding included, and ``packing=False`` turns packing off (both
-    attributes, or ``encode(..., max_batch_tokens=N, packing=False)``). Training (gradients on) runs each batch
-    as one call, as given.
+    attributes, or ``encode(..., max_batch_tokens=N, packing=False)``).
+
+    In training (the module in train mode, or gradients on), each batch runs on its real tokens only
+    (`forward_padding_free`: the texts packed into one row that attends within each text), with the same
+    embeddings and gradients as the padded batch; ``padding_free=False`` runs the padded batch as given. Both
+    passes of GradCache run the same way, so that its replayed dropout matches.
     """
 
     max_batch_tokens: int | None = None
     packing: bool | None = None
+    padding_free: bool = True
     #: Compile the encoder (`compile_for_inference`) at the first inference batch; set before a multi-process
     #: pool starts, so that each worker compiles its own copy.
     compile_on_first_forward: bool = False
@@ -256,8 +262,12 @@ class LLM2VecTransformer(Transformer):
         max_batch_tokens = kwargs.pop("max_batch_tokens", None) or self.max_batch_tokens
         packing = kwargs.pop("packing", None)
         packing = self.packing if packing is None else packing
-        if torch.is_grad_enabled() or kwargs:
+        if kwargs or ((self.training or torch.is_grad_enabled()) and not self.padding_free):
             features = super().forward(features, **kwargs)
+        elif self.training or torch.is_grad_enabled():
+            features["token_embeddings"] = forward_padding_free(
+                self.auto_model, features["input_ids"], features["attention_mask"]
+            )
         else:
             if self.compile_on_first_forward:
                 compile_for_inference(self.auto_model)

@@ -24,7 +24,11 @@ def test_gpu_sh_is_valid_bash():
 
 def test_benchmark_workers_compile(tmp_path):
     for name in ("gpu_bench.py", "gpu_vllm.py", "encode_memory.py", "encode.py", "encode_ray.py", "packed_attention.py",
+<<<<<<< HEAD
                  "scale.py", "make_large_checkpoint.py"):
+=======
+                 "train.py", "train_data.py"):
+>>>>>>> main
         py_compile.compile(str(BENCHMARKS / name), cfile=str(tmp_path / f"{name}c"), doraise=True)
 
 
@@ -52,3 +56,23 @@ def test_encode_benchmark_runs_from_one_command(tmp_path):
         shares = [row["profile"][k] for k in ("matmul", "attention", "other_ops", "outside_ops")]
         assert all(0 <= x <= 1 for x in shares) and 0.97 <= sum(shares) <= 1.03
         assert row["profile"]["matmul"] > 0 and row["profile"]["top_ops_seconds"]
+
+
+def test_training_benchmark_data_is_in_the_official_formats(tmp_path):
+    """The side-by-side data: every dataset the official E5Data opens, queries much shorter than passages, the same
+    records in the project's supervised format, and one Wiki1M sentence per line."""
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        from train_data import E5_LIKE_WORDS, prepare
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+    paths = prepare(tmp_path, records_per_dataset=20, wiki_lines=50, corpus_paragraphs=10)
+    official = sorted(p.stem for p in (BENCHMARKS.parent / "tests" / "fixtures" / "official_training" / "echo-data").glob("*.jsonl"))
+    assert sorted(p.stem for p in paths["echo_data"].glob("*.jsonl")) == sorted(E5_LIKE_WORDS) == official
+    records = [json.loads(line) for p in paths["echo_data"].glob("*.jsonl") for line in p.read_text().splitlines()]
+    assert len(records) == 20 * 14 and all(set(r) == {"query", "positive", "negative"} for r in records)
+    words = {k: sorted(len(r[k].split()) for r in records) for k in ("query", "positive")}
+    assert words["query"][len(records) // 2] * 4 < words["positive"][len(records) // 2]
+    converted = [json.loads(line) for line in paths["supervised"].read_text().splitlines()]
+    assert len(converted) == len(records) and len({r["dataset"] for r in converted}) == 14
+    assert len(paths["wiki"].read_text().splitlines()) == 50

@@ -177,19 +177,25 @@ def test_sentence_transformers_never_takes_the_padding_free_path(exported, monke
 
 
 def test_sentence_transformers_training_forward_is_one_call(exported):
-    """With gradients on (training), the module runs the batch as given: losses see exactly what they did."""
+    """With gradients on (training), the module runs the batch in one call whatever ``max_batch_tokens`` says:
+    padding-free, one packed row of the batch's real tokens; with ``padding_free=False``, the batch as given."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(exported("llama")), trust_remote_code=True)
     features = model[0].preprocess([x for x in MIXED_INPUTS if isinstance(x, str)])
-    recorder = ShapeRecorder(model[0].auto_model)
-    try:
-        with torch.enable_grad():
-            out = model[0](dict(features), max_batch_tokens=8)
-    finally:
-        recorder.remove()
-    assert recorder.shapes == [tuple(features["input_ids"].shape)]
-    assert out["sentence_embedding"].requires_grad
+    outputs = {}
+    for padding_free in (True, False):
+        model[0].padding_free = padding_free
+        recorder = ShapeRecorder(model[0].auto_model)
+        try:
+            with torch.enable_grad():
+                outputs[padding_free] = model[0](dict(features), max_batch_tokens=8)["sentence_embedding"]
+        finally:
+            recorder.remove()
+        real = (1, int(features["attention_mask"].sum()))
+        assert recorder.shapes == [real if padding_free else tuple(features["input_ids"].shape)]
+        assert outputs[padding_free].requires_grad
+    assert torch.allclose(outputs[True], outputs[False], atol=1e-5)
 
 
 def test_encode_command_takes_a_token_budget(exported, tmp_path, capsys):

@@ -138,6 +138,12 @@ class ContrastiveArguments:
         metadata={"help": 'chat wrapper of every text, e.g. "[INST] {text} [/INST]" (supervised recipes of chat '
                           "bases, as the official run_supervised.py); stored in the exported checkpoint"},
     )
+    padding_free: bool = field(
+        default=True,
+        metadata={"help": "run each batch on its real tokens only: its texts packed into one row that attends within "
+                          "each text (same loss and gradients as padded batches); false pads every batch to its "
+                          "longest text"},
+    )
     simcse_pooling: str = field(
         default="text",
         metadata={"help": "SimCSE: text (pool the text's tokens, as at inference) or padded_row (every position of "

@@ -46,8 +46,10 @@ class PaddedRowLLM2VecTransformer(PreloadedLLM2VecTransformer):
     The official run_simcse.py passes texts without its instruction marker, so its embed mask is empty and its
     ``skip_instruction`` pooling averages the whole padded row. Kept as an option (``simcse_pooling:
     padded_row``) to reproduce it exactly; the default pools the text's tokens as inference does
-    (docs/architecture.md, differences table).
+    (docs/architecture.md, differences table). It pools the padding's states, so its batches run padded.
     """
+
+    padding_free = False
 
     def preprocess(self, inputs, prompt=None, **kwargs):
         side = self.tokenizer.padding_side
@@ -61,12 +63,15 @@ class PaddedRowLLM2VecTransformer(PreloadedLLM2VecTransformer):
 
 
 def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_length: int, pooling_mode: str,
-                             text_template: str | None = None, padded_row_pooling: bool = False):
-    """A ``SentenceTransformer`` around an already loaded encoder (possibly a ``PeftModel``), no second load."""
+                             text_template: str | None = None, padded_row_pooling: bool = False,
+                             padding_free: bool = True):
+    """A ``SentenceTransformer`` around an already loaded encoder (possibly a ``PeftModel``), no second load.
+    ``padding_free``: training batches run on their real tokens only (``LLM2VecTransformer``)."""
     from sentence_transformers import SentenceTransformer
 
     module_class = PaddedRowLLM2VecTransformer if padded_row_pooling else PreloadedLLM2VecTransformer
     module = module_class(base_folder, max_seq_length=max_seq_length, model_kwargs={"encoder": encoder})
+    module.padding_free = module.padding_free and padding_free
     tokenizer.model_max_length = max_seq_length
     module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
     settings = {"pooling_mode": pooling_mode}
@@ -154,6 +159,7 @@ def build_contrastive_trainer(recipe, resume: str | None):
     from datasets import Dataset
     from transformers import set_seed
 
+    from ..modeling.modeling_llm2vec import use_varlen_attention
     from .lora import add_lora, enable_gradient_checkpointing, take_gradient_checkpointing
     from .stage_model import load_model_for_stage
 
@@ -170,13 +176,15 @@ def build_contrastive_trainer(recipe, resume: str | None):
     if stage == "simcse":
         n = set_attention_dropout(encoder, contrastive.simcse_dropout)
         logger.info("SimCSE: attention dropout %.2f on %d attention modules", contrastive.simcse_dropout, n)
+    if contrastive.padding_free and use_varlen_attention(encoder):
+        logger.info("%s: padding-free batches (texts packed into one row, attention within each text)", stage)
     set_seed(args.seed)
     peft_model = add_lora(encoder, recipe.model)
     if take_gradient_checkpointing(args):
         enable_gradient_checkpointing(peft_model)
     model = sentence_transformer_for(peft_model, tokenizer, base_folder, recipe.data.max_seq_length,
                                      contrastive.pooling_mode, contrastive.text_template,
-                                     contrastive.simcse_pooling == "padded_row")
+                                     contrastive.simcse_pooling == "padded_row", contrastive.padding_free)
     scale = contrastive.loss_scale if contrastive.loss_scale is not None else (20.0 if stage == "simcse" else 50.0)
     loss = contrastive_loss(model, contrastive, scale, args.world_size)
     logger.info("%s: %s, scale %.1f, batch %d x %d device(s)", stage, type(loss).__name__, scale,
