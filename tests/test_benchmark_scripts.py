@@ -24,11 +24,7 @@ def test_gpu_sh_is_valid_bash():
 
 def test_benchmark_workers_compile(tmp_path):
     for name in ("gpu_bench.py", "gpu_vllm.py", "encode_memory.py", "encode.py", "encode_ray.py", "packed_attention.py",
-<<<<<<< HEAD
-                 "scale.py", "make_large_checkpoint.py"):
-=======
-                 "train.py", "train_data.py"):
->>>>>>> main
+                 "scale.py", "make_large_checkpoint.py", "train.py", "train_data.py"):
         py_compile.compile(str(BENCHMARKS / name), cfile=str(tmp_path / f"{name}c"), doraise=True)
 
 
