@@ -33,6 +33,7 @@ from .json_files import read_json, write_json
 from . import merged_weights
 from .loading import (
     DTYPES,
+    check_checkpoint_files,
     encoding_settings,
     load_bidirectional,
     load_config,
@@ -94,6 +95,7 @@ def export_checkpoint(
     config = load_config(path)
     family = family_for(config)
     refuse_pickle_only(path)
+    check_checkpoint_files(path)  # the streamed merge reads the files itself, so the loaders' check runs here too
     config = family.config.from_pretrained(path)
     out_dtype = DTYPES[dtype] if dtype else merged_weights.stored_dtype(path, config)
     folders, updates = [path], []
