@@ -1230,6 +1230,9 @@ LATENT_PROJECTIONS = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "k
 #: Mixture-of-experts layers hold their experts as 3-D parameters, not Linear modules: LoRA reaches them through
 #: peft's ``target_parameters``. The routers get no LoRA (they stay as pretrained).
 EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+#: Phi-1/2's attention output and MLP projections; StarCoder2's MLP.
+PHI_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+STARCODER2_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj")
 
 
 class Family:
@@ -1291,6 +1294,20 @@ _DECLARED = {
     "smollm3": declare("smollm3", "SmolLM3"),
     "glm4": declare("glm4", "Glm4"),
     "minicpm3": declare("minicpm3", "MiniCPM3", since="5.25.0", lora_targets=LATENT_PROJECTIONS),
+    "olmo": declare("olmo", "Olmo"),
+    "olmo3": declare("olmo3", "Olmo3"),
+    "cohere": declare("cohere", "Cohere"),  # Command-R
+    "cohere2": declare("cohere2", "Cohere2"),  # Command-R7B, Command-A
+    "starcoder2": declare("starcoder2", "Starcoder2", lora_targets=STARCODER2_PROJECTIONS),
+    "gpt_oss": declare("gpt_oss", "GptOss", expert_parameters=EXPERT_PARAMETERS),  # attention sinks stay
+    "phi": declare("phi", "Phi", lora_targets=PHI_PROJECTIONS),  # Phi-1, Phi-1.5, Phi-2
+    "exaone4": declare("exaone4", "Exaone4"),
+    "ernie4_5": declare("ernie4_5", "Ernie4_5"),
+    "hunyuan_v1_dense": declare("hunyuan_v1_dense", "HunYuanDenseV1"),
+    "seed_oss": declare("seed_oss", "SeedOss"),
+    "apertus": declare("apertus", "Apertus"),
+    "arcee": declare("arcee", "Arcee"),  # AFM
+    "dots1": declare("dots1", "Dots1", expert_parameters=EXPERT_PARAMETERS),
 }
 #: The supported families of this transformers.
 FAMILIES: dict[str, Family] = {k: v for k, v in _DECLARED.items() if isinstance(v, Family)}

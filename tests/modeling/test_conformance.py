@@ -68,6 +68,21 @@ FAMILY_CONFIGS: dict[str, dict] = {
     "glm4": {},
     "minicpm3": {"num_key_value_heads": 4, "q_lora_rank": 16, "kv_lora_rank": 16, "qk_nope_head_dim": 8,
                  "qk_rope_head_dim": 4, "v_head_dim": 8, "head_dim": 12},  # multi-head latent attention
+    "olmo": {},
+    "olmo3": {"sliding_window": WINDOW},
+    "cohere": {"use_qk_norm": True, "logit_scale": 0.5},
+    "cohere2": {"sliding_window": WINDOW},  # its full-attention layers have no rotary embedding
+    "starcoder2": {"sliding_window": WINDOW},
+    "gpt_oss": {"sliding_window": WINDOW, "num_local_experts": 4, "num_experts_per_tok": 2},  # attention sinks
+    "phi": {"partial_rotary_factor": 0.5},
+    "exaone4": {"sliding_window": WINDOW},
+    "ernie4_5": {},
+    "hunyuan_v1_dense": {},
+    "seed_oss": {},
+    "apertus": {},  # xIELU activation, no gate projection
+    "arcee": {},  # ReLU² MLP, no gate projection
+    "dots1": {"n_routed_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 32, "n_shared_experts": 1,
+              "first_k_dense_replace": 1},
 }
 DECLARED = sorted(set(FAMILIES) | set(UNAVAILABLE_FAMILIES))
 BACKENDS = ["eager", "sdpa"]
