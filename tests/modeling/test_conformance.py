@@ -202,6 +202,8 @@ def test_flex_attention(zoo, family):
     folder = zoo(family)
     skip_unless_supported(FAMILIES[family].model, "flex_attention")
     flex = LLM2Vec.from_pretrained(str(folder), attn_implementation="flex_attention")
+    if any(name.endswith(".sinks") for name, _ in flex.model.named_parameters()):
+        pytest.skip("transformers runs attention sinks under flex attention on CUDA only")
     eager = LLM2Vec.from_pretrained(str(folder), attn_implementation="eager")
     assert first_token_moves(flex.model, padded=True)
     got = flex.encode(TEXTS, batch_size=8, show_progress_bar=False)
