@@ -1355,7 +1355,7 @@ REFUSED_FAMILIES: dict[str, str] = {
              "model", "bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart", "musicgen",
              "musicgen_melody", "mvp", "pegasus", "plbart", "prophetnet", "trocr", "whisper"),
     **refuse("a multimodal (vision/audio + text) checkpoint type; llm2vec-hf loads decoder-only text models",
-             "emu3", "fuyu", "gemma3", "gemma3n", "gemma4", "gemma4_unified", "git", "got_ocr2",
+             "emu3", "fuyu", "gemma3n", "gemma4", "gemma4_unified", "git", "got_ocr2",
              "llama4", "mllama", "moshi", "moss_transcribe_diarize", "phi4_multimodal", "qwen3_5", "qwen3_5_moe",
              "qwen4_exp", "dots3_note"),
     **refuse("a speculative-decoding drafter that reads another model's hidden states, not a text encoder base",
@@ -1381,11 +1381,44 @@ REFUSED_FAMILIES.update(refuse("an attention decoder that llm2vec-hf has not dec
                                "proven its bidirectional vectors", *NOT_YET_DECLARED))
 
 
+class TextTower:
+    """A multimodal checkpoint type whose text tower is a declared family (Gemma-3-4B-it's ``gemma3``: a
+    ``text_config`` inside, the text weights under ``language_model.``). Only the tower's config and weights are
+    read; the vision and projector weights are listed (in the safetensors header) but never loaded.
+
+    ``key_mapping`` is transformers' ``from_pretrained(key_mapping=...)``: the tower's checkpoint names onto the
+    text family's ``…ForCausalLM`` names (the encoder drops the ``model.`` prefix itself). ``other_parts`` are
+    the name prefixes of what the text tower leaves unread; any other unknown tensor is still an error.
+    """
+
+    def __init__(self, text_family: str, key_mapping: dict[str, str], other_parts: tuple[str, ...]):
+        self.text_family, self.key_mapping, self.other_parts = text_family, key_mapping, other_parts
+
+    def text_name(self, key: str) -> str | None:
+        """The tower's name for a checkpoint tensor (``model.layers.0…``), or None for another part's tensor."""
+        if key.startswith(self.other_parts):
+            return None
+        for pattern, replacement in self.key_mapping.items():
+            key = re.sub(pattern, replacement, key)
+        return key
+
+
+#: Multimodal checkpoint type -> its text tower. transformers' hub layout (``language_model.model.…``) and its
+#: in-memory layout (``model.language_model.…``) are both read.
+TEXT_TOWERS: dict[str, TextTower] = {
+    "gemma3": TextTower("gemma3_text", {r"^model\.language_model\.": "model.", r"^language_model\.": ""},
+                        ("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                         "model.multi_modal_projector.")),
+}
+
+
 def family_for(config: transformers.PretrainedConfig) -> Family:
     """The family of a config, or a one-line ValueError that says why there is none."""
     model_type = getattr(config, "model_type", None)
     if model_type in FAMILIES:
         return FAMILIES[model_type]
+    if model_type in TEXT_TOWERS and hasattr(config, "text_config"):
+        return family_for(config.text_config)
     if model_type in UNAVAILABLE_FAMILIES:
         raise ValueError(f"Architecture {UNAVAILABLE_FAMILIES[model_type]}")
     if model_type in REFUSED_FAMILIES:
