@@ -1365,17 +1365,18 @@ REFUSED_FAMILIES: dict[str, str] = {
 #: well cover them, but nothing has proven their vectors (no conformance row), so they are refused rather than
 #: guessed. Declaring one is a `declare(...)` line plus its conformance row (docs/families.md, "Adding a family").
 NOT_YET_DECLARED = (
-    "afmoe", "apertus1p5_text", "aria_text", "axk1", "axk2", "beam", "biogpt", "bitnet", "blt", "bloom",
+    "afmoe", "apertus1p5_text", "aria_text", "axk1", "axk2", "beam", "biogpt", "bitnet", "bloom", "blt",
     "code_llama", "codegen", "cohere2_moe", "cohere_compass_text", "ctrl", "cwm", "dbrx", "deepseek_v2",
-    "deepseek_v3", "deepseek_v32", "deepseek_v4", "diffllama", "doge", "dory", "dots3_note_text", "ergo", "ernie4_5_moe", "exaone",
-    "exaone_moe", "falcon", "flex_olmo", "flint", "gemma3n_text", "gemma4_text",
+    "deepseek_v3", "deepseek_v32", "deepseek_v4", "diffllama", "doge", "dory", "dots3_note_text", "ergo",
+    "ernie4_5_moe", "exaone", "exaone_moe", "falcon", "flex_olmo", "flint", "gemma3n_text", "gemma4_text",
     "gemma4_unified_text", "glm", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "gpt-sw3", "gpt2", "gpt_bigcode",
     "gpt_neo", "gpt_neox", "gpt_neox_japanese", "gptj", "granite_swa", "granitemoe", "granitemoe_swa",
-    "granitemoeshared", "helium", "hrm_text", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hyperclovax", "inkling2_loop_text",
-    "inkling2_text", "inkling_text", "internlm3", "iquestcoder", "jais2", "jetmoe", "kolibri1", "kolibri1_1",
-    "laguna", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax_m2", "minimax_m3_vl_text",
-    "ministral3", "modernbert-decoder", "mpt", "nanochat", "nemotron", "olmoe", "opt", "param2moe", "persimmon",
-    "phimoe", "sarvam_mla", "sarvam_moe", "solar_open", "stablelm", "vaultgemma", "xglm", "youtu", "zaya",
+    "granitemoeshared", "helium", "hrm_text", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hyperclovax",
+    "inkling2_loop_text", "inkling2_text", "inkling_text", "internlm3", "iquestcoder", "jais2", "jetmoe",
+    "kolibri1", "kolibri1_1", "laguna", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax_m2",
+    "minimax_m3_vl_text", "ministral3", "modernbert-decoder", "mpt", "nanochat", "nemotron", "olmoe", "opt",
+    "param2moe", "persimmon", "phimoe", "sarvam_mla", "sarvam_moe", "solar_open", "stablelm", "vaultgemma", "xglm",
+    "youtu", "zaya",
 )
 REFUSED_FAMILIES.update(refuse("an attention decoder that llm2vec-hf has not declared yet: no conformance run has "
                                "proven its bidirectional vectors", *NOT_YET_DECLARED))

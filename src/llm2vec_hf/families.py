@@ -134,7 +134,8 @@ def render_matrix(markdown: bool = False, path: str | os.PathLike = MATRIX_FILE)
         lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
         lines += ["", f"Measured on {measured_on}.", "", "Refused (every other causal-LM family of transformers; "
                   "`family_for` raises the reason as one line):", ""]
-        lines += [f"- {reason}: " + ", ".join(f"`{f}`" for f in families) for reason, families in refused_groups().items()]
+        lines += [f"- {reason}: " + ", ".join(f"`{f}`" for f in families)
+                  for reason, families in refused_groups().items()]
         return "\n".join(lines) + "\n"
     from .modeling.modeling_llm2vec import UNAVAILABLE_FAMILIES
 

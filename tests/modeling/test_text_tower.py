@@ -128,7 +128,8 @@ def test_export_streams_the_text_tower_and_every_path_agrees(checkpoints, tmp_pa
 
     expected = LLM2Vec.from_pretrained(str(checkpoints["text"]), pooling_mode="mean").encode(
         TEXTS, show_progress_bar=False).numpy()
-    assert np.abs(LLM2Vec.from_pretrained(folder).encode(TEXTS, show_progress_bar=False).numpy() - expected).max() <= 1e-5
+    exported = LLM2Vec.from_pretrained(folder).encode(TEXTS, show_progress_bar=False).numpy()
+    assert np.abs(exported - expected).max() <= 1e-5
     st = SentenceTransformer(folder, trust_remote_code=True, device="cpu")
     assert np.abs(st.encode(TEXTS) - expected).max() <= 1e-5
     out = tmp_path / "remote.npy"
