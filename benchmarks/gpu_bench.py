@@ -92,8 +92,8 @@ def flash_available() -> bool:
 
 
 def prepare(args) -> None:
-    from llm2vec_hf.export import make_tokenizer_portable
-    from llm2vec_hf.tiny import english_corpus, train_tokenizer
+    from llm2vec_hf.checkpoint.export import make_tokenizer_portable
+    from llm2vec_hf.training.tiny_model import english_corpus, train_tokenizer
 
     work, scratch = Path(args.work), Path(args.scratch or args.work)
     scratch.mkdir(parents=True, exist_ok=True)

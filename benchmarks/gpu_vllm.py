@@ -33,7 +33,7 @@ def write_model_folder(folder: Path, shape: dict, tokenizer_dir: Path, weights: 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     family = shape["family"]
     config = AutoConfig.for_model(family, vocab_size=len(json.loads((tokenizer_dir / "tokenizer.json").read_text())["model"]["vocab"]),

@@ -10,9 +10,10 @@ import torch
 
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.errors import AdapterMismatchError, CheckpointError
-from llm2vec_hf.tiny import build_tiny_decoder
+from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
-from conftest import REPO, run_python
+from helpers.processes import run_python
+from helpers.samples import REPO
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +122,7 @@ def test_unsupported_architecture_lists_supported(tmp_path):
 def save_lora(base_folder, out, target_modules=("q_proj", "v_proj")):
     from peft import LoraConfig, get_peft_model
 
-    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.loading.models import load_bidirectional
 
     model, _, _ = load_bidirectional(str(base_folder))
     peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=list(target_modules), init_lora_weights=False))
@@ -184,7 +185,7 @@ from safetensors.torch import load_file, save_file
 
 from llm2vec_hf import cli
 from llm2vec_hf.errors import LLM2VecError
-from llm2vec_hf.export import export_checkpoint
+from llm2vec_hf.checkpoint.export import export_checkpoint
 
 
 def run_cli(argv, capsys) -> tuple[int, str, str]:
@@ -275,7 +276,7 @@ def test_exported_checkpoint_missing_a_tensor_is_refused(exported, tmp_path):
 def test_tied_embeddings_are_not_reported_missing(tmp_path):
     """A base with tie_word_embeddings stores no lm_head: loading it as encoder, as MNTP model and exporting it
     must not be refused, and the MNTP head must be the embeddings."""
-    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.loading.models import load_bidirectional
 
     base = build_tiny_decoder(tmp_path / "tied", "llama", tie_word_embeddings=True)
     assert not any(k.startswith("lm_head") for k in load_file(base / "model.safetensors"))
@@ -417,7 +418,8 @@ def test_export_writes_in_a_staging_sibling_never_in_place(tiny_bases, exported,
 
 _KILL_AT_SECOND_RENAME = """
 import os, signal, sys
-from llm2vec_hf import export
+from llm2vec_hf.checkpoint import export, staging
+staging.exchange = lambda a, b: False  # as where renameat2(RENAME_EXCHANGE) is unavailable (not Linux, some file systems)
 real = os.replace
 calls = []
 def replace(a, b):
@@ -425,7 +427,7 @@ def replace(a, b):
     if len(calls) == 2:  # killed between moving the old copy aside and moving the new one in
         os.kill(os.getpid(), signal.SIGKILL)
     return real(a, b)
-export.os.replace = replace
+os.replace = replace
 export.export_checkpoint(sys.argv[1], sys.argv[2], overwrite=True, pooling_mode="last_token")
 """
 
@@ -436,9 +438,8 @@ def test_kill_between_the_renames_of_an_overwrite_loses_nothing(tiny_bases, expo
     out = tmp_path / "out"
     shutil.copytree(exported("llama"), out)
     before = _files(out)
-    env = {**os.environ, "LLM2VEC_HF_NO_RENAME_EXCHANGE": "1"}
     proc = subprocess.run([sys.executable, "-c", _KILL_AT_SECOND_RENAME, str(tiny_bases["llama"]), str(out)],
-                          env=env, capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
     assert not out.exists()
     assert any(p.name.startswith(".out.old-") for p in tmp_path.iterdir())
@@ -449,14 +450,12 @@ def test_kill_between_the_renames_of_an_overwrite_loses_nothing(tiny_bases, expo
 
 
 def test_overwrite_swaps_atomically_where_the_os_can(tiny_bases, exported, tmp_path, monkeypatch):
-    from llm2vec_hf import export
-
     if not sys.platform.startswith("linux"):
         pytest.skip("renameat2(RENAME_EXCHANGE) is Linux's")
     out = tmp_path / "out"
     shutil.copytree(exported("llama"), out)
     renames = []
-    monkeypatch.setattr(export.os, "replace", lambda a, b: renames.append((a, b)) or os.rename(a, b))
+    monkeypatch.setattr(os, "replace", lambda a, b: renames.append((a, b)) or os.rename(a, b))
     export_checkpoint(str(tiny_bases["llama"]), str(out), overwrite=True)
     assert renames == []  # one atomic exchange: at no instant is there no checkpoint at out
     assert json.loads((out / "llm2vec_config.json").read_text())["pooling_mode"] == "mean"
@@ -464,9 +463,9 @@ def test_overwrite_swaps_atomically_where_the_os_can(tiny_bases, exported, tmp_p
 
 
 def test_stale_partial_folders_of_dead_exports_are_removed(tiny_bases, tmp_path):
-    from llm2vec_hf.export import _host_tag
+    from llm2vec_hf.checkpoint.staging import host_tag
 
-    host, dead = _host_tag(), _dead_pid()
+    host, dead = host_tag(), _dead_pid()
     stale = tmp_path / f".out.partial-{host}-{dead}-abc123"
     alive = tmp_path / f".out.partial-{host}-1-def456"  # pid 1 runs: an export in progress, left alone
     other_host = tmp_path / f".out.partial-00000000-{dead}-x"  # cannot tell on another host: left alone
@@ -531,12 +530,12 @@ def test_disk_full_during_export_is_one_line_and_keeps_the_old_copy(tiny_bases, 
 
         monkeypatch.setattr(TokenizersBackend, "backend_tokenizer", property(lambda self: FullDisk(real.fget(self))))
     else:
-        from llm2vec_hf import export
+        from llm2vec_hf.checkpoint import export
 
         def full(*args, **kwargs):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(export, "_write_sentence_transformers_files", full)
+        monkeypatch.setattr(export, "write_sentence_transformers_files", full)
     code, _, err = run_cli(["export", tiny_bases["llama"], "--output", out, "--overwrite"], capsys)
     assert_one_line(code, err, "disk is full", "unchanged")
     assert _files(out) == before

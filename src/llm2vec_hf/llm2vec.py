@@ -9,14 +9,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from .loading import (
-    apply_adapter,
-    encoding_settings,
-    load_bidirectional,
-    load_tokenizer,
-    resolve_local,
-    tokenizer_folder,
-)
+from .loading.adapters import apply_adapter
+from .loading.models import encoding_settings, load_bidirectional, load_tokenizer, tokenizer_folder
+from .loading.paths import resolve_local
 from .modeling.modeling_llm2vec import (
     DEFAULT_ENCODING,
     compile_for_inference,
@@ -187,7 +182,7 @@ class LLM2Vec(torch.nn.Module):
     def save(self, output_path: str, prompts: dict[str, str] | None = None, overwrite: bool = False) -> str:
         """Writes a complete llm2vec-hf checkpoint (docs/architecture.md, "Checkpoint layout"): loads in
         transformers, sentence-transformers and the official llm2vec. Adapters still attached are merged first."""
-        from .export import write_checkpoint
+        from .checkpoint.export import write_checkpoint
 
         model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
         return write_checkpoint(model, self.tokenizer, self.settings, output_path, prompts=prompts, overwrite=overwrite)

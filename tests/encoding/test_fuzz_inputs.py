@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import read_inputs
+from helpers.samples import read_inputs
 from llm2vec_hf.encoding.inputs import count_inputs
 from llm2vec_hf.errors import LLM2VecError
 from llm2vec_hf.modeling.modeling_llm2vec import _count_tokens, cut_to_doc_max_length, normalize_inputs
@@ -195,7 +195,7 @@ def test_normalize_inputs(inputs):
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tokenizer():
-    from llm2vec_hf.tiny import train_tokenizer
+    from llm2vec_hf.training.tiny_model import train_tokenizer
 
     return train_tokenizer("llama")
 

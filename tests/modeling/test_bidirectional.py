@@ -14,7 +14,7 @@ import torch
 from transformers import AutoModel
 
 from llm2vec_hf import FAMILIES
-from llm2vec_hf.tiny import tiny_config, train_tokenizer
+from llm2vec_hf.training.tiny_model import tiny_config, train_tokenizer
 
 BACKENDS = ["eager", "sdpa"]
 if importlib.util.find_spec("flash_attn") is not None and torch.cuda.is_available():

@@ -17,7 +17,7 @@ import torch
 
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.errors import LLM2VecError
-from llm2vec_hf.export import export_checkpoint
+from llm2vec_hf.checkpoint.export import export_checkpoint
 from llm2vec_hf.modeling.modeling_llm2vec import OFFICIAL_KEYS, write_encoding_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -180,8 +180,8 @@ def test_demo_baseline_takes_its_settings_without_writing_the_config():
     """The demo's causal baseline pools as it asks (weighted mean) through the module's encoding_overrides,
     resolved like every other source; the loaded config carries no llm2vec block."""
     pytest.importorskip("sentence_transformers")
-    from llm2vec_hf.default_assets import default_model_path
-    from llm2vec_hf.demo import causal_baseline
+    from llm2vec_hf.demo.assets import default_model_path
+    from llm2vec_hf.demo.pipeline import causal_baseline
 
     module = causal_baseline(default_model_path())[0]
     assert not hasattr(module.auto_model.config, "llm2vec")
@@ -212,7 +212,7 @@ def test_push_refuses_settings_the_loaders_would_read_differently(exported, tmp_
     """The push check reads the settings from config.json's block and refuses a llm2vec_config.json that is not
     derived from it: the official loader would pool otherwise than transformers and sentence-transformers."""
     from llm2vec_hf.errors import CheckpointError
-    from llm2vec_hf.checkpoint_check import check_checkpoint
+    from llm2vec_hf.checkpoint.validation import check_checkpoint
 
     folder = tmp_path / "ckpt"
     shutil.copytree(exported("llama"), folder)

@@ -19,9 +19,9 @@ from llm2vec_hf.modeling.modeling_llm2vec import (
     packable_length,
     packed_groups,
 )
-from llm2vec_hf.tiny import build_tiny_decoder
+from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
-from conftest import SAMPLE_INPUTS
+from helpers.samples import SAMPLE_INPUTS
 
 TOL = 1e-5
 

@@ -21,11 +21,12 @@ from transformers import AutoTokenizer
 
 from llm2vec_hf import LLM2Vec, cli
 from llm2vec_hf.errors import TokenizerError
-from llm2vec_hf.export import export_checkpoint
-from llm2vec_hf.loading import load_tokenizer
+from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.loading.models import load_tokenizer
 from llm2vec_hf.modeling.modeling_llm2vec import LLAMA3_INSTRUCT_NAME, LLAMA3_INSTRUCT_TEMPLATE
 
-from conftest import FIXTURES, run_python
+from helpers.processes import run_python
+from helpers.samples import FIXTURES
 
 TOL = 1e-4
 ROOT = FIXTURES / "reference" / "tokenizers"

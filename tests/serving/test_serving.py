@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from llm2vec_hf import LLM2Vec
-from llm2vec_hf.export import export_checkpoint
+from llm2vec_hf.checkpoint.export import export_checkpoint
 from llm2vec_hf.serving import VLLM_CAUSAL_FAMILIES, vllm_causal_warning
 from llm2vec_hf.serving.pooling import TokenStatePooler
 
-from conftest import SAMPLE_INPUTS
+from helpers.samples import SAMPLE_INPUTS
 
 
 def engine_states(model, input_ids: list[list[int]]) -> list[torch.Tensor]:
@@ -52,7 +52,7 @@ def test_a_state_count_that_is_not_the_prompt_length_is_refused(exported):
 
 @pytest.mark.parametrize("family", ["gemma", "llama"])
 def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, caplog, family):
-    with caplog.at_level(logging.WARNING, logger="llm2vec_hf.export"):
+    with caplog.at_level(logging.WARNING, logger="llm2vec_hf.checkpoint"):
         export_checkpoint(str(tiny_bases[family]), str(tmp_path / "out"), max_length=32)
     warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage()]
     if family in VLLM_CAUSAL_FAMILIES:

@@ -332,7 +332,7 @@ def test_supervised_learning_rate_and_stop_are_the_official_ones(tmp_path, monke
     assert rates == pytest.approx(official["learning_rates"], rel=1e-9, abs=1e-15)
     assert result.trainer.state.global_step == STOP
     # The template trained with is stored with the adapter and carried into the exported checkpoint.
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     stored = json.loads((Path(result.adapter_dir) / "config.json").read_text())["llm2vec"]
     assert stored["text_template"] == "[INST] {text} [/INST]"

@@ -13,7 +13,7 @@ HELP = "merge adapters into a base and write a checkpoint that loads everywhere"
 
 
 def add_arguments(parser) -> None:
-    from ..export import ST_LAYOUTS
+    from ..checkpoint.st_layout import ST_LAYOUTS
     from ..modeling.modeling_llm2vec import POOLING_MODES
 
     parser.add_argument("base", help="decoder checkpoint: local folder or Hub repo id")
@@ -44,7 +44,7 @@ def _named_prompt(value: str) -> tuple[str, str]:
 
 
 def main(args) -> int:
-    from ..export import export_checkpoint
+    from ..checkpoint.export import export_checkpoint
 
     path = export_checkpoint(
         args.base,

@@ -7,7 +7,19 @@ import os
 
 import numpy as np
 
-from ..errors import LLM2VecError, check_positive_options
+from ..errors import LLM2VecError
+from ..modeling.modeling_llm2vec import check_positive_integer
+
+
+def check_positive_options(**values) -> None:
+    """Refuses, before any model loads, a command-line option that must be a positive integer (None: unset); the
+    rule is the encoder's own (`check_positive_integer`), named as the option is spelled."""
+    for name, value in values.items():
+        if value is not None:
+            try:
+                check_positive_integer(f"--{name.replace('_', '-')}", value)
+            except ValueError as error:
+                raise LLM2VecError(str(error)) from None
 
 
 def worker_devices(device: str | None, processes: int | None) -> list[str] | None:

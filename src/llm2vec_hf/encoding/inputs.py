@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LLM2VecError
-from ..json_files import read_json
+from ..loading.json_files import read_json
 
 UTF8_BOM = b"\xef\xbb\xbf"
 _FINGERPRINT_BYTES = 1 << 20

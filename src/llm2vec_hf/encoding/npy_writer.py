@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from ..errors import LLM2VecError
-from ..json_files import read_json
+from ..loading.json_files import read_json
 from .inputs import _describe_mismatch
 
 PROGRESS_VERSION = 1

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LLM2VecError
-from ..json_files import read_json, write_json
+from ..loading.json_files import read_json, write_json
 from . import word_probes
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Evaluates ``model`` on ``tasks`` (MTEB names or folders, ``word:*`` probes); returns the summary written
     to OUTPUT/summary.json."""
-    from ..loading import refuse_missing_local
+    from ..loading.paths import refuse_missing_local
 
     refuse_missing_local(model)  # a missing local folder is named, not blamed on the network
     mteb_names, probes = split_tasks(tasks)

@@ -15,7 +15,8 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import CheckpointError
-from ..loading import encoding_settings, load_config, load_tokenizer, resolve_local
+from ..loading.models import encoding_settings, load_config, load_tokenizer
+from ..loading.paths import resolve_local
 from ..modeling.modeling_llm2vec import (
     TokenizerEmbeddingError,
     check_tokenizer_fits,

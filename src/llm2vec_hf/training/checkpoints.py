@@ -16,7 +16,7 @@ import shutil
 import tempfile
 
 from ..errors import LLM2VecError
-from ..json_files import read_json, write_json
+from ..loading.json_files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +53,8 @@ class AdapterTrainerMixin:
         from peft import set_peft_model_state_dict
         from safetensors.torch import load_file
 
-        from ..loading import _adapter_keys, _name_some, adapter_shape_mismatches, one_line
+        from ..loading.adapters import adapter_keys, adapter_shape_mismatches
+        from ..errors import name_some, one_line
 
         weights = os.path.join(resume_from_checkpoint, "adapter_model.safetensors")
         if not os.path.isfile(weights):
@@ -77,11 +78,11 @@ class AdapterTrainerMixin:
                 f"{resume_from_checkpoint} does not fit this model ({len(result.unexpected_keys)} unknown weights, "
                 f"e.g. {result.unexpected_keys[0]}); was it written by another recipe?"
             )
-        missing = set(result.missing_keys) & _adapter_keys(peft_model)
+        missing = set(result.missing_keys) & adapter_keys(peft_model)
         if missing:
             raise LLM2VecError(
                 f"{resume_from_checkpoint} is incomplete: {len(missing)} adapter tensors are missing "
-                f"({_name_some(missing)}); cannot resume from it"
+                f"({name_some(missing)}); cannot resume from it"
             )
         logger.info("Resumed the adapter from %s", resume_from_checkpoint)
 

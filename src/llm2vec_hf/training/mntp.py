@@ -250,7 +250,8 @@ def split_first_percent(texts: list[str], percentage: int) -> tuple[list[str], l
 
 def count_blocks(recipe) -> tuple[int, str]:
     """Training blocks of an MNTP recipe, counted with its tokenizer (no model loaded)."""
-    from ..loading import load_tokenizer, resolve_local
+    from ..loading.models import load_tokenizer
+    from ..loading.paths import resolve_local
 
     data_args = recipe.data
     try:
