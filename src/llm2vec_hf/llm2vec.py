@@ -12,13 +12,9 @@ import torch
 from .loading.adapters import apply_adapter
 from .loading.models import encoding_settings, load_bidirectional, load_tokenizer, tokenizer_folder
 from .loading.paths import resolve_local
-from .modeling.modeling_llm2vec import (
-    DEFAULT_ENCODING,
-    compile_for_inference,
-    encode_with,
-    resolve_encoding,
-    runs_varlen,
-)
+from .modeling.encoding_settings import DEFAULT_ENCODING, resolve_encoding
+from .modeling.modeling_llm2vec import compile_for_inference, encode_with
+from .modeling.packing import runs_varlen
 
 
 #: `compile_for_inference` cost 25–31 s once and saved 5–11% of eager encoding time (padded rows) on the 2-core
@@ -104,10 +100,10 @@ class LLM2Vec(torch.nn.Module):
     ) -> "LLM2Vec":
         """Loads a checkpoint (folder or repo id), optionally with PEFT adapters.
 
-        Encoding settings are resolved once (`loading.encoding_settings`), later winning: defaults, the
-        checkpoint's config.json (``llm2vec``), ``llm2vec_config.json`` of the base, then the last adapter's
-        config.json block and ``llm2vec_config.json`` (the file as the official loader reads it), and the
-        keyword arguments ``pooling_mode``, ``max_length``, ``doc_max_length``, ``skip_instruction``. Other
+        Encoding settings are resolved once, by the rule ``export`` uses (`loading.models.encoding_settings`),
+        later winning: defaults, the checkpoint's config.json (``llm2vec``), ``llm2vec_config.json`` of the base,
+        then each adapter's config.json block and ``llm2vec_config.json`` in order (the last adapter's file wins,
+        as the official loader reads it), and the keyword arguments ``pooling_mode``, ``max_length``, ``doc_max_length``, ``skip_instruction``. Other
         keyword arguments go to ``from_pretrained`` of transformers (``dtype``/``torch_dtype``,
         ``attn_implementation``…). Unlike the official loader, a list of adapters is applied in order.
         """
@@ -129,9 +125,7 @@ class LLM2Vec(torch.nn.Module):
             model = apply_adapter(model, last, merge=merge_peft)
             folders.append(last)
             tokenizer = load_tokenizer(tokenizer_folder(folders), model)
-        settings = encoding_settings(
-            model, tokenizer, [folders[0], folders[-1] if adapters else None], base_model_name_or_path, **encoding_args
-        )
+        settings = encoding_settings(model, tokenizer, folders, base_model_name_or_path, **encoding_args)
         return cls(model=model, tokenizer=tokenizer, settings=settings)
 
     def encode(
@@ -164,13 +158,13 @@ class LLM2Vec(torch.nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pools one tokenized batch (from ``tokenize``); kept for training code that needs gradients."""
-        from .modeling.modeling_llm2vec import pool
+        from .modeling.pooling import pool
 
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         return pool(hidden, batch, self.settings["pooling_mode"], self.tokenizer.bos_token_id)
 
     def tokenize(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        from .modeling.modeling_llm2vec import tokenize_inputs
+        from .modeling.input_formatting import tokenize_inputs
 
         return tokenize_inputs(self.tokenizer, pairs, self.settings)
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,11 +15,11 @@ from safetensors import safe_open
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.errors import LLM2VecError
 from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.modeling.sentence_transformers_llm2vec import MODELING_FILES
 
 EXPECTED_FILES = {
-    "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "modeling_llm2vec.py",
-    "sentence_transformers_llm2vec.py", "modules.json", "sentence_bert_config.json",
-    "config_sentence_transformers.json", "llm2vec_config.json", "README.md",
+    "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", *MODELING_FILES, "modules.json",
+    "sentence_bert_config.json", "config_sentence_transformers.json", "llm2vec_config.json", "README.md",
 }
 
 
@@ -44,10 +46,18 @@ def test_checkpoint_layout(exported):
 
 
 def test_model_code_is_the_library_copy(exported):
+    """Every file of modeling/ ships, verbatim, and every relative import of a shipped file is shipped too (the
+    remote-code loader follows them; a missing one fails only on a machine without llm2vec_hf)."""
     from importlib import resources
 
-    shipped = (exported("llama") / "modeling_llm2vec.py").read_text()
-    assert shipped == resources.files("llm2vec_hf.modeling").joinpath("modeling_llm2vec.py").read_text()
+    folder = exported("llama")
+    library = resources.files("llm2vec_hf.modeling")
+    assert set(MODELING_FILES) == {p.name for p in Path(str(library)).glob("*.py")} - {"__init__.py"}
+    for name in MODELING_FILES:
+        assert (folder / name).read_text() == library.joinpath(name).read_text()
+        for node in ast.walk(ast.parse((folder / name).read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert f"{node.module}.py" in MODELING_FILES, (name, node.module)
 
 
 def test_interrupted_export_leaves_nothing_that_looks_complete(tiny_bases, tmp_path, monkeypatch):

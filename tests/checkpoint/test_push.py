@@ -298,6 +298,7 @@ def _drop_tensor(path: Path, name: str) -> None:
         (lambda f: (f / "modules.json").write_text("[]"), "lists no sentence-transformers modules"),
         (lambda f: (f / "sentence_transformers_llm2vec.py").unlink(), "sentence_transformers_llm2vec.py is missing"),
         (lambda f: (f / "modeling_llm2vec.py").unlink(), "modeling_llm2vec.py, which is missing"),
+        (lambda f: (f / "packing.py").unlink(), "modeling_llm2vec.py imports packing.py, which is missing"),
         (lambda f: (f / "config_sentence_transformers.json").write_text("{broken"), "does not parse as JSON"),
         (lambda f: (f / "tokenizer.json").unlink(), "no tokenizer files"),
         (lambda f: (f / "README.md").unlink(), "README.md (model card) is missing"),

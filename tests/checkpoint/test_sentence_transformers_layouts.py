@@ -13,7 +13,7 @@ import pytest
 from llm2vec_hf import LLM2Vec, cli
 from llm2vec_hf.checkpoint.export import export_checkpoint
 from llm2vec_hf.checkpoint.st_layout import STOCK_SAMPLE
-from llm2vec_hf.modeling.modeling_llm2vec import load_reference_tokenizer
+from llm2vec_hf.modeling.tokenization_llm2vec import load_reference_tokenizer
 
 from helpers.hub_cache import hub_cache_with
 from helpers.processes import run_python

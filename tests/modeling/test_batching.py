@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from llm2vec_hf import LLM2Vec
-from llm2vec_hf.modeling.modeling_llm2vec import DEFAULT_MAX_BATCH_TOKENS, forward_in_length_groups, length_groups
+from llm2vec_hf.modeling.packing import DEFAULT_MAX_BATCH_TOKENS, forward_in_length_groups, length_groups
 
 from helpers.samples import SAMPLE_INPUTS
 

@@ -18,7 +18,7 @@ import torch
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.errors import LLM2VecError
 from llm2vec_hf.checkpoint.export import export_checkpoint
-from llm2vec_hf.modeling.modeling_llm2vec import OFFICIAL_KEYS, write_encoding_settings
+from llm2vec_hf.modeling.encoding_settings import OFFICIAL_KEYS, write_encoding_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -161,6 +161,22 @@ def test_precedence_defaults_config_base_file_adapter_explicit(tiny_bases, tmp_p
                                                   skip_instruction=True)) / "config.json")["llm2vec"]
     assert exported_block == settings
 
+
+
+def test_every_adapter_is_layered_in_order_by_the_api_as_by_export(tiny_bases, tmp_path):
+    """Two adapters: the first one's settings count where the second sets nothing, the second wins where both
+    do; `LLM2Vec.from_pretrained` and `export` resolve by the same rule, so they store the same settings."""
+    base = tiny_bases["llama"]
+    first = _lora_adapter(base, tmp_path / "first")
+    (first / "llm2vec_config.json").write_text(json.dumps({"pooling_mode": "last_token", "doc_max_length": 30}))
+    second = _lora_adapter(base, tmp_path / "second")
+    (second / "llm2vec_config.json").write_text(json.dumps({"doc_max_length": 20}))
+
+    settings = LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=[str(first), str(second)]).settings
+    assert settings["pooling_mode"] == "last_token" and settings["doc_max_length"] == 20
+    exported_block = _json(Path(export_checkpoint(str(base), str(tmp_path / "out"),
+                                                  adapters=[str(first), str(second)])) / "config.json")["llm2vec"]
+    assert exported_block == settings
 
 def test_official_layout_with_only_llm2vec_config_json(tiny_bases, tmp_path):
     """A folder as the official library saves it (no block in config.json, settings in llm2vec_config.json)

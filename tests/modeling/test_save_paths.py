@@ -21,6 +21,7 @@ from huggingface_hub import constants
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.errors import CheckpointError
 from llm2vec_hf.checkpoint.hub import check_checkpoint
+from llm2vec_hf.modeling.sentence_transformers_llm2vec import MODELING_FILES
 
 from helpers.hub_cache import hub_cache_with
 from helpers.processes import remote_code_vectors
@@ -47,7 +48,7 @@ def _assert_is_a_checkpoint(folder: Path, exported: Path, pushable: bool = True)
     assert config["llm2vec"] == original["llm2vec"]
     assert json.loads((folder / "llm2vec_config.json").read_text()) == json.loads(
         (exported / "llm2vec_config.json").read_text())
-    for name in ("modeling_llm2vec.py", "sentence_transformers_llm2vec.py"):
+    for name in MODELING_FILES:
         assert (folder / name).read_text() == (exported / name).read_text()
     st_config = json.loads((folder / "config_sentence_transformers.json").read_text())
     assert st_config["requirements"] == json.loads((exported / "config_sentence_transformers.json").read_text())[

@@ -536,7 +536,8 @@ def test_supervised_columns_feed_instructions_as_pairs(tmp_path):
 def test_instruction_is_read_but_not_pooled_in_training(tiny):
     """The training model pools a query's text tokens only, exactly as the exported checkpoint does."""
     from llm2vec_hf.loading.models import load_bidirectional
-    from llm2vec_hf.modeling.modeling_llm2vec import resolve_encoding, tokenize_inputs
+    from llm2vec_hf.modeling.encoding_settings import resolve_encoding
+    from llm2vec_hf.modeling.input_formatting import tokenize_inputs
     from llm2vec_hf.training.contrastive import sentence_transformer_for
 
     encoder, tokenizer, folders = load_bidirectional(str(tiny["base"]))
@@ -714,7 +715,7 @@ def test_training_wraps_texts_only_in_the_recipes_template(tiny):
     """The reference's by-name chat template is an inference rule: run_simcse.py never wraps and run_supervised.py
     wraps by its own list, so a base named like an official one is not wrapped in training unless the recipe says so."""
     from llm2vec_hf.loading.models import load_bidirectional
-    from llm2vec_hf.modeling.modeling_llm2vec import REFERENCE_TEMPLATES
+    from llm2vec_hf.modeling.encoding_settings import REFERENCE_TEMPLATES
     from llm2vec_hf.training.contrastive import sentence_transformer_for
 
     encoder, tokenizer, folders = load_bidirectional(str(tiny["base"]))

@@ -24,18 +24,13 @@ from typing import Any, Iterable
 from ..errors import LLM2VecError, TokenizerError
 from ..loading.json_files import read_json, write_config_json, write_json
 from ..loading.models import encoding_settings, load_bidirectional
-from ..modeling import modeling_llm2vec
-from ..modeling.modeling_llm2vec import (
-    DEFAULT_ENCODING,
-    TOKENIZER_SOURCE_KEYS,
-    TokenizerEmbeddingError,
-    check_encoding,
-    check_tokenizer_fits,
-    family_for,
-)
+from ..modeling.encoding_settings import DEFAULT_ENCODING, check_encoding, write_encoding_settings
+from ..modeling.modeling_llm2vec import family_for, make_config_bidirectional
+from ..modeling.sentence_transformers_llm2vec import MODELING_FILES
+from ..modeling.tokenization_llm2vec import TOKENIZER_SOURCE_KEYS, TokenizerEmbeddingError, check_tokenizer_fits
 from ..serving import warn_if_vllm_runs_causal
 from .model_card import render_model_card
-from .st_layout import ST_MODULE_FILE, report_stock_layout, write_sentence_transformers_files
+from .st_layout import report_stock_layout, write_sentence_transformers_files
 from .staging import (
     apply_umask,
     check_output,
@@ -105,14 +100,17 @@ def write_checkpoint(
         # the mode save_pretrained's folders get (0777 minus the umask).
         os.chmod(staging, 0o777 & ~umask())
         with _config_copy(model) as config:
-            modeling_llm2vec.make_config_bidirectional(config)
-            # writes the auto_map and copies modeling_llm2vec.py (`register_for_auto_class` in that file)
+            make_config_bidirectional(config)
+            # writes the auto_map and copies modeling_llm2vec.py with the files it imports (`register_for_auto_class`)
             model.save_pretrained(staging, safe_serialization=True)
-        modeling_llm2vec.write_encoding_settings(str(staging), settings)
+        write_encoding_settings(str(staging), settings)
         tokenizer.save_pretrained(staging)
         make_tokenizer_portable(staging, getattr(tokenizer, "llm2vec_source_config", None))
-        # The sentence-transformers module is not imported by the model class, so save_pretrained does not copy it.
-        shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(ST_MODULE_FILE), staging / ST_MODULE_FILE)
+        # The sentence-transformers module (and what only it imports) is not imported by the model class, so
+        # save_pretrained does not copy it.
+        for name in MODELING_FILES:
+            if not (staging / name).exists():
+                shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(name), staging / name)
         stock = write_sentence_transformers_files(staging, settings, prompts or {}, model, tokenizer, st_modules)
         report_stock_layout(stock)
         training = {**(training or {}), "stock_layout": stock}

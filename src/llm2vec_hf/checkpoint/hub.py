@@ -15,7 +15,7 @@ from typing import Any
 from .validation import CheckpointSummary, check_checkpoint, upload_path
 from ..errors import LLM2VecError
 from .model_card import MODEL_ID_PLACEHOLDER, with_model_id
-from .secret_scan import _scrub
+from .secret_scan import scrub
 
 
 class PushError(LLM2VecError):
@@ -73,7 +73,7 @@ def _explain(error: Exception, repo_id: str, endpoint: str, token: str | None) -
         return "HF_HUB_OFFLINE is set: unset it to push"
     if isinstance(error, HfHubHTTPError):
         status = getattr(getattr(error, "response", None), "status_code", None)
-        server = _scrub(getattr(error, "server_message", None) or "", token)
+        server = scrub(getattr(error, "server_message", None) or "", token)
         detail = f" ({server})" if server else ""
         if status == 401:
             return f"the Hub at {endpoint} rejected the token (401 Unauthorized){detail}: check HF_TOKEN or `hf auth login`"
@@ -87,8 +87,8 @@ def _explain(error: Exception, repo_id: str, endpoint: str, token: str | None) -
             return f"conflict while pushing to {repo_id} (409){detail}"
         return f"the Hub answered {status or 'an error'} for {repo_id}{detail}"
     if _is_transport_error(error):
-        return f"cannot reach the Hub at {endpoint} ({type(error).__name__}: {_scrub(str(error), token) or 'no answer'})"
-    return f"{type(error).__name__}: {_scrub(str(error), token)}"
+        return f"cannot reach the Hub at {endpoint} ({type(error).__name__}: {scrub(str(error), token) or 'no answer'})"
+    return f"{type(error).__name__}: {scrub(str(error), token)}"
 
 
 def _is_transport_error(error: BaseException) -> bool:

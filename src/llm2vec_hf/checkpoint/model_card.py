@@ -33,12 +33,18 @@ from typing import Any, Iterable
 
 import transformers
 import yaml
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.repocard_data import eval_results_to_model_index
 
 from ..loading.json_files import read_json
+from ..modeling.modeling_llm2vec import MIN_TRANSFORMERS_VERSION
 
 # What the usage snippets say where the checkpoint's name goes; ``push`` (and sentence-transformers' push_to_hub, for
 # its own snippet) puts the repo id there.
 from ..modeling.sentence_transformers_llm2vec import MODEL_ID_PLACEHOLDER
+from ..modeling.serving_engines import STOCK_TOLERANCE, TEI_FAMILIES, TEI_POOLING, TEI_POOLING_FLAG
+from ..serving import vllm_model_impl
+from .st_layout import stock_is_exact
 
 TRAINING_RECORD = "llm2vec_training.json"
 EVALUATION_START = "<!-- llm2vec-hf:evaluation:start -->"
@@ -158,7 +164,6 @@ def _base_card_metadata(base_folder: str | None) -> dict[str, Any]:
     """license / language of the base model's own card, when the base folder has one."""
     if not base_folder or not os.path.isfile(os.path.join(base_folder, "README.md")):
         return {}
-    from huggingface_hub import ModelCard
 
     try:
         data = ModelCard.load(os.path.join(base_folder, "README.md"), ignore_metadata_errors=True).data.to_dict()
@@ -219,8 +224,6 @@ def evaluation_section(results: list[dict[str, Any]]) -> str:
 def _model_index(model_name: str, results: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
     if not results:
         return None
-    from huggingface_hub import EvalResult
-    from huggingface_hub.repocard_data import eval_results_to_model_index
 
     evals = [EvalResult(**r) for r in results]
     return eval_results_to_model_index(model_name, evals)
@@ -234,16 +237,6 @@ def _usage_prompt(prompts: dict[str, str]) -> tuple[str, str]:
     return "", "Given a web search query, retrieve relevant passages that answer the query"
 
 
-#: What TEI does with each family (text-embeddings-inference, backends/candle/src/lib.rs and models/): the devices it
-#: serves it on and the config flag it reads to run it bidirectionally. Gemma and Gemma2 are absent.
-TEI_FAMILIES = {
-    "llama": ("CUDA only (fp16, flash attention; no `rope_scaling`)", "use_bidirectional_attention"),
-    "mistral": ("CUDA only (fp16, flash attention)", "use_bidirectional_attention"),
-    "qwen2": ("CUDA only (fp16, flash attention)", "is_causal"),
-    "qwen3": ("CPU and CUDA", "use_bidirectional_attention"),
-}
-#: TEI's --pooling value for each stock pooling mode written to 1_Pooling/config.json.
-TEI_POOLING_FLAG = {"mean": "mean", "lasttoken": "last-token", "cls": "cls"}
 
 
 def remote_code_note(stock: dict[str, Any] | None) -> str:
@@ -255,7 +248,7 @@ def remote_code_note(stock: dict[str, Any] | None) -> str:
                 "checkpoint's LLM2Vec module does.")
     figures = (f"on {stock['inputs']} sample inputs at export: mean cosine {stock['mean_cosine']:.6f}, min cosine "
                f"{stock['min_cosine']:.6f}, largest difference {stock['max_abs']:.1e}")
-    if stock["why_not_exact"] is None and stock["max_abs"] <= 1e-4:
+    if stock["why_not_exact"] is None and stock["max_abs"] <= STOCK_TOLERANCE:
         return ("sentence-transformers loads this checkpoint with its stock `Transformer` and `Pooling` modules, no "
                 "remote code: for these settings they compute exactly the LLM2Vec vectors (" + figures + "). "
                 "`AutoModel` and `llm2vec_hf.LLM2Vec` load it with the model code that ships with it "
@@ -269,10 +262,6 @@ def remote_code_note(stock: dict[str, Any] | None) -> str:
 
 def serving_section(family: str, settings: dict[str, Any], model_id: str) -> str:
     """The card's serving instructions for this family and these settings (docs/serving.md has the measurements)."""
-    from .st_layout import stock_is_exact
-    from ..modeling.sentence_transformers_llm2vec import TEI_POOLING
-    from ..serving import vllm_model_impl
-
     mode = settings["pooling_mode"]
     lines = [
         "`config.json` carries `is_causal: false` and `use_bidirectional_attention: true`, and `architectures` names "
@@ -338,9 +327,7 @@ def render_model_card(
     (their local folders, same order), ``base_folder``, ``model_id`` (where the usage snippets point),
     ``datasets`` (extra dataset ids). ``evaluation``: ``huggingface_hub.EvalResult`` keyword dicts.
     """
-    from ..modeling.modeling_llm2vec import MIN_TRANSFORMERS_VERSION
 
-    from huggingface_hub import ModelCard, ModelCardData
 
     template = ModelCard(resources.files("llm2vec_hf.checkpoint").joinpath("MODEL_CARD_TEMPLATE.md").read_text())
     config = model.config
@@ -404,8 +391,6 @@ def render_model_card(
 
 def read_card(folder: str | os.PathLike):
     """The checkpoint's card as a ``huggingface_hub.ModelCard`` (raises ValueError if README.md is missing)."""
-    from huggingface_hub import ModelCard
-
     path = os.path.join(folder, "README.md")
     if not os.path.isfile(path):
         raise ValueError(f"{folder} has no README.md (model card)")
@@ -418,8 +403,6 @@ def add_evaluation_results(folder: str | os.PathLike, results: Iterable[dict[str
     Results with the same (task, dataset, split, metric) replace the old ones; the model-index and the
     evaluation table are rewritten together.
     """
-    from huggingface_hub import EvalResult
-
     card = read_card(folder)
     new = [EvalResult(**dict(r)) for r in results]
     key = lambda e: (e.task_type, e.dataset_type, e.dataset_name, e.dataset_split, e.metric_type)  # noqa: E731

@@ -126,7 +126,7 @@ def find_secrets(folder: Path, files: list[tuple[str, int]], token: str | None) 
         path = folder / relpath
         why = _find_secret(relpath.encode(), token_bytes)
         if why:  # the name is shown scrubbed: printing it would leak what it holds
-            found.append(f"{_scrub(relpath, token)} (its name {why[len('contains '):]})")
+            found.append(f"{scrub(relpath, token)} (its name {why[len('contains '):]})")
             continue
         if relpath.endswith(".safetensors"):
             # only the header holds free text: tensor names and __metadata__; the rest is numbers
@@ -141,7 +141,7 @@ def find_secrets(folder: Path, files: list[tuple[str, int]], token: str | None) 
     return found
 
 
-def _scrub(message: str, token: str | None) -> str:
+def scrub(message: str, token: str | None) -> str:
     message = " ".join(str(message).split())
     if token:
         message = message.replace(token, "***")

@@ -16,13 +16,13 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 
 from ..errors import LLM2VecError
 from ..loading.json_files import read_json, write_config_json
-from ..modeling.modeling_llm2vec import encode_with, load_reference_tokenizer
-from ..modeling.sentence_transformers_llm2vec import TEI_POOLING, requirements, write_pooling_config
+from ..modeling.modeling_llm2vec import encode_with
+from ..modeling.tokenization_llm2vec import load_reference_tokenizer
+from ..modeling.sentence_transformers_llm2vec import requirements, write_pooling_config
+from ..modeling.serving_engines import STOCK_POOLING, STOCK_TOLERANCE, TEI_POOLING
 
 logger = logging.getLogger(__name__)
 
-
-ST_MODULE_FILE = "sentence_transformers_llm2vec.py"
 
 ST_MODULE_TYPE = "sentence_transformers_llm2vec.LLM2VecTransformer"
 
@@ -30,13 +30,6 @@ ST_MODULE_TYPE = "sentence_transformers_llm2vec.LLM2VecTransformer"
 #: is the LLM2Vec module (exact, needs trust_remote_code); ``stock`` is sentence-transformers' own Transformer +
 #: Pooling (no remote code; exact only for some settings); ``auto`` writes stock where it is exact, else remote.
 ST_LAYOUTS = ("auto", "remote", "stock")
-
-#: The stock Pooling mode that pools what each LLM2Vec mode pools, over the tokens it is given.
-STOCK_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": "lasttoken", "eos_token": "lasttoken",
-                 "bos_token": "cls"}
-
-#: Largest |difference| from the exact vectors at which the stock layout counts as exact (the loading-path tolerance).
-STOCK_TOLERANCE = 1e-4
 
 #: Inputs on which the stock layout is measured against the exact vectors: plain texts and instruction pairs,
 #: ASCII and not, short and long.

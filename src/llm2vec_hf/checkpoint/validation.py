@@ -12,10 +12,12 @@ from typing import Any
 
 from ..errors import CheckpointError, one_line
 from ..loading.json_files import read_json
-from .secret_scan import _scrub, find_secrets, refused_by_content, refused_by_name
+from .secret_scan import scrub, find_secrets, refused_by_content, refused_by_name
 
 #: Folders never uploaded (as huggingface_hub's upload_folder skips .git and its own cache).
 SKIPPED_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
+#: ``from .name import …`` in a remote-code file: ``name``.py must ship beside it.
+RELATIVE_IMPORT = re.compile(r"^\s*from \.(\w+) import", re.MULTILINE)
 MODULE_PY = re.compile(r"^(?P<module>[A-Za-z_][\w]*)\.[A-Za-z_]\w*$")
 
 
@@ -100,7 +102,7 @@ def check_encoding_files(folder: Path, config, official: Any) -> None:
     """The settings are config.json's ``llm2vec`` block, valid, and llm2vec_config.json is derived from it
     (docs/architecture.md, "Encoding settings"): where the two disagree, the official loader would encode
     otherwise than transformers and sentence-transformers."""
-    from ..modeling.modeling_llm2vec import OFFICIAL_KEYS, resolve_encoding
+    from ..modeling.encoding_settings import OFFICIAL_KEYS, resolve_encoding
 
     block = getattr(config, "llm2vec", None)
     if not isinstance(block, dict) or "pooling_mode" not in block:
@@ -172,7 +174,7 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
         raise CheckpointError(f"No such checkpoint folder: {folder}")
     files = list_files(folder)
     names = {name for name, _ in files}
-    refused = [f"{_scrub(name, token)} ({why})" for name, _ in files
+    refused = [f"{scrub(name, token)} ({why})" for name, _ in files
                if (why := refused_by_name(name) or refused_by_content(folder / name))]
     refused += find_secrets(folder, [(n, s) for n, s in files if not refused_by_name(n)], token)
     if refused:
@@ -191,6 +193,12 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
         if f"{module}.py" not in names:
             raise CheckpointError(f"{folder} is not a complete checkpoint: config.json maps {auto_class} to "
                                   f"{module}.py, which is missing")
+    for name in sorted(n for n in names if n.endswith(".py") and "/" not in n):
+        # transformers' remote-code loader follows relative imports; one to a missing file fails only on load
+        for imported in RELATIVE_IMPORT.findall((folder / name).read_text(encoding="utf-8", errors="replace")):
+            if f"{imported}.py" not in names:
+                raise CheckpointError(f"{folder} is not a complete checkpoint: {name} imports {imported}.py, "
+                                      "which is missing")
 
     shapes, shards = _count_weights(folder, names)
     expected = _expected_weights(config)

@@ -14,7 +14,7 @@ HELP = "merge adapters into a base and write a checkpoint that loads everywhere"
 
 def add_arguments(parser) -> None:
     from ..checkpoint.st_layout import ST_LAYOUTS
-    from ..modeling.modeling_llm2vec import POOLING_MODES
+    from ..modeling.encoding_settings import POOLING_MODES
 
     parser.add_argument("base", help="decoder checkpoint: local folder or Hub repo id")
     parser.add_argument("--output", required=True, help="folder to write")

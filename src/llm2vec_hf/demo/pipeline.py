@@ -17,8 +17,18 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+from sentence_transformers import SentenceTransformer
 
+from ..checkpoint.export import export_checkpoint
+from ..checkpoint.model_card import add_evaluation_results
+from ..errors import LLM2VecError
+from ..evaluation.runner import run_mteb
+from ..evaluation.tasks import read_qrels
 from ..loading.json_files import read_json, write_json, write_jsonl
+from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
+from ..training.arguments import parse_recipe
+from ..training.run import run_training
+from .assets import WORDNET_INSTRUCTION, default_model_path, demo_data_path, load_eval_task
 
 logger = logging.getLogger(__name__)
 
@@ -44,8 +54,6 @@ def require_extras() -> None:
     """The demo evaluates through mteb and draws with matplotlib: say so before any work starts."""
     import importlib.util
 
-    from ..errors import LLM2VecError
-
     missing = [name for name in ("mteb", "matplotlib") if importlib.util.find_spec(name) is None]
     if missing:
         raise LLM2VecError(
@@ -56,8 +64,6 @@ def require_extras() -> None:
 
 def prepare_output(output: str | os.PathLike) -> Path:
     """The output folder: new, empty, or an earlier demo's (which is replaced)."""
-    from ..errors import LLM2VecError
-
     output = Path(output)
     if output.exists() and any(output.iterdir()):
         if not (output / MARKER).exists():
@@ -71,8 +77,6 @@ def prepare_output(output: str | os.PathLike) -> Path:
 def write_task(folder: Path, limit: int | None = None) -> Path:
     """The held-out WordNet retrieval task as an mteb local task (see evaluation.tasks.LOCAL_TASK_FORMAT);
     ``limit`` keeps the first queries and their documents."""
-    from .assets import WORDNET_INSTRUCTION, load_eval_task
-
     queries, docs, qrels = load_eval_task()
     if limit is not None:
         queries = dict(list(queries.items())[:limit])
@@ -93,10 +97,6 @@ def write_task(folder: Path, limit: int | None = None) -> Path:
 
 def causal_baseline(base: Path):
     """The causal model (no flag, no remote code) with LLM2Vec's weighted-mean pooling, as a SentenceTransformer."""
-    from sentence_transformers import SentenceTransformer
-
-    from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
-
     module = LLM2VecTransformer(str(base), encoding_overrides={"pooling_mode": "weighted_mean", "max_length": 128})
     assert getattr(module.auto_model.config, "is_causal", True), "the baseline must stay causal"
     return SentenceTransformer(modules=[module], device="cpu")
@@ -104,9 +104,6 @@ def causal_baseline(base: Path):
 
 def evaluate(model_dir: Path, task: Path, work: Path, model=None) -> tuple[float, dict[str, float]]:
     """mteb's nDCG@10 of the model on the task, and the per-query nDCG@10 behind it (``{query id: score}``)."""
-    from ..errors import LLM2VecError
-    from ..evaluation.runner import run_mteb
-
     predictions = work / "predictions" / Path(model_dir).name
     result = run_mteb(str(model_dir), [str(task)], work / "mteb", batch_size=64, model=model,
                       show_progress_bar=False, prediction_folder=predictions)
@@ -117,12 +114,6 @@ def evaluate(model_dir: Path, task: Path, work: Path, model=None) -> tuple[float
         raise LLM2VecError(f"per-query nDCG@{K} of {model_dir} averages {np.mean(list(per_query.values())):.6f}, "
                            f"but mteb reports {score:.6f}")
     return score, per_query
-
-
-def read_qrels(path: Path) -> dict[str, dict[str, int]]:
-    from ..evaluation.tasks import read_qrels as read_task_qrels
-
-    return read_task_qrels(path)
 
 
 def per_query_ndcg(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], k: int = K) -> dict[str, float]:
@@ -226,9 +217,6 @@ def machine_info() -> dict:
 
 def train(stage: str, base: Path, adapters: list[Path], data: Path, output: Path, seed: int = DEFAULT_SEED,
           max_steps: int | None = None) -> Path:
-    from ..training.arguments import parse_recipe
-    from ..training.run import run_training
-
     recipe_file = resources.files("llm2vec_hf.demo").joinpath("recipes", f"{stage}.yaml")
     overrides = {"max_steps": max_steps} if max_steps is not None else {}
     recipe = parse_recipe(
@@ -260,10 +248,6 @@ def run_demo(output: str | os.PathLike = "llm2vec-demo", seed: int = DEFAULT_SEE
     ``max_steps`` caps every training stage (the recipes' budgets otherwise) and ``queries`` keeps the task's first
     queries: both for quick checks of the pipeline, not for results (results.json records them).
     """
-    from .assets import WORDNET_INSTRUCTION, default_model_path, demo_data_path
-    from ..checkpoint.export import export_checkpoint
-    from ..checkpoint.model_card import add_evaluation_results
-
     require_extras()
     started, cpu_started = time.perf_counter(), time.process_time()
     output = prepare_output(output)

@@ -8,7 +8,7 @@ import os
 import numpy as np
 
 from ..errors import LLM2VecError
-from ..modeling.modeling_llm2vec import check_positive_integer
+from ..modeling.encoding_settings import check_positive_integer
 
 
 def check_positive_options(**values) -> None:

@@ -20,7 +20,7 @@ from .inputs import count_inputs, input_fingerprint, iter_inputs, model_fingerpr
 from .npy_writer import (
     _DTYPE,
     PROGRESS_VERSION,
-    _create_npy,
+    create_npy,
     _npy_data_offset,
     _resumable_state,
     check_output_path,
@@ -114,7 +114,7 @@ def _encode_locked(model, input_path, output_path, prompt_name, batch_size, devi
             vectors = encoder(items)
             if handle is None:
                 state["dim"] = int(vectors.shape[1])
-                data_offset = _create_npy(partial, rows, state["dim"])
+                data_offset = create_npy(partial, rows, state["dim"])
                 handle = open(partial, "r+b")
             handle.seek(data_offset + state["done"] * state["dim"] * _DTYPE.itemsize)
             handle.write(np.ascontiguousarray(vectors, dtype=_DTYPE).tobytes())

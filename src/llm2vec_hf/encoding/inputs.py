@@ -29,7 +29,7 @@ _MODEL_FILES = (
 )
 
 
-def _input_suffix(path: str) -> str:
+def input_suffix(path: str) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in (".txt", ".jsonl"):
         raise LLM2VecError(f"{path}: input must be .txt (one text per line) or .jsonl, not {suffix or 'no suffix'}")
@@ -69,7 +69,7 @@ def parse_line(path: str, suffix: str, number: int, raw: bytes) -> str | list[st
 
 def iter_inputs(path: str, offset: int = 0, number: int = 1) -> Iterator[tuple[str | list[str], int, int]]:
     """Yields ``(item, offset after its line, number of the next line)`` from byte ``offset`` on."""
-    suffix = _input_suffix(path)
+    suffix = input_suffix(path)
     with open(path, "rb") as handle:
         handle.seek(offset)
         for raw in handle:
@@ -132,6 +132,6 @@ def model_fingerprint(model_path: str) -> dict:
     return {"path": os.path.abspath(model_path), "files_sha256": digest.hexdigest(), "weights": weights}
 
 
-def _describe_mismatch(old: dict, new: dict) -> str:
+def describe_mismatch(old: dict, new: dict) -> str:
     changed = [key for key in new if old.get(key) != new[key]]
     return ", ".join(changed) or "format"

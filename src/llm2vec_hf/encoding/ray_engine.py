@@ -37,7 +37,7 @@ import numpy as np
 
 from . import DEFAULT_CHUNK_SIZE
 from .encoders import InProcessEncoder, check_positive_options
-from .inputs import _input_suffix, input_fingerprint, model_fingerprint, named_prompt, parse_line
+from .inputs import input_suffix, input_fingerprint, model_fingerprint, named_prompt, parse_line
 from ..errors import LLM2VecError
 from ..loading.json_files import read_json, write_json
 from ..llm2vec import CHARS_PER_TOKEN
@@ -93,7 +93,7 @@ def read_text_shard(batch: dict) -> dict:
     """One planned byte range of a .txt/.jsonl file -> its rows (``line``, ``text``, ``instruction``)."""
     path, start, stop, number = (batch[key][0] for key in ("path", "start", "stop", "first_line"))
     path, number = str(path), int(number)
-    suffix = _input_suffix(path)
+    suffix = input_suffix(path)
     with open(path, "rb") as handle:
         handle.seek(int(start))
         data = handle.read(int(stop) - int(start))
@@ -508,7 +508,7 @@ def encode_path(
         fingerprint = [input_fingerprint(file) for file in _parquet_files(input_path)]
         id_columns = ["row", *id_columns]
     else:
-        _input_suffix(input_path)
+        input_suffix(input_path)
         shards = plan_text_shards(input_path, rows_per_shard)
         if not shards:
             raise LLM2VecError(f"{input_path}: no texts to encode")

@@ -17,15 +17,9 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from ..errors import CheckpointError, TokenizerError, name_some, one_line
-from ..modeling.modeling_llm2vec import (
-    TokenizerEmbeddingError,
-    check_tokenizer_fits,
-    family_for,
-    load_reference_tokenizer,
-    read_encoding_settings,
-    reference_name,
-    resolve_encoding,
-)
+from ..modeling.encoding_settings import read_encoding_settings, reference_name, resolve_encoding
+from ..modeling.modeling_llm2vec import family_for
+from ..modeling.tokenization_llm2vec import TokenizerEmbeddingError, check_tokenizer_fits, load_reference_tokenizer
 from .adapters import apply_adapter
 from .paths import refuse_pickle_only, resolve_local
 

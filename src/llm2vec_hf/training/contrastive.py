@@ -143,7 +143,7 @@ class ContrastiveTrainer(AdapterTrainerMixin, SentenceTransformerTrainer):
         return GroupedBatchSampler(self.groups, batch_size, self.args.world_size, self.args.seed, drop_last)
 
     def _save(self, output_dir=None, state_dict=None):
-        from ..modeling.modeling_llm2vec import write_encoding_settings
+        from ..modeling.encoding_settings import write_encoding_settings
 
         super()._save(output_dir, state_dict)
         write_encoding_settings(output_dir or self.args.output_dir, self.adapter_settings)
