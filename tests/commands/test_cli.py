@@ -67,3 +67,28 @@ def test_export_rejects_unknown_pooling(tiny_bases, tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["export", str(tiny_bases["llama"]), "--output", str(tmp_path / "o"), "--pooling", "max"])
     assert "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("verbose", [False, True])
+def test_commands_hide_deprecation_notices_raised_inside_dependencies_only(monkeypatch, recwarn, verbose):
+    """While a command runs, a FutureWarning/DeprecationWarning attributed to a dependency's module is hidden,
+    whatever its wording; one attributed to llm2vec_hf, and any other warning, still shows; --verbose shows all."""
+    import warnings
+
+    from llm2vec_hf import cli
+
+    def run(args):
+        for module in ("mteb.models.x", "peft.tuners.lora", "transformers.modeling_utils", "llm2vec_hf.export"):
+            for category in (FutureWarning, DeprecationWarning, UserWarning):
+                warnings.warn_explicit(f"{category.__name__} from {module}", category, f"{module}.py", 1,
+                                       module=module)
+        return 0
+
+    monkeypatch.setattr(cli, "_run", run)
+    assert main(["--verbose", "demo"] if verbose else ["demo"]) == 0
+    shown = {str(w.message) for w in recwarn}
+    assert "UserWarning from mteb.models.x" in shown and "FutureWarning from llm2vec_hf.export" in shown
+    assert "DeprecationWarning from llm2vec_hf.export" in shown
+    for module in ("mteb.models.x", "peft.tuners.lora", "transformers.modeling_utils"):
+        for category in ("FutureWarning", "DeprecationWarning"):
+            assert (f"{category} from {module}" in shown) == verbose

@@ -129,18 +129,21 @@ def test_sts_scores_use_the_checkpoint_prompt_on_both_sides(evaluated, model, ch
     assert score(summary, "TinySTS") == pytest.approx(scores["cosine_spearman"], abs=1e-6)
 
 
-def test_eval_command_hides_mtebs_own_deprecation_notices(checkpoint, tmp_path, recwarn):
-    """mteb calls a renamed sentence-transformers method; the command's user cannot act on that notice."""
+def test_eval_command_shows_no_dependency_deprecation_notices(checkpoint, tmp_path, recwarn):
+    """mteb, sentence-transformers and PEFT raise notices about their own calls into renamed APIs; the command's
+    user cannot act on them. Judged by where each notice comes from, not by its wording."""
     code = cli.main(["eval", str(checkpoint), "--tasks", str(FIXTURES / "sts"), "--output", str(tmp_path)])
     assert code == 0
-    assert not [w for w in recwarn if "get_sentence_embedding_dimension" in str(w.message)]
-    recwarn.clear()
-    from sentence_transformers import SentenceTransformer
+    site = Path(sentence_transformers_package_root()).parent
+    leaked = [w for w in recwarn if issubclass(w.category, (FutureWarning, DeprecationWarning))
+              and Path(w.filename).is_relative_to(site)]
+    assert not leaked, [f"{w.filename}:{w.lineno}: {w.message}" for w in leaked]
 
-    SentenceTransformer(str(checkpoint), trust_remote_code=True).get_sentence_embedding_dimension()
-    if hasattr(SentenceTransformer, "get_embedding_dimension"):  # renamed in this sentence-transformers
-        assert [w for w in recwarn if "get_sentence_embedding_dimension" in str(w.message)], \
-            "outside the command, the notice is not hidden"
+
+def sentence_transformers_package_root() -> str:
+    import sentence_transformers
+
+    return str(Path(sentence_transformers.__file__).parent)
 
 
 def test_instructions_file_takes_precedence(checkpoint, model, tmp_path):

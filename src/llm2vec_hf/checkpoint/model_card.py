@@ -49,8 +49,6 @@ from .st_layout import stock_is_exact
 TRAINING_RECORD = "llm2vec_training.json"
 EVALUATION_START = "<!-- llm2vec-hf:evaluation:start -->"
 EVALUATION_END = "<!-- llm2vec-hf:evaluation:end -->"
-#: Newest major version the package declares support for (setup.cfg: transformers>=5.2,<6).
-TRANSFORMERS_UPPER = "6"
 
 _STAGE_NAMES = (("supervised", "supervised contrastive"), ("simcse", "SimCSE (unsupervised contrastive)"),
                 ("mntp", "MNTP (masked next-token prediction)"))
@@ -373,7 +371,6 @@ def render_model_card(
         "text_template": f"`{json.dumps(text_template, ensure_ascii=False)[1:-1]}`".replace("|", "\\|")
         if text_template else "none",
         "min_transformers": MIN_TRANSFORMERS_VERSION,
-        "max_transformers": TRANSFORMERS_UPPER,
         "export_transformers": transformers.__version__,
         "prompts": "\n".join(f"- `{k}`: `{v}`" for k, v in prompts.items()) or "- none stored",
         "encode_query": encode_query,

@@ -11,14 +11,16 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+from packaging.version import Version
+
 from ..errors import LLM2VecError
 from ..loading.json_files import read_json, read_jsonl
 from .instructions import MTEB_INSTRUCTIONS
 
 logger = logging.getLogger(__name__)
 
-#: The tested mteb release line; setup.cfg's ``[eval]`` extra pins the same range.
-MTEB_REQUIREMENT = "mteb>=2.26,<3"
+#: The mteb the evaluation code needs; setup.cfg's ``[eval]`` extra declares the same.
+MTEB_REQUIREMENT = "mteb>=2.26"
 #: ``--tasks`` alias for the 56 English MTEB tasks LLM2Vec reported: mteb's ``MTEB(eng, v1)`` benchmark.
 ALL_LLM2VEC_TASKS = "llm2vec-mteb"
 ENGLISH_BENCHMARK = "MTEB(eng, v1)"
@@ -38,10 +40,9 @@ def require_mteb():
         import mteb
     except ImportError as error:
         raise LLM2VecError(
-            f"MTEB evaluation needs mteb 2.x: pip install 'llm2vec-hf[eval]' (that is, {MTEB_REQUIREMENT!r})"
+            f"MTEB evaluation needs mteb: pip install 'llm2vec-hf[eval]' (that is, {MTEB_REQUIREMENT!r})"
         ) from error
-    major = int(mteb.__version__.split(".")[0])
-    if major != 2:
+    if Version(mteb.__version__) < Version(MTEB_REQUIREMENT.removeprefix("mteb>=")):
         raise LLM2VecError(f"mteb {mteb.__version__} is installed; llm2vec-hf eval needs {MTEB_REQUIREMENT!r}")
     return mteb
 
