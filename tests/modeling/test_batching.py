@@ -222,7 +222,7 @@ def test_compile_for_inference_keeps_the_vectors(exported):
 
 
 def test_should_compile_decides_from_the_forward_flops(exported, monkeypatch):
-    from llm2vec_hf.llm2vec import AUTO_COMPILE_MIN_FLOPS, should_compile
+    from llm2vec_hf.encoding.compile_policy import AUTO_COMPILE_MIN_FLOPS, should_compile
 
     sdpa = LLM2Vec.from_pretrained(str(exported("llama"))).model
     assert not should_compile(sdpa, 10**15), "compiling would lose per-text attention in packed calls"

@@ -5,7 +5,8 @@
 - ``npy_writer``: the resumable ``.npy`` output, its progress record and its lock.
 
 - ``file_encoder``: the resumable encode job that runs them over a file;
-- ``ray_engine``: the same reader and in-process encoder on a Ray cluster (Ray is imported there only).
+- ``ray_engine``: the same reader and in-process encoder on a Ray cluster (Ray is imported there only);
+- ``compile_policy``: whether to compile the model before encoding (`should_compile`).
 """
 
 #: Texts read, encoded and committed at a time.

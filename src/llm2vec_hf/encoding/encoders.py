@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 
+from .compile_policy import should_compile
 from ..errors import LLM2VecError
 from ..modeling.encoding_settings import check_positive_integer
 
@@ -45,7 +46,7 @@ def worker_devices(device: str | None, processes: int | None) -> list[str] | Non
 class InProcessEncoder:
     def __init__(self, model_path: str, batching: dict, device: str | None, compile_model: bool | None = False,
                  tokens: int = 0):
-        from ..llm2vec import LLM2Vec, should_compile
+        from ..llm2vec import LLM2Vec
 
         self.model = LLM2Vec.from_pretrained(model_path)
         if should_compile(self.model.model, tokens, device, compile_model):
@@ -69,8 +70,6 @@ class WorkerPoolEncoder:
     def __init__(self, model_path: str, batching: dict, devices: list[str], compile_model: bool | None = False,
                  tokens: int = 0):
         from sentence_transformers import SentenceTransformer
-
-        from ..llm2vec import should_compile
 
         self.model = SentenceTransformer(model_path, trust_remote_code=True, device="cpu")
         # each worker encodes its share, and compiles its own copy of the model at its first batch

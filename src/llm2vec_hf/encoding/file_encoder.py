@@ -26,6 +26,7 @@ from .npy_writer import (
     check_output_path,
     output_lock,
 )
+from .compile_policy import CHARS_PER_TOKEN
 from ..errors import LLM2VecError
 from ..loading.json_files import write_json
 from ..loading.paths import resolve_local
@@ -83,8 +84,6 @@ def _encode_locked(model, input_path, output_path, prompt_name, batch_size, devi
 
     single_device = ",".join(d.strip() for d in (device or "").split(",") if d.strip()) or None
     batching = {"batch_size": batch_size, "max_batch_tokens": max_batch_tokens}
-    from ..llm2vec import CHARS_PER_TOKEN
-
     tokens = os.path.getsize(input_path) * (rows - state["done"]) // max(rows, 1) // CHARS_PER_TOKEN
     if devices:
         encoder = WorkerPoolEncoder(model_path, batching, devices, compile_model, tokens)

@@ -38,9 +38,9 @@ import numpy as np
 from . import DEFAULT_CHUNK_SIZE
 from .encoders import InProcessEncoder, check_positive_options
 from .inputs import input_suffix, input_fingerprint, model_fingerprint, named_prompt, parse_line
+from .compile_policy import CHARS_PER_TOKEN
 from ..errors import LLM2VecError
 from ..loading.json_files import read_json, write_json
-from ..llm2vec import CHARS_PER_TOKEN
 from ..loading.paths import resolve_local
 
 logger = logging.getLogger(__name__)

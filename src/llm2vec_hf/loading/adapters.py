@@ -88,6 +88,35 @@ def adapter_shape_mismatches(peft_model, weights: dict[str, torch.Tensor]) -> li
     return [(key, list(weights[source].shape), shapes[key]) for key, source in _as_peft_keys(weights).items()
             if key in shapes and list(weights[source].shape) != shapes[key]]
 
+
+def load_adapter_state(peft_model, weights: dict[str, torch.Tensor]) -> tuple[str, str] | None:
+    """Loads ``weights`` into ``peft_model``'s adapter, as PEFT does, and finds what PEFT only warns about or
+    reports tensor by tensor: the one loader of adapter weights, for `apply_adapter` and for resuming training.
+
+    Returns None when every tensor fits and every adapter tensor was given, else ``(kind, detail)``: ``"shape"``
+    (tensors of another shape: another base or another ``lora_r``; nothing is loaded), ``"unexpected"`` (weights
+    that match no module) or ``"missing"`` (adapter tensors the weights lack); the caller says what it means.
+    """
+    wrong = adapter_shape_mismatches(peft_model, weights)
+    if wrong:
+        key, stored, needed = wrong[0]
+        return "shape", (f"{len(wrong)} of its tensors have another shape (e.g. {key}: {stored}, this model's is "
+                         f"{needed})")
+    try:
+        result = set_peft_model_state_dict(peft_model, weights)
+    except RuntimeError as error:
+        return "shape", one_line(error)
+    if result.unexpected_keys:
+        return "unexpected", (f"{len(result.unexpected_keys)} of its weights match no module (e.g. "
+                              f"{result.unexpected_keys[0]})")
+    expected = adapter_keys(peft_model)
+    missing = sorted(set(result.missing_keys) & expected)
+    if missing:
+        return "missing", (f"{len(missing)} of the {len(expected)} tensors its config asks for are missing "
+                           f"({name_some(missing)})")
+    return None
+
+
 def apply_adapter(model, adapter_path: str, merge: bool = True):
     """Applies a PEFT LoRA adapter to ``model`` (an encoder) and merges it; refuses adapters that do not fit.
 
@@ -112,29 +141,13 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
         peft_model = get_peft_model(model, peft_config)
     except ValueError as error:
         raise AdapterMismatchError(f"Adapter {adapter_path} does not fit this base model: {one_line(error)}") from None
-    expected = adapter_keys(peft_model)
-    wrong = adapter_shape_mismatches(peft_model, weights)
-    if wrong:
-        key, stored, needed = wrong[0]
-        raise AdapterMismatchError(
-            f"Adapter {adapter_path} was made for another base model: {len(wrong)} of its tensors have the wrong "
-            f"shape (e.g. {key}: {stored}, this base needs {needed})"
-        )
-    try:
-        result = set_peft_model_state_dict(peft_model, weights)
-    except RuntimeError as error:
-        raise AdapterMismatchError(f"Adapter {adapter_path} was made for another base model: {one_line(error)}") from None
-    if result.unexpected_keys:
-        raise AdapterMismatchError(
-            f"Adapter {adapter_path} was made for another base model: {len(result.unexpected_keys)} of its "
-            f"weights match no module (e.g. {result.unexpected_keys[0]})"
-        )
-    missing = sorted(set(result.missing_keys) & expected)
-    if missing:
-        raise CheckpointError(
-            f"Adapter {adapter_path} is incomplete: {len(missing)} of the {len(expected)} tensors its config asks "
-            f"for are not in {ADAPTER_WEIGHTS} ({name_some(missing)}); they would be randomly initialised"
-        )
+    problem = load_adapter_state(peft_model, weights)
+    if problem is not None:
+        kind, detail = problem
+        if kind == "missing":
+            raise CheckpointError(f"Adapter {adapter_path} is incomplete: {detail} from {ADAPTER_WEIGHTS}; they would "
+                                  "be randomly initialised")
+        raise AdapterMismatchError(f"Adapter {adapter_path} was made for another base model: {detail}")
     if not merge:
         return peft_model
     return peft_model.merge_and_unload()
