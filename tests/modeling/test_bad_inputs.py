@@ -81,9 +81,9 @@ def test_old_transformers_is_refused_with_a_clear_message():
 import importlib.metadata, sys
 real = importlib.metadata.version
 importlib.metadata.version = lambda name: "4.44.2" if name == "transformers" else real(name)
-sys.path.insert(0, {str(REPO / 'modeling')!r})
-try:
-    import modeling_llm2vec
+sys.path.insert(0, {str(REPO)!r})
+try:  # as a package, as transformers' remote-code loader imports it (the files import each other relatively)
+    import modeling.modeling_llm2vec
 except ImportError as error:
     print("REFUSED:", error)
 """
