@@ -426,7 +426,7 @@ def test_mntp_max_train_samples_caps_texts_and_simcse_drops_empty_lines(tmp_path
     from llm2vec_hf.training.mntp import load_texts
 
     recipe = recipe_for("mntp", "llama-2-7b-chat", tmp_path, max_train_samples=3, validation_split_percentage=0)
-    assert load_texts(recipe.data, 0)[0] == (FIXTURES / "corpus.txt").read_text().split("\n")[:3]
+    assert load_texts(recipe.data)[0] == (FIXTURES / "corpus.txt").read_text().split("\n")[:3]
     text = tmp_path / "lines.txt"
     text.write_text("first line\n\n   \nsecond line\n")
     recipe = recipe_for("simcse", "llama-2-7b-chat", tmp_path, train_file=str(text))
