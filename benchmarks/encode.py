@@ -59,7 +59,7 @@ SHAPES = {
 
 def make_corpus(n: int, seed: int = 0) -> list[str]:
     """Mixed-length English texts: median about 25 words, a long tail to 300 words."""
-    from llm2vec_hf.tiny import english_corpus
+    from llm2vec_hf.training.tiny_model import english_corpus
 
     words = " ".join(english_corpus()).split()
     rng = random.Random(seed)
@@ -75,8 +75,8 @@ def build_model(shape: str, folder: Path) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from llm2vec_hf.export import make_tokenizer_portable
-    from llm2vec_hf.tiny import train_tokenizer
+    from llm2vec_hf.checkpoint.export import make_tokenizer_portable
+    from llm2vec_hf.training.tiny_model import train_tokenizer
 
     spec = SHAPES[shape]
     tokenizer = train_tokenizer("llama", vocab_size=2048)
@@ -145,7 +145,7 @@ elif path == "llm2vec-hf":
 elif path == "llm2vec-hf-encode":
     # The `llm2vec-hf encode` command, whole: a .jsonl in, a .npy out, model loading included in every round.
     import os, tempfile
-    from llm2vec_hf.encode_file import encode_file
+    from llm2vec_hf.encoding.file_encoder import encode_file
     work = tempfile.mkdtemp()
     source = os.path.join(work, "inputs.jsonl")
     with open(source, "w") as handle:
@@ -348,7 +348,7 @@ def main() -> None:
     if any(spec.partition(":")[0] == "vllm" for spec in paths) and not args.vllm_python:
         parser.error("the vllm path runs in vLLM's own environment: pass --vllm-python")
 
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     matmul_rates = []
     corpus = make_corpus(n_texts)

@@ -5,7 +5,7 @@
     python benchmarks/encode_memory.py --no-baseline      # skip the read-everything comparison
 
 For each size it writes a .txt of short texts (4–16 words of CPython's documentation prose), exports the
-embedded default model (src/llm2vec_hf/default_model, a 2.4M-parameter Llama, hidden 192) once, and runs, each
+embedded default model (src/llm2vec_hf/demo/default_model, a 2.4M-parameter Llama, hidden 192) once, and runs, each
 in a fresh process whose peak RSS is read from wait4():
 
 - ``stream``: ``llm2vec-hf encode MODEL --input IN --output OUT`` (chunks of --chunk-size texts, default 8192);
@@ -44,7 +44,7 @@ np.save(output, vectors.astype(np.float32))
 
 
 def short_texts(n: int, seed: int = 0) -> list[str]:
-    from llm2vec_hf.tiny import english_corpus
+    from llm2vec_hf.training.tiny_model import english_corpus
 
     words = " ".join(english_corpus()).split()
     rng = random.Random(seed)
@@ -100,7 +100,7 @@ def main() -> None:
 
     import numpy as np
 
-    from llm2vec_hf.default_assets import default_model_path
+    from llm2vec_hf.demo.assets import default_model_path
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,7 +148,7 @@ def main() -> None:
     result = {
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpus": os.cpu_count(),
                     "threads": args.threads, "load_average_at_end": os.getloadavg()},
-        "model": "embedded default (src/llm2vec_hf/default_model), exported",
+        "model": "embedded default (src/llm2vec_hf/demo/default_model), exported",
         "chunk_size": args.chunk_size,
         "batch_size": args.batch_size,
         "rows": rows,

@@ -42,9 +42,9 @@ def main() -> None:
     import torch
 
     from encode import build_model, make_corpus
-    from llm2vec_hf.encode_file import encode_file
-    from llm2vec_hf.encode_ray import encode_path, read_vectors
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.encoding.file_encoder import encode_file
+    from llm2vec_hf.encoding.ray_engine import encode_path, read_vectors
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     work = Path(tempfile.mkdtemp(prefix="encode-ray-"))
     try:

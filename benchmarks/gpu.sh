@@ -150,7 +150,7 @@ import sys, yaml
 from llm2vec_hf.training.tiny_data import prepare_tiny
 root, folder = sys.argv[1], sys.argv[2]
 tiny = prepare_tiny(folder)
-recipe = yaml.safe_load(open(f"{root}/src/llm2vec_hf/demo_recipes/simcse.yaml"))
+recipe = yaml.safe_load(open(f"{root}/src/llm2vec_hf/demo/recipes/simcse.yaml"))
 recipe.pop("peft_model_name_or_path")
 recipe.update(model_name_or_path=str(tiny["base"]), train_file=str(tiny["corpus"]), use_cpu=False,
               gradient_checkpointing=True, max_steps=10, save_strategy="no", report_to="none", ddp_backend="nccl")

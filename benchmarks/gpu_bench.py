@@ -93,8 +93,8 @@ def flash_available() -> bool:
 
 
 def prepare(args) -> None:
-    from llm2vec_hf.export import make_tokenizer_portable
-    from llm2vec_hf.tiny import english_corpus, train_tokenizer
+    from llm2vec_hf.checkpoint.export import make_tokenizer_portable
+    from llm2vec_hf.training.tiny_model import english_corpus, train_tokenizer
 
     work, scratch = Path(args.work), Path(args.scratch or args.work)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -422,7 +422,7 @@ def training(args) -> None:
     import torch
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from llm2vec_hf.modeling.modeling_llm2vec import use_varlen_attention
+    from llm2vec_hf.modeling.packing import use_varlen_attention
     from llm2vec_hf.training.arguments import ModelArguments
     from llm2vec_hf.training.contrastive import sentence_transformer_for
     from llm2vec_hf.training.lora import add_lora, enable_gradient_checkpointing

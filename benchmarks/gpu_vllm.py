@@ -33,7 +33,7 @@ def write_model_folder(folder: Path, shape: dict, tokenizer_dir: Path, weights: 
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     family = shape["family"]
     config = AutoConfig.for_model(family, vocab_size=len(json.loads((tokenizer_dir / "tokenizer.json").read_text())["model"]["vocab"]),
@@ -49,13 +49,14 @@ def write_model_folder(folder: Path, shape: dict, tokenizer_dir: Path, weights: 
                                       overwrite=True))
     # No weights: write what export writes into config.json, through the same functions.
     from llm2vec_hf.modeling import modeling_llm2vec as m
+    from llm2vec_hf.modeling.encoding_settings import DEFAULT_ENCODING, REFERENCE_EOS_TEXT
 
     exported = folder / "exported"
     exported.mkdir(parents=True, exist_ok=True)
     m.make_config_bidirectional(config)
     config.architectures = [m.FAMILIES[family].native_model_name]
-    config.llm2vec = dict(m.DEFAULT_ENCODING, max_length=LENGTH, doc_max_length=LENGTH, text_template="",
-                          eos_text=m.REFERENCE_EOS_TEXT[family])
+    config.llm2vec = dict(DEFAULT_ENCODING, max_length=LENGTH, doc_max_length=LENGTH, text_template="",
+                          eos_text=REFERENCE_EOS_TEXT[family])
     config.save_pretrained(exported)
     for name in os.listdir(tokenizer_dir):
         (exported / name).write_bytes((tokenizer_dir / name).read_bytes())

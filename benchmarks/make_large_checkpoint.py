@@ -52,8 +52,8 @@ def write_base(folder: Path, shape: str, dtype: torch.dtype, max_shard_size: str
     from huggingface_hub import split_torch_state_dict_into_shards
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from llm2vec_hf.merged_weights import write_safetensors
-    from llm2vec_hf.tiny import train_tokenizer
+    from llm2vec_hf.checkpoint.merged_weights import write_safetensors
+    from llm2vec_hf.training.tiny_model import train_tokenizer
 
     values = dict(SHAPES[shape])
     if layers:

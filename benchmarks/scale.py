@@ -46,7 +46,7 @@ def worker(step: str, model: Path, count: int) -> dict:
     started = time.perf_counter()
     result: dict = {"step": step}
     if step == "export":
-        from llm2vec_hf.export import export_checkpoint
+        from llm2vec_hf.checkpoint.export import export_checkpoint
 
         out = model / "export"
         export_checkpoint(str(model / "base"), str(out), adapters=[str(model / "mntp"), str(model / "supervised")],
@@ -84,9 +84,10 @@ def compare_rounding(model: Path, count: int) -> dict:
     differ, and vectors (max |Δ|, min cosine)."""
     import torch
 
-    from llm2vec_hf import LLM2Vec, merged_weights
-    from llm2vec_hf.export import export_checkpoint
-    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf import LLM2Vec
+    from llm2vec_hf.checkpoint import merged_weights
+    from llm2vec_hf.checkpoint.export import export_checkpoint
+    from llm2vec_hf.loading.models import load_bidirectional
 
     adapters = [str(model / "mntp"), str(model / "supervised")]
     batch = texts(count)

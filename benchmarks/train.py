@@ -414,7 +414,7 @@ def main(argv: list[str] | None = None) -> int:
         return side_by_side(args)
 
     from llm2vec_hf.training.tiny_data import prepare_tiny
-    from llm2vec_hf.tiny import build_tiny_decoder
+    from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
     work = Path(tempfile.mkdtemp(prefix="llm2vec-train-bench-"))
     paths = prepare_tiny(work / "data")

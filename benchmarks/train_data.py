@@ -13,7 +13,7 @@ Writes into OUT:
 * ``wiki.txt``: Wikipedia-like sentences, one per line (the official ``Wiki1M`` format; SimCSE);
 * ``corpus.txt``: Wikipedia-like paragraphs with blank lines between them (wikitext-like; MNTP).
 
-Words come from the project's English corpus (``llm2vec_hf.tiny.english_corpus``); nothing is downloaded.
+Words come from the project's English corpus (``llm2vec_hf.training.tiny_model.english_corpus``); nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ SPREAD = 0.6
 
 
 def word_source() -> list[str]:
-    from llm2vec_hf.tiny import english_corpus
+    from llm2vec_hf.training.tiny_model import english_corpus
 
     return " ".join(english_corpus()).split()
 

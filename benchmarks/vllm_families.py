@@ -33,7 +33,7 @@ def prepare(root: Path, families: list[str]) -> None:
 
     from llm2vec_hf.cli import main as cli
     from llm2vec_hf.modeling.modeling_llm2vec import FAMILIES
-    from llm2vec_hf.tiny import build_tiny_decoder
+    from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
     tests = Path(__file__).resolve().parent.parent / "tests"
     sys.path[:0] = [str(tests), str(tests / "modeling")]  # the tiny configs are the conformance suite's

@@ -23,29 +23,20 @@ from typing import Any
 import torch
 from sentence_transformers.base.modules import Transformer
 
-from .modeling_llm2vec import (
-    MIN_TRANSFORMERS_VERSION,
-    compile_for_inference,
-    cut_to_doc_max_length,
-    family_for,
-    forward_in_length_groups,
-    forward_padding_free,
-    make_config_bidirectional,
-    normalize_inputs,
-    pool,
-    reference_tokenizer_for,
-    resolve_encoding,
-    tokenize_inputs,
-    write_encoding_settings,
-)
+from .encoding_settings import resolve_encoding, write_encoding_settings
+from .input_formatting import cut_to_doc_max_length, normalize_inputs, tokenize_inputs
+from .modeling_llm2vec import MIN_TRANSFORMERS_VERSION, compile_for_inference, family_for, make_config_bidirectional
+from .packing import forward_in_length_groups, forward_padding_free
+from .pooling import pool
+from .serving_engines import TEI_POOLING
+from .tokenization_llm2vec import reference_tokenizer_for
 
 #: Where the LLM2Vec card's usage snippets name the checkpoint; the repo id replaces it on upload.
 MODEL_ID_PLACEHOLDER = "PATH_OR_REPO_ID"
-#: The files of this checkpoint's remote code, kept beside every saved copy.
-MODELING_FILES = ("modeling_llm2vec.py", "sentence_transformers_llm2vec.py")
-#: What TEI should pool with for each LLM2Vec pooling mode; it has cls, mean and last_token, no weighted mean
-#: (docs/serving.md). Written to 1_Pooling/config.json.
-TEI_POOLING = {"mean": "mean", "last_token": "lasttoken", "eos_token": "lasttoken", "bos_token": "cls"}
+#: The files of this checkpoint's remote code, kept beside every saved copy (modeling_llm2vec.py imports the next
+#: five, and transformers copies them with it; `export` copies the last two).
+MODELING_FILES = ("modeling_llm2vec.py", "encoding_settings.py", "input_formatting.py", "tokenization_llm2vec.py",
+                  "packing.py", "pooling.py", "serving_engines.py", "sentence_transformers_llm2vec.py")
 #: Legacy ``pooling_mode_*`` booleans by sentence-transformers pooling mode.
 _LEGACY_POOLING_KEYS = {
     "cls": "pooling_mode_cls_token",
@@ -104,10 +95,10 @@ def finish_saved_checkpoint(folder: str, model, settings: dict[str, Any]) -> Non
     again the checkpoint `llm2vec-hf export` writes (docs/architecture.md, "Checkpoint layout"):
 
     - ``architectures``: transformers writes our class name; serving engines know only the native one;
-    - the serving flags (``is_causal``, ``use_bidirectional_attention``); ``auto_map`` and modeling_llm2vec.py
+    - the serving flags (``is_causal``, ``use_bidirectional_attention``); ``auto_map`` and the modeling files
       come from ``save_pretrained`` itself (the classes are registered with ``register_for_auto_class``);
     - the ``llm2vec`` settings block and llm2vec_config.json, derived from it (`write_encoding_settings`);
-    - both remote-code files;
+    - the remote-code files (`MODELING_FILES`);
     - ``max_seq_length`` in sentence_bert_config.json (TEI reads it), the ``requirements`` guard in
       config_sentence_transformers.json, and 1_Pooling/config.json for TEI.
     """

@@ -1,10 +1,10 @@
 #!/usr/bin/env python
-"""Builds the offline demo data in ``src/llm2vec_hf/demo_data/`` from WordNet 3.0 and CPython's pydoc topics.
+"""Builds the offline demo data in ``src/llm2vec_hf/demo/data/`` from WordNet 3.0 and CPython's pydoc topics.
 
 Needs the WordNet 3.0 database files (Debian: ``apt-get install wordnet-base``, which puts them under
 ``/usr/share/wordnet``). Deterministic: the same WordNet files and Python give byte-identical outputs.
 
-Outputs (see ``src/llm2vec_hf/demo_data/README.md``):
+Outputs (see ``src/llm2vec_hf/demo/data/README.md``):
 
 - ``wordnet_eval.jsonl``: held-out retrieval task, one definition -> one example sentence per synset;
 - ``wordnet_train.jsonl``: supervised (query, positive, hard negative) triples from other synsets;
@@ -12,7 +12,7 @@ Outputs (see ``src/llm2vec_hf/demo_data/README.md``):
 
 No text of an evaluation synset (definition or example) occurs in the training pairs or in ``unlabeled.txt``.
 
-    python scripts/build_demo_data.py [--wordnet /usr/share/wordnet] [--output src/llm2vec_hf/demo_data]
+    python scripts/build_demo_data.py [--wordnet /usr/share/wordnet] [--output src/llm2vec_hf/demo/data]
 """
 
 from __future__ import annotations
@@ -104,7 +104,7 @@ def gloss_line(synset: Synset) -> str:
 
 
 def build(wordnet: Path) -> tuple[list[dict], list[dict], list[str], dict]:
-    from llm2vec_hf.tiny import english_corpus
+    from llm2vec_hf.training.tiny_model import english_corpus
 
     rng = random.Random(SEED)
     synsets = load_wordnet(wordnet)
@@ -239,7 +239,7 @@ def write_jsonl(path: Path, rows: list[dict]) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--wordnet", type=Path, default=Path("/usr/share/wordnet"))
-    parser.add_argument("--output", type=Path, default=ROOT / "src" / "llm2vec_hf" / "demo_data")
+    parser.add_argument("--output", type=Path, default=ROOT / "src" / "llm2vec_hf" / "demo" / "data")
     args = parser.parse_args(argv)
     if not (args.wordnet / "data.noun").is_file():
         parser.error(f"no WordNet 3.0 database under {args.wordnet} (Debian: apt-get install wordnet-base)")

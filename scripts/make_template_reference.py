@@ -6,7 +6,7 @@ llm2vec 0.2.3 wraps every input in a template chosen by ``model.config._name_or_
 "[INST] … [/INST]" for "mistralai/Mistral-7B-Instruct-v0.2" and "meta-llama/Llama-2-7b-chat-hf".
 llm2vec-hf stores that wrapper in the checkpoint instead (``export --text-template``). This script loads the
 tiny llama base of tests/fixtures/reference/migration/ under those hub names (from a private offline HF
-cache) with the official library and records its vectors; tests/test_migration.py checks that
+cache) with the official library and records its vectors; tests/loading/test_migration.py checks that
 ``export --text-template VALUE`` with the VALUE given in docs/migration.md gives the same ones.
 
 CI never runs it; its output is committed. Run it in the environment that holds the official library:

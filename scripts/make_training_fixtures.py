@@ -1,4 +1,4 @@
-"""Record the official LLM2Vec training runs on a tiny model, for tests/test_training_parity.py.
+"""Record the official LLM2Vec training runs on a tiny model, for tests/training/test_training_parity.py.
 
 Run with the reference environment (llm2vec 0.2.3, transformers 4.44, datasets, accelerate, evaluate) and a
 checkout of McGill-NLP/llm2vec:

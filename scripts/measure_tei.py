@@ -34,8 +34,8 @@ from pathlib import Path
 import torch
 
 from llm2vec_hf import LLM2Vec
-from llm2vec_hf.export import export_checkpoint
-from llm2vec_hf.tiny import build_tiny_decoder
+from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
 INSTRUCTION = "Given a web search query, retrieve relevant passages"
 TEXTS = [

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrains the embedded default model (``src/llm2vec_hf/default_model/``) on ``demo_data/unlabeled.txt``.
+"""Pretrains the embedded default model (``src/llm2vec_hf/demo/default_model/``) on ``demo/data/unlabeled.txt``.
 
 A small Llama-architecture causal LM with a 4096-token byte-level BPE tokenizer trained on the same text, trained
 from scratch with the transformers ``Trainer`` (causal LM objective, fp32, CPU, fixed seed). 2% of the lines are
@@ -10,7 +10,7 @@ held out to report a validation loss; the WordNet evaluation synsets are not in 
     python scripts/pretrain_default.py --eval-only     # the sanity check: nDCG@10 on wordnet_eval.jsonl
     python scripts/pretrain_default.py --eval-only --supervised-probe 250   # + headroom after contrastive tuning
 
-The figures of the committed model are in ``src/llm2vec_hf/default_model/README.md`` and ``training_log.json``.
+The figures of the committed model are in ``src/llm2vec_hf/demo/default_model/README.md`` and ``training_log.json``.
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ ARCH = dict(
     rms_norm_eps=1e-5,
     initializer_range=0.02,
 )
-from llm2vec_hf.default_assets import WORDNET_INSTRUCTION as INSTRUCTION  # noqa: E402  the demo task's instruction
+from llm2vec_hf.demo.assets import WORDNET_INSTRUCTION as INSTRUCTION  # noqa: E402  the demo task's instruction
 
 
 def read_corpus(path: Path) -> tuple[list[str], list[str]]:
@@ -90,7 +90,7 @@ def train(args) -> None:
         set_seed,
     )
 
-    from llm2vec_hf.tiny import train_tokenizer
+    from llm2vec_hf.training.tiny_model import train_tokenizer
 
     torch.set_num_threads(args.threads)
     set_seed(SEED)
@@ -181,7 +181,7 @@ def train(args) -> None:
         "architecture": "LlamaForCausalLM",
         "parameters": n_params,
         "config": ARCH | {"vocab_size": len(tokenizer)},
-        "corpus": "src/llm2vec_hf/demo_data/unlabeled.txt (98% train lines, 2% held out)",
+        "corpus": "src/llm2vec_hf/demo/data/unlabeled.txt (98% train lines, 2% held out)",
         "corpus_tokens": train_blocks.numel(),
         "held_out_tokens": valid_blocks.numel(),
         "block_size": BLOCK_SIZE,
@@ -214,7 +214,7 @@ def ndcg_mrr(scores: torch.Tensor, gold: list[int], k: int = 10) -> tuple[float,
 
 def evaluate(args) -> None:
     from llm2vec_hf import LLM2Vec
-    from llm2vec_hf.default_assets import load_eval_task
+    from llm2vec_hf.demo.assets import load_eval_task
 
     torch.set_num_threads(args.threads)
     queries, docs, qrels = load_eval_task()
@@ -248,7 +248,7 @@ def supervised_probe(args) -> None:
     """Headroom check, not the demo: full fine-tuning of the bidirectional model (mean pooling) with an InfoNCE
     loss (in-batch + hard negatives, temperature 0.05) on ``wordnet_train.jsonl``, then nDCG@10 again."""
     from llm2vec_hf import LLM2Vec
-    from llm2vec_hf.default_assets import load_eval_task, load_pairs
+    from llm2vec_hf.demo.assets import load_eval_task, load_pairs
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(SEED)
@@ -295,8 +295,8 @@ def _random_ndcg(n: int, k: int = 10) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", type=Path, default=ROOT / "src/llm2vec_hf/demo_data/unlabeled.txt")
-    parser.add_argument("--output", type=Path, default=ROOT / "src/llm2vec_hf/default_model")
+    parser.add_argument("--corpus", type=Path, default=ROOT / "src/llm2vec_hf/demo/data/unlabeled.txt")
+    parser.add_argument("--output", type=Path, default=ROOT / "src/llm2vec_hf/demo/default_model")
     parser.add_argument("--max-steps", type=int, default=650)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--lr", type=float, default=2e-3)

@@ -2,35 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import shutil
-import subprocess
-import sys
+import socket
 from pathlib import Path
 
-import numpy as np
 import pytest
+import torch
+from huggingface_hub import constants
 
-from llm2vec_hf import FAMILIES, POOLING_MODES
-from llm2vec_hf.encoding.inputs import count_inputs, iter_inputs
-from llm2vec_hf.export import export_checkpoint
-from llm2vec_hf.tiny import build_tiny_decoder
-
-REPO = Path(__file__).resolve().parent.parent
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-#: Inputs that exercise the encoding rules: plain, instruction pairs, unicode, very short, over-long.
-SAMPLE_INPUTS = [
-    "The quick brown fox jumps over the lazy dog.",
-    ["Given a web search query, retrieve relevant passages", "how do transformers attend to tokens?"],
-    "Ünïcödé naïve café — 日本語のテキスト 😀",
-    "a",
-    ["Retrieve the definition", "x"],
-    " ".join(["Long documents are cut word-wise before they are truncated to max_length."] * 60),
-]
-SAMPLE_PROMPTS = {"query": "Given a web search query, retrieve relevant passages "}
+from helpers.fake_hub import TOKEN
+from helpers.loss_recording import record_losses
+from helpers.samples import SAMPLE_PROMPTS
+from llm2vec_hf import FAMILIES
+from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
 
 class TinyBases(dict):
@@ -79,69 +63,9 @@ def exported(tiny_bases, tmp_path_factory):
     return get
 
 
-def hub_cache_with(repo_id: str, folder: Path, cache_root: Path) -> Path:
-    """Lays ``folder`` out as the Hub cache does (models--org--name/snapshots/<sha>/, refs/main)."""
-    repo_dir = cache_root / ("models--" + repo_id.replace("/", "--"))
-    revision = hashlib.sha1(repo_id.encode()).hexdigest()
-    snapshot = repo_dir / "snapshots" / revision
-    shutil.copytree(folder, snapshot)
-    (repo_dir / "refs").mkdir(parents=True, exist_ok=True)
-    (repo_dir / "refs" / "main").write_text(revision)
-    return cache_root
-
-
-def read_inputs(path: str) -> list:
-    """Every input of a ``.txt``/``.jsonl`` file as ``encode`` reads it (the same checks; none: an error)."""
-    count_inputs(path)
-    return [item for item, _, _ in iter_inputs(path)]
-
-
-def run_python(code: str, env: dict[str, str] | None = None, block_llm2vec_hf: bool = False) -> subprocess.CompletedProcess:
-    """Runs ``code`` in a fresh interpreter; optionally with llm2vec_hf unimportable."""
-    prelude = ""
-    if block_llm2vec_hf:
-        prelude = (
-            "import sys, importlib.abc\n"
-            "class _Block(importlib.abc.MetaPathFinder):\n"
-            "    def find_spec(self, name, path=None, target=None):\n"
-            "        if name == 'llm2vec_hf' or name.startswith('llm2vec_hf.'):\n"
-            "            raise ImportError('llm2vec_hf is blocked in this test')\n"
-            "sys.meta_path.insert(0, _Block())\n"
-        )
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-c", prelude + code], capture_output=True, text=True, env=full_env, timeout=600
-    )
-
-
-def remote_code_vectors(folders: dict[str, str], inputs: dict[str, list], out: Path) -> dict:
-    """``{key: vectors}`` from ``AutoModel.from_pretrained(folder, trust_remote_code=True).encode(inputs[key])``.
-
-    Runs in one fresh process in which llm2vec_hf cannot be imported, so only the checkpoint's own code serves.
-    """
-    request = out.with_suffix(".json")
-    request.write_text(json.dumps({"folders": folders, "inputs": inputs}))
-    code = f"""
-import json, numpy as np
-from transformers import AutoModel, AutoTokenizer
-request = json.load(open({str(request)!r}))
-result = {{}}
-for key, folder in request["folders"].items():
-    model = AutoModel.from_pretrained(folder, trust_remote_code=True)
-    assert type(model).__module__.startswith("transformers_modules"), type(model).__module__
-    result[key] = model.encode(request["inputs"][key], AutoTokenizer.from_pretrained(folder), batch_size=4).numpy()
-np.savez({str(out)!r}, **result)
-"""
-    proc = run_python(code, block_llm2vec_hf=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return dict(np.load(out))
-
-
 @pytest.fixture(scope="session")
 def recorded_losses():
-    """Records every training loss of the llm2vec-hf trainers (``loss_recording.losses(run)`` reads them)."""
-    from loss_recording import record_losses
-
+    """Records every training loss of the llm2vec-hf trainers (``helpers.loss_recording.losses(run)`` reads them)."""
     with pytest.MonkeyPatch.context() as patch:
         record_losses(patch.setattr)
         yield
@@ -151,12 +75,29 @@ def recorded_losses():
 def one_thread():
     """Tiny models run fastest on one thread, and a busy 2-core machine makes OpenMP spin; a module opts in with
     ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
-    import torch
-
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def hub_env(monkeypatch, tmp_path):
+    """Token in HF_TOKEN, no login cache; the default endpoint points at a closed loopback port."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    monkeypatch.delenv("HF_OIDC_RESOURCE", raising=False)
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    # The loopback hub speaks the LFS protocol, not Xet's chunk storage: with Xet off the client takes LFS.
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
 
 
 # --------------------------------------------------------------------------------------------------------------

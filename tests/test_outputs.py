@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 
 import numpy as np
@@ -15,37 +14,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from llm2vec_hf import cli
+from helpers.cli import assert_one_line, run_cli
+from helpers.weights import save_lora
 from llm2vec_hf.errors import LLM2VecError
 from llm2vec_hf.output_paths import overlap, refuse_existing, refuse_overlap
-
-
-def run_cli(argv, capsys) -> tuple[int, str]:
-    code = cli.main([str(a) for a in argv])
-    return code, capsys.readouterr().err
-
-
-def assert_one_line(code: int, err: str, *needles: str) -> None:
-    lines = [line for line in re.split(r"[\r\n]", err) if line.strip() and not re.search(r"\d+%\|", line)]
-    assert code == 2, err
-    assert len(lines) == 1 and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def tree_digest(root: Path) -> dict[str, str]:
     """Every file under ``root`` by relative path -> sha256 (what must survive a refusal unchanged)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def save_lora(base: Path, folder: Path) -> Path:
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModel
-
-    model = get_peft_model(AutoModel.from_pretrained(base), LoraConfig(r=2, target_modules=["q_proj"]))
-    model.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture()
@@ -70,7 +48,7 @@ def runs(tiny_bases, tmp_path):
 ])
 def test_export_never_writes_over_or_into_its_inputs(runs, capsys, output, how):
     before = tree_digest(runs)
-    code, err = run_cli(["export", runs / "base", "--adapter", runs / "adapter",
+    code, _, err = run_cli(["export", runs / "base", "--adapter", runs / "adapter",
                          "--output", output.format(runs=runs), "--overwrite"], capsys)
     assert_one_line(code, err, how)
     assert tree_digest(runs) == before
@@ -81,7 +59,7 @@ def test_export_through_a_link_to_the_parent_of_the_base_is_refused(runs, tmp_pa
     link = tmp_path / "alias"
     link.symlink_to(runs, target_is_directory=True)
     before = tree_digest(runs)
-    code, err = run_cli(["export", runs / "base", "--output", link / "base" / "x"], capsys)
+    code, _, err = run_cli(["export", runs / "base", "--output", link / "base" / "x"], capsys)
     assert_one_line(code, err, "lies inside the base")
     assert tree_digest(runs) == before
 
@@ -107,7 +85,7 @@ def test_encode_replaces_an_existing_output_only_with_overwrite(exported, texts,
     output = tmp_path / "vectors.npy"
     np.save(output, np.zeros((1, 1), dtype=np.float32))
     before = output.read_bytes()
-    code, err = run_cli(["encode", exported("llama"), "--input", texts, "--output", output], capsys)
+    code, _, err = run_cli(["encode", exported("llama"), "--input", texts, "--output", output], capsys)
     assert_one_line(code, err, "--overwrite")
     assert output.read_bytes() == before
     assert run_cli(["encode", exported("llama"), "--input", texts, "--output", output, "--overwrite"], capsys)[0] == 0
@@ -117,7 +95,7 @@ def test_encode_replaces_an_existing_output_only_with_overwrite(exported, texts,
 def test_encode_output_inside_the_checkpoint_is_refused(exported, texts, capsys):
     folder = exported("llama")
     before = tree_digest(folder)
-    code, err = run_cli(["encode", folder, "--input", texts, "--output", folder / "vectors.npy"], capsys)
+    code, _, err = run_cli(["encode", folder, "--input", texts, "--output", folder / "vectors.npy"], capsys)
     assert_one_line(code, err, "lies inside the model")
     assert tree_digest(folder) == before
 
@@ -158,20 +136,20 @@ def test_train_into_an_earlier_runs_output_needs_overwrite_output_dir(runs, tmp_
 def test_eval_output_rule(exported, tmp_path, capsys):
     folder = exported("llama")
     before = tree_digest(folder)
-    code, err = run_cli(["eval", folder, "--tasks", "word:pos", "--output", folder], capsys)
+    code, _, err = run_cli(["eval", folder, "--tasks", "word:pos", "--output", folder], capsys)
     assert_one_line(code, err, "is the model")
     assert tree_digest(folder) == before
     results = tmp_path / "results"
     results.mkdir()
     (results / "summary.json").write_text(json.dumps({"earlier": True}))
-    code, err = run_cli(["eval", folder, "--tasks", "word:pos", "--output", results], capsys)
+    code, _, err = run_cli(["eval", folder, "--tasks", "word:pos", "--output", results], capsys)
     assert_one_line(code, err, "--overwrite")
     assert json.loads((results / "summary.json").read_text()) == {"earlier": True}
 
 
 def test_demo_replaces_an_earlier_demo_only_with_overwrite(tmp_path):
-    from llm2vec_hf.default_assets import default_model_path
-    from llm2vec_hf.demo import prepare_output
+    from llm2vec_hf.demo.assets import default_model_path
+    from llm2vec_hf.demo.pipeline import prepare_output
 
     earlier = prepare_output(tmp_path / "demo")
     (earlier / "results.json").write_text("{}")

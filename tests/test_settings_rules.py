@@ -14,23 +14,22 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helpers.cli import assert_one_line, run_cli
+from helpers.weights import save_lora
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.errors import CheckpointError, TokenizerError
-from llm2vec_hf.export import export_checkpoint
-from llm2vec_hf.modeling.modeling_llm2vec import (
+from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.modeling.encoding_settings import (
     DEFAULT_ENCODING,
     OFFICIAL_KEYS,
-    TokenizerEmbeddingError,
-    check_tokenizer_fits,
-    format_inputs,
-    normalize_inputs,
     read_encoding_settings,
     resolve_encoding,
     write_encoding_settings,
 )
-from llm2vec_hf.tiny import english_corpus, tiny_config, train_tokenizer
+from llm2vec_hf.modeling.input_formatting import format_inputs, normalize_inputs
+from llm2vec_hf.modeling.tokenization_llm2vec import TokenizerEmbeddingError, check_tokenizer_fits
+from llm2vec_hf.training.tiny_model import english_corpus, tiny_config, train_tokenizer
 
-from test_outputs import assert_one_line, run_cli, save_lora
 
 MARKER = "!@#$%^&*()"
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True, database=None)
@@ -66,7 +65,7 @@ def test_disagreeing_settings_files_are_refused_on_every_entry_point(disagreeing
     texts = tmp_path / "t.txt"
     texts.write_text("one\n")
     for extra in ([], ["--processes", "2"]):
-        code, err = run_cli(["encode", disagreeing, "--input", texts, "--output", tmp_path / "v.npy", *extra], capsys)
+        code, _, err = run_cli(["encode", disagreeing, "--input", texts, "--output", tmp_path / "v.npy", *extra], capsys)
         assert_one_line(code, err, "disagrees", "pooling_mode")
         assert not (tmp_path / "v.npy").exists()
 
@@ -123,7 +122,7 @@ def test_single_and_sharded_weights_together_are_refused_naming_both(tiny_bases,
     for file in sharded.glob("model-*.safetensors"):
         shutil.copy(file, base)
     shutil.copy(sharded / "model.safetensors.index.json", base)
-    code, err = run_cli(["export", base, "--output", tmp_path / "out"], capsys)
+    code, _, err = run_cli(["export", base, "--output", tmp_path / "out"], capsys)
     assert_one_line(code, err, "model.safetensors and model.safetensors.index.json")
     with pytest.raises(CheckpointError, match="model.safetensors.index.json"):
         LLM2Vec.from_pretrained(str(base))
@@ -133,7 +132,7 @@ def test_single_and_sharded_weights_together_are_refused_naming_both(tiny_bases,
     shutil.copy(sharded / "model.safetensors.index.json", checkpoint)
     with pytest.raises((OSError, ValueError), match="model.safetensors.index.json"):
         AutoModel.from_pretrained(str(checkpoint), trust_remote_code=True)
-    from llm2vec_hf.checkpoint_check import check_checkpoint
+    from llm2vec_hf.checkpoint.validation import check_checkpoint
 
     with pytest.raises(CheckpointError, match="model.safetensors.index.json"):
         check_checkpoint(checkpoint)
@@ -158,7 +157,7 @@ def test_a_tokenizer_larger_than_the_embedding_is_refused_at_load_and_export(tmp
     folder = _decoder_with_embedding(tmp_path, rows_fewer=3)  # the special tokens (ids 0-2) all fit
     with pytest.raises(TokenizerError, match="beyond the model's embedding"):
         LLM2Vec.from_pretrained(str(folder))
-    code, err = run_cli(["export", folder, "--output", tmp_path / "out"], capsys)
+    code, _, err = run_cli(["export", folder, "--output", tmp_path / "out"], capsys)
     assert_one_line(code, err, "3 token(s) with ids beyond")
     assert not (tmp_path / "out").exists()
 
@@ -244,7 +243,7 @@ def test_separator_in_inputs_matches_the_reference_or_is_refused(instruction, te
 def test_separator_in_a_jsonl_instruction_is_refused_before_the_model_loads(tmp_path, capsys):
     rows = tmp_path / "rows.jsonl"
     rows.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"text": "t", "instruction": f"a {MARKER} b"}))
-    code, err = run_cli(["encode", tmp_path / "no-model", "--input", rows, "--output", tmp_path / "v.npy"], capsys)
+    code, _, err = run_cli(["encode", tmp_path / "no-model", "--input", rows, "--output", tmp_path / "v.npy"], capsys)
     assert_one_line(code, err, "rows.jsonl:2", "instruction")
 
 
@@ -260,7 +259,7 @@ def test_separator_in_a_template_or_eos_text_is_refused(setting):
 def test_max_length_beyond_the_position_embeddings_is_refused(tiny_bases, tmp_path, capsys):
     with pytest.raises(ValueError, match="max_position_embeddings"):
         LLM2Vec.from_pretrained(str(tiny_bases["llama"]), max_length=1025)
-    code, err = run_cli(["export", tiny_bases["llama"], "--output", tmp_path / "out", "--max-length", "4096"], capsys)
+    code, _, err = run_cli(["export", tiny_bases["llama"], "--output", tmp_path / "out", "--max-length", "4096"], capsys)
     assert_one_line(code, err, "max_position_embeddings (1024)")
     assert LLM2Vec.from_pretrained(str(tiny_bases["llama"]), max_length=1024).settings["max_length"] == 1024
 
@@ -287,7 +286,7 @@ def test_causal_lm_adapter_merges_as_peft_merges_it(tiny_bases, tmp_path, capsys
         assert torch.equal(got[key], expected[key]), key
     assert not torch.equal(got["layers.0.self_attn.q_proj.weight"],
                            AutoModelForCausalLM.from_pretrained(base).model.state_dict()["layers.0.self_attn.q_proj.weight"])
-    code, _ = run_cli(["export", base, "--adapter", tmp_path / "adapter", "--output", tmp_path / "out"], capsys)
+    code, _, _ = run_cli(["export", base, "--adapter", tmp_path / "adapter", "--output", tmp_path / "out"], capsys)
     assert code == 0
 
 
@@ -301,7 +300,7 @@ def test_bad_devices_are_one_line_before_anything_loads(exported, tmp_path, caps
         pytest.skip("this machine has CUDA")
     texts = tmp_path / "t.txt"
     texts.write_text("one\n")
-    code, err = run_cli(["encode", exported("llama"), "--input", texts, "--output", tmp_path / "v.npy",
+    code, _, err = run_cli(["encode", exported("llama"), "--input", texts, "--output", tmp_path / "v.npy",
                          "--device", device], capsys)
     if needle is None:  # torch accepts any cpu index
         return
@@ -313,7 +312,7 @@ def test_tokenizer_json_whose_model_is_not_an_object_is_one_line(tiny_bases, tmp
     data = json.loads((folder / "tokenizer.json").read_text())
     data["model"] = ["not", "an", "object"]
     (folder / "tokenizer.json").write_text(json.dumps(data))
-    code, err = run_cli(["export", folder, "--output", tmp_path / "out"], capsys)
+    code, _, err = run_cli(["export", folder, "--output", tmp_path / "out"], capsys)
     assert_one_line(code, err, "'model' is not a JSON object")
 
 
@@ -322,14 +321,14 @@ def test_local_task_whose_task_json_is_not_an_object_is_one_line(exported, tmp_p
     task = tmp_path / "task"
     task.mkdir()
     (task / "task.json").write_text("[]")
-    code, err = run_cli(["eval", exported("llama"), "--tasks", task, "--output", tmp_path / "results"], capsys)
+    code, _, err = run_cli(["eval", exported("llama"), "--tasks", task, "--output", tmp_path / "results"], capsys)
     assert_one_line(code, err, "task.json must be a JSON object")
 
 
 def test_lone_surrogate_is_refused_in_the_pre_pass_and_by_the_api(model_for_api, tmp_path, capsys):
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"text": "fine"}\n{"text": "bad \\ud800 text"}\n')
-    code, err = run_cli(["encode", tmp_path / "no-model", "--input", rows, "--output", tmp_path / "v.npy"], capsys)
+    code, _, err = run_cli(["encode", tmp_path / "no-model", "--input", rows, "--output", tmp_path / "v.npy"], capsys)
     assert_one_line(code, err, "rows.jsonl:2", "surrogate")
     with pytest.raises(ValueError, match="surrogate"):
         model_for_api.encode(["fine", "bad \ud800 text"], show_progress_bar=False)
@@ -346,7 +345,7 @@ def model_for_api(exported):
 def test_a_misspelled_jsonl_key_is_one_line_naming_the_close_one(tmp_path, capsys):
     rows = tmp_path / "rows.jsonl"
     rows.write_text('{"text": "a"}\n{"text": "b", "instructions": "Retrieve"}\n')
-    code, err = run_cli(["encode", tmp_path / "no-model", "--input", rows, "--output", tmp_path / "v.npy"], capsys)
+    code, _, err = run_cli(["encode", tmp_path / "no-model", "--input", rows, "--output", tmp_path / "v.npy"], capsys)
     assert_one_line(code, err, "rows.jsonl:2", "'instructions' (did you mean 'instruction'?)")
 
 
@@ -377,7 +376,7 @@ def test_a_key_given_twice_in_a_recipe_is_an_error(tmp_path):
 def test_yaml_syntax_error_is_one_line_with_file_and_line(tmp_path, capsys):
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("stage: simcse\nmodel_name_or_path: x\nlora_r: [8\noutput_dir: out\n")
-    code, err = run_cli(["train", recipe], capsys)
+    code, _, err = run_cli(["train", recipe], capsys)
     assert_one_line(code, err, f"{recipe}:")
     assert re.search(r"recipe\.yaml:\d+: not valid YAML", err), err
 
@@ -390,7 +389,7 @@ def test_lora_settings_that_cannot_train_are_one_line(tiny_bases, tmp_path, caps
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(f"stage: simcse\nmodel_name_or_path: {tiny_bases['llama']}\ntrain_file: {corpus}\n"
                       f"output_dir: {tmp_path / 'run'}\nmax_steps: 1\nuse_cpu: true\nreport_to: none\n")
-    code, err = run_cli(["train", recipe, *override], capsys)
+    code, _, err = run_cli(["train", recipe, *override], capsys)
     assert_one_line(code, err, needle)
     assert not (tmp_path / "run" / "adapter_model.safetensors").exists()
 
@@ -403,7 +402,7 @@ def test_ray_shards_read_the_lines_the_local_reader_reads(tmp_path_factory, line
                                                           last_ending):
     """`encode --engine ray` plans byte ranges by counting line endings in blocks (a \\r\\n may straddle two) and
     reads each range on its own: together they give the local reader's rows and line numbers, whatever the endings."""
-    import llm2vec_hf.encode_ray as encode_ray
+    import llm2vec_hf.encoding.ray_engine as encode_ray
     from llm2vec_hf.encoding.inputs import iter_inputs
 
     path = tmp_path_factory.mktemp("ray") / "texts.txt"
@@ -425,7 +424,7 @@ def test_ray_shards_read_the_lines_the_local_reader_reads(tmp_path_factory, line
 def test_jsonl_ids_reach_the_ray_shards_as_columns(tmp_path):
     """`encode --engine ray` carries a .jsonl's other keys as id columns (as Parquet's other columns); every record
     carries the first record's keys; a key close to 'instruction' is refused rather than carried."""
-    from llm2vec_hf.encode_ray import plan_text_shards, read_text_shard
+    from llm2vec_hf.encoding.ray_engine import plan_text_shards, read_text_shard
     from llm2vec_hf.encoding.inputs import jsonl_id_keys
     from llm2vec_hf.errors import LLM2VecError
 

@@ -7,6 +7,13 @@ def one_line(error: BaseException | str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def name_some(keys, count: int = 3) -> str:
+    """A few of ``keys`` (sorted) and how many more: error messages name tensors without listing thousands."""
+    keys = sorted(keys)
+    shown = ", ".join(keys[:count])
+    return shown + (f" and {len(keys) - count} more" if len(keys) > count else "")
+
+
 class LLM2VecError(Exception):
     """Base class of llm2vec-hf's user-facing errors."""
 
@@ -22,15 +29,3 @@ class AdapterMismatchError(LLM2VecError, ValueError):
 class TokenizerError(LLM2VecError, ValueError):
     """A tokenizer that does not fit its model (e.g. a special token with no embedding row)."""
 
-
-def check_positive_options(**values) -> None:
-    """Refuses, before any model loads, a command-line option that must be a positive integer (None: unset); the
-    rule is the encoder's own (`check_positive_integer`), named as the option is spelled."""
-    from .modeling.modeling_llm2vec import check_positive_integer
-
-    for name, value in values.items():
-        if value is not None:
-            try:
-                check_positive_integer(f"--{name.replace('_', '-')}", value)
-            except ValueError as error:
-                raise LLM2VecError(str(error)) from None

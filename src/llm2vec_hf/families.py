@@ -88,7 +88,7 @@ def _cell(outcomes: list[tuple[str, str]]) -> str:
 
 def support_rows(path: str | os.PathLike = MATRIX_FILE) -> list[dict[str, str]]:
     """One row per declared family (available here or not): status, min transformers, every check, serving."""
-    from .model_card import TEI_FAMILIES
+    from .modeling.serving_engines import TEI_FAMILIES
     from .modeling.modeling_llm2vec import FAMILIES, UNAVAILABLE_FAMILIES
     from .serving import vllm_status
 

@@ -3,55 +3,16 @@
 from __future__ import annotations
 
 import os
-import shutil
 from typing import Any
 
 import numpy as np
 import torch
 
-from .loading import (
-    apply_adapter,
-    encoding_settings,
-    load_bidirectional,
-    load_tokenizer,
-    resolve_local,
-    tokenizer_folder,
-)
-from .modeling.modeling_llm2vec import (
-    DEFAULT_ENCODING,
-    compile_for_inference,
-    encode_with,
-    resolve_encoding,
-    runs_varlen,
-)
-
-
-#: `compile_for_inference` cost 25–31 s once and saved 5–11% of eager encoding time (padded rows) on the 2-core
-#: benchmark CPU (benchmarks/RESULTS.md, "When compiling pays"), where eager encoding ran at about 180 GFLOP/s; it
-#: pays once eager encoding would last about 500 s, i.e. about 1e14 FLOPs (2 × non-embedding parameters × tokens).
-AUTO_COMPILE_MIN_FLOPS = 1e14
-#: Characters per token assumed when only the size of an input is known (English BPE vocabularies: 3.5–4.5).
-CHARS_PER_TOKEN = 4
-
-
-def should_compile(model: torch.nn.Module, tokens: int, device: str | torch.device | None = None,
-                   requested: bool | None = None) -> bool:
-    """Whether to `compile_for_inference` before encoding about ``tokens`` tokens with ``model`` on ``device``.
-
-    ``requested`` True or False is the user's choice and wins. None decides: yes on a CPU with a C++ compiler
-    (inductor needs one) when the forward FLOPs of the input reach `AUTO_COMPILE_MIN_FLOPS`, so that the one-off
-    compile is paid back; never elsewhere (not measured on accelerators), and never for a model whose packed calls
-    attend per text (`runs_varlen`): a compiled model packs with masked rows, and per-text attention gains more
-    (about 1.2×) than compiling does (1.05–1.1×).
-    """
-    if requested is not None:
-        return bool(requested)
-    if torch.device(device or "cpu").type != "cpu" or runs_varlen(model):
-        return False
-    if not (os.environ.get("CXX") or shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")):
-        return False
-    parameters = sum(p.numel() for name, p in model.named_parameters() if "embed_tokens" not in name)
-    return 2 * parameters * tokens >= AUTO_COMPILE_MIN_FLOPS
+from .loading.adapters import apply_adapter
+from .loading.models import encoding_settings, load_bidirectional, load_tokenizer, tokenizer_folder
+from .loading.paths import resolve_local
+from .modeling.encoding_settings import DEFAULT_ENCODING, resolve_encoding
+from .modeling.modeling_llm2vec import compile_for_inference, encode_with
 
 
 class LLM2Vec(torch.nn.Module):
@@ -167,13 +128,13 @@ class LLM2Vec(torch.nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pools one tokenized batch (from ``tokenize``); kept for training code that needs gradients."""
-        from .modeling.modeling_llm2vec import pool
+        from .modeling.pooling import pool
 
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         return pool(hidden, batch, self.settings["pooling_mode"], self.tokenizer.bos_token_id)
 
     def tokenize(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        from .modeling.modeling_llm2vec import tokenize_inputs
+        from .modeling.input_formatting import tokenize_inputs
 
         return tokenize_inputs(self.tokenizer, pairs, self.settings)
 
@@ -185,7 +146,7 @@ class LLM2Vec(torch.nn.Module):
     def save(self, output_path: str, prompts: dict[str, str] | None = None, overwrite: bool = False) -> str:
         """Writes a complete llm2vec-hf checkpoint (docs/architecture.md, "Checkpoint layout"): loads in
         transformers, sentence-transformers and the official llm2vec. Adapters still attached are merged first."""
-        from .export import write_checkpoint
+        from .checkpoint.export import write_checkpoint
 
         model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
         return write_checkpoint(model, self.tokenizer, self.settings, output_path, prompts=prompts, overwrite=overwrite)

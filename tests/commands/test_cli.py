@@ -78,7 +78,8 @@ def test_commands_hide_deprecation_notices_raised_inside_dependencies_only(monke
     from llm2vec_hf import cli
 
     def run(args):
-        for module in ("mteb.models.x", "peft.tuners.lora", "transformers.modeling_utils", "llm2vec_hf.export"):
+        for module in ("mteb.models.x", "peft.tuners.lora", "transformers.modeling_utils",
+                       "llm2vec_hf.checkpoint.export"):
             for category in (FutureWarning, DeprecationWarning, UserWarning):
                 warnings.warn_explicit(f"{category.__name__} from {module}", category, f"{module}.py", 1,
                                        module=module)
@@ -87,8 +88,8 @@ def test_commands_hide_deprecation_notices_raised_inside_dependencies_only(monke
     monkeypatch.setattr(cli, "_run", run)
     assert main(["--verbose", "demo"] if verbose else ["demo"]) == 0
     shown = {str(w.message) for w in recwarn}
-    assert "UserWarning from mteb.models.x" in shown and "FutureWarning from llm2vec_hf.export" in shown
-    assert "DeprecationWarning from llm2vec_hf.export" in shown
+    assert "UserWarning from mteb.models.x" in shown and "FutureWarning from llm2vec_hf.checkpoint.export" in shown
+    assert "DeprecationWarning from llm2vec_hf.checkpoint.export" in shown
     for module in ("mteb.models.x", "peft.tuners.lora", "transformers.modeling_utils"):
         for category in ("FutureWarning", "DeprecationWarning"):
             assert (f"{category} from {module}" in shown) == verbose

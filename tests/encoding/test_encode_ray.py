@@ -28,9 +28,9 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
 from llm2vec_hf import LLM2Vec  # noqa: E402
-from llm2vec_hf import encode_ray  # noqa: E402
+from llm2vec_hf.encoding import ray_engine as encode_ray  # noqa: E402
 from llm2vec_hf.cli import main  # noqa: E402
-from conftest import read_inputs  # noqa: E402
+from helpers.samples import read_inputs  # noqa: E402
 from llm2vec_hf.errors import LLM2VecError  # noqa: E402
 
 TEXTS = [

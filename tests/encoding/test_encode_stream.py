@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import read_inputs
-from llm2vec_hf import encode_file as encode_module
+from helpers.samples import read_inputs
+from llm2vec_hf.encoding import file_encoder as encode_module
 from llm2vec_hf.encoding.encoders import worker_devices
 from llm2vec_hf.encoding.inputs import iter_inputs
 from llm2vec_hf.errors import LLM2VecError
@@ -58,7 +58,8 @@ def count_encoded(monkeypatch) -> list[int]:
 #: it is written (chunk N committed), "N:data" just before (chunk N's rows on disk, its record not).
 KILLED_RUN = """
 import os, signal, sys
-from llm2vec_hf import cli, encode_file
+from llm2vec_hf import cli
+from llm2vec_hf.encoding import file_encoder as encode_file
 
 chunk, _, phase = sys.argv[1].partition(":")
 write_json, records = encode_file.write_json, []

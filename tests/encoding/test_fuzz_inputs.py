@@ -10,10 +10,11 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from conftest import read_inputs
+from helpers.samples import read_inputs
 from llm2vec_hf.encoding.inputs import count_inputs
 from llm2vec_hf.errors import LLM2VecError
-from llm2vec_hf.modeling.modeling_llm2vec import _count_tokens, cut_to_doc_max_length, normalize_inputs
+from llm2vec_hf.modeling.input_formatting import cut_to_doc_max_length, normalize_inputs
+from llm2vec_hf.modeling.input_formatting import count_tokens
 
 FUZZ = settings(max_examples=200, derandomize=True, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
@@ -215,20 +216,20 @@ def test_normalize_inputs(inputs):
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tokenizer():
-    from llm2vec_hf.tiny import train_tokenizer
+    from llm2vec_hf.training.tiny_model import train_tokenizer
 
     return train_tokenizer("llama")
 
 
 def _reference_cut(tokenizer, text, doc_max_length, max_length):
     """The official loop (llm2vec 0.2.3 `_convert_to_str`), except that a text is never cut to nothing."""
-    length = _count_tokens(tokenizer, [text], max_length)[0]
+    length = count_tokens(tokenizer, [text], max_length)[0]
     while length > doc_max_length:
         keep = int(len(text.split()) * doc_max_length / length)
         if keep < 1:
             break
         text = " ".join(text.split()[:keep])
-        length = _count_tokens(tokenizer, [text], max_length)[0]
+        length = count_tokens(tokenizer, [text], max_length)[0]
     return text
 
 

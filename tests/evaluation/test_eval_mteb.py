@@ -18,7 +18,7 @@ import pytest
 mteb = pytest.importorskip("mteb", reason="mteb is not installed: install the extra, pip install -e '.[dev,eval]'")
 
 from llm2vec_hf import cli  # noqa: E402
-from llm2vec_hf.export import export_checkpoint  # noqa: E402
+from llm2vec_hf.checkpoint.export import export_checkpoint  # noqa: E402
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "eval"
 STS_PROMPT = "Retrieve sentences that mean the same:"

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from llm2vec_hf import LLM2Vec
-from llm2vec_hf.modeling.modeling_llm2vec import DEFAULT_MAX_BATCH_TOKENS, forward_in_length_groups, length_groups
+from llm2vec_hf.modeling.packing import DEFAULT_MAX_BATCH_TOKENS, forward_in_length_groups, length_groups
 
-from conftest import SAMPLE_INPUTS
+from helpers.samples import SAMPLE_INPUTS
 
 TOL = 1e-5
 
@@ -228,7 +228,7 @@ def test_compile_for_inference_keeps_the_vectors(exported):
 
 
 def test_should_compile_decides_from_the_forward_flops(exported, monkeypatch):
-    from llm2vec_hf.llm2vec import AUTO_COMPILE_MIN_FLOPS, should_compile
+    from llm2vec_hf.encoding.compile_policy import AUTO_COMPILE_MIN_FLOPS, should_compile
 
     sdpa = LLM2Vec.from_pretrained(str(exported("llama"))).model
     assert not should_compile(sdpa, 10**15), "compiling would lose per-text attention in packed calls"
@@ -247,7 +247,7 @@ def test_should_compile_decides_from_the_forward_flops(exported, monkeypatch):
 def test_encode_command_compiles_when_asked_and_not_for_a_small_input(exported, tmp_path):
     from torch._dynamo.utils import counters
 
-    from llm2vec_hf.encode_file import encode_file
+    from llm2vec_hf.encoding.file_encoder import encode_file
 
     source = tmp_path / "texts.txt"
     source.write_text("\n".join(x for x in MIXED_INPUTS if isinstance(x, str)) + "\n")

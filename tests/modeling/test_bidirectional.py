@@ -1,7 +1,7 @@
 """Attention really is bidirectional: changing the last token changes the first token's output.
 
 Every family is checked under every attention backend (eager, sdpa, flex) in the conformance suite
-(test_conformance.py, whose probe this module shares); here: the attention modules' flags, and a causal baseline
+(test_conformance.py; both use the probe of tests/helpers/attention.py); here: the attention modules' flags, and a causal baseline
 of an exported checkpoint.
 """
 
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from transformers import AutoModel
 
+from helpers.attention import first_token_moves, skip_unless_supported
 from llm2vec_hf import FAMILIES
-from llm2vec_hf.tiny import tiny_config, train_tokenizer
-from test_conformance import first_token_moves, skip_unless_supported
+from llm2vec_hf.training.tiny_model import tiny_config, train_tokenizer
 
 
 def build(family: str, backend: str, bidirectional: bool = True):

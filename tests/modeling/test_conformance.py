@@ -29,16 +29,12 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from conftest import run_python
+from helpers.attention import first_token_moves, skip_unless_supported
+from helpers.processes import run_python
 from llm2vec_hf import LLM2Vec
-from llm2vec_hf.modeling.modeling_llm2vec import (
-    FAMILIES,
-    REFUSED_FAMILIES,
-    UNAVAILABLE_FAMILIES,
-    family_for,
-    packed_groups,
-)
-from llm2vec_hf.tiny import build_tiny_decoder
+from llm2vec_hf.modeling.modeling_llm2vec import FAMILIES, REFUSED_FAMILIES, UNAVAILABLE_FAMILIES, family_for
+from llm2vec_hf.modeling.packing import packed_groups
+from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,34 +115,6 @@ def zoo(tmp_path_factory):
         return built[family]
 
     return get
-
-
-def first_token_moves(model, padded: bool) -> bool:
-    """True when editing the last real token changes the first token's hidden state."""
-    torch.manual_seed(0)
-    ids = torch.randint(10, 400, (2, 12))
-    mask = torch.ones_like(ids)
-    last = 11
-    if padded:  # row 0 is right-padded by 3 tokens
-        mask[0, -3:] = 0
-        last = 8
-    edited = ids.clone()
-    edited[0, last] = (ids[0, last] + 7) % 400 + 10
-    with torch.no_grad():
-        before = model(input_ids=ids, attention_mask=mask).last_hidden_state[0, 0]
-        after = model(input_ids=edited, attention_mask=mask).last_hidden_state[0, 0]
-    return (before - after).abs().max().item() > 1e-5
-
-
-#: The class attribute by which transformers declares that a model class has an attention backend.
-SUPPORT_FLAG = {"eager": None, "sdpa": "_supports_sdpa", "flex_attention": "_supports_flex_attn",
-                "flash_attention_2": "_supports_flash_attn"}
-
-
-def skip_unless_supported(model_class, backend: str) -> None:
-    flag = SUPPORT_FLAG[backend]
-    if flag is not None and not getattr(model_class, flag, False):
-        pytest.skip(f"{model_class.__name__} declares no {backend} attention in this transformers")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -245,7 +213,7 @@ def zoo_exports(zoo, tmp_path_factory):
     """``(folders, remote)``: every available family's export, and what its remote code computes for ``TEXTS``
     (one fresh process for all families, llm2vec_hf unimportable there); a family whose remote code failed
     maps to the error's last line."""
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     root = tmp_path_factory.mktemp("zoo-exports")
     folders = {family: export_checkpoint(str(zoo(family)), str(root / family), pooling_mode="mean")
@@ -304,7 +272,7 @@ def test_native_class_runs_the_export_bidirectionally(zoo_exports, family_or_ski
 # --------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def corpus(tmp_path_factory) -> Path:
-    from llm2vec_hf.tiny import english_corpus
+    from llm2vec_hf.training.tiny_model import english_corpus
 
     path = tmp_path_factory.mktemp("zoo-corpus") / "corpus.txt"
     path.write_text("\n".join(english_corpus()[:200]) + "\n")
@@ -378,8 +346,10 @@ def test_one_mntp_step_trains(trained, family_or_skip):
 
 def test_one_contrastive_step_trains(trained, zoo, family_or_skip):
     """And the adapters merged (as export merges them) give the vectors of the unmerged PEFT model."""
-    from llm2vec_hf.loading import apply_adapter, load_bidirectional
-    from llm2vec_hf.modeling.modeling_llm2vec import encode_with, resolve_encoding
+    from llm2vec_hf.loading.adapters import apply_adapter
+    from llm2vec_hf.loading.models import load_bidirectional
+    from llm2vec_hf.modeling.encoding_settings import resolve_encoding
+    from llm2vec_hf.modeling.modeling_llm2vec import encode_with
 
     family = family_or_skip
     mntp, simcse, _, simcse_losses = trained(family)

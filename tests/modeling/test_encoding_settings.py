@@ -17,8 +17,8 @@ import torch
 
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.errors import LLM2VecError
-from llm2vec_hf.export import export_checkpoint
-from llm2vec_hf.modeling.modeling_llm2vec import OFFICIAL_KEYS, write_encoding_settings
+from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.modeling.encoding_settings import OFFICIAL_KEYS, write_encoding_settings
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -163,6 +163,22 @@ def test_precedence_defaults_config_base_file_adapter_explicit(tiny_bases, tmp_p
     assert exported_block == settings
 
 
+
+def test_every_adapter_is_layered_in_order_by_the_api_as_by_export(tiny_bases, tmp_path):
+    """Two adapters: the first one's settings count where the second sets nothing, the second wins where both
+    do; `LLM2Vec.from_pretrained` and `export` resolve by the same rule, so they store the same settings."""
+    base = tiny_bases["llama"]
+    first = _lora_adapter(base, tmp_path / "first")
+    (first / "llm2vec_config.json").write_text(json.dumps({"pooling_mode": "last_token", "doc_max_length": 30}))
+    second = _lora_adapter(base, tmp_path / "second")
+    (second / "llm2vec_config.json").write_text(json.dumps({"doc_max_length": 20}))
+
+    settings = LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=[str(first), str(second)]).settings
+    assert settings["pooling_mode"] == "last_token" and settings["doc_max_length"] == 20
+    exported_block = _json(Path(export_checkpoint(str(base), str(tmp_path / "out"),
+                                                  adapters=[str(first), str(second)])) / "config.json")["llm2vec"]
+    assert exported_block == settings
+
 def test_official_layout_with_only_llm2vec_config_json(tiny_bases, tmp_path):
     """A folder as the official library saves it (no block in config.json, settings in llm2vec_config.json)
     resolves from that file, and an export of it moves the settings into config.json's block."""
@@ -181,8 +197,8 @@ def test_demo_baseline_takes_its_settings_without_writing_the_config():
     """The demo's causal baseline pools as it asks (weighted mean) through the module's encoding_overrides,
     resolved like every other source; the loaded config carries no llm2vec block."""
     pytest.importorskip("sentence_transformers")
-    from llm2vec_hf.default_assets import default_model_path
-    from llm2vec_hf.demo import causal_baseline
+    from llm2vec_hf.demo.assets import default_model_path
+    from llm2vec_hf.demo.pipeline import causal_baseline
 
     module = causal_baseline(default_model_path())[0]
     assert not hasattr(module.auto_model.config, "llm2vec")
@@ -213,7 +229,7 @@ def test_push_refuses_settings_the_loaders_would_read_differently(exported, tmp_
     """The push check reads the settings from config.json's block and refuses a llm2vec_config.json that is not
     derived from it: the official loader would pool otherwise than transformers and sentence-transformers."""
     from llm2vec_hf.errors import CheckpointError
-    from llm2vec_hf.checkpoint_check import check_checkpoint
+    from llm2vec_hf.checkpoint.validation import check_checkpoint
 
     folder = tmp_path / "ckpt"
     shutil.copytree(exported("llama"), folder)

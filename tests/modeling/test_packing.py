@@ -13,15 +13,10 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from llm2vec_hf import LLM2Vec, POOLING_MODES
-from llm2vec_hf.modeling.modeling_llm2vec import (
-    forward_in_length_groups,
-    pack_rows,
-    packable_length,
-    packed_groups,
-)
-from llm2vec_hf.tiny import build_tiny_decoder
+from llm2vec_hf.modeling.packing import forward_in_length_groups, pack_rows, packable_length, packed_groups
+from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
-from conftest import SAMPLE_INPUTS
+from helpers.samples import SAMPLE_INPUTS
 
 TOL = 1e-5
 
@@ -207,19 +202,20 @@ def test_forward_in_length_groups_packs_and_returns_each_text_in_place(exported,
 def test_masked_rows_and_per_text_attention_agree(exported):
     """The two packed forms of one call (a block-diagonal mask over rows, or sdpa per text) give the same states,
     and the same as each text run alone."""
-    from llm2vec_hf.modeling.modeling_llm2vec import forward_packed, packed_batch
+    from llm2vec_hf.modeling.packing import VARLEN_ATTENTION, forward_packed, packed_batch
 
     library = LLM2Vec.from_pretrained(str(exported("mistral")))
     ids = library.tokenizer(["one two three", "a much longer text with many more words in it", "x", "four five"])[
         "input_ids"]
     rows = [[1, 0], [3, 2]]
     dtype = next(library.model.parameters()).dtype
+    kernel = library.model.config._attn_implementation
     with torch.inference_mode():
         masked = forward_packed(library.model, packed_batch(0, ids, rows, dtype, additive=False), torch.device("cpu"))
         per_text = forward_packed(library.model, packed_batch(0, ids, rows, dtype, additive=False, varlen=True),
                                   torch.device("cpu"))
         alone = [library.model(input_ids=torch.tensor([ids[i]])).last_hidden_state[0] for row in rows for i in row]
-    assert library.model.config._attn_implementation == "sdpa"  # restored after the per-text call
+    assert kernel == VARLEN_ATTENTION == library.model.config._attn_implementation  # chosen at load, never switched
     for a, b, c in zip(masked, per_text, alone):
         assert (a - c).abs().max() <= TOL and (b - c).abs().max() <= TOL
 

@@ -16,10 +16,11 @@ import numpy as np
 import pytest
 
 from llm2vec_hf import LLM2Vec
-from llm2vec_hf.export import export_checkpoint
+from llm2vec_hf.checkpoint.export import export_checkpoint
 
-from conftest import FIXTURES, remote_code_vectors
-from test_loading_paths import sentence_transformers_vectors
+from helpers.processes import remote_code_vectors
+from helpers.samples import FIXTURES
+from helpers.vectors import sentence_transformers_vectors
 
 TOL = 1e-4
 REFERENCE = FIXTURES / "reference"
@@ -137,7 +138,7 @@ def test_mistral_sliding_window_is_ignored_as_the_reference_ignores_it(tmp_path,
     (`attend_to_whole_text`), with the same vectors as a model without a window."""
     import torch
 
-    from llm2vec_hf.tiny import build_tiny_decoder
+    from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
     def first_token_state(sliding_window, position):
         folder = build_tiny_decoder(tmp_path / f"w{sliding_window}", "mistral", num_layers=1, sliding_window=sliding_window)

@@ -1,5 +1,5 @@
 """Checkpoints survive the ecosystem's own save paths: ``SentenceTransformer.save_pretrained``, ``push_to_hub`` (to the
-Hub-compatible server on loopback, tests/fake_hub.py) and a ``SentenceTransformerTrainer`` run.
+Hub-compatible server on loopback, tests/helpers/fake_hub.py) and a ``SentenceTransformerTrainer`` run.
 
 After each, the folder is again what ``export`` writes: the native ``architectures`` and the serving flags, the
 ``llm2vec`` settings with llm2vec_config.json derived from them, the remote code, the ``requirements`` guard and
@@ -20,11 +20,13 @@ from huggingface_hub import constants
 
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.errors import CheckpointError
-from llm2vec_hf.hub import check_checkpoint
+from llm2vec_hf.checkpoint.hub import check_checkpoint
+from llm2vec_hf.modeling.sentence_transformers_llm2vec import MODELING_FILES
 
-from conftest import SAMPLE_INPUTS, hub_cache_with, remote_code_vectors
-from fake_hub import FakeHub
-from test_push import TOKEN, hub_env  # noqa: F401  (a fixture)
+from helpers.hub_cache import hub_cache_with
+from helpers.processes import remote_code_vectors
+from helpers.samples import SAMPLE_INPUTS
+from helpers.fake_hub import TOKEN, FakeHub
 
 TOL = 1e-4
 TEXTS = [x for x in SAMPLE_INPUTS if isinstance(x, str)]
@@ -46,7 +48,7 @@ def _assert_is_a_checkpoint(folder: Path, exported: Path, pushable: bool = True)
     assert config["llm2vec"] == original["llm2vec"]
     assert json.loads((folder / "llm2vec_config.json").read_text()) == json.loads(
         (exported / "llm2vec_config.json").read_text())
-    for name in ("modeling_llm2vec.py", "sentence_transformers_llm2vec.py"):
+    for name in MODELING_FILES:
         assert (folder / name).read_text() == (exported / name).read_text()
     st_config = json.loads((folder / "config_sentence_transformers.json").read_text())
     assert st_config["requirements"] == json.loads((exported / "config_sentence_transformers.json").read_text())[
@@ -121,7 +123,7 @@ def test_sentence_transformer_trainer_output_keeps_the_checkpoint(tiny_bases, tm
     from sentence_transformers import SentenceTransformerTrainer, SentenceTransformerTrainingArguments
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
 
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     # exported from a Hub-cache snapshot, so that the card names a real base model
     base = hub_cache_with("llm2vec-test/tiny-llama-base", tiny_bases["llama"], tmp_path / "hub")

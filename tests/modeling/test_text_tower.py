@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_python
+from helpers.processes import run_python
 from llm2vec_hf import LLM2Vec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -30,7 +30,7 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     ``text``: its text tower's weights as a gemma3_text ``Gemma3ForCausalLM`` checkpoint."""
     from transformers import Gemma3Config, Gemma3ForCausalLM, Gemma3ForConditionalGeneration
 
-    from llm2vec_hf.tiny import train_tokenizer
+    from llm2vec_hf.training.tiny_model import train_tokenizer
 
     root = tmp_path_factory.mktemp("text-tower")
     tokenizer = train_tokenizer("gemma3_text")
@@ -92,8 +92,8 @@ def test_export_streams_the_text_tower_and_every_path_agrees(checkpoints, tmp_pa
     from safetensors import safe_open
     from sentence_transformers import SentenceTransformer
 
-    from llm2vec_hf import merged_weights
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.checkpoint import merged_weights
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     read = []
 
@@ -148,7 +148,7 @@ def test_one_mntp_step_trains_the_text_tower(checkpoints, tmp_path):
     from safetensors.torch import load_file
 
     from test_conformance import logged_losses, one_step
-    from llm2vec_hf.tiny import english_corpus
+    from llm2vec_hf.training.tiny_model import english_corpus
 
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(english_corpus()[:64]) + "\n")

@@ -21,11 +21,12 @@ from transformers import AutoTokenizer
 
 from llm2vec_hf import LLM2Vec, cli
 from llm2vec_hf.errors import TokenizerError
-from llm2vec_hf.export import export_checkpoint
-from llm2vec_hf.loading import load_tokenizer
-from llm2vec_hf.modeling.modeling_llm2vec import LLAMA3_INSTRUCT_NAME, LLAMA3_INSTRUCT_TEMPLATE
+from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.loading.models import load_tokenizer
+from llm2vec_hf.modeling.encoding_settings import LLAMA3_INSTRUCT_NAME, LLAMA3_INSTRUCT_TEMPLATE
 
-from conftest import FIXTURES, run_python
+from helpers.processes import run_python
+from helpers.samples import FIXTURES
 
 TOL = 1e-4
 ROOT = FIXTURES / "reference" / "tokenizers"
@@ -182,7 +183,7 @@ def test_tokenizer_round_trip_keeps_the_reference_tokenization(folders, exported
     folder = Path(exported[f"{name}--own-name"])
     from transformers import AutoModel
 
-    from llm2vec_hf.modeling.modeling_llm2vec import reference_tokenizer_for
+    from llm2vec_hf.modeling.tokenization_llm2vec import reference_tokenizer_for
 
     model = AutoModel.from_pretrained(str(folder), trust_remote_code=True)
     candidates = {
@@ -253,7 +254,7 @@ def test_explicit_eos_text_is_a_stored_setting(tmp_path, capsys):
 
 
 def test_families_without_a_reference_get_their_predecessors_eos_text():
-    from llm2vec_hf.modeling.modeling_llm2vec import reference_eos_text
+    from llm2vec_hf.modeling.encoding_settings import reference_eos_text
 
     assert reference_eos_text("qwen3") == reference_eos_text("qwen2") == "<|endoftext|>"
     assert reference_eos_text("gemma2") == reference_eos_text("gemma") == "<eos>"

@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from llm2vec_hf import LLM2Vec
-from llm2vec_hf.export import export_checkpoint
-from llm2vec_hf.serving import VLLM_CAUSAL_FAMILIES, vllm_causal_warning
+from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.modeling.serving_engines import VLLM_CAUSAL_FAMILIES
+from llm2vec_hf.serving import vllm_causal_warning
 from llm2vec_hf.serving.pooling import TokenStatePooler
 
-from conftest import SAMPLE_INPUTS
+from helpers.samples import SAMPLE_INPUTS
 
 
 def engine_states(model, input_ids: list[list[int]]) -> list[torch.Tensor]:
@@ -52,7 +53,7 @@ def test_a_state_count_that_is_not_the_prompt_length_is_refused(exported):
 
 @pytest.mark.parametrize("family", ["gemma", "llama"])
 def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, caplog, family):
-    with caplog.at_level(logging.WARNING, logger="llm2vec_hf.export"):
+    with caplog.at_level(logging.WARNING, logger="llm2vec_hf.checkpoint"):
         export_checkpoint(str(tiny_bases[family]), str(tmp_path / "out"), max_length=32)
     # (tiny models have head_dim 8: the CPU-build warning, tested in test_model_card.py, is not this one)
     warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage() and "head_dim" not in r.getMessage()]
@@ -69,8 +70,8 @@ def test_the_vllm_module_says_what_to_install():
 
 
 def test_families_whose_vllm_code_was_not_checked_are_refused_and_the_card_says_so():
-    from llm2vec_hf.model_card import serving_section
-    from llm2vec_hf.modeling.modeling_llm2vec import DEFAULT_ENCODING
+    from llm2vec_hf.checkpoint.model_card import serving_section
+    from llm2vec_hf.modeling.encoding_settings import DEFAULT_ENCODING
     from llm2vec_hf.serving import check_vllm_family
 
     for family in ("llama", "qwen3", "gemma3_text"):

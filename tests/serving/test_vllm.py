@@ -66,7 +66,7 @@ def build_base(folder: Path) -> Path:
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    from llm2vec_hf.tiny import english_corpus
+    from llm2vec_hf.training.tiny_model import english_corpus
 
     bpe = Tokenizer(models.BPE(unk_token=SPECIAL["unk_token"]))
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -245,7 +245,7 @@ def test_vllm_runs_the_checkpoint_bidirectionally(engine, checkpoints):
 def test_gemma_runs_bidirectionally_on_the_transformers_backend(tmp_path):
     """vLLM's own Gemma code runs causal; `LLM2VecVLLM` picks vLLM's Transformers backend for Gemma, which reads
     ``use_bidirectional_attention``: the LLM2Vec vectors, not the causal ones."""
-    from llm2vec_hf.tiny import build_tiny_decoder
+    from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
     base = build_tiny_decoder(tmp_path / "base", "gemma", hidden_size=128)  # head_dim 32
     folder = tmp_path / "gemma"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from llm2vec_hf.modeling.modeling_llm2vec import VARLEN_ATTENTION, forward_padding_free
+from llm2vec_hf.modeling.packing import VARLEN_ATTENTION, forward_padding_free
 from llm2vec_hf.training import parse_recipe
 from llm2vec_hf.training.contrastive import build_contrastive_trainer
 from llm2vec_hf.training.tiny_data import prepare_tiny
@@ -149,23 +149,28 @@ def test_official_padded_row_pooling_stays_padded(tiny, tmp_path):
     assert all(texts == rows for rows, texts in calls)
 
 
-def test_padding_free_sets_the_attention_once_and_off_leaves_sdpa(tiny, tmp_path):
+def test_padding_free_runs_the_attention_chosen_at_load_and_off_runs_padded_batches(tiny, tmp_path):
+    # the varlen kernel is chosen once, when the encoder loads (`use_varlen_attention`); without spans it is sdpa
+    # (`test_varlen_attention_without_spans_is_sdpa_with_its_masks`), so padding_free=False runs padded batches
     recipe = parse_recipe(values(tiny, tmp_path, "simcse"))
     assert recipe.contrastive.padding_free  # the default
     trainer, _ = build_contrastive_trainer(recipe, None)
     assert trainer.model[0].auto_model.config._attn_implementation == VARLEN_ATTENTION
+    assert trainer.model[0].padding_free
     trainer, _ = build_contrastive_trainer(parse_recipe(values(tiny, tmp_path, "simcse", padding_free=False)), None)
-    assert trainer.model[0].auto_model.config._attn_implementation == "sdpa"
+    assert not trainer.model[0].padding_free
 
 
 def test_varlen_attention_without_spans_is_sdpa_with_its_masks(tiny):
     """A model that keeps the varlen attention runs padded batches as sdpa does (the mask still applies)."""
-    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.loading.models import load_bidirectional
 
     model, tokenizer, _ = load_bidirectional(str(tiny["base"]))
     tokenizer.padding_side = "right"
     batch = tokenizer(["a short one", "a much longer text than the first one here"], padding=True,
                       return_tensors="pt")
+    assert model.config._attn_implementation == VARLEN_ATTENTION  # chosen at load
+    model.config._attn_implementation = "sdpa"
     expected = model(**batch).last_hidden_state
     model.config._attn_implementation = VARLEN_ATTENTION
     got = model(**batch).last_hidden_state
@@ -199,7 +204,7 @@ def test_mntp_blocks_carry_no_padding(tiny, tmp_path):
 def test_rows_padded_on_both_sides_are_packed(tiny):
     """sentence-transformers concatenates two columns padded on the left, padding the narrower on the right too:
     each row's real tokens are still one block, so the batch packs into one row and keeps its states."""
-    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.loading.models import load_bidirectional
 
     model, tokenizer, _ = load_bidirectional(str(tiny["base"]))
     tokenizer.padding_side = "left"

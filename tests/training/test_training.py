@@ -21,12 +21,12 @@ from llm2vec_hf.errors import AdapterMismatchError, LLM2VecError
 from llm2vec_hf.training import parse_recipe, run_training
 from llm2vec_hf.training.data import DataError, GroupedBatchSampler
 from llm2vec_hf.training.tiny_data import prepare_tiny
-from loss_recording import losses
+from helpers.loss_recording import losses
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
 #: The tiny recipes: the CPU try-out's and `llm2vec-hf demo`'s (package data).
-TINY = REPO / "src" / "llm2vec_hf" / "demo_recipes"
+TINY = REPO / "src" / "llm2vec_hf" / "demo" / "recipes"
 
 
 pytestmark = pytest.mark.usefixtures("one_thread", "recorded_losses")
@@ -223,7 +223,7 @@ def test_unwritable_output_dir(tiny, tmp_path):
 
 
 def test_adapter_for_another_base_is_refused_before_training(tiny, tiny_bases, mntp_run, tmp_path):
-    from llm2vec_hf.tiny import build_tiny_decoder
+    from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
     wider = build_tiny_decoder(tmp_path / "wider", "llama", hidden_size=64)  # same family, other shapes
     for base, stage in ((tiny_bases["qwen2"], "simcse"), (wider, "supervised"), (wider, "mntp")):
@@ -291,7 +291,7 @@ def test_masked_accuracy_uses_the_shift():
 
 
 def test_mntp_loss_predicts_token_i_from_position_i_minus_1(tiny):
-    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.loading.models import load_bidirectional
 
     model, tokenizer, _ = load_bidirectional(str(tiny["base"]), for_mntp=True)
     ids = tokenizer(["The quick brown fox jumps over the lazy dog."], return_tensors="pt")["input_ids"]
@@ -305,7 +305,7 @@ def test_mntp_loss_predicts_token_i_from_position_i_minus_1(tiny):
 
 @pytest.mark.parametrize("mask_token_type", ["blank", "eos", "mask"])
 def test_mask_token_types(tiny, mask_token_type):
-    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.loading.models import load_bidirectional
     from llm2vec_hf.training.mntp import mask_token_id
 
     model, tokenizer, _ = load_bidirectional(str(tiny["base"]), for_mntp=True)
@@ -381,7 +381,7 @@ def _encode(folder, texts):
 
 @pytest.mark.parametrize("stage", ["simcse", "supervised"])
 def test_tiny_pipeline_to_export(tiny, mntp_run, tmp_path, stage):
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     recipe = tiny_recipe(stage, tiny, tmp_path / stage, "--peft_model_name_or_path", mntp_run.adapter_dir,
                          "--max_steps", "12", "--report_to", "none")
@@ -399,7 +399,7 @@ def test_tiny_pipeline_to_export(tiny, mntp_run, tmp_path, stage):
 
 
 def test_simcse_dropout_reaches_attention(tiny):
-    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.loading.models import load_bidirectional
     from llm2vec_hf.training.contrastive import set_attention_dropout
 
     model, tokenizer, _ = load_bidirectional(str(tiny["base"]))
@@ -424,7 +424,7 @@ def test_gradcache_loss_matches_plain_loss(tiny, tmp_path):
 # Gradient checkpointing with LoRA
 # --------------------------------------------------------------------------------------------------------------
 def test_gradient_checkpointing_with_lora_gives_the_same_gradients(tiny):
-    from llm2vec_hf.loading import load_bidirectional
+    from llm2vec_hf.loading.models import load_bidirectional
     from llm2vec_hf.training.arguments import ModelArguments
     from llm2vec_hf.training.lora import add_lora, enable_gradient_checkpointing
 
@@ -537,8 +537,9 @@ def test_supervised_columns_feed_instructions_as_pairs(tmp_path):
 
 def test_instruction_is_read_but_not_pooled_in_training(tiny):
     """The training model pools a query's text tokens only, exactly as the exported checkpoint does."""
-    from llm2vec_hf.loading import load_bidirectional
-    from llm2vec_hf.modeling.modeling_llm2vec import resolve_encoding, tokenize_inputs
+    from llm2vec_hf.loading.models import load_bidirectional
+    from llm2vec_hf.modeling.encoding_settings import resolve_encoding
+    from llm2vec_hf.modeling.input_formatting import tokenize_inputs
     from llm2vec_hf.training.contrastive import sentence_transformer_for
 
     encoder, tokenizer, folders = load_bidirectional(str(tiny["base"]))
@@ -715,8 +716,8 @@ def test_simcse_keeps_its_last_smaller_batch_at_the_end_of_the_epoch():
 def test_training_wraps_texts_only_in_the_recipes_template(tiny):
     """The reference's by-name chat template is an inference rule: run_simcse.py never wraps and run_supervised.py
     wraps by its own list, so a base named like an official one is not wrapped in training unless the recipe says so."""
-    from llm2vec_hf.loading import load_bidirectional
-    from llm2vec_hf.modeling.modeling_llm2vec import REFERENCE_TEMPLATES
+    from llm2vec_hf.loading.models import load_bidirectional
+    from llm2vec_hf.modeling.encoding_settings import REFERENCE_TEMPLATES
     from llm2vec_hf.training.contrastive import sentence_transformer_for
 
     encoder, tokenizer, folders = load_bidirectional(str(tiny["base"]))

@@ -26,7 +26,7 @@ import yaml
 
 from llm2vec_hf.training import parse_recipe, run_training
 from llm2vec_hf.training.tiny_data import prepare_tiny
-from loss_recording import losses
+from helpers.loss_recording import losses
 
 STEPS = 3
 WORKER = textwrap.dedent(
@@ -44,7 +44,7 @@ WORKER = textwrap.dedent(
 
     recipes, result_file, tests = json.loads(sys.argv[1]), sys.argv[2], sys.argv[3]
     sys.path.insert(0, tests)
-    from loss_recording import losses, record_losses
+    from helpers.loss_recording import losses, record_losses
 
     record_losses()
     results = {}
@@ -106,7 +106,7 @@ def launch(root, tiny, attempt: int):
            if k not in leaked and not k.startswith(("ACCELERATE_", "TORCHELASTIC_", "FSDP_"))}
     env.update({"OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"})
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
-               str(worker), json.dumps(recipes), str(result_file), str(Path(__file__).resolve().parent)]
+               str(worker), json.dumps(recipes), str(result_file), str(Path(__file__).resolve().parents[1])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
     return done, result_file
 

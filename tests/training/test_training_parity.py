@@ -334,7 +334,7 @@ def test_supervised_learning_rate_and_stop_are_the_official_ones(tmp_path, monke
     assert rates == pytest.approx(official["learning_rates"], rel=1e-9, abs=1e-15)
     assert result.trainer.state.global_step == STOP
     # The template trained with is stored with the adapter and carried into the exported checkpoint.
-    from llm2vec_hf.export import export_checkpoint
+    from llm2vec_hf.checkpoint.export import export_checkpoint
 
     stored = json.loads((Path(result.adapter_dir) / "config.json").read_text())["llm2vec"]
     assert stored["text_template"] == "[INST] {text} [/INST]"
@@ -429,7 +429,7 @@ def test_mntp_max_train_samples_caps_texts_and_simcse_drops_empty_lines(tmp_path
     from llm2vec_hf.training.mntp import load_texts
 
     recipe = recipe_for("mntp", "llama-2-7b-chat", tmp_path, max_train_samples=3, validation_split_percentage=0)
-    assert load_texts(recipe.data, 0)[0] == (FIXTURES / "corpus.txt").read_text().split("\n")[:3]
+    assert load_texts(recipe.data)[0] == (FIXTURES / "corpus.txt").read_text().split("\n")[:3]
     text = tmp_path / "lines.txt"
     text.write_text("first line\n\n   \nsecond line\n")
     recipe = recipe_for("simcse", "llama-2-7b-chat", tmp_path, train_file=str(text))

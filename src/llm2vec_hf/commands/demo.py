@@ -27,7 +27,7 @@ HELP = "the main job, offline, on the embedded default model"
 
 
 def add_arguments(parser) -> None:
-    from ..demo import DEFAULT_SEED
+    from ..demo.pipeline import DEFAULT_SEED
 
     parser.add_argument("--output", default="llm2vec-demo", help="folder for the demo's outputs (default: llm2vec-demo)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED,
@@ -36,7 +36,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from ..demo import run_demo
+    from ..demo.pipeline import run_demo
 
     run_demo(args.output, seed=args.seed, overwrite=args.overwrite)
     return 0

@@ -60,7 +60,7 @@ def main(args) -> int:
         return _main_on_ray(args)
     if getattr(args, "address", None) or getattr(args, "num_workers", None) or getattr(args, "num_gpus_per_worker", 0):
         raise LLM2VecError("--address, --num-workers and --num-gpus-per-worker need --engine ray")
-    from ..encode_file import encode_file
+    from ..encoding.file_encoder import encode_file
 
     count = encode_file(args.model, args.input, args.output, args.prompt_name, args.batch_size, args.device,
                         chunk_size=args.chunk_size, processes=args.processes, restart=args.restart,
@@ -75,7 +75,7 @@ def _main_on_ray(args) -> int:
     if args.processes is not None or args.device:
         raise LLM2VecError("--engine ray places workers itself: use --num-workers and --num-gpus-per-worker, "
                            "not --processes or --device")
-    from ..encode_ray import encode_path
+    from ..encoding.ray_engine import encode_path
 
     manifest = encode_path(
         args.model, args.input, args.output, prompt_name=args.prompt_name, address=args.address,

@@ -13,8 +13,8 @@ HELP = "merge adapters into a base and write a checkpoint that loads everywhere"
 
 
 def add_arguments(parser) -> None:
-    from ..export import ST_LAYOUTS
-    from ..modeling.modeling_llm2vec import POOLING_MODES
+    from ..checkpoint.st_layout import ST_LAYOUTS
+    from ..modeling.encoding_settings import POOLING_MODES
 
     parser.add_argument("base", help="decoder checkpoint: local folder or Hub repo id")
     parser.add_argument("--output", required=True, help="folder to write")
@@ -48,7 +48,7 @@ def _named_prompt(value: str) -> tuple[str, str]:
 def main(args) -> int:
     from transformers.utils import logging as transformers_logging
 
-    from ..export import export_checkpoint
+    from ..checkpoint.export import export_checkpoint
 
     transformers_logging.disable_progress_bar()  # loading and writing bars; the command reports what it wrote
 

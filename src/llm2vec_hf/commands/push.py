@@ -30,7 +30,7 @@ def add_arguments(parser) -> None:
 
 
 def main(args) -> int:
-    from ..hub import push
+    from ..checkpoint.hub import push
 
     push(args.folder, args.repo_id, private=args.private, revision=args.revision,
          commit_message=args.commit_message, dry_run=args.dry_run)

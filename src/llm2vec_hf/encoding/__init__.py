@@ -4,8 +4,9 @@
 - ``encoders``: the model in this process, or sentence-transformers' worker processes;
 - ``npy_writer``: the resumable ``.npy`` output, its progress record and its lock.
 
-`llm2vec_hf.encode_file` runs them over a file; `llm2vec_hf.encode_ray` runs the same reader and in-process
-encoder on a Ray cluster.
+- ``file_encoder``: the resumable encode job that runs them over a file;
+- ``ray_engine``: the same reader and in-process encoder on a Ray cluster (Ray is imported there only);
+- ``compile_policy``: whether to compile the model before encoding (`should_compile`).
 """
 
 #: Texts read, encoded and committed at a time.

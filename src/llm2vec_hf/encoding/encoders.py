@@ -7,7 +7,20 @@ import os
 
 import numpy as np
 
-from ..errors import LLM2VecError, check_positive_options, one_line
+from ..errors import LLM2VecError, one_line
+from ..modeling.encoding_settings import check_positive_integer
+from .compile_policy import should_compile
+
+
+def check_positive_options(**values) -> None:
+    """Refuses, before any model loads, a command-line option that must be a positive integer (None: unset); the
+    rule is the encoder's own (`check_positive_integer`), named as the option is spelled."""
+    for name, value in values.items():
+        if value is not None:
+            try:
+                check_positive_integer(f"--{name.replace('_', '-')}", value)
+            except ValueError as error:
+                raise LLM2VecError(str(error)) from None
 
 
 def worker_devices(device: str | None, processes: int | None) -> list[str] | None:
@@ -55,7 +68,7 @@ def check_device(name: str) -> None:
 class InProcessEncoder:
     def __init__(self, model_path: str, batching: dict, device: str | None, compile_model: bool | None = False,
                  tokens: int = 0):
-        from ..llm2vec import LLM2Vec, should_compile
+        from ..llm2vec import LLM2Vec
 
         self.model = LLM2Vec.from_pretrained(model_path)
         if should_compile(self.model.model, tokens, device, compile_model):
@@ -79,8 +92,6 @@ class WorkerPoolEncoder:
     def __init__(self, model_path: str, batching: dict, devices: list[str], compile_model: bool | None = False,
                  tokens: int = 0):
         from sentence_transformers import SentenceTransformer
-
-        from ..llm2vec import should_compile
 
         self.model = SentenceTransformer(model_path, trust_remote_code=True, device="cpu")
         # each worker encodes its share, and compiles its own copy of the model at its first batch

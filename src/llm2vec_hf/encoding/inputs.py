@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import LLM2VecError
-from ..json_files import read_json
-from ..modeling.modeling_llm2vec import check_separator
+from ..loading.json_files import read_json
+from ..modeling.input_formatting import check_separator
 
 UTF8_BOM = b"\xef\xbb\xbf"
 #: The keys of a .jsonl record.
@@ -34,7 +34,7 @@ _MODEL_FILES = (
 )
 
 
-def _input_suffix(path: str) -> str:
+def input_suffix(path: str) -> str:
     suffix = Path(path).suffix.lower()
     if suffix not in (".txt", ".jsonl"):
         raise LLM2VecError(f"{path}: input must be .txt (one text per line) or .jsonl, not {suffix or 'no suffix'}")
@@ -140,7 +140,7 @@ def raw_lines(handle) -> Iterator[bytes]:
 
 def iter_inputs(path: str, offset: int = 0, number: int = 1) -> Iterator[tuple[str | list[str], int, int]]:
     """Yields ``(item, offset after its line, number of the next line)`` from byte ``offset`` on."""
-    suffix = _input_suffix(path)
+    suffix = input_suffix(path)
     with open(path, "rb") as handle:
         handle.seek(offset)
         for raw in raw_lines(handle):
@@ -224,6 +224,6 @@ def model_fingerprint(model_path: str) -> dict:
     return {"path": os.path.abspath(model_path), "files_sha256": digest.hexdigest(), "weights": weights}
 
 
-def _describe_mismatch(old: dict, new: dict) -> str:
+def describe_mismatch(old: dict, new: dict) -> str:
     changed = [key for key in new if old.get(key) != new[key]]
     return ", ".join(changed) or "format"

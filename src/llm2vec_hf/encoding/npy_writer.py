@@ -8,14 +8,14 @@ import os
 import numpy as np
 
 from ..errors import LLM2VecError
-from ..json_files import read_json
-from .inputs import _describe_mismatch
+from ..loading.json_files import read_json
+from .inputs import describe_mismatch
 
 PROGRESS_VERSION = 1
 _DTYPE = np.dtype("<f4")
 
 
-def _create_npy(path: str, rows: int, dim: int) -> int:
+def create_npy(path: str, rows: int, dim: int) -> int:
     """Writes the header of a (rows, dim) float32 .npy (as np.save would) and sizes the file; returns the data
     offset."""
     with open(path, "wb") as handle:
@@ -107,7 +107,7 @@ def _resumable_state(partial: str, progress_path: str, key: dict) -> dict | None
         return None
     if state.get("key") != key:
         raise LLM2VecError(
-            f"{partial} was started from a different {_describe_mismatch(state.get('key') or {}, key)}; "
+            f"{partial} was started from a different {describe_mismatch(state.get('key') or {}, key)}; "
             "rerun with the same input, checkpoint and prompt to resume it, or pass --restart to discard it"
         )
     if state.get("dim") is None or _npy_data_offset(partial, state["rows"], state["dim"]) is None:

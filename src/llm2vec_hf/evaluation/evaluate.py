@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LLM2VecError
-from ..json_files import read_json, write_json
+from ..loading.json_files import read_json, write_json
 from . import word_probes
 
 logger = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ def evaluate_checkpoint(
     """Evaluates ``model`` on ``tasks`` (MTEB names or folders, ``word:*`` probes); returns the summary written
     to OUTPUT/summary.json. ``output`` may not overlap what is read, and is replaced only with ``overwrite``
     (`output_paths`)."""
-    from ..loading import refuse_missing_local
+    from ..loading.paths import refuse_missing_local
     from ..output_paths import refuse_existing, refuse_overlap
 
     refuse_missing_local(model)  # a missing local folder is named, not blamed on the network

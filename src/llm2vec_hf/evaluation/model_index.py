@@ -61,7 +61,7 @@ def model_index_entries(rows: Iterable[dict[str, Any]], tasks: Sequence = ()) ->
 def write_model_card_results(model_dir: str, entries: list[dict[str, Any]]) -> bool:
     """Adds ``entries`` to the checkpoint's model card (``model_card.add_evaluation_results``); False where the
     checkpoint has no README.md."""
-    from ..model_card import add_evaluation_results
+    from ..checkpoint.model_card import add_evaluation_results
 
     if not os.path.isfile(os.path.join(model_dir, "README.md")):
         return False

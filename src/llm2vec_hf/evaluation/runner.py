@@ -148,7 +148,7 @@ def load_sentence_transformer(model_dir: str, device: str | None = None):
 
 def model_name_for(model_dir: str) -> str:
     """The model's name in results: its Hub repo id where it has one, else its folder name."""
-    from ..model_card import hub_repo_id
+    from ..checkpoint.model_card import hub_repo_id
 
     return hub_repo_id(model_dir) or Path(model_dir).resolve().name
 

@@ -14,7 +14,7 @@ from typing import Any, Sequence
 from packaging.version import Version
 
 from ..errors import LLM2VecError
-from ..json_files import read_json, read_jsonl
+from ..loading.json_files import read_json, read_jsonl
 from .instructions import MTEB_INSTRUCTIONS
 
 logger = logging.getLogger(__name__)

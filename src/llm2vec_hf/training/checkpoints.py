@@ -15,9 +15,11 @@ import re
 import shutil
 import tempfile
 
-from ..errors import LLM2VecError
-from ..json_files import read_json, write_json
-from ..loading import _name_some
+from safetensors.torch import load_file
+
+from ..errors import LLM2VecError, name_some, one_line
+from ..loading.adapters import load_adapter_state
+from ..loading.json_files import read_json, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -51,11 +53,6 @@ class AdapterTrainerMixin:
         logger.debug("Saved adapter to %s", output_dir)
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        from peft import set_peft_model_state_dict
-        from safetensors.torch import load_file
-
-        from ..loading import _adapter_keys, _name_some, adapter_shape_mismatches, one_line
-
         weights = os.path.join(resume_from_checkpoint, "adapter_model.safetensors")
         if not os.path.isfile(weights):
             raise LLM2VecError(f"{resume_from_checkpoint} holds no adapter_model.safetensors; cannot resume from it")
@@ -64,26 +61,16 @@ class AdapterTrainerMixin:
             state = load_file(weights)
         except Exception as error:  # safetensors raises its own SafetensorError and OSError
             raise LLM2VecError(f"Cannot resume from {resume_from_checkpoint}: {one_line(error)}") from None
-        peft_model = self.peft_model()
-        wrong = adapter_shape_mismatches(peft_model, state)
-        if wrong:
-            key, stored, needed = wrong[0]
-            raise LLM2VecError(
-                f"{resume_from_checkpoint} does not fit this run: {len(wrong)} adapter tensors have another shape "
-                f"(e.g. {key}: {stored}, this run's is {needed}); was lora_r changed?"
-            )
-        result = set_peft_model_state_dict(peft_model, state)
-        if result.unexpected_keys:
-            raise LLM2VecError(
-                f"{resume_from_checkpoint} does not fit this model ({len(result.unexpected_keys)} unknown weights, "
-                f"e.g. {result.unexpected_keys[0]}); was it written by another recipe?"
-            )
-        missing = set(result.missing_keys) & _adapter_keys(peft_model)
-        if missing:
-            raise LLM2VecError(
-                f"{resume_from_checkpoint} is incomplete: {len(missing)} adapter tensors are missing "
-                f"({_name_some(missing)}); cannot resume from it"
-            )
+        problem = load_adapter_state(self.peft_model(), state)
+        if problem is not None:
+            kind, detail = problem
+            raise LLM2VecError({
+                "shape": f"{resume_from_checkpoint} does not fit this run: {detail}; was lora_r changed?",
+                "unexpected": f"{resume_from_checkpoint} does not fit this model: {detail}; was it written by another "
+                              "recipe?",
+                "missing": f"{resume_from_checkpoint} is incomplete, adapter tensors are missing: {detail}; cannot "
+                           "resume from it",
+            }[kind])
         logger.info("Resumed the adapter from %s", resume_from_checkpoint)
 
     def _load_best_model(self) -> None:  # pragma: no cover - load_best_model_at_end is refused in validation
@@ -206,7 +193,7 @@ def check_output_dir(output_dir: str, resuming: bool, overwrite: bool = False) -
                 "or choose another output_dir"
             )
         if leftovers and not overwrite:
-            raise LLM2VecError(f"output_dir {output_dir} is not empty ({_name_some(leftovers)}); pass "
+            raise LLM2VecError(f"output_dir {output_dir} is not empty ({name_some(leftovers)}); pass "
                                "--overwrite_output_dir true to replace it, or choose another output_dir")
         for checkpoint in existing:
             shutil.rmtree(checkpoint)

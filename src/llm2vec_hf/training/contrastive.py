@@ -148,7 +148,7 @@ class ContrastiveTrainer(AdapterTrainerMixin, SentenceTransformerTrainer):
         return GroupedBatchSampler(self.groups, batch_size, self.args.world_size, self.args.seed, drop_last)
 
     def _save(self, output_dir=None, state_dict=None):
-        from ..modeling.modeling_llm2vec import write_encoding_settings
+        from ..modeling.encoding_settings import write_encoding_settings
 
         super()._save(output_dir, state_dict)
         write_encoding_settings(output_dir or self.args.output_dir, self.adapter_settings)
@@ -159,7 +159,7 @@ def build_contrastive_trainer(recipe, resume: str | None):
     from datasets import Dataset
     from transformers import set_seed
 
-    from ..modeling.modeling_llm2vec import use_varlen_attention
+    from ..modeling.packing import use_varlen_attention
     from .lora import add_lora, enable_gradient_checkpointing, take_gradient_checkpointing
     from .stage_model import load_model_for_stage
 

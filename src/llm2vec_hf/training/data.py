@@ -256,13 +256,3 @@ class GroupedBatchSampler(torch.utils.data.Sampler):
             return sum(math.ceil(n / global_size) for n in counts.values())
         return sum(n // global_size for n in counts.values()) * self.world_size
 
-
-def split_for_validation(texts: list[str], percentage: int, seed: int) -> tuple[list[str], list[str]]:
-    """Holds out ``percentage`` % of the texts (at least one when there are two or more)."""
-    if percentage <= 0 or len(texts) < 2:
-        return texts, []
-    generator = torch.Generator().manual_seed(seed)
-    order = torch.randperm(len(texts), generator=generator).tolist()
-    n_eval = max(1, math.floor(len(texts) * percentage / 100))
-    held = set(order[:n_eval])
-    return [t for i, t in enumerate(texts) if i not in held], [texts[i] for i in sorted(held)]

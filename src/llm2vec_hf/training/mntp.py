@@ -218,7 +218,7 @@ def argmax_logits(logits, labels):
     return logits.argmax(-1)
 
 
-def load_texts(data_args, seed: int) -> tuple[list[str], list[str]]:
+def load_texts(data_args) -> tuple[list[str], list[str]]:
     """Training and evaluation texts as the official run_mntp.py reads them: every line (empty ones included,
     nothing stripped); without validation data, the first ``validation_split_percentage`` % of the lines are held
     out (``train[:5%]`` / ``train[5%:]``)."""
@@ -250,14 +250,15 @@ def split_first_percent(texts: list[str], percentage: int) -> tuple[list[str], l
 
 def count_blocks(recipe) -> tuple[int, str]:
     """Training blocks of an MNTP recipe, counted with its tokenizer (no model loaded)."""
-    from ..loading import load_tokenizer, resolve_local
+    from ..loading.models import load_tokenizer
+    from ..loading.paths import resolve_local
 
     data_args = recipe.data
     try:
         tokenizer = load_tokenizer(resolve_local(recipe.model.model_name_or_path))
     except Exception as error:  # noqa: BLE001 - offline Hub names, missing folders: all mean "cannot count here"
         raise DataError(f"no tokenizer for {recipe.model.model_name_or_path} here ({type(error).__name__})") from None
-    train_texts, _ = load_texts(data_args, recipe.training.seed)
+    train_texts, _ = load_texts(data_args)
     blocks, _ = tokenize_into_blocks(tokenizer, train_texts, data_args.max_seq_length)
     return len(blocks), f"{len(train_texts)} texts -> {len(blocks)} blocks of {data_args.max_seq_length} tokens"
 
@@ -280,7 +281,7 @@ def build_mntp_trainer(recipe, resume: str | None):
     from .stage_model import load_model_for_stage
 
     args, data_args, mntp = recipe.training, recipe.data, recipe.mntp
-    train_texts, eval_texts = load_texts(data_args, args.seed)
+    train_texts, eval_texts = load_texts(data_args)
     model, tokenizer, base_folder = load_model_for_stage(recipe.model, for_mntp=True)
     mask_id = mask_token_id(tokenizer, model, mntp.mask_token_type)
 

@@ -6,7 +6,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 
-from ..json_files import write_json
+from ..loading.json_files import write_json
 from ..output_paths import refuse_overlap
 from .checkpoints import check_output_dir, resolve_resume, save_adapter_atomically
 from .reporting import next_step_summary, write_loss_curve

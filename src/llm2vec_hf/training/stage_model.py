@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 
-from ..loading import apply_adapter, load_bidirectional
+from ..loading.adapters import apply_adapter
+from ..loading.models import load_bidirectional
 
 logger = logging.getLogger(__name__)
 
@@ -17,8 +18,9 @@ def check_adapter_family(adapter: str, base: str) -> None:
     import os
 
     from ..errors import AdapterMismatchError
-    from ..json_files import read_json
-    from ..loading import load_config, resolve_local
+    from ..loading.json_files import read_json
+    from ..loading.models import load_config
+    from ..loading.paths import resolve_local
     from ..modeling.modeling_llm2vec import FAMILIES
 
     config_file = os.path.join(resolve_local(adapter), "adapter_config.json")
@@ -54,7 +56,7 @@ def load_model_for_stage(model_args, for_mntp: bool):
             model_args.model_name_or_path, for_mntp=True, dtype=model_args.dtype, **hf_kwargs
         )
         for adapter in adapters:
-            from ..loading import resolve_local
+            from ..loading.paths import resolve_local
 
             model.model = apply_adapter(model.model, resolve_local(adapter), merge=True)
     else:
@@ -69,7 +71,7 @@ def load_model_for_stage(model_args, for_mntp: bool):
 def router_settings(model_args) -> dict:
     """The recipe's router settings as config overrides (``output_router_logits``, ``router_aux_loss_coef``);
     refused for a base without routers, where they would do nothing."""
-    from ..loading import load_config
+    from ..loading.models import load_config
     from ..modeling.modeling_llm2vec import family_for
 
     settings = {key: getattr(model_args, key) for key in ("output_router_logits", "router_aux_loss_coef")

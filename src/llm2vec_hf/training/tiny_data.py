@@ -1,4 +1,4 @@
-"""Everything the tiny recipes (src/llm2vec_hf/demo_recipes/) need, built offline: a random tiny base and English training data.
+"""Everything the tiny recipes (src/llm2vec_hf/demo/recipes/) need, built offline: a random tiny base and English training data.
 
     python -m llm2vec_hf.training.tiny_data runs/tiny [--family llama]
 
@@ -14,8 +14,8 @@ import random
 import re
 from pathlib import Path
 
-from ..json_files import write_jsonl
-from ..tiny import build_tiny_decoder, english_corpus
+from ..loading.json_files import write_jsonl
+from .tiny_model import build_tiny_decoder, english_corpus
 
 INSTRUCTIONS = {
     "first-sentence": "Given the first sentence of a paragraph, retrieve the rest of the paragraph",

@@ -1,0 +1,163 @@
+"""PEFT LoRA adapters: one check that an adapter fits its base, and one loader of its weights."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+from safetensors.torch import load_file
+
+from ..errors import AdapterMismatchError, CheckpointError, name_some, one_line
+from ..modeling.modeling_llm2vec import FAMILIES
+from .json_files import read_json
+from .paths import PICKLE_SUFFIXES
+
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+
+
+def normalize_adapter_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Adapters trained on a ``…ForCausalLM``/``…ForMNTP`` carry one more ``model.`` than on the bare encoder."""
+    if any(key.startswith("base_model.model.model.") for key in weights):
+        return {key.replace("base_model.model.model.", "base_model.model.", 1): value for key, value in weights.items()}
+    return weights
+
+def adapter_keys(peft_model, adapter_name: str = "default") -> set[str]:
+    """State-dict keys of the adapter's own tensors (PEFT puts the adapter name in each of them)."""
+    marker = f".{adapter_name}."
+    return {k for k in peft_model.state_dict() if marker in k or k.endswith(f".{adapter_name}")}
+
+def as_peft_keys(weights: dict[str, torch.Tensor], adapter_name: str = "default") -> dict[str, str]:
+    """{key in the PEFT model's state dict: key in the adapter file}, as set_peft_model_state_dict maps them."""
+    mapped = {}
+    for key in weights:
+        for part in ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector"):
+            if f".{part}." in key or key.endswith(f".{part}"):
+                head, _, tail = key.partition(f".{part}")
+                mapped[f"{head}.{part}.{adapter_name}{tail}"] = key
+                break
+    return mapped
+
+def _family_of_class(class_name: str) -> str | None:
+    """The model_type a class name belongs to (``BidirectionalLlamaModel``, ``LlamaBiForMNTP``,
+    ``Qwen2ForCausalLM``…): the longest native prefix among the supported families."""
+    name = class_name.removeprefix("Bidirectional")
+    prefixes = {}
+    for model_type, family in FAMILIES.items():
+        native = family.native_model_name
+        prefixes[native[: -len("Model")] if native.endswith("Model") else native] = model_type
+    matches = [prefix for prefix in prefixes if name.startswith(prefix)]
+    return prefixes[max(matches, key=len)] if matches else None
+
+def check_adapter_family(adapter_path: str, model) -> None:
+    """Refuses an adapter trained on a model of another family than ``model``.
+
+    Shape checks alone miss this when two bases have the same sizes (a Qwen2 adapter on a Llama of the same
+    width has the same module names and shapes). PEFT records the class it was trained on in ``auto_mapping``,
+    and ``base_model_name_or_path`` names the base; either one of another family is refused.
+    """
+    base_type = getattr(getattr(model, "config", None), "model_type", None)
+    if base_type is None:
+        return
+    try:
+        adapter_config = read_json(os.path.join(adapter_path, "adapter_config.json"))
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"Could not read {adapter_path}/adapter_config.json: {one_line(error)}") from None
+    if not isinstance(adapter_config, dict):
+        raise CheckpointError(f"{adapter_path}/adapter_config.json is not a JSON object")
+    trained_on = str((adapter_config.get("auto_mapping") or {}).get("base_model_class") or "")
+    family = _family_of_class(trained_on) if trained_on else None
+    what = f"a {trained_on}"
+    base_name = adapter_config.get("base_model_name_or_path")
+    if family is None and isinstance(base_name, str) and os.path.isfile(os.path.join(base_name, "config.json")):
+        try:
+            family, what = read_json(os.path.join(base_name, "config.json")).get("model_type"), f"{base_name}"
+        except (OSError, ValueError):
+            family = None
+    if family and family != base_type:
+        raise AdapterMismatchError(
+            f"Adapter {adapter_path} was made for another base model: it was trained on {what} ({family}), "
+            f"but the base is a {base_type} model"
+        )
+
+def adapter_shape_mismatches(peft_model, weights: dict[str, torch.Tensor]) -> list[tuple[str, list, list]]:
+    """``(key, stored shape, expected shape)`` of each adapter tensor in ``weights`` that does not fit ``peft_model``:
+    PEFT would raise a multi-line size error (or, for some layers, load nothing) where one line naming a tensor
+    says which base or ``lora_r`` the adapter was made for."""
+    shapes = {k: list(v.shape) for k, v in peft_model.state_dict().items()}
+    return [(key, list(weights[source].shape), shapes[key]) for key, source in as_peft_keys(weights).items()
+            if key in shapes and list(weights[source].shape) != shapes[key]]
+
+
+def load_adapter_state(peft_model, weights: dict[str, torch.Tensor],
+                       low_cpu_mem_usage: bool = False) -> tuple[str, str] | None:
+    """Loads ``weights`` into ``peft_model``'s adapter, as PEFT does, and finds what PEFT only warns about or
+    reports tensor by tensor: the one loader of adapter weights, for `apply_adapter` and for resuming training.
+
+    Returns None when every tensor fits and every adapter tensor was given, else ``(kind, detail)``: ``"shape"``
+    (tensors of another shape: another base or another ``lora_r``; nothing is loaded), ``"unexpected"`` (weights
+    that match no module) or ``"missing"`` (adapter tensors the weights lack); the caller says what it means.
+    """
+    wrong = adapter_shape_mismatches(peft_model, weights)
+    if wrong:
+        key, stored, needed = wrong[0]
+        return "shape", (f"{len(wrong)} of its tensors have another shape (e.g. {key}: {stored}, this model's is "
+                         f"{needed})")
+    try:
+        result = set_peft_model_state_dict(peft_model, weights, low_cpu_mem_usage=low_cpu_mem_usage)
+    except RuntimeError as error:
+        return "shape", one_line(error)
+    if result.unexpected_keys:
+        return "unexpected", (f"{len(result.unexpected_keys)} of its weights match no module (e.g. "
+                              f"{result.unexpected_keys[0]})")
+    expected = adapter_keys(peft_model)
+    missing = sorted(set(result.missing_keys) & expected)
+    if missing:
+        return "missing", (f"{len(missing)} of the {len(expected)} tensors its config asks for are missing "
+                           f"({name_some(missing)})")
+    return None
+
+
+def apply_adapter(model, adapter_path: str, merge: bool = True):
+    """Applies a PEFT LoRA adapter to ``model`` (an encoder) and merges it; refuses adapters that do not fit."""
+    peft_model = attach_adapter(model, adapter_path)
+    return peft_model.merge_and_unload() if merge else peft_model
+
+
+def attach_adapter(model, adapter_path: str, low_cpu_mem_usage: bool = False):
+    """Wraps ``model`` in a PEFT model holding the LoRA adapter of ``adapter_path``; refuses adapters that do not
+    fit. ``low_cpu_mem_usage``: PEFT creates the adapter's layers on the meta device and assigns the stored
+    tensors to them (for a skeleton ``model`` on the meta device: `checkpoint.merged_weights`).
+
+    We load the state dict ourselves instead of ``PeftModel.from_pretrained`` because PEFT only warns about
+    keys that match nothing, which would leave an adapter for another base silently unapplied.
+    """
+    weights_file = os.path.join(adapter_path, ADAPTER_WEIGHTS)
+    if not os.path.isfile(os.path.join(adapter_path, "adapter_config.json")):
+        raise CheckpointError(f"{adapter_path} is not a PEFT adapter folder (no adapter_config.json)")
+    if not os.path.isfile(weights_file):
+        pickled = [f for f in os.listdir(adapter_path) if f.endswith(PICKLE_SUFFIXES)]
+        hint = " (it holds only pickle files, which llm2vec-hf never loads)" if pickled else ""
+        raise CheckpointError(f"{adapter_path} has no {ADAPTER_WEIGHTS}{hint}")
+    try:
+        peft_config = PeftConfig.from_pretrained(adapter_path)
+        weights = normalize_adapter_keys(load_file(weights_file))
+    except Exception as error:
+        raise CheckpointError(f"Could not read the adapter in {adapter_path}: {one_line(error)}") from None
+    check_adapter_family(adapter_path, model)
+    peft_config.inference_mode = True
+    # The task type only picks PEFT's wrapper class (CAUSAL_LM's needs a generation head, which an encoder has
+    # not); the LoRA tensors and their merge are the same under the plain PeftModel.
+    peft_config.task_type = None
+    try:
+        peft_model = get_peft_model(model, peft_config, low_cpu_mem_usage=low_cpu_mem_usage)
+    except ValueError as error:
+        raise AdapterMismatchError(f"Adapter {adapter_path} does not fit this base model: {one_line(error)}") from None
+    problem = load_adapter_state(peft_model, weights, low_cpu_mem_usage=low_cpu_mem_usage)
+    if problem is not None:
+        kind, detail = problem
+        if kind == "missing":
+            raise CheckpointError(f"Adapter {adapter_path} is incomplete: {detail} from {ADAPTER_WEIGHTS}; they would "
+                                  "be randomly initialised")
+        raise AdapterMismatchError(f"Adapter {adapter_path} was made for another base model: {detail}")
+    return peft_model

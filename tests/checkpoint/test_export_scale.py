@@ -1,0 +1,187 @@
+"""Export at the sizes people run (docs/architecture.md, "Export at scale"): the weights are streamed tensor by
+tensor in the base's own dtype, sharded as transformers shards them, and merged as PEFT merges them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors import safe_open
+
+from llm2vec_hf import LLM2Vec
+from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.loading.models import load_bidirectional
+from llm2vec_hf.training.tiny_model import build_tiny_decoder
+
+from helpers.processes import remote_code_vectors
+from helpers.samples import SAMPLE_INPUTS
+
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+def _weights(folder) -> dict[str, torch.Tensor]:
+    folder = Path(folder)
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
+    tensors = {}
+    for name in files:
+        with safe_open(str(folder / name), "pt") as handle:
+            tensors.update({key: handle.get_tensor(key) for key in handle.keys()})
+    return tensors
+
+
+def _adapter(base, folder, seed, rank=4, causal_lm_keys=True):
+    """A random LoRA adapter on all seven projections, trained-on-a-…ForCausalLM layout (as the official ones)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
+    lora = LoraConfig(r=rank, lora_alpha=2 * rank, target_modules=PROJECTIONS, init_lora_weights=False)
+    get_peft_model(model, lora).save_pretrained(str(folder))
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def bf16_base(tmp_path_factory):
+    """A tiny Mistral saved in bfloat16 (its config says so), with two adapters (MNTP-like, supervised-like)."""
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("bf16")
+    fp32 = build_tiny_decoder(root / "fp32", "mistral", hidden_size=64)
+    model = AutoModelForCausalLM.from_pretrained(str(fp32), dtype=torch.bfloat16)
+    model.save_pretrained(root / "base")
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        if (fp32 / name).exists():
+            (root / "base" / name).write_bytes((fp32 / name).read_bytes())
+    return root / "base", [_adapter(root / "base", root / "a1", 1), _adapter(root / "base", root / "a2", 2)]
+
+
+def test_default_dtype_is_the_bases_and_dtype_overrides(bf16_base, tmp_path):
+    base, adapters = bf16_base
+    out = export_checkpoint(str(base), str(tmp_path / "default"), adapters=adapters)
+    assert {t.dtype for t in _weights(out).values()} == {torch.bfloat16}
+    assert json.loads((Path(out) / "config.json").read_text())["dtype"] == "bfloat16"
+    out32 = export_checkpoint(str(base), str(tmp_path / "fp32"), adapters=adapters, dtype="float32")
+    assert {t.dtype for t in _weights(out32).values()} == {torch.float32}
+    assert LLM2Vec.from_pretrained(out32).model.dtype == torch.float32
+
+
+def test_dtype_from_the_files_when_the_config_names_none(bf16_base, tmp_path):
+    base, _ = bf16_base
+    copy = tmp_path / "base"
+    copy.mkdir()
+    for entry in base.iterdir():
+        (copy / entry.name).write_bytes(entry.read_bytes())
+    config = json.loads((copy / "config.json").read_text())
+    config.pop("dtype", None), config.pop("torch_dtype", None)
+    (copy / "config.json").write_text(json.dumps(config))
+    out = export_checkpoint(str(copy), str(tmp_path / "out"))
+    assert {t.dtype for t in _weights(out).values()} == {torch.bfloat16}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_streamed_merge_equals_peft_merge_and_unload(bf16_base, tmp_path, dtype):
+    """Same weights as loading the base in ``dtype`` and merging each adapter with PEFT's merge_and_unload (the
+    official path), bit for bit: `merged_weights.MERGE_ROUNDING` rounds after each adapter as PEFT does."""
+    base, adapters = bf16_base
+    out = export_checkpoint(str(base), str(tmp_path / "out"), adapters=adapters, dtype=dtype)
+    model, _, _ = load_bidirectional(str(base), adapters, dtype=dtype)
+    reference = model.state_dict()
+    streamed = _weights(out)
+    assert set(streamed) == set(reference)
+    differing = [k for k in reference if not torch.equal(streamed[k], reference[k])]
+    assert differing == []
+    plain = _weights(export_checkpoint(str(base), str(tmp_path / "plain"), dtype=dtype))
+    assert not torch.equal(plain["layers.0.mlp.down_proj.weight"], streamed["layers.0.mlp.down_proj.weight"])
+
+
+def test_sharded_checkpoint_loads_on_every_path(bf16_base, tmp_path):
+    from sentence_transformers import SentenceTransformer
+
+    from llm2vec_hf.checkpoint.validation import check_checkpoint
+
+    base, adapters = bf16_base
+    one = export_checkpoint(str(base), str(tmp_path / "one"), adapters=adapters, dtype="float32", max_length=48,
+                            doc_max_length=40)
+    sharded = export_checkpoint(str(base), str(tmp_path / "sharded"), adapters=adapters, dtype="float32",
+                                max_shard_size="100KB", max_length=48, doc_max_length=40)
+    files = sorted(f for f in os.listdir(sharded) if f.endswith(".safetensors"))
+    assert len(files) > 2 and "model.safetensors" not in files
+    index = json.loads((Path(sharded) / "model.safetensors.index.json").read_text())
+    assert set(index["weight_map"].values()) == set(files)
+    assert index["metadata"]["total_size"] == sum(t.numel() * 4 for t in _weights(one).values())
+    expected = LLM2Vec.from_pretrained(one).encode(SAMPLE_INPUTS, show_progress_bar=False).numpy()
+    got = LLM2Vec.from_pretrained(sharded).encode(SAMPLE_INPUTS, show_progress_bar=False).numpy()
+    assert np.abs(got - expected).max() <= 1e-6
+    remote = remote_code_vectors({"sharded": sharded}, {"sharded": SAMPLE_INPUTS}, tmp_path / "remote.npz")["sharded"]
+    assert np.abs(remote - expected).max() <= 1e-4
+    st = SentenceTransformer(sharded, trust_remote_code=True)
+    plain_texts = [x for x in SAMPLE_INPUTS if isinstance(x, str)]
+    rows = [i for i, x in enumerate(SAMPLE_INPUTS) if isinstance(x, str)]
+    assert np.abs(st.encode(plain_texts, convert_to_numpy=True) - expected[rows]).max() <= 1e-4
+    summary = check_checkpoint(sharded)  # what push validates before uploading
+    assert summary is not None
+
+
+# VmHWM, the peak resident memory of this process image: ru_maxrss would also count the parent's peak, which a
+# child inherits across fork and exec
+_MEASURE = """
+import re, sys
+from llm2vec_hf.checkpoint.export import export_checkpoint
+export_checkpoint(sys.argv[1], sys.argv[2], adapters=sys.argv[3:])
+print(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
+"""
+
+
+@pytest.mark.slow
+def test_export_memory_does_not_grow_with_depth(tmp_path):
+    """Peak RSS of an export (in a fresh process) of a 2-layer and an 8-layer base, each with an
+    adapter: the 6 extra layers add 84 MB of bfloat16 weights, which a whole-model export holds at once."""
+    from transformers import AutoModelForCausalLM
+
+    peaks = {}
+    for layers in (2, 8):
+        fp32 = build_tiny_decoder(tmp_path / f"fp32-{layers}", "llama", hidden_size=512, num_layers=layers,
+                                  intermediate_size=4096, num_attention_heads=8, num_key_value_heads=8, head_dim=64)
+        base = tmp_path / f"base-{layers}"
+        AutoModelForCausalLM.from_pretrained(str(fp32), dtype=torch.bfloat16).save_pretrained(base)
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            (base / name).write_bytes((fp32 / name).read_bytes())
+        adapter = _adapter(base, tmp_path / f"adapter-{layers}", 0)
+        env = {**os.environ, "OMP_NUM_THREADS": "1"}
+        proc = subprocess.run([sys.executable, "-c", _MEASURE, str(base), str(tmp_path / f"out-{layers}"), adapter],
+                              capture_output=True, text=True, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        peaks[layers] = int(proc.stdout.strip().splitlines()[-1]) * 1024
+        size = sum(t.numel() * t.element_size() for t in _weights(tmp_path / f"out-{layers}").values())
+        peaks[f"weights-{layers}"] = size
+    extra_weights = peaks["weights-8"] - peaks["weights-2"]
+    assert extra_weights > 80 * 2**20
+    # the largest tensor (embedding or an MLP matrix, 4 MB in bfloat16, 8 MB in float32 during a merge) is all
+    # that depth may add; a whole-model export would add at least ``extra_weights``
+    assert peaks[8] - peaks[2] < extra_weights / 4, peaks
+
+
+def test_bfloat16_checkpoint_loads_as_bfloat16_on_every_path(bf16_base, tmp_path):
+    """No float32 detour at load: LLM2Vec, AutoModel (remote code) and SentenceTransformer keep the checkpoint's
+    dtype unless asked for another."""
+    from sentence_transformers import SentenceTransformer
+    from transformers import AutoModel
+
+    base, adapters = bf16_base
+    out = export_checkpoint(str(base), str(tmp_path / "out"), adapters=adapters)
+    assert LLM2Vec.from_pretrained(out).model.dtype == torch.bfloat16
+    assert LLM2Vec.from_pretrained(out, dtype=torch.float32).model.dtype == torch.float32
+    assert AutoModel.from_pretrained(out, trust_remote_code=True).dtype == torch.bfloat16
+    st = SentenceTransformer(out, trust_remote_code=True)
+    assert st[0].auto_model.dtype == torch.bfloat16
+    assert st.encode(["a text"], convert_to_tensor=True).dtype == torch.bfloat16
+    st32 = SentenceTransformer(out, trust_remote_code=True, model_kwargs={"dtype": torch.float32})
+    assert st32[0].auto_model.dtype == torch.float32
