@@ -129,6 +129,7 @@ class Shape:
     layers: int
     query_width: int
     kv_width: int
+    head_dim: int
     vocab: int
     parameters: int
     lora_parameters: int
@@ -140,39 +141,34 @@ class Shape:
 
 
 def model_shape(config, model_args, for_mntp: bool) -> Shape:
-    """Counts parameters on the meta device (no memory), with the stage's LoRA targets (``lora.lora_targets``)."""
+    """Counts the stage model's parameters and its LoRA's (peft's own ``get_peft_model`` with the stage's
+    ``lora.lora_config``) on the meta device: exact for every family, and no memory."""
     import torch
+    from peft import get_peft_model
     from transformers import AutoModel, AutoModelForCausalLM
 
     from ..modeling.modeling_llm2vec import family_for
-    from .lora import lora_targets
+    from .lora import lora_config
 
-    modules, expert_parameters = lora_targets(model_args, family_for(config))
+    settings = lora_config(model_args, family_for(config))
     with torch.device("meta"):
         model = (AutoModelForCausalLM if for_mntp else AutoModel).from_config(config)
-    parameters = sum(p.numel() for p in model.parameters())
-    r = model_args.lora_r
-    lora, widths = 0, []
-    first_layer = None
-    for name, module in model.named_modules():
-        leaf = name.rsplit(".", 1)[-1]
-        if isinstance(module, torch.nn.Linear) and leaf in modules:
-            lora += r * (module.in_features + module.out_features)
+        parameters = sum(p.numel() for p in model.parameters())
+        widths, first_layer = [], None
+        for name, module in model.named_modules():
             layer = re.search(r"(?:^|\.)layers\.(\d+)\.", name)
-            first_layer = first_layer if first_layer is not None else (layer and layer.group(1))
-            if layer and layer.group(1) == first_layer:
-                widths.append(module.in_features)
-    for name, parameter in model.named_parameters():
-        if any(name.endswith(target) for target in expert_parameters):
-            experts, *sides = parameter.shape  # peft's parameter LoRA: A (r·E × in), B (out × r·E)
-            lora += r * experts * sum(sides)
+            if isinstance(module, torch.nn.Linear) and layer and name.rsplit(".", 1)[-1] in settings.target_modules:
+                first_layer = first_layer or layer.group(1)
+                if layer.group(1) == first_layer:
+                    widths.append(module.in_features)
+        lora, _ = get_peft_model(model, settings).get_nb_trainable_parameters()
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
     kv_heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
     experts = getattr(config, "num_experts", None) or getattr(config, "num_local_experts", None) or 0
     return Shape(
         hidden=config.hidden_size, intermediate=config.intermediate_size, layers=config.num_hidden_layers,
-        query_width=config.num_attention_heads * head_dim, kv_width=kv_heads * head_dim, vocab=config.vocab_size,
-        parameters=parameters, lora_parameters=lora, lora_input_widths=widths,
+        query_width=config.num_attention_heads * head_dim, kv_width=kv_heads * head_dim, head_dim=head_dim,
+        vocab=config.vocab_size, parameters=parameters, lora_parameters=lora, lora_input_widths=widths,
         experts_per_token=getattr(config, "num_experts_per_tok", 0) if experts else 0,
         expert_intermediate=(getattr(config, "moe_intermediate_size", None) or config.intermediate_size)
         if experts else 0,
@@ -192,15 +188,26 @@ def texts_per_row(recipe) -> int:
     return 2 + (1 if negatives is None else negatives)  # None: as many as the records have; the recipes give one
 
 
-def layer_activation_bytes(shape: Shape, activation_bytes: int, dropout_mask_bytes: int) -> int:
-    """Bytes one layer saves for its backward pass, per token (see the module docstring)."""
+def layer_activation_bytes(shape: Shape, activation_bytes: int, dropout_mask_bytes: int,
+                           cpu_attention_keys: int = 0, attention_dropout: bool = False) -> int:
+    """Bytes one layer saves for its backward pass, per token (see the module docstring).
+
+    ``cpu_attention_keys``: on a CPU, autocast runs sdpa's math path in float32, which saves the queries, keys and
+    values widened to every query head and the attention probabilities (and, with attention dropout, the mask and
+    the dropped probabilities too) over that many keys; a GPU's fused kernels save q, k, v and the output only."""
     a = activation_bytes
     if shape.experts:
         mlp = 3 * a * shape.expert_intermediate * shape.experts_per_token + 4 * shape.experts
     else:
         mlp = 3 * a * shape.intermediate
     lora_inputs = sum((a + dropout_mask_bytes) * width for width in shape.lora_input_widths)
-    return 8 * shape.hidden + a * (2 * shape.query_width + 2 * shape.kv_width) + mlp + lora_inputs
+    if cpu_attention_keys:
+        heads = shape.query_width // shape.head_dim
+        attention = 4 * 3 * shape.query_width + 4 * heads * cpu_attention_keys * (3 if attention_dropout else 1) \
+            + a * shape.query_width
+    else:
+        attention = a * (2 * shape.query_width + 2 * shape.kv_width)
+    return 8 * shape.hidden + attention + mlp + lora_inputs
 
 
 def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
@@ -229,15 +236,19 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
     gradcache = stage != "mntp" and contrastive.use_gradcache
     texts_with_grad = min(texts, contrastive.gradcache_mini_batch_size) if gradcache else texts
     tokens = texts_with_grad * length
-    per_layer = layer_activation_bytes(shape, a, mask_bytes)
-    head = (a + 8) * shape.vocab if stage == "mntp" else 0
-    outside_layers = (a + 4) * shape.hidden + head  # embeddings' output and the final norm's float32 input
+    attention_dropout = stage == "simcse" and recipe.contrastive.simcse_dropout > 0
+    per_layer = layer_activation_bytes(shape, a, mask_bytes, length if device == "cpu" else 0, attention_dropout)
+    outside_layers = (a + 4) * shape.hidden  # the embeddings' output and the final norm's float32 input
     widest = max(shape.hidden, shape.intermediate, shape.expert_intermediate * shape.experts_per_token)
-    backward = (4 * shape.vocab if stage == "mntp" else 0) + 2 * 4 * widest
+    layer_gradients = 2 * 4 * widest  # the gradients in flight through a layer
+    # MNTP's head: the logits, the loss's float32 copy and log-softmax, and the float32 gradient of the logits; its
+    # backward runs before any layer's, so with checkpointing its peak and a rebuilt layer's do not add up
+    head = (a + 12) * shape.vocab if stage == "mntp" else 0
     activations = {
-        "without_gradient_checkpointing": tokens * (shape.layers * per_layer + outside_layers + backward),
-        "with_gradient_checkpointing": tokens * (shape.layers * a * shape.hidden + per_layer + outside_layers
-                                                 + backward),
+        "without_gradient_checkpointing": tokens * (shape.layers * per_layer + outside_layers
+                                                    + max(head, layer_gradients)),
+        "with_gradient_checkpointing": tokens * (shape.layers * a * shape.hidden + outside_layers
+                                                 + max(head, per_layer + layer_gradients)),
     }
     weights = shape.parameters * weight_bytes
     lora = shape.lora_parameters * 16
@@ -274,23 +285,24 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
 
 
 def knob_to_fit(size_gb: int, fixed: int, activations: dict[str, int], tokens: int, checkpointing: bool,
-                stage: str, length: int) -> str:
-    """The knob that makes the step fit a ``size_gb`` GPU, in the order that keeps the recipe's results: gradient
-    checkpointing and GradCache change memory only; a smaller per-device batch needs gradient accumulation (and
-    changes the in-batch negatives of a contrastive stage, so it is not offered there)."""
+                stage: str, length: int) -> dict[str, Any]:
+    """The recipe fields that make the step fit a ``size_gb`` GPU (``set``) and why, in the order that keeps the
+    recipe's results: gradient checkpointing and GradCache change memory only; a smaller per-device batch needs
+    more gradient accumulation for the same global batch (and would change a contrastive stage's in-batch
+    negatives, so it is offered for MNTP only)."""
     budget = size_gb * 1e9 * USABLE_FRACTION - fixed
     if budget <= 0:
-        return ("the weights alone do not fit: shard the model over several GPUs (configs/accelerate/fsdp.yaml or "
-                "deepspeed_zero3.yaml)")
+        return {"set": {}, "why": "the weights and the LoRA's optimizer states alone do not fit: shard them over "
+                                  "several GPUs (configs/accelerate/fsdp.yaml or deepspeed_zero3.yaml)"}
     with_checkpointing = activations["with_gradient_checkpointing"]
     if not checkpointing and with_checkpointing <= budget:
-        return "gradient_checkpointing: true"
-    fitting_tokens = int(budget // (with_checkpointing / tokens))
-    also = "" if checkpointing else " and gradient_checkpointing: true"
-    if fitting_tokens < length:
-        return f"not even one text of max_seq_length {length} fits: lower max_seq_length"
+        return {"set": {"gradient_checkpointing": True}, "why": "activations kept per layer input only"}
+    fitting_texts = int(budget // (with_checkpointing / tokens)) // length
+    also = {} if checkpointing else {"gradient_checkpointing": True}
+    if fitting_texts < 1:
+        return {"set": {}, "why": f"not even one text of max_seq_length {length} fits: lower max_seq_length"}
     if stage != "mntp":
-        return (f"use_gradcache: true with gradcache_mini_batch_size <= {fitting_tokens // length}{also} (same loss "
-                "and gradients)")
-    return (f"per_device_train_batch_size <= {fitting_tokens // length}{also}, with gradient_accumulation_steps "
-            "raised to keep the global batch")
+        return {"set": {**also, "use_gradcache": True, "gradcache_mini_batch_size": fitting_texts},
+                "why": "GradCache: the same loss and gradients, a mini-batch of texts at a time"}
+    return {"set": {**also, "per_device_train_batch_size": fitting_texts},
+            "why": "raise gradient_accumulation_steps by the same factor to keep the global batch"}
