@@ -98,7 +98,7 @@ def worker(step: str, model: Path, count: int) -> dict:
 def training_texts(folder: Path) -> dict[str, Path]:
     """Training data whose every text fills TRAIN_LENGTH tokens (the plan counts full-length texts): runs of five
     paragraphs of the tiny corpus; supervised records in two datasets, as the E5 mix has several."""
-    from llm2vec_hf.json_files import write_jsonl
+    from llm2vec_hf.loading.json_files import write_jsonl
     from llm2vec_hf.training.tiny_model import english_corpus
 
     paragraphs = list(english_corpus())

@@ -266,10 +266,12 @@ def side_specs(stage: str, args, model: Path, data: dict, work: Path, ours_overr
             "stop_after_n_steps": args.steps, "seed": args.seed, "save_strategy": "no", "logging_steps": 1,
             "report_to": "none", "use_cpu": True, "dataloader_num_workers": 0, "disable_tqdm": True}
     if stage == "mntp":
-        # the recipe's final evaluation stays on both sides (ours always evaluates MNTP's held-out blocks at the end)
+        # no evaluation on either side: the official one loads its accuracy metric from the Hub (offline here), and
+        # ours evaluates held-out blocks whenever it has some (a final spike of eval batches in the run's peak RSS)
         official_config.update({"dataset_name": None, "dataset_config_name": None, "train_file": str(data["corpus"]),
-                                "evaluation_strategy": "no"})
-        ours.update(dataset_name=None, dataset_config_name=None, train_file=str(data["corpus"]), eval_strategy="no")
+                                "do_eval": False, "evaluation_strategy": "no"})
+        ours.update(dataset_name=None, dataset_config_name=None, train_file=str(data["corpus"]), eval_strategy="no",
+                    validation_split_percentage=0)
     elif stage == "simcse":
         official_config["dataset_file_path"] = str(data["wiki"])
         ours["train_file"] = str(data["wiki"])
