@@ -18,6 +18,7 @@ imports). They import only torch and transformers and never touch the network. I
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import torch

@@ -21,7 +21,6 @@ from llm2vec_hf.errors import CheckpointError, TokenizerError
 from llm2vec_hf.checkpoint.export import export_checkpoint
 from llm2vec_hf.modeling.encoding_settings import (
     DEFAULT_ENCODING,
-    OFFICIAL_KEYS,
     read_encoding_settings,
     resolve_encoding,
     write_encoding_settings,

@@ -74,6 +74,10 @@ KNOWN_BASES: dict[str, dict[str, Any]] = {
     "google/gemma-3-1b-it": dict(model_type="gemma3_text", hidden_size=1152, intermediate_size=6912,
                                  num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
                                  vocab_size=262144, tie_word_embeddings=True),
+    # the text tower of the multimodal gemma3 checkpoint: the only part llm2vec-hf loads (TEXT_TOWERS)
+    "google/gemma-3-4b-it": dict(model_type="gemma3_text", hidden_size=2560, intermediate_size=10240,
+                                 num_hidden_layers=34, num_attention_heads=8, num_key_value_heads=4, head_dim=256,
+                                 vocab_size=262208, tie_word_embeddings=True),
     "microsoft/Phi-4-mini-instruct": dict(model_type="phi3", hidden_size=3072, intermediate_size=8192,
                                           num_hidden_layers=32, num_attention_heads=24, num_key_value_heads=8,
                                           vocab_size=200064, tie_word_embeddings=True),
@@ -110,9 +114,15 @@ def base_config(name_or_path: str):
 
         return load_config(name_or_path), os.path.join(name_or_path, "config.json")
     try:
-        return AutoConfig.from_pretrained(name_or_path, local_files_only=True), "the Hugging Face cache"
+        config = AutoConfig.from_pretrained(name_or_path, local_files_only=True)
     except (OSError, ValueError):
         pass
+    else:
+        from ..modeling.modeling_llm2vec import TEXT_TOWERS
+
+        if config.model_type in TEXT_TOWERS:  # only the text tower is loaded and trained
+            config = config.text_config
+        return config, "the Hugging Face cache"
     if name_or_path in KNOWN_BASES:
         values = dict(KNOWN_BASES[name_or_path])
         return AutoConfig.for_model(values.pop("model_type"), **values), "llm2vec_hf's table of known bases"
