@@ -30,6 +30,14 @@ SHAPES = {
         "vocab_size": 32000, "bos_token_id": 1, "eos_token_id": 2, "hidden_act": "silu", "initializer_range": 0.02,
         "tie_word_embeddings": False, "attention_dropout": 0.0, "torch_dtype": "bfloat16",
     },
+    # the 26M-parameter Llama of benchmarks/encode.py and train.py (the first row of the scale table)
+    "llama-26m": {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 512,
+        "intermediate_size": 1408, "num_hidden_layers": 8, "num_attention_heads": 8, "num_key_value_heads": 8,
+        "max_position_embeddings": 4096, "rms_norm_eps": 1e-05, "vocab_size": 32000, "bos_token_id": 1,
+        "eos_token_id": 2, "pad_token_id": 0, "hidden_act": "silu", "initializer_range": 0.02,
+        "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    },
     # princeton-nlp/Sheared-LLaMA-1.3B (its config says float32; the benchmark writes bf16, as the 7B shape)
     "sheared-llama-1.3b": {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 2048,

@@ -9,7 +9,15 @@ ru_maxrss, does not include the parent's peak. Writes JSON and prints a markdown
         --steps train-mntp,train-simcse,train-supervised,train-supervised-gradcache
 
 The train-* steps run one optimizer step per stage (``TRAIN_STEPS``); the memory plan of the same step on a CPU
-(``llm2vec_hf.training.memory_plan``) is written beside the measured peak RSS.
+(``llm2vec_hf.training.memory_plan``) is written beside the measured peak RSS. ``--train-dtype float32`` trains in
+float32 where the CPU has no bfloat16 matrix unit (AVX2 only: bf16 matmuls are emulated, ~20x slower); the plan is
+then made for float32 too.
+
+The *-official steps do the same work with the official llm2vec 0.2.3 in its own environment (``--official-python``,
+e.g. benchmarks/.venv-official/bin/python made by benchmarks/encode.py): it loads MODEL/base with the MNTP adapter
+merged and the supervised adapter on top, as the official README does. Both sides encode the same texts (written
+to MODEL/texts-N.json by the driver), with mean pooling at length 512; ``vectors`` in the JSON compares them
+(max |Δ|, min cosine) on the texts both encoded.
 
 MODEL folders hold base/, mntp/ and supervised/ (make_large_checkpoint.py); export writes MODEL/export.
 """
@@ -37,7 +45,12 @@ TRAIN_STEPS = {
                                    "gradcache_mini_batch_size": 2},
 }
 TRAIN_LENGTH = 128
-STEPS = ("export", "load", "encode-bf16", "encode-fp32", "rounding", *TRAIN_STEPS)
+OFFICIAL_STEPS = ("load-official", "encode-official-bf16", "encode-official-fp32")
+STEPS = ("export", "load", "encode-bf16", "encode-fp32", "rounding", *TRAIN_STEPS, *OFFICIAL_STEPS)
+
+
+def rss_mb() -> float:
+    return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
 def peak_rss_mb() -> float:
@@ -55,9 +68,46 @@ def texts(count: int) -> list[str]:
     return make_corpus(count)
 
 
-def worker(step: str, model: Path, count: int) -> dict:
+def texts_file(model: Path, count: int) -> Path:
+    """MODEL/texts-COUNT.json: the texts every encode step of both sides reads."""
+    path = model / f"texts-{count}.json"
+    if not path.exists():
+        path.write_text(json.dumps(texts(count)))
+    return path
+
+
+def official_worker(step: str, model: Path, count: int) -> dict:
+    """A step of the official llm2vec 0.2.3 (runs in its environment: imports neither llm2vec_hf nor encode.py)."""
+    import numpy as np
+    import torch
+    from llm2vec import LLM2Vec
+    from peft import PeftModel
+
+    started = time.perf_counter()
+    dtype = torch.float32 if step.endswith("fp32") else torch.bfloat16
+    l2v = LLM2Vec.from_pretrained(str(model / "base"), peft_model_name_or_path=str(model / "mntp"), merge_peft=True,
+                                  torch_dtype=dtype, pooling_mode="mean", max_length=512)
+    l2v.model = PeftModel.from_pretrained(l2v.model, str(model / "supervised"))
+    result = {"step": step, "dtype": str(dtype).removeprefix("torch."), "load_seconds": time.perf_counter() - started,
+              "rss_after_load_mb": rss_mb()}
+    if step.startswith("encode"):
+        batch = json.loads(texts_file(model, count).read_text())
+        loaded = time.perf_counter()
+        vectors = l2v.encode(batch, batch_size=16, show_progress_bar=False, convert_to_numpy=True)
+        result.update(encode_seconds=time.perf_counter() - loaded, texts=count,
+                      tokens=sum(len(l2v.tokenizer(t)["input_ids"]) for t in batch))
+        result["tokens_per_second"] = result["tokens"] / result["encode_seconds"]
+        np.save(model / f"vectors-{step}.npy", np.asarray(vectors, dtype=np.float32))
+    result["seconds"] = time.perf_counter() - started
+    result["peak_rss_mb"] = peak_rss_mb()
+    return result
+
+
+def worker(step: str, model: Path, count: int, train_dtype: str) -> dict:
     import torch
 
+    if step in OFFICIAL_STEPS:
+        return official_worker(step, model, count)
     started = time.perf_counter()
     result: dict = {"step": step}
     if step == "export":
@@ -74,22 +124,27 @@ def worker(step: str, model: Path, count: int) -> dict:
         result["dtype"] = str(l2v.model.dtype).removeprefix("torch.")
         result["weights_gb"] = folder_weights_gb(model / "export")
     elif step.startswith("encode"):
+        import numpy as np
+
         from llm2vec_hf import LLM2Vec
 
         dtype = torch.bfloat16 if step.endswith("bf16") else torch.float32
-        l2v = LLM2Vec.from_pretrained(str(model / "export"), dtype=dtype)
-        batch = texts(count)
+        l2v = LLM2Vec.from_pretrained(str(model / "export"), dtype=dtype, pooling_mode="mean", max_length=512)
+        result["load_seconds"] = time.perf_counter() - started
+        result["rss_after_load_mb"] = rss_mb()  # weights mapped, not yet paged in
+        batch = json.loads(texts_file(model, count).read_text())
         loaded = time.perf_counter()
-        vectors = l2v.encode(batch, batch_size=16, show_progress_bar=False)
+        vectors = l2v.encode(batch, batch_size=16, show_progress_bar=False, convert_to_numpy=True)
         result["encode_seconds"] = time.perf_counter() - loaded
+        result["rss_after_encode_mb"] = rss_mb()  # every weight paged in by the forward passes
         result["texts"] = count
         result["tokens"] = sum(len(l2v.tokenizer(t)["input_ids"]) for t in batch)
         result["tokens_per_second"] = result["tokens"] / result["encode_seconds"]
-        torch.save(vectors.float(), model / f"vectors-{step}.pt")  # compared by the rounding step; never shipped
+        np.save(model / f"vectors-{step}.npy", np.asarray(vectors, dtype=np.float32))  # compared by the driver
     elif step == "rounding":
         result.update(compare_rounding(model, count))
     elif step in TRAIN_STEPS:
-        result.update(train_step(model, TRAIN_STEPS[step]))
+        result.update(train_step(model, TRAIN_STEPS[step], train_dtype))
     result["seconds"] = time.perf_counter() - started
     result["peak_rss_mb"] = peak_rss_mb()
     return result
@@ -113,9 +168,9 @@ def training_texts(folder: Path) -> dict[str, Path]:
     return {"corpus": corpus, "supervised": supervised}
 
 
-def train_recipe(model: Path, settings: dict):
-    """The recipe of one train-* step: MODEL/base (contrastive stages on top of MODEL/mntp, as the recipes), bf16
-    as the shipped recipes, one optimizer step."""
+def train_recipe(model: Path, settings: dict, dtype: str = "bfloat16"):
+    """The recipe of one train-* step: MODEL/base (contrastive stages on top of MODEL/mntp, as the recipes), in
+    ``dtype`` (bf16 as the shipped recipes, or float32 on a CPU without bf16 matmuls), one optimizer step."""
     from llm2vec_hf.training import parse_recipe
 
     data = training_texts(model / "train-data")
@@ -124,7 +179,7 @@ def train_recipe(model: Path, settings: dict):
         "model_name_or_path": str(model / "base"), "max_seq_length": TRAIN_LENGTH, "lora_r": 16,
         "train_file": str(data["supervised" if stage == "supervised" else "corpus"]),
         "output_dir": str(model / f"train-{stage}"), "overwrite_output_dir": True, "max_steps": 1,
-        "save_strategy": "no", "report_to": "none", "use_cpu": True, "bf16": True, "dtype": "bfloat16",
+        "save_strategy": "no", "report_to": "none", "use_cpu": True, "bf16": dtype == "bfloat16", "dtype": dtype,
         "gradient_checkpointing": False, "disable_tqdm": True, "dataloader_num_workers": 0, **settings,
     }
     if stage != "mntp":
@@ -132,13 +187,13 @@ def train_recipe(model: Path, settings: dict):
     return parse_recipe(values)
 
 
-def train_step(model: Path, settings: dict) -> dict:
+def train_step(model: Path, settings: dict, dtype: str) -> dict:
     from llm2vec_hf.training import run_training
 
-    recipe = train_recipe(model, settings)
+    recipe = train_recipe(model, settings, dtype)
     run_training(recipe)
     shutil.rmtree(recipe.training.output_dir, ignore_errors=True)
-    return {"tokens_per_step": settings["per_device_train_batch_size"] * TRAIN_LENGTH}
+    return {"dtype": dtype, "tokens_per_step": settings["per_device_train_batch_size"] * TRAIN_LENGTH}
 
 
 def planned(row: dict, folder: Path) -> dict:
@@ -146,7 +201,7 @@ def planned(row: dict, folder: Path) -> dict:
     the measured process, so the measured peak holds nothing of it)."""
     from llm2vec_hf.training.memory_plan import plan
 
-    estimate = plan(train_recipe(folder, TRAIN_STEPS[row["step"]]), device="cpu")
+    estimate = plan(train_recipe(folder, TRAIN_STEPS[row["step"]], row.get("dtype", "bfloat16")), device="cpu")
     for stale in ("plan_bytes", "plan_total_mb"):  # an earlier version's keys
         row.pop(stale, None)
     total_mb = estimate["bytes"]["total"] / 2**20
@@ -211,6 +266,31 @@ def compare_rounding(model: Path, count: int) -> dict:
     return out
 
 
+#: The pairs of encode steps whose vectors are compared: what bf16 costs, and each dtype against the official.
+VECTOR_PAIRS = (("encode-fp32", "encode-bf16"), ("encode-official-bf16", "encode-bf16"),
+                ("encode-official-fp32", "encode-fp32"), ("encode-official-fp32", "encode-official-bf16"))
+
+
+def compare_vectors(folders: dict[str, str], known: dict) -> dict:
+    """max |Δ| and min cosine between the vectors of VECTOR_PAIRS, on the texts both steps encoded (a prefix:
+    the texts are the same generator's)."""
+    import numpy as np
+
+    out = dict(known)
+    for name, folder in folders.items():
+        for first, second in VECTOR_PAIRS:
+            paths = [Path(folder) / f"vectors-{step}.npy" for step in (first, second)]
+            if not all(path.exists() for path in paths):
+                continue
+            a, b = (np.load(path) for path in paths)
+            n = min(len(a), len(b))
+            a, b = a[:n].astype(np.float64), b[:n].astype(np.float64)
+            cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+            out[f"{name}: {first} vs {second}"] = {"texts": n, "max_abs": float(np.abs(a - b).max()),
+                                                   "min_cosine": float(cosine.min())}
+    return out
+
+
 def machine() -> dict:
     load = os.getloadavg()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -226,11 +306,13 @@ def main(argv=None) -> int:
     parser.add_argument("--steps", default="export,load,encode-bf16")
     parser.add_argument("--texts", type=int, default=200)
     parser.add_argument("--output", default="benchmarks/results/scale.json")
-    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    parser.add_argument("--train-dtype", choices=["bfloat16", "float32"], default="bfloat16")
+    parser.add_argument("--official-python", help="python of an environment with llm2vec==0.2.3 (*-official steps)")
+    parser.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
-        step, folder, count = args.worker
-        print(json.dumps(worker(step, Path(folder), int(count))))
+        step, folder, count, train_dtype = args.worker
+        print(json.dumps(worker(step, Path(folder), int(count), train_dtype)))
         return 0
     results = json.loads(Path(args.output).read_text()) if Path(args.output).exists() else {"rows": []}
     for spec in args.model:
@@ -238,9 +320,14 @@ def main(argv=None) -> int:
         for step in args.steps.split(","):
             if step not in STEPS:
                 parser.error(f"unknown step {step}; choose from {', '.join(STEPS)}")
+            if step in OFFICIAL_STEPS and not args.official_python:
+                parser.error(f"{step} needs --official-python")
+            if step.startswith("encode"):
+                texts_file(Path(folder), args.texts)
+            python = args.official_python if step in OFFICIAL_STEPS else sys.executable
             before = machine()
-            proc = subprocess.run([sys.executable, __file__, "--model", spec, "--worker", step, folder, str(args.texts)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run([python, __file__, "--model", spec, "--worker", step, folder, str(args.texts),
+                                   args.train_dtype], capture_output=True, text=True)
             if proc.returncode != 0:
                 row = {"model": name, "step": step, "error": proc.stderr.strip().splitlines()[-1:]}
             else:
@@ -254,6 +341,7 @@ def main(argv=None) -> int:
     for row in results["rows"]:
         if row["step"] in TRAIN_STEPS and "peak_rss_mb" in row and row["model"] in folders:
             row.update(planned(row, Path(folders[row["model"]])))
+    results["vectors"] = compare_vectors(folders, results.get("vectors", {}))
     Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print("| model | step | seconds | peak RSS MB | notes |\n|---|---|---:|---:|---|")
     for row in results["rows"]:
