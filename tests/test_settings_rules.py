@@ -21,6 +21,7 @@ from llm2vec_hf.errors import CheckpointError, TokenizerError
 from llm2vec_hf.checkpoint.export import export_checkpoint
 from llm2vec_hf.modeling.encoding_settings import (
     DEFAULT_ENCODING,
+    EncodingSettings,
     OFFICIAL_KEYS,
     read_encoding_settings,
     resolve_encoding,
@@ -91,7 +92,7 @@ def test_settings_files_either_agree_or_are_refused(tmp_path_factory, block, off
         return
     from_both = resolve_encoding(stored=read_encoding_settings(str(folder)))
     assert from_both == resolve_encoding(stored=[block])
-    assert {k: from_both[k] for k in official} == official
+    assert {k: getattr(from_both, k) for k in official} == official
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -103,10 +104,10 @@ def test_every_adapters_settings_are_layered_in_order_as_export_does(tiny_bases,
     write_encoding_settings(str(first), {"pooling_mode": "last_token", "max_length": 40})
     write_encoding_settings(str(second), {"max_length": 44})
     loaded = LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=[str(first), str(second)]).settings
-    assert loaded["pooling_mode"] == "last_token" and loaded["max_length"] == 44
+    assert loaded.pooling_mode == "last_token" and loaded.max_length == 44
     folder = export_checkpoint(str(base), str(tmp_path / "out"), adapters=[str(first), str(second)],
                                st_modules="remote")
-    assert json.loads((Path(folder) / "config.json").read_text())["llm2vec"] == loaded
+    assert json.loads((Path(folder) / "config.json").read_text())["llm2vec"] == loaded.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -210,13 +211,13 @@ def test_stock_layout_needs_the_exact_tokenizer_ids(qwen2_with_digit_merges, tmp
 # ---------------------------------------------------------------------------------------------------------------
 # 9. The separator string: read as llm2vec 0.2.3 reads it where that is defined, refused where it is not
 # ---------------------------------------------------------------------------------------------------------------
-def reference_split(instruction: str, text: str, settings: dict) -> tuple[str, str]:
+def reference_split(instruction: str, text: str, settings: EncodingSettings) -> tuple[str, str]:
     """llm2vec 0.2.3: `_convert_to_str`, `prepare_for_tokenization` (template, EOS text), `tokenize`'s split."""
     joined = f"{instruction.strip()} {MARKER}{text}" if instruction else f"{MARKER}{text}"
-    if settings["text_template"]:
-        joined = settings["text_template"].format(text=joined.strip())
-    if settings["pooling_mode"] == "eos_token":
-        joined = joined.strip() + settings["eos_text"]
+    if settings.text_template:
+        joined = settings.text_template.format(text=joined.strip())
+    if settings.pooling_mode == "eos_token":
+        joined = joined.strip() + settings.eos_text
     parts = joined.split(MARKER)
     return "".join(parts), parts[1] if len(parts) > 1 else ""
 
@@ -228,7 +229,7 @@ _PIECES = st.sampled_from(["word", " ", MARKER, "x", "  ", "\n", "日本"])
 @given(instruction=st.lists(_PIECES, max_size=4).map("".join), text=st.lists(_PIECES, min_size=1, max_size=6).map("".join),
        mode=st.sampled_from(["mean", "eos_token"]), template=st.sampled_from(["", "[INST] {text} [/INST]"]))
 def test_separator_in_inputs_matches_the_reference_or_is_refused(instruction, text, mode, template):
-    settings = dict(DEFAULT_ENCODING, pooling_mode=mode, text_template=template, eos_text=" </s>")
+    settings = EncodingSettings(pooling_mode=mode, text_template=template, eos_text=" </s>")
     undefined = MARKER in instruction or (MARKER in text and not text.split(MARKER, 1)[0].strip())
     if not text.strip() or undefined:
         with pytest.raises(ValueError):
@@ -261,7 +262,7 @@ def test_max_length_beyond_the_position_embeddings_is_refused(tiny_bases, tmp_pa
         LLM2Vec.from_pretrained(str(tiny_bases["llama"]), max_length=1025)
     code, _, err = run_cli(["export", tiny_bases["llama"], "--output", tmp_path / "out", "--max-length", "4096"], capsys)
     assert_one_line(code, err, "max_position_embeddings (1024)")
-    assert LLM2Vec.from_pretrained(str(tiny_bases["llama"]), max_length=1024).settings["max_length"] == 1024
+    assert LLM2Vec.from_pretrained(str(tiny_bases["llama"]), max_length=1024).settings.max_length == 1024
 
 
 # ---------------------------------------------------------------------------------------------------------------

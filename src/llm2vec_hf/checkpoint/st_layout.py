@@ -17,6 +17,7 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from ..errors import LLM2VecError
 from ..loading.json_files import read_json, write_config_json
 from ..loading.models import load_bidirectional
+from ..modeling.encoding_settings import EncodingSettings
 from ..modeling.modeling_llm2vec import encode_with
 from ..modeling.tokenization_llm2vec import load_reference_tokenizer
 from ..modeling.sentence_transformers_llm2vec import requirements, write_pooling_config
@@ -97,7 +98,7 @@ def stock_tokenizer_differs(stock_tokenizer, reference, texts: Iterable[str]) ->
     return None
 
 
-def stock_is_exact(settings: dict[str, Any]) -> str | None:
+def stock_is_exact(settings: EncodingSettings) -> str | None:
     """None when stock Transformer + Pooling modules (and TEI, which pools the same way) compute what LLM2Vec
     computes for these settings, else why not.
 
@@ -106,22 +107,22 @@ def stock_is_exact(settings: dict[str, Any]) -> str | None:
     appends eos_text. The last token, the first token (BOS) and, without skip_instruction, the mean over all
     tokens are the same in both when none of the rest applies.
     """
-    mode = settings["pooling_mode"]
-    if mode in ("mean", "weighted_mean") and settings["skip_instruction"]:
+    mode = settings.pooling_mode
+    if mode in ("mean", "weighted_mean") and settings.skip_instruction:
         return f"{mode} pooling over the text's own tokens (stock pooling also pools BOS and the instruction)"
-    if mode == "eos_token" and settings.get("eos_text"):
-        return f"eos_token pooling appends {settings['eos_text']!r} to each text, which stock modules do not"
-    if settings.get("text_template"):
+    if mode == "eos_token" and settings.eos_text:
+        return f"eos_token pooling appends {settings.eos_text!r} to each text, which stock modules do not"
+    if settings.text_template:
         return "the text template wraps each input, which stock modules do not"
-    if settings["doc_max_length"] < settings["max_length"]:
-        return (f"texts are cut word-wise to doc_max_length={settings['doc_max_length']} tokens, which stock modules "
-                f"do not (exact with --doc-max-length {settings['max_length']} or more)")
+    if settings.doc_max_length < settings.max_length:
+        return (f"texts are cut word-wise to doc_max_length={settings.doc_max_length} tokens, which stock modules "
+                f"do not (exact with --doc-max-length {settings.max_length} or more)")
     return None
 
 
 def write_sentence_transformers_files(
     folder: Path,
-    settings: dict[str, Any],
+    settings: EncodingSettings,
     prompts: dict[str, str],
     model=None,
     tokenizer=None,
@@ -136,7 +137,7 @@ def write_sentence_transformers_files(
     """
     if st_modules not in ST_LAYOUTS:
         raise LLM2VecError(f"Unknown sentence-transformers layout {st_modules!r}; choose one of {', '.join(ST_LAYOUTS)}")
-    mode = settings["pooling_mode"]
+    mode = settings.pooling_mode
     if mode in TEI_POOLING:
         write_pooling_config(str(folder / "1_Pooling"), model.config.hidden_size if model is not None else None,
                              TEI_POOLING[mode])
@@ -182,7 +183,7 @@ def _model_config(prompts: dict[str, str], stock: bool) -> dict[str, Any]:
     }
 
 
-def _transformer_config(settings: dict[str, Any]) -> dict[str, Any]:
+def _transformer_config(settings: EncodingSettings) -> dict[str, Any]:
     """sentence_bert_config.json: what ``Transformer.save_config`` writes for a text feature-extraction module,
     plus ``max_seq_length``, which TEI and sentence-transformers read (sentence-transformers writes it only into
     the tokenizer's ``model_max_length``, and the tokenizer files stay as the source had them)."""
@@ -190,7 +191,7 @@ def _transformer_config(settings: dict[str, Any]) -> dict[str, Any]:
         "transformer_task": "feature-extraction",
         "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
         "module_output_name": "token_embeddings",
-        "max_seq_length": settings["max_length"],
+        "max_seq_length": settings.max_length,
     }
 
 
@@ -198,14 +199,14 @@ def _transformer_config(settings: dict[str, Any]) -> dict[str, Any]:
 # from a loaded model in `SentenceTransformer.save`, which also rewrites the weights; export has written those
 # already, so it writes the same keys itself (tests/checkpoint/test_export.py checks them against sentence-transformers' own
 # save of the exported checkpoint).
-def write_remote_layout(folder: Path, settings: dict[str, Any], prompts: dict[str, str]) -> None:
+def write_remote_layout(folder: Path, settings: EncodingSettings, prompts: dict[str, str]) -> None:
     write_config_json(folder / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_TYPE}])
     write_config_json(folder / "sentence_bert_config.json", _transformer_config(settings))
     write_config_json(folder / "config_sentence_transformers.json", _model_config(prompts, stock=False))
 
 
-def write_stock_layout(folder: Path, settings: dict[str, Any], prompts: dict[str, str], dimension: int) -> None:
-    mode = STOCK_POOLING[settings["pooling_mode"]]
+def write_stock_layout(folder: Path, settings: EncodingSettings, prompts: dict[str, str], dimension: int) -> None:
+    mode = STOCK_POOLING[settings.pooling_mode]
     write_pooling_config(str(folder / "1_Pooling"), dimension, mode)
     write_config_json(folder / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": f"{Transformer.__module__}.{Transformer.__name__}"},
@@ -222,7 +223,7 @@ def write_stock_layout(folder: Path, settings: dict[str, Any], prompts: dict[str
     write_config_json(folder / "config_sentence_transformers.json", _model_config(prompts, stock=True))
 
 
-def measure_stock_layout(folder: Path, model, tokenizer, settings: dict[str, Any]) -> dict[str, Any]:
+def measure_stock_layout(folder: Path, model, tokenizer, settings: EncodingSettings) -> dict[str, Any]:
     """Loads ``folder``'s stock layout with sentence-transformers (no remote code) and compares its vectors on
     `STOCK_SAMPLE` with ``model``'s exact LLM2Vec vectors: cosine (mean, min) and the largest |difference|."""
     model_type = model.config.model_type
