@@ -273,7 +273,6 @@ def flops_per_sequence(shape: dict, length: int) -> float:
 
 
 def timed(fn, reps: int) -> float:
-    import torch
 
     fn()
     synchronize()

@@ -5,6 +5,11 @@ ru_maxrss, does not include the parent's peak. Writes JSON and prints a markdown
 
     python benchmarks/scale.py --model sheared-1.3b=benchmarks/.models/sheared-1.3b \\
         --steps export,load,encode-bf16,rounding --output benchmarks/results/scale.json
+    python benchmarks/scale.py --model sheared-1.3b=benchmarks/.models/sheared-1.3b \\
+        --steps train-mntp,train-simcse,train-supervised,train-supervised-gradcache
+
+The train-* steps run one optimizer step per stage (``TRAIN_STEPS``); the memory plan of the same step on a CPU
+(``llm2vec_hf.training.memory_plan``) is written beside the measured peak RSS.
 
 MODEL folders hold base/, mntp/ and supervised/ (make_large_checkpoint.py); export writes MODEL/export.
 """
@@ -22,7 +27,17 @@ import sys
 import time
 from pathlib import Path
 
-STEPS = ("export", "load", "encode-bf16", "encode-fp32", "rounding")
+#: One training step per stage at a CPU-sized batch (rows x texts per row x TRAIN_LENGTH tokens), without gradient
+#: checkpointing so that the activations are a large part of the peak the memory plan is checked against.
+TRAIN_STEPS = {
+    "train-mntp": {"stage": "mntp", "per_device_train_batch_size": 8},
+    "train-simcse": {"stage": "simcse", "per_device_train_batch_size": 4},
+    "train-supervised": {"stage": "supervised", "per_device_train_batch_size": 4},
+    "train-supervised-gradcache": {"stage": "supervised", "per_device_train_batch_size": 4, "use_gradcache": True,
+                                   "gradcache_mini_batch_size": 2},
+}
+TRAIN_LENGTH = 128
+STEPS = ("export", "load", "encode-bf16", "encode-fp32", "rounding", *TRAIN_STEPS)
 
 
 def peak_rss_mb() -> float:
@@ -73,9 +88,71 @@ def worker(step: str, model: Path, count: int) -> dict:
         torch.save(vectors.float(), model / f"vectors-{step}.pt")  # compared by the rounding step; never shipped
     elif step == "rounding":
         result.update(compare_rounding(model, count))
+    elif step in TRAIN_STEPS:
+        result.update(train_step(model, TRAIN_STEPS[step]))
     result["seconds"] = time.perf_counter() - started
     result["peak_rss_mb"] = peak_rss_mb()
     return result
+
+
+def training_texts(folder: Path) -> dict[str, Path]:
+    """Training data whose every text fills TRAIN_LENGTH tokens (the plan counts full-length texts): runs of five
+    paragraphs of the tiny corpus; supervised records in two datasets, as the E5 mix has several."""
+    from llm2vec_hf.loading.json_files import write_jsonl
+    from llm2vec_hf.training.tiny_model import english_corpus
+
+    paragraphs = list(english_corpus())
+    long_texts = [" ".join(paragraphs[i:i + 5]) for i in range(0, len(paragraphs) - 5, 5)]
+    folder.mkdir(parents=True, exist_ok=True)
+    corpus = folder / "corpus.txt"
+    corpus.write_text("\n".join(long_texts) + "\n")
+    supervised = folder / "supervised.jsonl"
+    write_jsonl(supervised, [{"query": text, "positive": long_texts[(i + 1) % len(long_texts)],
+                              "negative": long_texts[(i + 2) % len(long_texts)], "instruction": "Retrieve the text",
+                              "dataset": f"set-{i % 2}"} for i, text in enumerate(long_texts)])
+    return {"corpus": corpus, "supervised": supervised}
+
+
+def train_recipe(model: Path, settings: dict):
+    """The recipe of one train-* step: MODEL/base (contrastive stages on top of MODEL/mntp, as the recipes), bf16
+    as the shipped recipes, one optimizer step."""
+    from llm2vec_hf.training import parse_recipe
+
+    data = training_texts(model / "train-data")
+    stage = settings["stage"]
+    values = {
+        "model_name_or_path": str(model / "base"), "max_seq_length": TRAIN_LENGTH, "lora_r": 16,
+        "train_file": str(data["supervised" if stage == "supervised" else "corpus"]),
+        "output_dir": str(model / f"train-{stage}"), "overwrite_output_dir": True, "max_steps": 1,
+        "save_strategy": "no", "report_to": "none", "use_cpu": True, "bf16": True, "dtype": "bfloat16",
+        "gradient_checkpointing": False, "disable_tqdm": True, "dataloader_num_workers": 0, **settings,
+    }
+    if stage != "mntp":
+        values["peft_model_name_or_path"] = [str(model / "mntp")]
+    return parse_recipe(values)
+
+
+def train_step(model: Path, settings: dict) -> dict:
+    from llm2vec_hf.training import run_training
+
+    recipe = train_recipe(model, settings)
+    run_training(recipe)
+    shutil.rmtree(recipe.training.output_dir, ignore_errors=True)
+    return {"tokens_per_step": settings["per_device_train_batch_size"] * TRAIN_LENGTH}
+
+
+def planned(row: dict, folder: Path) -> dict:
+    """The memory plan of a train-* row's step on a CPU, from the current ``memory_plan`` (computed here, not in
+    the measured process, so the measured peak holds nothing of it)."""
+    from llm2vec_hf.training.memory_plan import plan
+
+    estimate = plan(train_recipe(folder, TRAIN_STEPS[row["step"]]), device="cpu")
+    for stale in ("plan_bytes", "plan_total_mb"):  # an earlier version's keys
+        row.pop(stale, None)
+    total_mb = estimate["bytes"]["total"] / 2**20
+    return {"micro_batch": estimate["micro_batch"], "plan_mb": {k: round(v / 2**20) for k, v in
+                                                                estimate["bytes"].items()},
+            "plan_over_measured": round(total_mb / row["peak_rss_mb"], 3)}
 
 
 def compare_rounding(model: Path, count: int) -> dict:
@@ -173,6 +250,11 @@ def main(argv=None) -> int:
             results["rows"] = [r for r in results["rows"] if (r["model"], r["step"]) != (name, step)] + [row]
             Path(args.output).parent.mkdir(parents=True, exist_ok=True)
             Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
+    folders = dict(spec.partition("=")[::2] for spec in args.model)
+    for row in results["rows"]:
+        if row["step"] in TRAIN_STEPS and "peak_rss_mb" in row and row["model"] in folders:
+            row.update(planned(row, Path(folders[row["model"]])))
+    Path(args.output).write_text(json.dumps(results, indent=2) + "\n")
     print("| model | step | seconds | peak RSS MB | notes |\n|---|---|---:|---:|---|")
     for row in results["rows"]:
         notes = {k: v for k, v in row.items() if k not in ("model", "step", "seconds", "peak_rss_mb", "machine_before",

@@ -142,15 +142,71 @@ def instrument_trainer(records: list[dict], profile_step: int | None = None) -> 
     transformers.Trainer.training_step = timed_step
 
 
+def record_e5_order(served: list) -> None:
+    """Records, in ``served``, the (dataset, query, positive) of each record in the order the official ``E5Data``
+    serves them (its ``SequentialSampler`` walks that list); observation only, the loader runs unchanged."""
+    from llm2vec.dataset.E5Data import E5Data
+
+    load_data = E5Data.load_data
+
+    def recording_load_data(self, *args, **kwargs):
+        load_data(self, *args, **kwargs)
+        # texts are "[instruction; ]<separator>text": the separator splits what the encoder pools from the prompt
+        served.extend([s.task_name, s.query.split(self.separator, 1)[1], s.positive.split(self.separator, 1)[1]]
+                      for s in self.data)
+
+    E5Data.load_data = recording_load_data
+
+
+def official_e5_order(python: str, official: str, echo_data: Path, batch: int, seed: int) -> list[list[str]]:
+    """The order the official run_supervised.py serves the E5 records in: it seeds Python's ``random`` and then
+    builds ``E5Data``, which shuffles with it (per dataset, then the batches); the same two calls, in its venv."""
+    code = (f"import json, sys; sys.path.insert(0, {official!r})\n"
+            "from accelerate import PartialState; PartialState()  # the loader logs through accelerate\n"
+            "from transformers import set_seed; from llm2vec.dataset.utils import load_dataset\n"
+            f"set_seed({seed}); data = load_dataset('E5', split='train', file_path={str(echo_data)!r}, "
+            f"effective_batch_size={batch})\n"
+            "print(json.dumps([[s.task_name, s.query.split(data.separator, 1)[1], "
+            "s.positive.split(data.separator, 1)[1]] for s in data.data]))")
+    done = subprocess.run([python, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0:
+        raise RuntimeError(f"the official E5 order could not be read:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def rows_in_order(served: list[list[str]], train_file: Path) -> list[int]:
+    """llm2vec-hf's row index (its line in ``train_file``) of each served (dataset, query, positive)."""
+    rows = {}
+    for index, line in enumerate(train_file.read_text().splitlines()):
+        record = json.loads(line)
+        rows[(record["dataset"], record["query"], record["positive"])] = index
+    missing = [key for key in map(tuple, served) if key not in rows]
+    if missing:
+        raise RuntimeError(f"{len(missing)} official records are not in {train_file}, e.g. {missing[0][:2]}")
+    return [rows[tuple(key)] for key in served]
+
+
+def replay_batch_order(order: list[int], batch: int) -> None:
+    """Makes llm2vec-hf's batch sampler serve ``order`` (row indices) in batches of ``batch``: the official
+    order, so that both sides train on the same batches (the sampler's own order is a seeded shuffle too)."""
+    from llm2vec_hf.training.data import GroupedBatchSampler
+
+    GroupedBatchSampler._global_batches = lambda self: [order[i : i + batch] for i in range(0, len(order), batch)]
+
+
 def run_side(spec: dict) -> dict:
     """One training run of one side (in this process); returns its per-step records."""
     records: list[dict] = []
     instrument_trainer(records, spec.get("profile_step"))
+    served: list[list[str]] = []
     start = time.perf_counter()
     if spec["side"] == "official":
         import runpy
 
         sys.path.insert(0, spec["official"])
+        if spec.get("record_e5_order"):
+            record_e5_order(served)
         work = Path(spec["work"])
         work.mkdir(parents=True, exist_ok=True)
         (work / "config.json").write_text(json.dumps(spec["config"]))
@@ -160,10 +216,12 @@ def run_side(spec: dict) -> dict:
     else:
         from llm2vec_hf.training import parse_recipe, run_training
 
+        if spec.get("batch_order"):
+            replay_batch_order(spec["batch_order"], spec["values"]["per_device_train_batch_size"])
         run_training(parse_recipe(spec["recipe"], **spec["values"]))
     import torch
 
-    return {"records": records, "run_seconds": time.perf_counter() - start,
+    return {"records": records, "run_seconds": time.perf_counter() - start, "e5_order": served or None,
             "process_peak_rss_mib": _rss_kb("VmHWM") / 1024, "torch": torch.__version__,
             "transformers": __import__("transformers").__version__}
 
@@ -208,9 +266,12 @@ def side_specs(stage: str, args, model: Path, data: dict, work: Path, ours_overr
             "stop_after_n_steps": args.steps, "seed": args.seed, "save_strategy": "no", "logging_steps": 1,
             "report_to": "none", "use_cpu": True, "dataloader_num_workers": 0, "disable_tqdm": True}
     if stage == "mntp":
+        # no evaluation on either side: the official one loads its accuracy metric from the Hub (offline here), and
+        # ours evaluates held-out blocks whenever it has some (a final spike of eval batches in the run's peak RSS)
         official_config.update({"dataset_name": None, "dataset_config_name": None, "train_file": str(data["corpus"]),
                                 "do_eval": False, "evaluation_strategy": "no"})
-        ours.update(dataset_name=None, dataset_config_name=None, train_file=str(data["corpus"]), eval_strategy="no")
+        ours.update(dataset_name=None, dataset_config_name=None, train_file=str(data["corpus"]), eval_strategy="no",
+                    validation_split_percentage=0)
     elif stage == "simcse":
         official_config["dataset_file_path"] = str(data["wiki"])
         ours["train_file"] = str(data["wiki"])
@@ -282,6 +343,11 @@ def side_by_side(args) -> int:
                                      (("", {}), (":padded", {"padding_free": False}))
                                      if suffix == "" or args.with_padded]
     runs: dict[str, dict[str, list]] = {stage: {name: [] for name, _ in variants} for stage in stages}
+    e5_order = None
+    if "supervised" in stages:
+        e5_order = official_e5_order(args.official_python, str(Path(args.official).resolve()), data["echo_data"],
+                                     args.stage_batches["supervised"], args.seed)
+        supervised_rows = rows_in_order(e5_order, data["supervised"])
     loads = [os.getloadavg()]
     for round_ in range(args.rounds):
         for stage in stages:
@@ -292,7 +358,13 @@ def side_by_side(args) -> int:
                 specs = side_specs(stage, args, model, data, work / f"{stage}-{name}-{round_}", extra)
                 side = "official" if name == "official" else "ours"
                 python = args.official_python if side == "official" else sys.executable
+                if stage == "supervised":  # both sides train on the official batches, in its order
+                    specs["official"]["record_e5_order"] = True
+                    specs["ours"]["batch_order"] = supervised_rows
                 result = run_worker(python, specs[side], args.threads, work / f"{stage}-{name}-{round_}.log")
+                if side == "official" and stage == "supervised" and result["e5_order"] != e5_order:
+                    raise RuntimeError("the official run served the E5 records in another order than the one "
+                                       "replayed on llm2vec-hf's side: the two sides would train on other batches")
                 runs[stage][name].append(result)
                 summary = summarize(result)
                 print(f"  round {round_} {stage:<10} {name:<12} median step {summary['median_step_s']:.3f} s, "
@@ -304,64 +376,89 @@ def side_by_side(args) -> int:
     return 0
 
 
-def write_report(args, shape: dict, stages: list[str], runs: dict, loads: list, final: bool) -> None:
-    """The table (printed when ``final``) and the JSON, rewritten after every run so that a stopped benchmark
-    keeps what it measured."""
+def spread(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "per_round": values}
+
+
+def side_rows(stages: list[str], runs: dict) -> list[dict]:
+    """Per stage and side: the median over rounds and the spread (min, max) of each figure, and the ratio to the
+    official side: of the medians, and per round (the runs of one round ran back to back, under the same load)."""
     rows = []
     for stage in stages:
-        # batches differ in content between the sides (data order): speed is compared in real tokens per second
-        official_best = max((summarize(r)["tokens_per_s"] for r in runs[stage]["official"]), default=None)
-        official_best_cpu = max((summarize(r)["tokens_per_cpu_s"] for r in runs[stage]["official"]), default=None)
+        official = [summarize(r) for r in runs[stage].get("official", [])]
         for name, results in runs[stage].items():
             if not results:
                 continue
             summaries = [summarize(r) for r in results]
-            best = max(summaries, key=lambda s: s["tokens_per_s"])
-            rows.append({"stage": stage, "side": name, "rounds": len(summaries),
-                         "median_step_s_per_round": [s["median_step_s"] for s in summaries],
-                         "best_median_step_s": best["median_step_s"], "tokens_per_s": best["tokens_per_s"],
-                         "real_tokens_per_step": best["real_tokens_per_step"],
-                         "tokens_per_s_per_round": [s["tokens_per_s"] for s in summaries],
-                         "speedup_vs_official": best["tokens_per_s"] / official_best if official_best else None,
-                         "tokens_per_cpu_s": max(s["tokens_per_cpu_s"] for s in summaries),
-                         "tokens_per_cpu_s_per_round": [s["tokens_per_cpu_s"] for s in summaries],
-                         "cpu_speedup_vs_official": (max(s["tokens_per_cpu_s"] for s in summaries) / official_best_cpu
-                                                     if official_best_cpu else None),
-                         "peak_rss_steps_mib": max(s["peak_rss_steps_mib"] for s in summaries),
-                         "peak_rss_process_mib": max(s["peak_rss_process_mib"] for s in summaries),
-                         "step_rss_growth_mib": max(s["step_rss_growth_mib"] for s in summaries),
-                         "losses": [s["losses"] for s in summaries],
-                         "profile": next((s["profile"] for s in summaries if s["profile"]), None),
-                         "versions": {k: results[0][k] for k in ("torch", "transformers")}})
-    if final:
-        header = (f"{'stage':<11} {'side':<13} {'step s':>13} {'tokens/s':>9} {'vs official':>11} "
-                  f"{'tokens/CPU-s':>12} {'vs official':>11} "
-                  f"{'peak RSS MiB':>12} {'step growth':>11} {'loss first→last':>18}")
-        print(f"\nrandom llama {args.shape} ({shape['non_embedding_params'] / 1e6:.1f}M non-embedding), float32, sdpa, "
-              f"gradient checkpointing, {args.steps} steps, {args.rounds} round(s), {args.threads} thread(s)")
-        print(header)
-        print("-" * len(header))
+            row = {"stage": stage, "side": name, "rounds": len(summaries),
+                   "step_s": spread([s["median_step_s"] for s in summaries]),
+                   "tokens_per_s": spread([s["tokens_per_s"] for s in summaries]),
+                   "tokens_per_cpu_s": spread([s["tokens_per_cpu_s"] for s in summaries]),
+                   "real_tokens_per_step": statistics.mean(s["real_tokens_per_step"] for s in summaries),
+                   "peak_rss_steps_mib": spread([s["peak_rss_steps_mib"] for s in summaries]),
+                   "peak_rss_process_mib": spread([s["peak_rss_process_mib"] for s in summaries]),
+                   "step_rss_growth_mib": spread([s["step_rss_growth_mib"] for s in summaries]),
+                   "losses": [s["losses"] for s in summaries],
+                   "profile": next((s["profile"] for s in summaries if s["profile"]), None),
+                   "versions": {k: results[0][k] for k in ("torch", "transformers")}}
+            if official:
+                for key in ("tokens_per_s", "tokens_per_cpu_s"):
+                    row[f"{key}_vs_official"] = row[key]["median"] / statistics.median(s[key] for s in official)
+                    paired = [o[key] and s[key] / o[key] for s, o in zip(summaries, official)]
+                    row[f"{key}_vs_official_per_round"] = spread(paired)
+                row["peak_rss_vs_official"] = (row["peak_rss_process_mib"]["max"]
+                                               / max(s["peak_rss_process_mib"] for s in official))
+                # the same batches in the same order (supervised) give the same first loss: LoRA's B starts at 0
+                row["first_loss_minus_official"] = summaries[0]["losses"][0] - official[0]["losses"][0]
+            rows.append(row)
+    return rows
+
+
+def print_table(meta: dict, rows: list[dict]) -> None:
+    def cell(figure: dict, form: str) -> str:
+        return f"{figure['median']:{form}} ({figure['min']:{form}}-{figure['max']:{form}})"
+
+    print(f"\nrandom llama {meta['shape']} ({meta['non_embedding_params'] / 1e6:.1f}M non-embedding), float32, sdpa, "
+          f"gradient checkpointing, {meta['steps']} steps, {meta['rounds']} round(s), {meta['threads']} thread(s); "
+          f"median over rounds (min-max); ratio = median of the per-round ratios (min-max)")
+    header = (f"{'stage':<11} {'side':<9} {'step s':>20} {'tokens/s':>17} {'vs official':>17} "
+              f"{'tokens/CPU-s':>17} {'vs official':>17} {'RSS steps MiB':>17} {'RSS run MiB':>17} {'loss first→last':>16}")
+    print(header)
+    print("-" * len(header))
+    for r in rows:
+        losses = r["losses"][0]
+        vs = r.get("tokens_per_s_vs_official_per_round")
+        vs_cpu = r.get("tokens_per_cpu_s_vs_official_per_round")
+        print(f"{r['stage']:<11} {r['side']:<9} {cell(r['step_s'], '6.2f'):>20} {cell(r['tokens_per_s'], '4.0f'):>17} "
+              f"{cell(vs, '4.2f') if vs else '':>17} {cell(r['tokens_per_cpu_s'], '4.0f'):>17} "
+              f"{cell(vs_cpu, '4.2f') if vs_cpu else '':>17} {cell(r['peak_rss_steps_mib'], '4.0f'):>17} "
+              f"{cell(r['peak_rss_process_mib'], '4.0f'):>17} "
+              f"{losses[0]:>7.3f}→{losses[-1]:<7.3f}")
+    if any(r["profile"] for r in rows):
+        print("\nwhere one profiled step spent its time (torch.profiler self time; outside ops: Python, data, "
+              "tokenizing)")
+        print(f"{'stage':<11} {'side':<9} {'wall s':>7} {'matmul':>7} {'attention':>9} {'other ops':>9} {'outside':>8}")
         for r in rows:
-            losses = r["losses"][0]
-            print(f"{r['stage']:<11} {r['side']:<13} {r['best_median_step_s']:>13.3f} {r['tokens_per_s']:>9.0f} "
-                  f"{r['speedup_vs_official']:>10.2f}× {r['tokens_per_cpu_s']:>12.0f} {r['cpu_speedup_vs_official']:>10.2f}× "
-                  f"{r['peak_rss_steps_mib']:>12.0f} {r['step_rss_growth_mib']:>11.0f} "
-                  f"{losses[0]:>8.3f}→{losses[-1]:<8.3f}")
-        if any(r["profile"] for r in rows):
-            print("\nwhere one profiled step spent its time (torch.profiler self time; outside ops: Python, data, "
-                  "tokenizing)")
-            print(f"{'stage':<11} {'side':<13} {'wall s':>7} {'matmul':>7} {'attention':>9} {'other ops':>9} {'outside':>8}")
-            for r in rows:
-                if r["profile"]:
-                    p = r["profile"]
-                    print(f"{r['stage']:<11} {r['side']:<13} {p['wall_seconds']:>7.2f} {p['matmul']:>7.0%} "
-                          f"{p['attention']:>9.0%} {p['other_ops']:>9.0%} {p['outside_ops']:>8.0%}")
+            if r["profile"]:
+                p = r["profile"]
+                print(f"{r['stage']:<11} {r['side']:<9} {p['wall_seconds']:>7.2f} {p['matmul']:>7.0%} "
+                      f"{p['attention']:>9.0%} {p['other_ops']:>9.0%} {p['outside_ops']:>8.0%}")
+    print("load average (1, 5, 15 min) before each round and at the end: "
+          + "; ".join("/".join(f"{x:.1f}" for x in load) for load in meta["load_average_per_round"]))
+
+
+def write_report(args, shape: dict, stages: list[str], runs: dict, loads: list, final: bool) -> None:
+    """The table (printed when ``final``) and the JSON, rewritten after every run so that a stopped benchmark
+    keeps what it measured."""
     meta = {"shape": args.shape, **shape, "steps": args.steps, "rounds": args.rounds, "seed": args.seed,
             "threads": args.threads,
             "stages": {s: {**STAGES[s], "batch": args.stage_batches[s]} for s in stages}, "official_recipe": OFFICIAL_RECIPE,
             "our_recipe": OUR_RECIPE, "load_average_per_round": loads, "machine": platform.machine(),
             "processor": platform.processor(), "cpu_count": os.cpu_count(), "uname": " ".join(platform.uname()),
             "records_per_dataset": args.records_per_dataset}
+    rows = side_rows(stages, runs)
+    if final:
+        print_table(meta, rows)
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps({"meta": meta, "rows": rows, "runs": runs, "complete": final}, indent=1) + "\n")

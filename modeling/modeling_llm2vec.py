@@ -18,6 +18,7 @@ imports). They import only torch and transformers and never touch the network. I
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import torch
@@ -265,6 +266,9 @@ LATENT_PROJECTIONS = ("q_proj", "q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "k
 #: Mixture-of-experts layers hold their experts as 3-D parameters, not Linear modules: LoRA reaches them through
 #: peft's ``target_parameters``. The routers get no LoRA (they stay as pretrained).
 EXPERT_PARAMETERS = ("mlp.experts.gate_up_proj", "mlp.experts.down_proj")
+#: Phi-1/2's attention output and MLP projections; StarCoder2's MLP.
+PHI_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+STARCODER2_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "c_fc", "c_proj")
 
 
 class Family:
@@ -326,19 +330,122 @@ _DECLARED = {
     "smollm3": declare("smollm3", "SmolLM3"),
     "glm4": declare("glm4", "Glm4"),
     "minicpm3": declare("minicpm3", "MiniCPM3", since="5.25.0", lora_targets=LATENT_PROJECTIONS),
+    "olmo": declare("olmo", "Olmo"),
+    "olmo3": declare("olmo3", "Olmo3"),
+    "cohere": declare("cohere", "Cohere"),  # Command-R
+    "cohere2": declare("cohere2", "Cohere2"),  # Command-R7B, Command-A
+    "starcoder2": declare("starcoder2", "Starcoder2", lora_targets=STARCODER2_PROJECTIONS),
+    "gpt_oss": declare("gpt_oss", "GptOss", expert_parameters=EXPERT_PARAMETERS),  # attention sinks stay
+    "phi": declare("phi", "Phi", lora_targets=PHI_PROJECTIONS),  # Phi-1, Phi-1.5, Phi-2
+    "exaone4": declare("exaone4", "Exaone4"),
+    "ernie4_5": declare("ernie4_5", "Ernie4_5"),
+    "hunyuan_v1_dense": declare("hunyuan_v1_dense", "HunYuanDenseV1"),
+    "seed_oss": declare("seed_oss", "SeedOss"),
+    "apertus": declare("apertus", "Apertus"),
+    "arcee": declare("arcee", "Arcee"),  # AFM
+    "dots1": declare("dots1", "Dots1", expert_parameters=EXPERT_PARAMETERS),
 }
 #: The supported families of this transformers.
 FAMILIES: dict[str, Family] = {k: v for k, v in _DECLARED.items() if isinstance(v, Family)}
 #: Declared families this transformers lacks, with the one-line reason.
 UNAVAILABLE_FAMILIES: dict[str, str] = {k: v for k, v in _DECLARED.items() if isinstance(v, str)}
-#: Decoder families that cannot attend both ways, with the layer that cannot see ahead. Measured: with
-#: ``is_causal=False`` the first token's state does not change when the last token does
-#: (``test_refused_families_cannot_see_ahead``).
+
+
+def refuse(reason: str, *model_types: str) -> dict[str, str]:
+    """``{model_type: reason}`` for families refused for the same reason."""
+    return dict.fromkeys(model_types, reason)
+
+
+#: Every other causal-LM family of transformers (its ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES``), with the one-line
+#: reason llm2vec-hf cannot make it an encoder; `test_every_causal_lm_family_is_classified` keeps this complete on
+#: each supported transformers, and the conformance suite measures each reason that a tiny model can show
+#: (docs/families.md, "Refused families").
 REFUSED_FAMILIES: dict[str, str] = {
-    "mamba": "its selective state-space scan reads the text left to right: no layer can see ahead",
-    "falcon_mamba": "its selective state-space scan reads the text left to right: no layer can see ahead",
-    "rwkv": "its time-mixing recurrence reads the text left to right: no layer can see ahead",
-    "nemotron_h": "its Mamba-2 layers read the text left to right; only its few attention layers could see ahead",
+    # Measured: with every flag set for bidirectional attention, this layer's state of the first token does not
+    # change when the last token does (test_refused_families_cannot_see_ahead).
+    **refuse("its selective state-space scan reads the text left to right: no layer can see ahead",
+             "mamba", "falcon_mamba", "mamba2"),
+    **refuse("its time-mixing recurrence reads the text left to right: no layer can see ahead", "rwkv"),
+    **refuse("its RG-LRU recurrent blocks read the text left to right; only its few attention layers could see "
+             "ahead", "recurrent_gemma"),
+    **refuse("its Mamba layers read the text left to right; only its attention layers could see ahead",
+             "jamba", "bamba", "falcon_h1", "granitemoehybrid", "nemotron_h", "zamba", "zamba2"),
+    **refuse("its short causal-convolution layers read the text left to right; only its attention layers could "
+             "see ahead", "lfm2", "lfm2_moe", "lfm3"),
+    **refuse("its linear-attention (gated delta rule) layers read the text left to right; only its full-attention "
+             "layers could see ahead", "qwen3_next", "qwen3_5_text", "qwen3_5_moe_text", "qwen4_exp_text",
+             "kimi_linear", "olmo_hybrid", "lara_mini", "bailing_hybrid"),
+    **refuse("its lightning (linear) attention layers read the text left to right; only its softmax-attention "
+             "layers could see ahead", "minimax"),
+    **refuse("its attention ignores is_causal: a causal mask is built into the layer, so the first token cannot "
+             "see the last", "openai-gpt", "llama4_text"),
+    # Stated from transformers' code (no tiny model of it runs here): the same limitation by construction.
+    **refuse("its xLSTM cells are recurrences that read the text left to right: no layer can see ahead", "xlstm"),
+    # Measured (test_encoders_already_attend_both_ways): the native class already sees ahead.
+    **refuse("already an encoder that attends both ways (its causal-LM class is a decoder mode); use it with "
+             "sentence-transformers as it is", "bert", "bert-generation", "big_bird", "camembert", "cpmant",
+             "data2vec-text", "electra", "ernie", "megatron-bert", "rembert", "roberta", "roberta-prelayernorm",
+             "roc_bert", "roformer", "xlm", "xlm-roberta", "xlm-roberta-xl", "xmod", "reformer", "xlnet"),
+    # Checked from the config class (test_encoder_decoders_and_multimodal_types_are_what_they_say).
+    **refuse("the decoder of an encoder-decoder model (it reads an encoder's output); LLM2Vec needs a decoder-only "
+             "model", "bart", "bigbird_pegasus", "blenderbot", "blenderbot-small", "marian", "mbart", "musicgen",
+             "musicgen_melody", "mvp", "pegasus", "plbart", "prophetnet", "trocr", "whisper"),
+    **refuse("a multimodal (vision/audio + text) checkpoint type; llm2vec-hf loads decoder-only text models",
+             "emu3", "fuyu", "gemma3n", "gemma4", "gemma4_unified", "git", "got_ocr2",
+             "llama4", "mllama", "moshi", "moss_transcribe_diarize", "phi4_multimodal", "qwen3_5", "qwen3_5_moe",
+             "qwen4_exp", "dots3_note"),
+    **refuse("a speculative-decoding drafter that reads another model's hidden states, not a text encoder base",
+             "gemma4_assistant", "gemma4_unified_assistant"),
+}
+#: Attention decoders of this transformers' causal-LM mapping that have no declaration yet: the one mechanism may
+#: well cover them, but nothing has proven their vectors (no conformance row), so they are refused rather than
+#: guessed. Declaring one is a `declare(...)` line plus its conformance row (docs/families.md, "Adding a family").
+NOT_YET_DECLARED = (
+    "afmoe", "apertus1p5_text", "aria_text", "axk1", "axk2", "beam", "biogpt", "bitnet", "bloom", "blt",
+    "code_llama", "codegen", "cohere2_moe", "cohere_compass_text", "ctrl", "cwm", "dbrx", "deepseek_v2",
+    "deepseek_v3", "deepseek_v32", "deepseek_v4", "diffllama", "doge", "dory", "dots3_note_text", "ergo",
+    "ernie4_5_moe", "exaone", "exaone_moe", "falcon", "flex_olmo", "flint", "gemma3n_text", "gemma4_text",
+    "gemma4_unified_text", "glm", "glm4_moe", "glm4_moe_lite", "glm_moe_dsa", "gpt-sw3", "gpt2", "gpt_bigcode",
+    "gpt_neo", "gpt_neox", "gpt_neox_japanese", "gptj", "granite_swa", "granitemoe", "granitemoe_swa",
+    "granitemoeshared", "helium", "hrm_text", "hunyuan_v1_moe", "hy_v3", "hy_v4", "hyperclovax",
+    "inkling2_loop_text", "inkling2_text", "inkling_text", "internlm3", "iquestcoder", "jais2", "jetmoe",
+    "kolibri1", "kolibri1_1", "laguna", "longcat_flash", "mellum", "mimo_v2_flash", "minicpm5_moe", "minimax_m2",
+    "minimax_m3_vl_text", "ministral3", "modernbert-decoder", "mpt", "nanochat", "nemotron", "olmoe", "opt",
+    "param2moe", "persimmon", "phimoe", "sarvam_mla", "sarvam_moe", "solar_open", "stablelm", "vaultgemma", "xglm",
+    "youtu", "zaya",
+)
+REFUSED_FAMILIES.update(refuse("an attention decoder that llm2vec-hf has not declared yet: no conformance run has "
+                               "proven its bidirectional vectors", *NOT_YET_DECLARED))
+
+
+class TextTower:
+    """A multimodal checkpoint type whose text tower is a declared family (Gemma-3-4B-it's ``gemma3``: a
+    ``text_config`` inside, the text weights under ``language_model.``). Only the tower's config and weights are
+    read; the vision and projector weights are listed (in the safetensors header) but never loaded.
+
+    ``key_mapping`` is transformers' ``from_pretrained(key_mapping=...)``: the tower's checkpoint names onto the
+    text family's ``…ForCausalLM`` names (the encoder drops the ``model.`` prefix itself). ``other_parts`` are
+    the name prefixes of what the text tower leaves unread; any other unknown tensor is still an error.
+    """
+
+    def __init__(self, text_family: str, key_mapping: dict[str, str], other_parts: tuple[str, ...]):
+        self.text_family, self.key_mapping, self.other_parts = text_family, key_mapping, other_parts
+
+    def text_name(self, key: str) -> str | None:
+        """The tower's name for a checkpoint tensor (``model.layers.0…``), or None for another part's tensor."""
+        if key.startswith(self.other_parts):
+            return None
+        for pattern, replacement in self.key_mapping.items():
+            key = re.sub(pattern, replacement, key)
+        return key
+
+
+#: Multimodal checkpoint type -> its text tower. transformers' hub layout (``language_model.model.…``) and its
+#: in-memory layout (``model.language_model.…``) are both read.
+TEXT_TOWERS: dict[str, TextTower] = {
+    "gemma3": TextTower("gemma3_text", {r"^model\.language_model\.": "model.", r"^language_model\.": ""},
+                        ("vision_tower.", "multi_modal_projector.", "model.vision_tower.",
+                         "model.multi_modal_projector.")),
 }
 
 
@@ -347,8 +454,10 @@ def family_for(config: transformers.PretrainedConfig) -> Family:
     model_type = getattr(config, "model_type", None)
     if model_type in FAMILIES:
         return FAMILIES[model_type]
+    if model_type in TEXT_TOWERS and hasattr(config, "text_config"):
+        return family_for(config.text_config)
     if model_type in UNAVAILABLE_FAMILIES:
         raise ValueError(f"Architecture {UNAVAILABLE_FAMILIES[model_type]}")
     if model_type in REFUSED_FAMILIES:
-        raise ValueError(f"Architecture {model_type!r} cannot be made bidirectional: {REFUSED_FAMILIES[model_type]}")
+        raise ValueError(f"Architecture {model_type!r} is refused: {REFUSED_FAMILIES[model_type]}")
     raise ValueError(f"Unsupported architecture {model_type!r}; llm2vec-hf supports: {', '.join(sorted(FAMILIES))}")

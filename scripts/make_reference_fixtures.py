@@ -57,7 +57,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.distributed.tensor  # noqa: E402,F401  (peft 0.21.2 touches torch.distributed.tensor without importing it)
 import transformers  # noqa: E402
-from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers  # noqa: E402
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors, trainers  # noqa: E402
 from transformers import (  # noqa: E402
     GemmaConfig,
     GemmaForCausalLM,

@@ -22,7 +22,6 @@ from llm2vec_hf.checkpoint.export import export_checkpoint
 from llm2vec_hf.modeling.encoding_settings import (
     DEFAULT_ENCODING,
     EncodingSettings,
-    OFFICIAL_KEYS,
     read_encoding_settings,
     resolve_encoding,
     write_encoding_settings,

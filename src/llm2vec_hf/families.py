@@ -87,9 +87,9 @@ def _cell(outcomes: list[tuple[str, str]]) -> str:
 
 
 def support_rows(path: str | os.PathLike = MATRIX_FILE) -> list[dict[str, str]]:
-    """One row per declared, unavailable and refused family: status, min transformers, every check, serving."""
+    """One row per declared family (available here or not): status, min transformers, every check, serving."""
     from .modeling.serving_engines import TEI_FAMILIES
-    from .modeling.modeling_llm2vec import FAMILIES, REFUSED_FAMILIES, UNAVAILABLE_FAMILIES
+    from .modeling.modeling_llm2vec import FAMILIES, UNAVAILABLE_FAMILIES
     from .serving import vllm_status
 
     runs = load_runs(path)
@@ -109,9 +109,17 @@ def support_rows(path: str | os.PathLike = MATRIX_FILE) -> list[dict[str, str]]:
         row["vLLM"] = vllm_status(family)
         row["TEI"] = TEI_FAMILIES[family][0] if family in TEI_FAMILIES else "not served"
         rows.append(row)
-    for family, reason in sorted(REFUSED_FAMILIES.items()):
-        rows.append({"family": family, "status": f"refused: {reason}"})
     return rows
+
+
+def refused_groups() -> dict[str, list[str]]:
+    """``{reason: families}``: every refused family of the causal-LM mapping, grouped by its one-line reason."""
+    from .modeling.modeling_llm2vec import REFUSED_FAMILIES
+
+    groups: dict[str, list[str]] = {}
+    for family, reason in sorted(REFUSED_FAMILIES.items()):
+        groups.setdefault(reason, []).append(family)
+    return groups
 
 
 def render_matrix(markdown: bool = False, path: str | os.PathLike = MATRIX_FILE) -> str:
@@ -124,7 +132,10 @@ def render_matrix(markdown: bool = False, path: str | os.PathLike = MATRIX_FILE)
     if markdown:
         lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
         lines += ["| " + " | ".join(row.get(c, "") for c in columns) + " |" for row in rows]
-        lines += ["", f"Measured on {measured_on}."]
+        lines += ["", f"Measured on {measured_on}.", "", "Refused (every other causal-LM family of transformers; "
+                  "`family_for` raises the reason as one line):", ""]
+        lines += [f"- {reason}: " + ", ".join(f"`{f}`" for f in families)
+                  for reason, families in refused_groups().items()]
         return "\n".join(lines) + "\n"
     from .modeling.modeling_llm2vec import UNAVAILABLE_FAMILIES
 
@@ -132,5 +143,8 @@ def render_matrix(markdown: bool = False, path: str | os.PathLike = MATRIX_FILE)
         missing = UNAVAILABLE_FAMILIES.get(row["family"])
         lines.append(f"{row['family']}: {row['status']}" + (f" (not here: {missing})" if missing else ""))
         lines += [f"    {c}: {row[c]}" for c in columns[2:] if c in row]
+    for reason, families in refused_groups().items():
+        lines.append(f"refused: {reason}")
+        lines.append("    " + ", ".join(families))
     lines.append(f"Measured on {measured_on}; docs/families.md has the table.")
     return "\n".join(lines) + "\n"

@@ -72,3 +72,60 @@ def test_training_benchmark_data_is_in_the_official_formats(tmp_path):
     converted = [json.loads(line) for line in paths["supervised"].read_text().splitlines()]
     assert len(converted) == len(records) and len({r["dataset"] for r in converted}) == 14
     assert len(paths["wiki"].read_text().splitlines()) == 50
+
+
+def _benchmark_module(name: str):
+    sys.path.insert(0, str(BENCHMARKS))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(BENCHMARKS))
+
+
+def test_training_benchmark_replays_the_official_order_on_our_sampler(tmp_path, monkeypatch):
+    """Supervised side by side: the records the official E5Data serves, found by content in llm2vec-hf's train file,
+    come out of llm2vec-hf's own batch sampler in that order and in batches of the run's size; a record missing
+    from the file stops the benchmark rather than train the two sides on other batches."""
+    from llm2vec_hf.training.data import GroupedBatchSampler
+
+    train, train_data = _benchmark_module("train"), _benchmark_module("train_data")
+    paths = train_data.prepare(tmp_path, records_per_dataset=8, wiki_lines=4, corpus_paragraphs=2)
+    records = [json.loads(line) for line in paths["supervised"].read_text().splitlines()]
+    served_rows = [37, 36, 39, 38, 5, 7, 4, 6, 100, 103, 101, 102]
+    served = [[records[i]["dataset"], records[i]["query"], records[i]["positive"]] for i in served_rows]
+    assert train.rows_in_order(served, paths["supervised"]) == served_rows
+
+    monkeypatch.setattr(GroupedBatchSampler, "_global_batches", GroupedBatchSampler._global_batches)  # restored after
+    train.replay_batch_order(served_rows, 4)
+    sampler = GroupedBatchSampler([r["dataset"] for r in records], batch_size=4, seed=0)
+    assert list(sampler) == [served_rows[:4], served_rows[4:8], served_rows[8:]]
+
+    with pytest.raises(RuntimeError, match="1 official records"):
+        train.rows_in_order(served + [[records[0]["dataset"], "a query of no record", "a passage"]],
+                            paths["supervised"])
+
+
+def test_training_benchmark_reports_medians_spreads_and_per_round_ratios():
+    """Each side's figure is the median over rounds with its min and max; the ratio to the official side is taken
+    per round (the two runs of a round ran back to back) and reported as their median and spread."""
+    train = _benchmark_module("train")
+
+    def run(step_seconds: list[float], tokens: int, peak: float) -> dict:
+        records = [{"seconds": s, "cpu_seconds": s / 2, "loss": 1.0 + i, "tokens": tokens, "rss_before_mib": 100.0,
+                    "peak_rss_mib": peak} for i, s in enumerate(step_seconds)]
+        return {"records": records, "process_peak_rss_mib": peak + 10, "torch": "t", "transformers": "x"}
+
+    # the first step is a warm-up and not counted
+    runs = {"supervised": {"official": [run([9.0, 2.0, 2.0], 100, 500), run([9.0, 4.0, 4.0], 100, 520),
+                                        run([9.0, 1.0, 1.0], 100, 510)],
+                           "ours": [run([9.0, 1.0, 1.0], 100, 490), run([9.0, 1.0, 1.0], 100, 480),
+                                    run([9.0, 1.0, 1.0], 100, 500)]}}
+    official, ours = train.side_rows(["supervised"], runs)
+    assert official["tokens_per_s"]["per_round"] == [50.0, 25.0, 100.0] and official["tokens_per_s"]["median"] == 50.0
+    assert ours["tokens_per_s"] == {"median": 100.0, "min": 100.0, "max": 100.0, "per_round": [100.0] * 3}
+    assert ours["tokens_per_s_vs_official"] == 2.0  # the ratio of the medians
+    assert ours["tokens_per_s_vs_official_per_round"]["per_round"] == [2.0, 4.0, 1.0]
+    assert ours["tokens_per_s_vs_official_per_round"]["median"] == 2.0
+    assert ours["tokens_per_cpu_s"]["median"] == 200.0
+    assert ours["peak_rss_process_mib"]["max"] == 510 and ours["peak_rss_vs_official"] == 510 / 530
+    assert ours["first_loss_minus_official"] == 0.0 and ours["losses"][0] == [1.0, 2.0, 3.0]

@@ -8,7 +8,6 @@ LFS/Xet transfer is checked by sha256; docs/reliability.md)."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import struct
 from pathlib import Path

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 from huggingface_hub import ModelCard, metadata_load
 
 from helpers.samples import FIXTURES, REPO

@@ -7,7 +7,6 @@ from __future__ import annotations
 import importlib.util
 import logging
 
-import numpy as np
 import pytest
 import torch
 

@@ -86,7 +86,8 @@ def test_recipes_exist_for_every_stage_and_model():
         for model in ("sheared-llama-1.3b", "llama-2-7b-chat", "mistral-7b-instruct-v0.2",
                       "meta-llama-3-8b-instruct", "meta-llama-3.1-8b-instruct", "qwen2.5-7b-instruct",
                       "gemma-2-9b-it", "llama-3.2-1b-instruct", "llama-3.2-3b-instruct", "qwen3-0.6b", "qwen3-4b",
-                      "qwen3-8b", "qwen3-30b-a3b", "gemma-3-1b-it", "phi-4-mini-instruct", "smollm3-3b"):
+                      "qwen3-8b", "qwen3-30b-a3b", "gemma-3-1b-it", "gemma-3-4b-it", "phi-4-mini-instruct",
+                      "smollm3-3b"):
             assert f"{stage}/{model}.yaml" in names, f"missing recipe {stage}/{model}.yaml"
 
 

@@ -177,16 +177,20 @@ class BaseWeights:
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # our name: (file, name in the file)
 
     def __post_init__(self):
-        from ..loading.models import check_loading_info
+        from ..loading.models import check_loading_info, text_tower
 
         expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         prefix = getattr(self.model, "base_model_prefix", "") + "."
+        tower = text_tower(self.folder)
         unexpected, mismatched = [], []
         for path in weight_files(self.folder):
             try:
                 with safe_open(path, "pt") as handle:
                     for key in handle.keys():
-                        ours = key if key in expected else key.removeprefix(prefix)
+                        name = key if tower is None else tower.text_name(key)
+                        if name is None:  # a multimodal checkpoint's vision part: never read
+                            continue
+                        ours = name if name in expected else name.removeprefix(prefix)
                         if ours not in expected:
                             unexpected.append(key)
                             continue

@@ -239,7 +239,7 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
 
     config = load_config(str(folder))
     try:
-        family = family_for(config)
+        family_for(config)  # refuses a family llm2vec-hf cannot encode
     except ValueError as error:
         raise CheckpointError(f"{folder}: {error}") from None
     for auto_class, reference in (getattr(config, "auto_map", None) or {}).items():

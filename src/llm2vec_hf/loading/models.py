@@ -35,12 +35,22 @@ logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def text_tower(path: str):
+    """The `TextTower` of a multimodal checkpoint folder whose text tower llm2vec-hf loads (Gemma 3), else None."""
+    from ..modeling.modeling_llm2vec import TEXT_TOWERS
+
+    raw = read_json(os.path.join(path, "config.json"))
+    return TEXT_TOWERS.get(raw.get("model_type")) if isinstance(raw, dict) else None
+
+
 def load_config(name_or_path: str, **hf_kwargs) -> PretrainedConfig:
+    """The checkpoint's config; for a multimodal checkpoint with a text tower (`text_tower`), the tower's."""
     path = resolve_local(name_or_path)
     if not os.path.isfile(os.path.join(path, "config.json")):
         raise CheckpointError(f"{name_or_path} has no config.json: it is not a transformers model folder")
     try:
-        return AutoConfig.from_pretrained(path, **hf_kwargs)
+        config = AutoConfig.from_pretrained(path, **hf_kwargs)
+        return config.text_config if text_tower(path) is not None else config
     except (ValueError, KeyError, json.JSONDecodeError) as error:
         raw = None if isinstance(error, json.JSONDecodeError) else read_json(os.path.join(path, "config.json"))
         model_type = raw.get("model_type") if isinstance(raw, dict) else None
@@ -120,12 +130,17 @@ def load_bidirectional(
             del config.auto_map  # the native class, not our remote code
     for key, value in (config_overrides or {}).items():
         setattr(config, key, value)
+    tower = text_tower(path)
+    if tower is not None:  # the text tower's weights only (the config class reads its `text_config` itself)
+        hf_kwargs["key_mapping"] = tower.key_mapping
     try:
         # Mismatched shapes are reported (and refused below, naming the tensors) instead of raised unnamed.
         hf_kwargs.setdefault("ignore_mismatched_sizes", True)
         model, info = model_class.from_pretrained(path, config=config, output_loading_info=True, **hf_kwargs)
     except (OSError, ValueError, RuntimeError, SafetensorError, KeyError) as error:
         raise CheckpointError(f"Could not load the weights of {name_or_path}: {one_line(error)}") from None
+    if tower is not None:
+        info["unexpected_keys"] = [k for k in info.get("unexpected_keys") or () if tower.text_name(k) is not None]
     check_loading_info(name_or_path, info)
     if hasattr(model, "generation_config"):
         model.generation_config = None

@@ -138,6 +138,18 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def memory_plan_or_reason(recipe) -> dict[str, Any]:
+    """The step's memory plan (``memory_plan.plan``), or why it cannot be made here (a base whose config is not
+    on this machine): printing the recipe never needs the plan."""
+    from ..errors import one_line
+    from .memory_plan import plan
+
+    try:
+        return plan(recipe)
+    except (OSError, ValueError) as error:
+        return {"unavailable": one_line(error)}
+
+
 def resolved_config(recipe) -> dict[str, Any]:
     """Every field of every argument class, overrides applied, plus the resolved learning-rate schedule."""
     sections = {}
@@ -149,5 +161,6 @@ def resolved_config(recipe) -> dict[str, Any]:
                             if f.init and hasattr(training, f.name)}
     steps_per_epoch, how = count_steps_per_epoch(recipe)
     sections["lr_schedule"] = resolve_schedule(recipe, steps_per_epoch, how)
+    sections["memory_plan"] = memory_plan_or_reason(recipe)
     sections["recipe"] = recipe.source
     return sections

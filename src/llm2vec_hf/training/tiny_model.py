@@ -33,6 +33,21 @@ SPECIAL_TOKENS = {
     "smollm3": {"bos": None, "eos": "<|im_end|>", "unk": None},
     "glm4": {"bos": "[gMASK]", "eos": "<|endoftext|>", "unk": None},
     "minicpm3": {"bos": "<s>", "eos": "<|im_end|>", "unk": "<unk>"},
+    "olmo": {"bos": None, "eos": "<|endoftext|>", "unk": None, "pad": "<|padding|>"},
+    "olmo3": {"bos": None, "eos": "<|endoftext|>", "unk": None, "pad": "<|pad|>"},
+    "cohere": {"bos": "<BOS_TOKEN>", "eos": "<|END_OF_TURN_TOKEN|>", "unk": "<UNK>", "pad": "<PAD>"},
+    "cohere2": {"bos": "<BOS_TOKEN>", "eos": "<|END_OF_TURN_TOKEN|>", "unk": "<UNK>", "pad": "<PAD>"},
+    "starcoder2": {"bos": None, "eos": "<|endoftext|>", "unk": None},
+    "gpt_oss": {"bos": None, "eos": "<|return|>", "unk": None, "pad": "<|endoftext|>"},
+    "phi": {"bos": None, "eos": "<|endoftext|>", "unk": None},
+    "exaone4": {"bos": None, "eos": "[|endofturn|]", "unk": "[UNK]", "pad": "[PAD]"},
+    "ernie4_5": {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "pad": "<pad>"},
+    "hunyuan_v1_dense": {"bos": "<｜hy_begin▁of▁sentence｜>", "eos": "<｜hy_place▁holder▁no▁2｜>", "unk": None,
+                         "pad": "<｜hy_▁pad▁｜>"},
+    "seed_oss": {"bos": None, "eos": "<seed:eos>", "unk": None, "pad": "<seed:pad>"},
+    "apertus": {"bos": "<s>", "eos": "</s>", "unk": "<unk>", "pad": "<pad>"},
+    "arcee": {"bos": "<|begin_of_text|>", "eos": "<|end_of_text|>", "unk": None},
+    "dots1": {"bos": None, "eos": "<|endoftext|>", "unk": None},
 }
 
 
