@@ -62,6 +62,40 @@ def requirements(stock: bool = False) -> dict[str, Any]:
     }
 
 
+def write_modeling_files(folder: str) -> None:
+    """Copies the remote-code files (`MODELING_FILES`) into ``folder``, those it lacks: the one writer of them for
+    `export` and for a save through sentence-transformers (``save_pretrained`` copies only the files the model
+    class imports, and this module is not one of them)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in MODELING_FILES:
+        source, target = os.path.join(here, name), os.path.join(folder, name)
+        if os.path.isfile(source) and not os.path.exists(target):
+            shutil.copyfile(source, target)
+
+
+#: sentence_bert_config.json's keys as ``Transformer.save_config`` writes them for a text feature-extraction module.
+TRANSFORMER_CONFIG = {
+    "transformer_task": "feature-extraction",
+    "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+    "module_output_name": "token_embeddings",
+}
+
+
+def write_transformer_config(folder: str, max_seq_length: int, saved: dict[str, Any] | None = None) -> None:
+    """The one writer of sentence_bert_config.json: ``saved`` (what sentence-transformers wrote there; else
+    `TRANSFORMER_CONFIG`) with ``max_seq_length``, which TEI and sentence-transformers read (sentence-transformers
+    writes it only into the tokenizer's ``model_max_length``, and the tokenizer files stay as the source had them)."""
+    _write_json(os.path.join(folder, "sentence_bert_config.json"),
+                {**(TRANSFORMER_CONFIG if saved is None else saved), "max_seq_length": max_seq_length})
+
+
+def write_model_config(folder: str, saved: dict[str, Any], stock: bool = False) -> None:
+    """The one writer of config_sentence_transformers.json: ``saved`` (the keys ``SentenceTransformer.save``
+    writes) with the `requirements` guard, which sentence-transformers reads on load but has no API to declare."""
+    _write_json(os.path.join(folder, "config_sentence_transformers.json"),
+                {**saved, "requirements": requirements(stock)}, sort_keys=True)
+
+
 def write_pooling_config(folder: str, dimension: int | None, pooling_mode: str) -> None:
     """``folder``/config.json as sentence-transformers' ``Pooling`` saves it, plus the ``pooling_mode_*`` booleans:
     TEI parses only those (its router's ``PoolConfig``); sentence-transformers 6 writes only ``pooling_mode`` and
@@ -95,17 +129,13 @@ def finish_saved_checkpoint(folder: str, model, settings: EncodingSettings) -> N
 
     - the ``llm2vec`` settings block and llm2vec_config.json, derived from it (`write_encoding_settings`);
     - the remote-code files (`MODELING_FILES`);
-    - ``max_seq_length`` in sentence_bert_config.json (TEI reads it), the ``requirements`` guard in
-      config_sentence_transformers.json, and 1_Pooling/config.json for TEI.
+    - ``max_seq_length`` in sentence_bert_config.json (`write_transformer_config`), the ``requirements`` guard in
+      config_sentence_transformers.json (`write_model_config`), and 1_Pooling/config.json for TEI.
     """
     # config.json's ``architectures``, serving flags and ``auto_map``, and the modeling files, come from the
     # encoder's own ``save_pretrained`` (`LLM2VecEncoderMixin.save_pretrained`, `register_for_auto_class`)
     write_encoding_settings(folder, settings)
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in MODELING_FILES:
-        source, target = os.path.join(here, name), os.path.join(folder, name)
-        if os.path.isfile(source) and not os.path.exists(target):
-            shutil.copyfile(source, target)
+    write_modeling_files(folder)
     tokenizer_config_path = os.path.join(folder, "tokenizer_config.json")
     if os.path.isfile(tokenizer_config_path):  # options of the load that saved it, not properties of the tokenizer
         tokenizer_config = _read_json(tokenizer_config_path)
@@ -114,14 +144,10 @@ def finish_saved_checkpoint(folder: str, model, settings: EncodingSettings) -> N
             _write_json(tokenizer_config_path, tokenizer_config)
     st_config_path = os.path.join(folder, "sentence_bert_config.json")
     if os.path.isfile(st_config_path):
-        st_config = _read_json(st_config_path)
-        st_config["max_seq_length"] = settings.max_length
-        _write_json(st_config_path, st_config, indent=4)
+        write_transformer_config(folder, settings.max_length, _read_json(st_config_path))
     model_config_path = os.path.join(folder, "config_sentence_transformers.json")
     if os.path.isfile(model_config_path):  # sentence-transformers writes it before it saves the modules
-        model_config = _read_json(model_config_path)
-        model_config["requirements"] = requirements()
-        _write_json(model_config_path, model_config, sort_keys=True)
+        write_model_config(folder, _read_json(model_config_path))
     if settings.pooling_mode in TEI_POOLING:
         write_pooling_config(os.path.join(folder, "1_Pooling"), model.config.hidden_size,
                              TEI_POOLING[settings.pooling_mode])

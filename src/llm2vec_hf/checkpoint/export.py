@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -37,7 +36,7 @@ from ..loading.models import (
 from ..loading.paths import refuse_pickle_only, resolve_local
 from ..modeling.encoding_settings import EncodingSettings, check_encoding, write_encoding_settings
 from ..modeling.modeling_llm2vec import family_for, make_config_bidirectional
-from ..modeling.sentence_transformers_llm2vec import MODELING_FILES
+from ..modeling.sentence_transformers_llm2vec import write_modeling_files
 from ..modeling.tokenization_llm2vec import TOKENIZER_SOURCE_KEYS, TokenizerEmbeddingError, check_tokenizer_fits
 from ..output_paths import refuse_overlap
 from ..serving import warn_if_vllm_runs_causal
@@ -175,11 +174,7 @@ def write_checkpoint(
         write_encoding_settings(str(staging), settings)
         tokenizer.save_pretrained(staging)
         make_tokenizer_portable(staging, getattr(tokenizer, "llm2vec_source_config", None))
-        # The sentence-transformers module (and what only it imports) is not imported by the model class, so
-        # save_pretrained does not copy it.
-        for name in MODELING_FILES:
-            if not (staging / name).exists():
-                shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(name), staging / name)
+        write_modeling_files(str(staging))
         stock = write_sentence_transformers_files(staging, settings, prompts or {}, model, tokenizer, st_modules)
         report_stock_layout(stock)
         training = {**(training or {}), "stock_layout": stock}

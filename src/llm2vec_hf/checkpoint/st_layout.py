@@ -20,7 +20,12 @@ from ..loading.models import load_bidirectional
 from ..modeling.encoding_settings import EncodingSettings
 from ..modeling.modeling_llm2vec import encode_with
 from ..modeling.tokenization_llm2vec import load_reference_tokenizer
-from ..modeling.sentence_transformers_llm2vec import requirements, write_pooling_config
+from ..modeling.sentence_transformers_llm2vec import (
+    TRANSFORMER_CONFIG,
+    write_model_config,
+    write_pooling_config,
+    write_transformer_config,
+)
 from ..modeling.serving_engines import STOCK_POOLING, STOCK_TOLERANCE, TEI_POOLING
 
 logger = logging.getLogger(__name__)
@@ -166,9 +171,8 @@ def write_sentence_transformers_files(
     return deviation
 
 
-def _model_config(prompts: dict[str, str], stock: bool) -> dict[str, Any]:
-    """config_sentence_transformers.json: the keys ``SentenceTransformer.save`` writes, plus the ``requirements``
-    guard (read by sentence-transformers on load, but it has no API to declare one, so it is added here)."""
+def _model_config(prompts: dict[str, str]) -> dict[str, Any]:
+    """config_sentence_transformers.json's keys as ``SentenceTransformer.save`` writes them."""
     # stored as LLM2Vec reads an instruction (instruction.strip() + " " + text): what the LLM2Vec module reads either
     # way, and what stock modules and TEI, which prepend the prompt as it is, then read too
     prompts = {name: (text.strip() + " " if text.strip() else "") for name, text in prompts.items()}
@@ -178,20 +182,7 @@ def _model_config(prompts: dict[str, str], stock: bool) -> dict[str, Any]:
         "default_prompt_name": None,
         "model_type": "SentenceTransformer",
         "prompts": {"document": "", **prompts},
-        "requirements": requirements(stock),
         "similarity_fn_name": "cosine",
-    }
-
-
-def _transformer_config(settings: EncodingSettings) -> dict[str, Any]:
-    """sentence_bert_config.json: what ``Transformer.save_config`` writes for a text feature-extraction module,
-    plus ``max_seq_length``, which TEI and sentence-transformers read (sentence-transformers writes it only into
-    the tokenizer's ``model_max_length``, and the tokenizer files stay as the source had them)."""
-    return {
-        "transformer_task": "feature-extraction",
-        "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
-        "module_output_name": "token_embeddings",
-        "max_seq_length": settings.max_length,
     }
 
 
@@ -201,8 +192,8 @@ def _transformer_config(settings: EncodingSettings) -> dict[str, Any]:
 # save of the exported checkpoint).
 def write_remote_layout(folder: Path, settings: EncodingSettings, prompts: dict[str, str]) -> None:
     write_config_json(folder / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_TYPE}])
-    write_config_json(folder / "sentence_bert_config.json", _transformer_config(settings))
-    write_config_json(folder / "config_sentence_transformers.json", _model_config(prompts, stock=False))
+    write_transformer_config(str(folder), settings.max_length)
+    write_model_config(str(folder), _model_config(prompts))
 
 
 def write_stock_layout(folder: Path, settings: EncodingSettings, prompts: dict[str, str], dimension: int) -> None:
@@ -212,15 +203,15 @@ def write_stock_layout(folder: Path, settings: EncodingSettings, prompts: dict[s
         {"idx": 0, "name": "0", "path": "", "type": f"{Transformer.__module__}.{Transformer.__name__}"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": f"{Pooling.__module__}.{Pooling.__name__}"},
     ])
-    config = _transformer_config(settings)
+    saved = dict(TRANSFORMER_CONFIG)
     tokenizer_config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
     if not tokenizer_config.get("pad_token") and tokenizer_config.get("eos_token"):
         # stock modules pad with the tokenizer's pad token; LLM2Vec pads with EOS (padded positions are masked),
         # and the tokenizer files keep the source's special tokens, so the pad token is given at load
         eos = tokenizer_config["eos_token"]
-        config["processor_kwargs"] = {"pad_token": eos.get("content") if isinstance(eos, dict) else eos}
-    write_config_json(folder / "sentence_bert_config.json", config)
-    write_config_json(folder / "config_sentence_transformers.json", _model_config(prompts, stock=True))
+        saved["processor_kwargs"] = {"pad_token": eos.get("content") if isinstance(eos, dict) else eos}
+    write_transformer_config(str(folder), settings.max_length, saved)
+    write_model_config(str(folder), _model_config(prompts), stock=True)
 
 
 def measure_stock_layout(folder: Path, model, tokenizer, settings: EncodingSettings) -> dict[str, Any]:
