@@ -409,11 +409,11 @@ def test_ray_shards_read_the_lines_the_local_reader_reads(tmp_path_factory, line
     text = "".join(line + ending for line, ending in zip(lines, endings))
     path.write_bytes((text if last_ending else text[: -len(endings[len(lines) - 1])]).encode())
     local = [(item, number - 1) for item, _, number in iter_inputs(str(path))]
-    original, encode_ray._SCAN_BYTES = encode_ray._SCAN_BYTES, scan
+    original, encode_ray.SCAN_BYTES = encode_ray.SCAN_BYTES, scan
     try:
         shards = encode_ray.plan_text_shards(str(path), per_shard)
     finally:
-        encode_ray._SCAN_BYTES = original
+        encode_ray.SCAN_BYTES = original
     rows = []
     for shard in shards:
         batch = encode_ray.read_text_shard({key: [value] for key, value in shard.items()})

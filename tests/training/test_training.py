@@ -653,7 +653,7 @@ def test_rotation_killed_midway_leaves_no_half_deleted_checkpoint(tmp_path, monk
 
     monkeypatch.setattr(checkpoints.shutil, "rmtree", killed_during_delete)
     with pytest.raises(KeyboardInterrupt):
-        checkpoints._rotate(str(tmp_path), 2)
+        checkpoints.rotate_checkpoints(str(tmp_path), 2)
     for path in checkpoints.list_checkpoints(str(tmp_path)):
         assert "adapter_model.safetensors" in os.listdir(path), path
     monkeypatch.undo()

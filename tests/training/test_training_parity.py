@@ -186,7 +186,7 @@ def test_mntp_batch_with_the_official_mask_positions_is_the_official_batch(mntp,
     randomised = selected & ~masked & (inputs != original)
     # Draws that reproduce the official choices: selection, mask/keep, random/keep, and the random tokens.
     uniforms = torch.stack([(~selected).float(), (~masked).float(), (~randomised).float()])
-    monkeypatch.setattr(collator, "_draws", lambda shape, indices: (uniforms, inputs.clone(), torch.zeros(shape[0])))
+    monkeypatch.setattr(collator, "masking_draws", lambda shape, indices: (uniforms, inputs.clone(), torch.zeros(shape[0])))
     ours = collator([{"input_ids": f["input_ids"], "special_tokens_mask": f["special_tokens_mask"]}
                      for f in batch["features"]])
     assert torch.equal(ours["input_ids"], inputs)
