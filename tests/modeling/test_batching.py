@@ -243,7 +243,7 @@ def test_should_compile_decides_from_the_forward_flops(exported, monkeypatch):
     assert not should_compile(model, 10**15), "inductor needs a C++ compiler on CPU"
 
 
-@pytest.mark.slow  # compiles (inductor, C++): 20-60 s
+@pytest.mark.slow  # compiles (inductor, C++)
 def test_encode_command_compiles_when_asked_and_not_for_a_small_input(exported, tmp_path):
     from torch._dynamo.utils import counters
 
@@ -260,7 +260,7 @@ def test_encode_command_compiles_when_asked_and_not_for_a_small_input(exported, 
     assert np.abs(np.load(tmp_path / "auto.npy") - np.load(tmp_path / "compiled.npy")).max() <= 1e-4
 
 
-@pytest.mark.slow  # compiles (inductor, C++): 20-60 s
+@pytest.mark.slow  # compiles (inductor, C++)
 def test_sentence_transformers_module_compiles_at_its_first_batch(exported):
     """What the encode command's process pool sets in each worker's copy of the module."""
     from sentence_transformers import SentenceTransformer
