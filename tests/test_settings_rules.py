@@ -295,6 +295,7 @@ def test_causal_lm_adapter_merges_as_peft_merges_it(tiny_bases, tmp_path, capsys
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("device,needle", [("tpu9", "not a torch device"), ("meta", "holds no data"),
                                            ("cuda:0,cpu", "cuda"), ("cpu:7,cpu", None)])
+@pytest.mark.slow
 def test_bad_devices_are_one_line_before_anything_loads(exported, tmp_path, capsys, device, needle):
     if needle == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")

@@ -78,6 +78,7 @@ def test_length_groups_rejects_a_bad_budget(bad):
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("family", ["llama", "gemma"])
+@pytest.mark.slow
 def test_forward_in_length_groups_equals_one_padded_call(exported, family, padding_side):
     library = LLM2Vec.from_pretrained(str(exported(family)))
     tokenizer, model = library.tokenizer, library.model
@@ -214,6 +215,7 @@ def test_encode_command_takes_a_token_budget(exported, tmp_path, capsys):
     assert not (tmp_path / "c.npy").exists()
 
 
+@pytest.mark.slow
 def test_compile_for_inference_keeps_the_vectors(exported):
     """torch.compile with frozen weights (inductor, C++ on CPU) gives the eager vectors."""
     library = LLM2Vec.from_pretrained(str(exported("llama")))

@@ -83,6 +83,7 @@ REAL = sorted(p for stage in ("mntp", "simcse", "supervised") for p in (CONFIGS 
 
 
 @pytest.mark.parametrize("path", REAL, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.slow
 def test_recipe_schedule_is_the_official_one_at_every_step(path):
     from llm2vec_hf.training.schedule import learning_rates, resolve_schedule
 
@@ -203,6 +204,7 @@ def test_mntp_loss_at_step_0_is_the_official_loss(mntp):
 
 
 @pytest.mark.parametrize("name", ["llama-2-7b-chat", "mistral-7b-instruct-v0.2"])
+@pytest.mark.slow
 def test_mntp_learning_rate_and_stop_are_the_official_ones(name, tmp_path, monkeypatch):
     official = OFFICIAL["runs"][f"mntp/{OFFICIAL_NAME[name]}"]
     rates, result = learning_rates_of(recipe_for("mntp", name, tmp_path), monkeypatch)
