@@ -192,7 +192,7 @@ def replay_batch_order(order: list[int], batch: int) -> None:
     order, so that both sides train on the same batches (the sampler's own order is a seeded shuffle too)."""
     from llm2vec_hf.training.data import GroupedBatchSampler
 
-    GroupedBatchSampler._global_batches = lambda self: [order[i : i + batch] for i in range(0, len(order), batch)]
+    GroupedBatchSampler.global_batches = lambda self: [order[i : i + batch] for i in range(0, len(order), batch)]
 
 
 def run_side(spec: dict) -> dict:

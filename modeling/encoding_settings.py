@@ -5,26 +5,61 @@ that stores them in a checkpoint (docs/architecture.md, "Encoding settings"). Pa
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import string
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 POOLING_MODES = ("mean", "weighted_mean", "eos_token", "last_token", "bos_token")
 
-#: Encoding settings and their defaults (docs/architecture.md, "Encoding settings").
-DEFAULT_ENCODING = {
-    "pooling_mode": "mean",
-    "max_length": 512,
-    "doc_max_length": 400,
-    "skip_instruction": True,
-    # A chat/instruction wrapper such as "[INST] {text} [/INST]", applied to the whole input ("" for none); a
-    # property of the checkpoint. None means the reference's choice by model name (`REFERENCE_TEMPLATES`).
-    "text_template": None,
-    # What `eos_token` pooling appends to each text ("" appends nothing); None means the reference's choice,
-    # `reference_eos_text`. `export` stores the resolved string, so the checkpoint's name cannot change it.
-    "eos_text": None,
-}
+
+@dataclasses.dataclass(frozen=True)
+class EncodingSettings:
+    """LLM2Vec's encoding settings (docs/architecture.md, "Encoding settings"), validated once, when made.
+
+    The one object that carries settings between modules: `resolve_encoding` makes it, `encode_with`, the
+    sentence-transformers module, export, the model card and the serving poolers read it, and
+    `write_encoding_settings` stores it (``to_dict`` is config.json's ``llm2vec`` block). ``text_template`` and
+    ``eos_text`` None mean "the reference's choice by model name", which `resolve_encoding` makes when it has a
+    tokenizer (`is_resolved`).
+    """
+
+    pooling_mode: str = "mean"
+    max_length: int = 512
+    doc_max_length: int = 400
+    skip_instruction: bool = True
+    #: A chat/instruction wrapper such as "[INST] {text} [/INST]", applied to the whole input ("" for none); a
+    #: property of the checkpoint. None: the reference's choice by model name (`REFERENCE_TEMPLATES`).
+    text_template: str | None = None
+    #: What `eos_token` pooling appends to each text ("" appends nothing); None: the reference's choice,
+    #: `reference_eos_text`. `export` stores the resolved string, so the checkpoint's name cannot change it.
+    eos_text: str | None = None
+
+    def __post_init__(self):
+        check_encoding(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "EncodingSettings":
+        """Settings from a mapping of some or all keys (the rest default); unknown keys are refused."""
+        check_known_keys(data)
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> "EncodingSettings":
+        """A copy with ``changes`` (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether the reference's name-dependent choices are made (what a checkpoint must store)."""
+        return self.text_template is not None and self.eos_text is not None
+
+
+#: The setting names, in the order config.json's block lists them.
+ENCODING_KEYS = tuple(field.name for field in dataclasses.fields(EncodingSettings))
 #: config.json's key for a checkpoint's encoding settings: their single source of truth.
 SETTINGS_KEY = "llm2vec"
 #: The file the official ``llm2vec.LLM2Vec.from_pretrained`` reads, and the keys it knows; derived from config.json's
@@ -50,11 +85,15 @@ def check_positive_integer(name: str, value: Any) -> None:
 TEXT_MARKER = "!@#$%^&*()"
 
 
+def check_known_keys(settings: Mapping[str, Any]) -> None:
+    unknown = set(settings) - set(ENCODING_KEYS)
+    if unknown:
+        raise TypeError(f"Unknown encoding setting(s) {sorted(unknown)}; known: {sorted(ENCODING_KEYS)}")
+
+
 def check_encoding(settings: dict[str, Any]) -> None:
     """Refuses unknown keys and bad values among ``settings`` (all of them or some)."""
-    unknown = set(settings) - set(DEFAULT_ENCODING)
-    if unknown:
-        raise TypeError(f"Unknown encoding setting(s) {sorted(unknown)}; known: {sorted(DEFAULT_ENCODING)}")
+    check_known_keys(settings)
     if "pooling_mode" in settings:
         check_pooling_mode(settings["pooling_mode"])
     for key in ("max_length", "doc_max_length"):
@@ -71,9 +110,9 @@ def resolve_encoding(
     config=None,
     tokenizer=None,
     name_or_path: str | None = None,
-    stored: Sequence[dict[str, Any]] = (),
+    stored: Sequence[Mapping[str, Any]] = (),
     **overrides: Any,
-) -> dict[str, Any]:
+) -> EncodingSettings:
     """The one resolution of encoding settings (docs/architecture.md, "Encoding settings"), later sources winning:
     defaults, the checkpoint's ``config.llm2vec``, each of ``stored`` in order (what `read_encoding_settings`
     finds in the base's and the adapters' folders), then ``overrides`` that are not None.
@@ -82,27 +121,27 @@ def resolve_encoding(
     (``name_or_path``, else ``config._name_or_path``): ``text_template`` from `REFERENCE_TEMPLATES` ("" for
     none), then ``eos_text`` from `reference_eos_text`.
     """
-    settings = dict(DEFAULT_ENCODING)
-    layers = [getattr(config, SETTINGS_KEY, None) if config is not None else None, *stored]
-    for layer in layers:
-        if isinstance(layer, dict):
-            known = {k: v for k, v in layer.items() if k in DEFAULT_ENCODING}
-            check_encoding(known)
-            settings.update(known)
-    check_encoding({k: v for k, v in overrides.items() if v is not None or k not in DEFAULT_ENCODING})
-    settings.update({k: v for k, v in overrides.items() if v is not None})
-    check_encoding(settings)
+    layered: dict[str, Any] = {}
+    for layer in [getattr(config, SETTINGS_KEY, None) if config is not None else None, *stored]:
+        if isinstance(layer, Mapping):
+            known = {k: v for k, v in layer.items() if k in ENCODING_KEYS}
+            check_encoding(known)  # names the layer's bad value before a later layer could hide it
+            layered.update(known)
+    check_encoding({k: v for k, v in overrides.items() if v is not None or k not in ENCODING_KEYS})
+    layered.update({k: v for k, v in overrides.items() if v is not None})
+    settings = EncodingSettings(**layered)
     positions = getattr(config, "max_position_embeddings", None) if config is not None else None
-    if isinstance(positions, int) and settings["max_length"] > positions:
-        raise ValueError(f"max_length {settings['max_length']} is more than the model's max_position_embeddings "
+    if isinstance(positions, int) and settings.max_length > positions:
+        raise ValueError(f"max_length {settings.max_length} is more than the model's max_position_embeddings "
                          f"({positions}): it cannot read that many tokens; use a max_length of at most {positions}")
     if tokenizer is not None:
         name = name_or_path if name_or_path is not None else getattr(config, "_name_or_path", None)
-        if settings["text_template"] is None:
-            settings["text_template"] = REFERENCE_TEMPLATES.get(name, "")
-        if settings["eos_text"] is None:
-            settings["eos_text"] = reference_eos_text(getattr(config, "model_type", None), name,
-                                                      settings["text_template"], getattr(tokenizer, "eos_token", None))
+        if settings.text_template is None:
+            settings = settings.replace(text_template=REFERENCE_TEMPLATES.get(name, ""))
+        if settings.eos_text is None:
+            settings = settings.replace(eos_text=reference_eos_text(
+                getattr(config, "model_type", None), name, settings.text_template,
+                getattr(tokenizer, "eos_token", None)))
     return settings
 
 
@@ -160,17 +199,20 @@ def check_settings_files_agree(folder: str, block: dict[str, Any] | None, offici
                          f"{', '.join(differ)}; make them agree (or remove one) so that every loader reads the same")
 
 
-def write_encoding_settings(folder: str, settings: dict[str, Any]) -> None:
-    """Writes ``settings`` (all of them or some) as the ``llm2vec`` block of ``folder``/config.json, and derives
-    ``llm2vec_config.json`` (the official loader's keys among them) from that block.
+def write_encoding_settings(folder: str, settings: EncodingSettings | Mapping[str, Any]) -> None:
+    """Writes ``settings`` as the ``llm2vec`` block of ``folder``/config.json, and derives ``llm2vec_config.json``
+    (the official loader's keys among them) from that block: a checkpoint's `EncodingSettings`, or the layer a
+    training stage stores with its adapter (the keys the stage sets, a mapping), which `resolve_encoding` layers
+    over the base's when the adapter is loaded.
 
     The only writer of encoding settings into a checkpoint or an adapter folder (docs/architecture.md, "Encoding
     settings"): other keys of an existing config.json stay as they are; where there is no config.json (an adapter
     folder) one holding only the block is written. Nothing else is touched, the caller's config object least.
     Callers that need the folder complete or absent write it staged (as `export` and the trainers do).
     """
-    block = {k: settings[k] for k in DEFAULT_ENCODING if k in settings}
-    check_encoding(dict(settings))
+    layer = settings.to_dict() if isinstance(settings, EncodingSettings) else dict(settings)
+    check_encoding(layer)
+    block = {k: layer[k] for k in ENCODING_KEYS if k in layer}
     config_path = os.path.join(folder, "config.json")
     config = read_json_object(config_path) or {}
     config[SETTINGS_KEY] = block
@@ -261,3 +303,7 @@ def check_text_template(template: Any) -> None:
                          f"found {len(fields)}")
     if fields[0][1] or fields[0][2]:
         raise ValueError(f"text_template {template!r}: {{text}} takes no format spec or conversion")
+
+
+#: The defaults as config.json's ``llm2vec`` block (made here, once `check_encoding` and what it calls exist).
+DEFAULT_ENCODING = EncodingSettings().to_dict()

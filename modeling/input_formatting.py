@@ -11,7 +11,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .encoding_settings import TEXT_MARKER
+from .encoding_settings import TEXT_MARKER, EncodingSettings
 
 def normalize_inputs(inputs: Any) -> list[tuple[str, str]]:
     """Validates encode() inputs and returns ``(instruction, text)`` pairs.
@@ -139,17 +139,17 @@ def _cut_long_text(tokenizer, text: str, doc_max_length: int, max_length: int) -
                       max_length)
 
 
-def format_inputs(pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tuple[list[str], list[str]]:
+def format_inputs(pairs: list[tuple[str, str]], settings: EncodingSettings) -> tuple[list[str], list[str]]:
     """Returns (what the model reads, the part that is pooled) for each ``(instruction, text)`` pair."""
-    if settings["pooling_mode"] == "eos_token" and settings["eos_text"] is None:
+    if settings.pooling_mode == "eos_token" and settings.eos_text is None:
         raise ValueError("eos_token pooling needs `eos_text` (resolve the settings with a tokenizer)")
     full_texts, pooled_texts = [], []
     for instruction, text in pairs:
         marked = f"{instruction.strip()} {TEXT_MARKER}{text}" if instruction else f"{TEXT_MARKER}{text}"
-        if settings["text_template"]:
-            marked = settings["text_template"].format(text=marked.strip())
-        if settings["pooling_mode"] == "eos_token":
-            marked = marked.strip() + settings["eos_text"]
+        if settings.text_template:
+            marked = settings.text_template.format(text=marked.strip())
+        if settings.pooling_mode == "eos_token":
+            marked = marked.strip() + settings.eos_text
         # as llm2vec 0.2.3 splits it: the model reads every part, markers removed; the pooled part is the one
         # after the first marker (a text holding the marker is pooled up to it, `check_separator`)
         parts = marked.split(TEXT_MARKER)
@@ -158,14 +158,14 @@ def format_inputs(pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tup
     return full_texts, pooled_texts
 
 
-def tokenize_unpadded(tokenizer, pairs: list[tuple[str, str]], settings: dict[str, Any]) -> tuple[list, list[int]]:
+def tokenize_unpadded(tokenizer, pairs: list[tuple[str, str]], settings: EncodingSettings) -> tuple[list, list[int]]:
     """Token ids of what the model reads (truncated to ``max_length``, unpadded), and how many tokens of each
     are pooled: its last n real tokens, n being the length of the text tokenized alone without special tokens
     (``skip_instruction``; BOS and instruction are not pooled), else all of them."""
     full_texts, pooled_texts = format_inputs(pairs, settings)
-    input_ids = tokenizer(full_texts, truncation=True, max_length=settings["max_length"])["input_ids"]
-    if settings["skip_instruction"]:
-        n_pooled = count_tokens(tokenizer, pooled_texts, settings["max_length"])
+    input_ids = tokenizer(full_texts, truncation=True, max_length=settings.max_length)["input_ids"]
+    if settings.skip_instruction:
+        n_pooled = count_tokens(tokenizer, pooled_texts, settings.max_length)
     else:
         n_pooled = [len(ids) for ids in input_ids]
     return input_ids, n_pooled
@@ -199,18 +199,18 @@ def collate(tokenizer, input_ids: list, n_pooled: list[int]) -> dict[str, torch.
     }
 
 
-def tokenize_inputs(tokenizer, pairs: list[tuple[str, str]], settings: dict[str, Any]) -> dict[str, torch.Tensor]:
+def tokenize_inputs(tokenizer, pairs: list[tuple[str, str]], settings: EncodingSettings) -> dict[str, torch.Tensor]:
     """Tokenizes one batch of ``(instruction, text)`` pairs, padded, with ``pool_mask`` (see `collate`)."""
     return collate(tokenizer, *tokenize_unpadded(tokenizer, pairs, settings))
 
 
-def tokenize_for_encoding(tokenizer, inputs: Any, settings: dict[str, Any]) -> tuple[list, list[int]]:
+def tokenize_for_encoding(tokenizer, inputs: Any, settings: EncodingSettings) -> tuple[list, list[int]]:
     """What every encode path does before the model runs: validates ``inputs`` (`normalize_inputs`), cuts each
     text to ``doc_max_length`` and tokenizes (`tokenize_unpadded`). Returns unpadded token ids and how many of
     each row's last tokens are pooled; serving engines are given exactly these ids."""
     pairs = normalize_inputs(inputs)
     texts = cut_to_doc_max_length(
-        tokenizer, [text for _, text in pairs], settings["doc_max_length"], settings["max_length"]
+        tokenizer, [text for _, text in pairs], settings.doc_max_length, settings.max_length
     )
     pairs = [(instruction, text) for (instruction, _), text in zip(pairs, texts)]
     return tokenize_unpadded(tokenizer, pairs, settings)

@@ -27,6 +27,7 @@ from transformers.utils import logging
 from transformers.utils.versions import require_version
 
 from .encoding_settings import (
+    EncodingSettings,
     check_positive_integer,
     check_unambiguous_weights,
     read_encoding_settings,
@@ -120,7 +121,7 @@ def encode_with(
     model: torch.nn.Module,
     tokenizer,
     inputs: Any,
-    settings: dict[str, Any],
+    settings: EncodingSettings,
     batch_size: int = 32,
     show_progress_bar: bool = False,
     device: torch.device | str | None = None,
@@ -161,7 +162,7 @@ def encode_with(
             hidden = model(
                 input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)
             ).last_hidden_state
-        pooled = pool(hidden, batch, settings["pooling_mode"], tokenizer.bos_token_id).cpu()
+        pooled = pool(hidden, batch, settings.pooling_mode, tokenizer.bos_token_id).cpu()
         for row, i in enumerate(group):
             vectors[i] = pooled[row]
     model.train(was_training)

@@ -111,9 +111,9 @@ def forward_padding_free(model: torch.nn.Module, input_ids: torch.Tensor, attent
 #: Attention backends that take a prepared 4D mask as given (transformers returns a 4D mask unchanged): sdpa reads
 #: it as booleans, eager adds it to the scores. Flash-attention and flex get padded batches (see `packed_groups`).
 #: The attention function of packed sdpa calls (registered with transformers' `AttentionInterface`): sdpa on each
-#: text's own span. On CPU one masked call over a packed row costs the whole row's scores (a 2048-token row of 40
-#: texts: 135 ms against 8 ms for the 40 spans, one head group of a 26M Llama). Without spans it is sdpa, with
-#: sdpa's masks, so that a model may keep it for all its calls (`use_varlen_attention`).
+#: text's own span: on CPU one masked call over a packed row computes the whole row's scores, most of them masked
+#: (docs/architecture.md, "Packed rows"). Without spans it is sdpa, with sdpa's masks, so that a model may keep it
+#: for all its calls (`use_varlen_attention`).
 VARLEN_ATTENTION = "llm2vec_varlen_sdpa"
 PACKED_ATTENTION_BACKENDS = ("sdpa", "eager", VARLEN_ATTENTION)
 #: Default least width of a packed row; see `pack_rows`.

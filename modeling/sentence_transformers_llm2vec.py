@@ -17,15 +17,14 @@ import json
 import os
 import re
 import shutil
-import types
 from typing import Any
 
 import torch
 from sentence_transformers.base.modules import Transformer
 
-from .encoding_settings import resolve_encoding, write_encoding_settings
+from .encoding_settings import EncodingSettings, resolve_encoding, write_encoding_settings
 from .input_formatting import cut_to_doc_max_length, normalize_inputs, tokenize_inputs
-from .modeling_llm2vec import MIN_TRANSFORMERS_VERSION, compile_for_inference, family_for, make_config_bidirectional
+from .modeling_llm2vec import MIN_TRANSFORMERS_VERSION, compile_for_inference
 from .packing import forward_in_length_groups, forward_padding_free
 from .pooling import pool
 from .serving_engines import TEI_POOLING
@@ -63,6 +62,40 @@ def requirements(stock: bool = False) -> dict[str, Any]:
     }
 
 
+def write_modeling_files(folder: str) -> None:
+    """Copies the remote-code files (`MODELING_FILES`) into ``folder``, those it lacks: the one writer of them for
+    `export` and for a save through sentence-transformers (``save_pretrained`` copies only the files the model
+    class imports, and this module is not one of them)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    for name in MODELING_FILES:
+        source, target = os.path.join(here, name), os.path.join(folder, name)
+        if os.path.isfile(source) and not os.path.exists(target):
+            shutil.copyfile(source, target)
+
+
+#: sentence_bert_config.json's keys as ``Transformer.save_config`` writes them for a text feature-extraction module.
+TRANSFORMER_CONFIG = {
+    "transformer_task": "feature-extraction",
+    "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
+    "module_output_name": "token_embeddings",
+}
+
+
+def write_transformer_config(folder: str, max_seq_length: int, saved: dict[str, Any] | None = None) -> None:
+    """The one writer of sentence_bert_config.json: ``saved`` (what sentence-transformers wrote there; else
+    `TRANSFORMER_CONFIG`) with ``max_seq_length``, which TEI and sentence-transformers read (sentence-transformers
+    writes it only into the tokenizer's ``model_max_length``, and the tokenizer files stay as the source had them)."""
+    _write_json(os.path.join(folder, "sentence_bert_config.json"),
+                {**(TRANSFORMER_CONFIG if saved is None else saved), "max_seq_length": max_seq_length})
+
+
+def write_model_config(folder: str, saved: dict[str, Any], stock: bool = False) -> None:
+    """The one writer of config_sentence_transformers.json: ``saved`` (the keys ``SentenceTransformer.save``
+    writes) with the `requirements` guard, which sentence-transformers reads on load but has no API to declare."""
+    _write_json(os.path.join(folder, "config_sentence_transformers.json"),
+                {**saved, "requirements": requirements(stock)}, sort_keys=True)
+
+
 def write_pooling_config(folder: str, dimension: int | None, pooling_mode: str) -> None:
     """``folder``/config.json as sentence-transformers' ``Pooling`` saves it, plus the ``pooling_mode_*`` booleans:
     TEI parses only those (its router's ``PoolConfig``); sentence-transformers 6 writes only ``pooling_mode`` and
@@ -90,30 +123,19 @@ def _write_json(path: str, data: Any, indent: int = 2, sort_keys: bool = False) 
         handle.write(json.dumps(data, indent=indent, sort_keys=sort_keys, ensure_ascii=False) + "\n")
 
 
-def finish_saved_checkpoint(folder: str, model, settings: dict[str, Any]) -> None:
+def finish_saved_checkpoint(folder: str, model, settings: EncodingSettings) -> None:
     """Puts back what a save through sentence-transformers or transformers drops or renames, so that the folder is
     again the checkpoint `llm2vec-hf export` writes (docs/architecture.md, "Checkpoint layout"):
 
-    - ``architectures``: transformers writes our class name; serving engines know only the native one;
-    - the serving flags (``is_causal``, ``use_bidirectional_attention``); ``auto_map`` and the modeling files
-      come from ``save_pretrained`` itself (the classes are registered with ``register_for_auto_class``);
     - the ``llm2vec`` settings block and llm2vec_config.json, derived from it (`write_encoding_settings`);
     - the remote-code files (`MODELING_FILES`);
-    - ``max_seq_length`` in sentence_bert_config.json (TEI reads it), the ``requirements`` guard in
-      config_sentence_transformers.json, and 1_Pooling/config.json for TEI.
+    - ``max_seq_length`` in sentence_bert_config.json (`write_transformer_config`), the ``requirements`` guard in
+      config_sentence_transformers.json (`write_model_config`), and 1_Pooling/config.json for TEI.
     """
-    family = family_for(model.config)
-    config_path = os.path.join(folder, "config.json")
-    config = _read_json(config_path)
-    config["architectures"] = [family.native_model_name]
-    config.update(vars(make_config_bidirectional(types.SimpleNamespace())))  # the flags export writes
-    _write_json(config_path, config, sort_keys=True)
+    # config.json's ``architectures``, serving flags and ``auto_map``, and the modeling files, come from the
+    # encoder's own ``save_pretrained`` (`LLM2VecEncoderMixin.save_pretrained`, `register_for_auto_class`)
     write_encoding_settings(folder, settings)
-    here = os.path.dirname(os.path.abspath(__file__))
-    for name in MODELING_FILES:
-        source, target = os.path.join(here, name), os.path.join(folder, name)
-        if os.path.isfile(source) and not os.path.exists(target):
-            shutil.copyfile(source, target)
+    write_modeling_files(folder)
     tokenizer_config_path = os.path.join(folder, "tokenizer_config.json")
     if os.path.isfile(tokenizer_config_path):  # options of the load that saved it, not properties of the tokenizer
         tokenizer_config = _read_json(tokenizer_config_path)
@@ -122,17 +144,13 @@ def finish_saved_checkpoint(folder: str, model, settings: dict[str, Any]) -> Non
             _write_json(tokenizer_config_path, tokenizer_config)
     st_config_path = os.path.join(folder, "sentence_bert_config.json")
     if os.path.isfile(st_config_path):
-        st_config = _read_json(st_config_path)
-        st_config["max_seq_length"] = settings["max_length"]
-        _write_json(st_config_path, st_config, indent=4)
+        write_transformer_config(folder, settings.max_length, _read_json(st_config_path))
     model_config_path = os.path.join(folder, "config_sentence_transformers.json")
     if os.path.isfile(model_config_path):  # sentence-transformers writes it before it saves the modules
-        model_config = _read_json(model_config_path)
-        model_config["requirements"] = requirements()
-        _write_json(model_config_path, model_config, sort_keys=True)
-    if settings["pooling_mode"] in TEI_POOLING:
-        write_pooling_config(os.path.join(folder, "1_Pooling"), config.get("hidden_size"),
-                             TEI_POOLING[settings["pooling_mode"]])
+        write_model_config(folder, _read_json(model_config_path))
+    if settings.pooling_mode in TEI_POOLING:
+        write_pooling_config(os.path.join(folder, "1_Pooling"), model.config.hidden_size,
+                             TEI_POOLING[settings.pooling_mode])
 
 
 _BASE_MODEL_LINE = re.compile(r"^base_model:\s*['\"]?(?P<id>[^'\"\s]+)['\"]?\s*$", re.MULTILINE)
@@ -199,7 +217,7 @@ class LLM2VecTransformer(Transformer):
         ``SentenceTransformer.save_pretrained``, ``push_to_hub`` or a ``SentenceTransformerTrainer`` loads in every
         way and serves as the exported one did."""
         super().save(output_path, *args, safe_serialization=safe_serialization, **kwargs)
-        finish_saved_checkpoint(output_path, self.auto_model, self._encoding_settings())
+        finish_saved_checkpoint(output_path, self.auto_model, self.encoding_settings())
 
     def on_model_ready(self, model) -> None:
         """Gives the card sentence-transformers generates (after training) what this checkpoint needs: the usage
@@ -218,10 +236,19 @@ class LLM2VecTransformer(Transformer):
         if not isinstance(card_data.__dict__.get("generate_usage_snippet"), LLM2VecUsageSnippet):
             card_data.generate_usage_snippet = LLM2VecUsageSnippet(card_data)
 
-    def _encoding_settings(self) -> dict[str, Any]:
+    def encoding_settings(self) -> EncodingSettings:
+        """This module's settings (`resolve_encoding`), resolved again only when what they come from changes
+        (``max_seq_length``, ``encoding_overrides``, the config's block, the tokenizer): every batch reads them
+        twice (`preprocess`, `forward`)."""
         overrides = {"max_length": self.max_seq_length} if self.max_seq_length else {}
         stored = [self.encoding_overrides] if getattr(self, "encoding_overrides", None) else []
-        return resolve_encoding(self.auto_model.config, self.tokenizer, stored=stored, **overrides)
+        block = getattr(self.auto_model.config, "llm2vec", None)
+        key = (tuple(overrides.items()), repr(stored), repr(block), id(self.tokenizer))
+        if self.__dict__.get("_resolved_for") != key:
+            self.__dict__["_resolved"] = resolve_encoding(self.auto_model.config, self.tokenizer, stored=stored,
+                                                          **overrides)
+            self.__dict__["_resolved_for"] = key
+        return self.__dict__["_resolved"]
 
     def _can_flatten_inputs(self) -> bool:
         # sentence-transformers' padding-free path (flash-attention varlen, on GPUs) packs a batch into one row
@@ -236,12 +263,12 @@ class LLM2VecTransformer(Transformer):
         if tokenizer is not self.tokenizer and self.processor is self.tokenizer:
             tokenizer.model_max_length = self.tokenizer.model_max_length  # sentence-transformers' max_seq_length
             self.processor = tokenizer
-        settings = self._encoding_settings()
+        settings = self.encoding_settings()
         if prompt:
             inputs = [[prompt, item] if isinstance(item, str) else item for item in inputs]
         pairs = normalize_inputs(list(inputs))
         texts = cut_to_doc_max_length(
-            self.tokenizer, [text for _, text in pairs], settings["doc_max_length"], settings["max_length"]
+            self.tokenizer, [text for _, text in pairs], settings.doc_max_length, settings.max_length
         )
         batch = tokenize_inputs(
             self.tokenizer, [(instruction, text) for (instruction, _), text in zip(pairs, texts)], settings
@@ -270,7 +297,7 @@ class LLM2VecTransformer(Transformer):
         features["sentence_embedding"] = pool(
             features["token_embeddings"],
             features,
-            self._encoding_settings()["pooling_mode"],
+            self.encoding_settings().pooling_mode,
             self.tokenizer.bos_token_id,
         ).to(features["token_embeddings"].dtype)
         return features

@@ -21,6 +21,7 @@ from llm2vec_hf.errors import CheckpointError, TokenizerError
 from llm2vec_hf.checkpoint.export import export_checkpoint
 from llm2vec_hf.modeling.encoding_settings import (
     DEFAULT_ENCODING,
+    EncodingSettings,
     read_encoding_settings,
     resolve_encoding,
     write_encoding_settings,
@@ -90,7 +91,7 @@ def test_settings_files_either_agree_or_are_refused(tmp_path_factory, block, off
         return
     from_both = resolve_encoding(stored=read_encoding_settings(str(folder)))
     assert from_both == resolve_encoding(stored=[block])
-    assert {k: from_both[k] for k in official} == official
+    assert {k: getattr(from_both, k) for k in official} == official
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -102,10 +103,10 @@ def test_every_adapters_settings_are_layered_in_order_as_export_does(tiny_bases,
     write_encoding_settings(str(first), {"pooling_mode": "last_token", "max_length": 40})
     write_encoding_settings(str(second), {"max_length": 44})
     loaded = LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=[str(first), str(second)]).settings
-    assert loaded["pooling_mode"] == "last_token" and loaded["max_length"] == 44
+    assert loaded.pooling_mode == "last_token" and loaded.max_length == 44
     folder = export_checkpoint(str(base), str(tmp_path / "out"), adapters=[str(first), str(second)],
                                st_modules="remote")
-    assert json.loads((Path(folder) / "config.json").read_text())["llm2vec"] == loaded
+    assert json.loads((Path(folder) / "config.json").read_text())["llm2vec"] == loaded.to_dict()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -209,13 +210,13 @@ def test_stock_layout_needs_the_exact_tokenizer_ids(qwen2_with_digit_merges, tmp
 # ---------------------------------------------------------------------------------------------------------------
 # 9. The separator string: read as llm2vec 0.2.3 reads it where that is defined, refused where it is not
 # ---------------------------------------------------------------------------------------------------------------
-def reference_split(instruction: str, text: str, settings: dict) -> tuple[str, str]:
+def reference_split(instruction: str, text: str, settings: EncodingSettings) -> tuple[str, str]:
     """llm2vec 0.2.3: `_convert_to_str`, `prepare_for_tokenization` (template, EOS text), `tokenize`'s split."""
     joined = f"{instruction.strip()} {MARKER}{text}" if instruction else f"{MARKER}{text}"
-    if settings["text_template"]:
-        joined = settings["text_template"].format(text=joined.strip())
-    if settings["pooling_mode"] == "eos_token":
-        joined = joined.strip() + settings["eos_text"]
+    if settings.text_template:
+        joined = settings.text_template.format(text=joined.strip())
+    if settings.pooling_mode == "eos_token":
+        joined = joined.strip() + settings.eos_text
     parts = joined.split(MARKER)
     return "".join(parts), parts[1] if len(parts) > 1 else ""
 
@@ -227,7 +228,7 @@ _PIECES = st.sampled_from(["word", " ", MARKER, "x", "  ", "\n", "日本"])
 @given(instruction=st.lists(_PIECES, max_size=4).map("".join), text=st.lists(_PIECES, min_size=1, max_size=6).map("".join),
        mode=st.sampled_from(["mean", "eos_token"]), template=st.sampled_from(["", "[INST] {text} [/INST]"]))
 def test_separator_in_inputs_matches_the_reference_or_is_refused(instruction, text, mode, template):
-    settings = dict(DEFAULT_ENCODING, pooling_mode=mode, text_template=template, eos_text=" </s>")
+    settings = EncodingSettings(pooling_mode=mode, text_template=template, eos_text=" </s>")
     undefined = MARKER in instruction or (MARKER in text and not text.split(MARKER, 1)[0].strip())
     if not text.strip() or undefined:
         with pytest.raises(ValueError):
@@ -260,7 +261,7 @@ def test_max_length_beyond_the_position_embeddings_is_refused(tiny_bases, tmp_pa
         LLM2Vec.from_pretrained(str(tiny_bases["llama"]), max_length=1025)
     code, _, err = run_cli(["export", tiny_bases["llama"], "--output", tmp_path / "out", "--max-length", "4096"], capsys)
     assert_one_line(code, err, "max_position_embeddings (1024)")
-    assert LLM2Vec.from_pretrained(str(tiny_bases["llama"]), max_length=1024).settings["max_length"] == 1024
+    assert LLM2Vec.from_pretrained(str(tiny_bases["llama"]), max_length=1024).settings.max_length == 1024
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -294,6 +295,7 @@ def test_causal_lm_adapter_merges_as_peft_merges_it(tiny_bases, tmp_path, capsys
 # ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("device,needle", [("tpu9", "not a torch device"), ("meta", "holds no data"),
                                            ("cuda:0,cpu", "cuda"), ("cpu:7,cpu", None)])
+@pytest.mark.slow
 def test_bad_devices_are_one_line_before_anything_loads(exported, tmp_path, capsys, device, needle):
     if needle == "cuda" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
@@ -408,11 +410,11 @@ def test_ray_shards_read_the_lines_the_local_reader_reads(tmp_path_factory, line
     text = "".join(line + ending for line, ending in zip(lines, endings))
     path.write_bytes((text if last_ending else text[: -len(endings[len(lines) - 1])]).encode())
     local = [(item, number - 1) for item, _, number in iter_inputs(str(path))]
-    original, encode_ray._SCAN_BYTES = encode_ray._SCAN_BYTES, scan
+    original, encode_ray.SCAN_BYTES = encode_ray.SCAN_BYTES, scan
     try:
         shards = encode_ray.plan_text_shards(str(path), per_shard)
     finally:
-        encode_ray._SCAN_BYTES = original
+        encode_ray.SCAN_BYTES = original
     rows = []
     for shard in shards:
         batch = encode_ray.read_text_shard({key: [value] for key, value in shard.items()})

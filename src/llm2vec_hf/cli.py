@@ -41,10 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.verbose:
             for category in (FutureWarning, DeprecationWarning):
                 warnings.filterwarnings("ignore", category=category, module=FOREIGN_MODULES)
-        return _run(args)
+        return run_command(args)
 
 
-def _run(args) -> int:
+def run_command(args) -> int:
     try:
         return COMMANDS[args.command].main(args) or 0
     except (LLM2VecError, ValueError, TypeError, OSError) as error:

@@ -11,7 +11,7 @@ import torch
 from .loading.adapters import apply_adapter
 from .loading.models import encoding_settings, load_bidirectional, load_tokenizer, tokenizer_folder
 from .loading.paths import resolve_local
-from .modeling.encoding_settings import DEFAULT_ENCODING, resolve_encoding
+from .modeling.encoding_settings import ENCODING_KEYS, EncodingSettings, resolve_encoding
 from .modeling.modeling_llm2vec import compile_for_inference, encode_with
 
 
@@ -33,7 +33,7 @@ class LLM2Vec(torch.nn.Module):
         text_template: str | None = None,
         eos_text: str | None = None,
         *,
-        settings: dict[str, Any] | None = None,
+        settings: EncodingSettings | None = None,
     ):
         """As the official constructor: the keyword settings override the model's ``config.llm2vec``. ``settings``,
         if given, are settings already resolved (`loading.encoding_settings`, as ``from_pretrained`` does) and are
@@ -52,11 +52,14 @@ class LLM2Vec(torch.nn.Module):
                 text_template=text_template,
                 eos_text=eos_text,
             )
-        self.settings = dict(settings)
+        if not isinstance(settings, EncodingSettings):
+            raise TypeError(f"settings must be EncodingSettings (from loading.encoding_settings), got "
+                            f"{type(settings).__name__}")
+        self.settings = settings
 
     def __getattr__(self, name: str):
-        if name in DEFAULT_ENCODING:
-            return self.settings[name]
+        if name in ENCODING_KEYS:  # the official class's attributes (``model.pooling_mode``…)
+            return getattr(self.settings, name)
         return super().__getattr__(name)
 
     @classmethod
@@ -77,7 +80,7 @@ class LLM2Vec(torch.nn.Module):
         keyword arguments go to ``from_pretrained`` of transformers (``dtype``/``torch_dtype``,
         ``attn_implementation``…). Unlike the official loader, a list of adapters is applied in order.
         """
-        encoding_args = {key: kwargs.pop(key) for key in list(kwargs) if key in DEFAULT_ENCODING}
+        encoding_args = {key: kwargs.pop(key) for key in list(kwargs) if key in ENCODING_KEYS}
         if "torch_dtype" in kwargs:
             kwargs["dtype"] = kwargs.pop("torch_dtype")
         adapters = (
@@ -95,7 +98,7 @@ class LLM2Vec(torch.nn.Module):
             model = apply_adapter(model, last, merge=merge_peft)
             folders.append(last)
             tokenizer = load_tokenizer(tokenizer_folder(folders), model)
-        settings = encoding_settings(model, tokenizer, folders, base_model_name_or_path, **encoding_args)
+        settings = encoding_settings(model.config, tokenizer, folders, base_model_name_or_path, **encoding_args)
         return cls(model=model, tokenizer=tokenizer, settings=settings)
 
     def encode(
@@ -131,7 +134,7 @@ class LLM2Vec(torch.nn.Module):
         from .modeling.pooling import pool
 
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
-        return pool(hidden, batch, self.settings["pooling_mode"], self.tokenizer.bos_token_id)
+        return pool(hidden, batch, self.settings.pooling_mode, self.tokenizer.bos_token_id)
 
     def tokenize(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
         from .modeling.input_formatting import tokenize_inputs

@@ -95,7 +95,7 @@ def test_training_benchmark_replays_the_official_order_on_our_sampler(tmp_path, 
     served = [[records[i]["dataset"], records[i]["query"], records[i]["positive"]] for i in served_rows]
     assert train.rows_in_order(served, paths["supervised"]) == served_rows
 
-    monkeypatch.setattr(GroupedBatchSampler, "_global_batches", GroupedBatchSampler._global_batches)  # restored after
+    monkeypatch.setattr(GroupedBatchSampler, "global_batches", GroupedBatchSampler.global_batches)  # restored after
     train.replay_batch_order(served_rows, 4)
     sampler = GroupedBatchSampler([r["dataset"] for r in records], batch_size=4, seed=0)
     assert list(sampler) == [served_rows[:4], served_rows[4:8], served_rows[8:]]

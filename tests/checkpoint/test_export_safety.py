@@ -92,6 +92,7 @@ export.export_checkpoint(sys.argv[1], sys.argv[2], overwrite=True, pooling_mode=
 """
 
 
+@pytest.mark.slow
 def test_kill_between_the_renames_of_an_overwrite_loses_nothing(tiny_bases, exported, tmp_path):
     """Without an atomic exchange (not Linux, or a file system without it) an overwrite takes two renames; a kill
     between them leaves the old copy in a hidden sibling, and the next export to that output puts it back."""

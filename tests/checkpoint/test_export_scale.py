@@ -102,6 +102,7 @@ def test_streamed_merge_equals_peft_merge_and_unload(bf16_base, tmp_path, dtype)
     assert not torch.equal(plain["layers.0.mlp.down_proj.weight"], streamed["layers.0.mlp.down_proj.weight"])
 
 
+@pytest.mark.slow
 def test_sharded_checkpoint_loads_on_every_path(bf16_base, tmp_path):
     from sentence_transformers import SentenceTransformer
 

@@ -112,6 +112,7 @@ def _damage(folder: Path, weights_name: str, damage) -> list[str]:
 
 @FUZZ
 @given(damage=damages)
+@pytest.mark.slow
 def test_damaged_base_loads_right_or_fails_in_one_line(intact, tmp_path_factory, damage):
     folder = tmp_path_factory.mktemp("base") / "model"
     shutil.copytree(intact["base"], folder)
@@ -124,6 +125,7 @@ def test_damaged_base_loads_right_or_fails_in_one_line(intact, tmp_path_factory,
 
 @FUZZ
 @given(damage=damages)
+@pytest.mark.slow
 def test_damaged_adapter_loads_right_or_fails_in_one_line(intact, tmp_path_factory, damage):
     folder = tmp_path_factory.mktemp("adapter") / "adapter"
     shutil.copytree(intact["adapter"], folder)

@@ -22,6 +22,7 @@ from llm2vec_hf.checkpoint.model_card import (
     render_model_card,
     with_model_id,
 )
+from llm2vec_hf.modeling.encoding_settings import EncodingSettings
 
 MIGRATION = FIXTURES / "reference" / "migration"
 PLACEHOLDER = re.compile(r"\$\{?[A-Za-z_]\w*")
@@ -142,8 +143,8 @@ def test_render_with_evaluation_and_model_id(exported):
     folder = exported("llama", "mean")
     config = AutoConfig.from_pretrained(folder)
     model = types.SimpleNamespace(config=config, parameters=lambda: iter([torch.zeros(1)]))
-    settings = json.loads((folder / "llm2vec_config.json").read_text())
-    settings["text_template"] = "<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|>"
+    settings = EncodingSettings.from_dict(json.loads((folder / "config.json").read_text())["llm2vec"]).replace(
+        text_template="<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|>")
     evaluation = [{"task_type": "sts", "dataset_type": "mteb/stsbenchmark-sts", "dataset_name": "STSBenchmark",
                    "metric_type": "cosine_spearman", "metric_value": 77.5, "dataset_split": "test"}]
     text = render_model_card(model, settings, {}, {"base_model": "org/base", "adapters": []}, evaluation=evaluation)
@@ -198,9 +199,7 @@ def test_package_template_is_the_top_level_template():
 
 
 def _settings(pooling_mode, **overrides):
-    settings = {"pooling_mode": pooling_mode, "max_length": 512, "doc_max_length": 400, "skip_instruction": True,
-                "text_template": "", "eos_text": " </s>"}
-    return {**settings, **overrides}
+    return EncodingSettings(pooling_mode=pooling_mode, text_template="", eos_text=" </s>").replace(**overrides)
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"])

@@ -56,6 +56,7 @@ def _assert_one_line_error(code: int, out: str, err: str, *needles: str) -> None
     assert TOKEN not in out + err
 
 
+@pytest.mark.slow
 def test_push_end_to_end_then_load_by_repo_id(checkpoint, hub_env, capsys, caplog, tmp_path):
     caplog.set_level("DEBUG")
     with FakeHub(TOKEN) as hub:
@@ -434,6 +435,7 @@ def test_refuses_a_torch_save_archive_under_any_name(checkpoint, hub_env):
     _refused(checkpoint, "extra_weights.data", "archive holding a pickle")
 
 
+@pytest.mark.slow
 def test_scans_files_over_64_mb_streamed(checkpoint, hub_env):
     big = checkpoint / "corpus.txt"
     with open(big, "wb") as handle:  # sparse: 70 MB of zeros, then a token

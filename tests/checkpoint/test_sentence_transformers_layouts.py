@@ -31,6 +31,7 @@ def _module_types(folder) -> list[str]:
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma"])  # no pad token / a pad token of its own
+@pytest.mark.slow
 def test_last_token_checkpoint_loads_by_repo_id_without_remote_code_with_the_official_vectors(arch, tmp_path):
     reference = json.loads((REFERENCE / arch / "reference.json").read_text())
     case = next(c for c in reference["cases"] if c["pooling_mode"] == "last_token" and c["skip_instruction"]

@@ -85,7 +85,7 @@ def test_commands_hide_deprecation_notices_raised_inside_dependencies_only(monke
                                        module=module)
         return 0
 
-    monkeypatch.setattr(cli, "_run", run)
+    monkeypatch.setattr(cli, "run_command", run)
     assert main(["--verbose", "demo"] if verbose else ["demo"]) == 0
     shown = {str(w.message) for w in recwarn}
     assert "UserWarning from mteb.models.x" in shown and "FutureWarning from llm2vec_hf.checkpoint.export" in shown

@@ -95,6 +95,7 @@ def tiny(tmp_path_factory):
         ({"seed": 8}, "seed 7 -> 8"),
     ],
 )
+@pytest.mark.slow
 def test_resuming_a_run_with_other_settings_is_refused(tiny, tmp_path, change, needle):
     _train_with_checkpoint(tiny, tmp_path)
     assert (tmp_path / "run" / "checkpoint-2" / "llm2vec_run.json").is_file()
@@ -103,6 +104,7 @@ def test_resuming_a_run_with_other_settings_is_refused(tiny, tmp_path, change, n
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_resuming_from_a_checkpoint_missing_adapter_tensors_is_refused(tiny, tmp_path):
     _train_with_checkpoint(tiny, tmp_path)
     weights = tmp_path / "run" / "checkpoint-2" / "adapter_model.safetensors"

@@ -273,7 +273,7 @@ def test_planned_shards_read_back_the_whole_file(tmp_path, monkeypatch, content,
     byte ranges that, read by the workers, give exactly the lines and line numbers of encode's reader."""
     from llm2vec_hf.encoding.inputs import iter_inputs
 
-    monkeypatch.setattr(encode_ray, "_SCAN_BYTES", scan_bytes)
+    monkeypatch.setattr(encode_ray, "SCAN_BYTES", scan_bytes)
     path = tmp_path / ("in.jsonl" if content.startswith(b"{") else "in.txt")
     path.write_bytes(content)
     for lines_per_shard in (1, 2, 3, 4, 100):

@@ -109,6 +109,7 @@ def test_streams_in_chunks_and_writes_a_plain_npy(exported, tmp_path, monkeypatc
 
 
 @pytest.mark.parametrize("crash", ["2", "2:data"])
+@pytest.mark.slow
 def test_killed_run_resumes_to_identical_bytes(exported, tmp_path, monkeypatch, capsys, crash):
     """Killed after chunk 2 is committed ("2"), or after its rows are written but before its progress record
     ("2:data"): the rerun encodes only what is left and writes the same bytes as an uninterrupted run."""
@@ -194,6 +195,7 @@ def test_worker_devices():
         worker_devices("cuda:0,cuda:1", 3)
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_vectors_of_one(exported, tmp_path):
     """sentence-transformers' multi-process pool (2 CPU workers, reused over 2 chunks) against one process."""
     model = exported("llama")
@@ -295,6 +297,7 @@ def test_a_second_run_on_the_same_output_fails_with_one_line_and_leaves_nothing(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.npy"]
 
 
+@pytest.mark.slow
 def test_two_concurrent_processes_on_one_output(exported, tmp_path):
     """Two real runs started together: one writes the output, the other stops with one line; the output is
     complete and no progress or partial file is left."""

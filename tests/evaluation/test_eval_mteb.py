@@ -182,6 +182,7 @@ def test_unknown_task_is_a_clear_error(checkpoint, tmp_path, capsys):
     assert "unknown MTEB task 'NoSuchTask'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_llm2vec_task_set_resolves_in_mtebs_registry():
     """Every task of the shipped instruction set is an mteb task, English subsets only; no data is loaded."""
     from llm2vec_hf.evaluation.instructions import MTEB_INSTRUCTIONS, resolve_instruction
@@ -268,6 +269,7 @@ def record_prompts(model) -> list:
     return prompts
 
 
+@pytest.mark.slow
 def test_documents_with_their_own_instruction_and_bare_tasks(checkpoint, model, tmp_path):
     """A task whose documents have an instruction gets its own mteb encoder (instructions by side); with
     --no-instructions every text is encoded bare: the scores are those of the vectors encoded that way."""

@@ -157,6 +157,7 @@ def test_causal_probe_is_causal(checkpoint, tmp_path, monkeypatch):
     assert causal[0]["attention"] == "causal"
 
 
+@pytest.mark.slow
 def test_eval_command_runs_word_probes(checkpoint, tmp_path, capsys):
     folder = Path(shutil.copytree(checkpoint, tmp_path / "model"))
     code = cli.main(["eval", str(folder), "--tasks", "word:pos", "word:chunk", "--word-data", str(CONLL),
@@ -187,6 +188,7 @@ def test_official_linear_probe_is_the_default_and_logistic_stays_an_option(check
         run_word_probes(str(checkpoint), ["pos"], data=str(CONLL), probe="svm")
 
 
+@pytest.mark.slow
 def test_linear_probe_trains_as_the_official_probe(monkeypatch):
     """nn.Linear behind dropout 0.1, AdamW at 5e-4 without weight decay, linear decay, capped at 4000 steps."""
     import numpy as np

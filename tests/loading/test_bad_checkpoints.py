@@ -56,10 +56,15 @@ def test_pickle_only_weights_are_refused(tiny_bases, tmp_path):
 
 
 def test_unsupported_architecture_lists_supported(tmp_path):
-    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    """An architecture with no verdict lists the supported ones; a classified one says why it is refused."""
     from llm2vec_hf import FAMILIES
+    from llm2vec_hf.modeling.modeling_llm2vec import REFUSED_FAMILIES
 
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "albert"}))
     with pytest.raises(ValueError, match="supports: " + ", ".join(sorted(FAMILIES))):
+        LLM2Vec.from_pretrained(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "gpt2"}))
+    with pytest.raises(ValueError, match=re.escape(REFUSED_FAMILIES["gpt2"])):
         LLM2Vec.from_pretrained(str(tmp_path))
 
 

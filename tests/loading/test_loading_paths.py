@@ -38,6 +38,7 @@ def automodel_vectors(exported, tmp_path_factory):
 
 
 @pytest.mark.parametrize("family,pooling_mode", CASES)
+@pytest.mark.slow
 def test_three_paths_agree(exported, automodel_vectors, family, pooling_mode):
     folder = exported(family, pooling_mode)
     library = LLM2Vec.from_pretrained(str(folder)).encode(SAMPLE_INPUTS, batch_size=4, show_progress_bar=False)
@@ -70,6 +71,7 @@ def test_instruction_changes_vector_but_is_not_pooled(exported):
 
 
 @pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.slow
 def test_load_by_repo_id_from_offline_hub_cache(exported, tmp_path, family):
     folder = exported(family)
     cache = hub_cache_with(f"llm2vec-test/{family}-tiny", folder, tmp_path / "hub")

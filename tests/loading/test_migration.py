@@ -74,6 +74,7 @@ def test_llm2vec_config_of_the_adapter_carries_over(migrated):
 
 
 @pytest.mark.parametrize("case", _cases(["mntp", "supervised"]), ids=_id)
+@pytest.mark.slow
 def test_two_stage_migration_matches_official(migrated, automodel, case):
     expected = np.array(case["embeddings"], dtype=np.float32)
     overrides = {k: case[k] for k in ("skip_instruction", "max_length", "doc_max_length")}
@@ -96,6 +97,7 @@ def test_two_stage_migration_matches_official(migrated, automodel, case):
         assert np.abs(np.stack(rows) - expected).max() <= TOL
 
 
+@pytest.mark.slow
 def test_mntp_only_migration_through_the_cli(tmp_path, capsys):
     out = tmp_path / "mntp-only"
     code = cli.main(["export", str(MIGRATION / "base"), "--adapter", str(MIGRATION / "mntp"), "--output", str(out)])
@@ -139,6 +141,7 @@ def templated(tmp_path_factory):
 
 @pytest.mark.parametrize("case", TEMPLATES["cases"],
                          ids=lambda c: f"{c['hub_name'].split('/')[1]}-{c['input_set']}-skip{c['skip_instruction']}")
+@pytest.mark.slow
 def test_text_template_reproduces_official_wrapping(templated, case):
     """`export --text-template VALUE` on a base gives the vectors the official library gives when the same base
     is loaded under the hub name it keys its wrapping on (scripts/make_template_reference.py)."""

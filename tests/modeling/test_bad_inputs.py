@@ -75,6 +75,7 @@ def test_unknown_pooling_mode_lists_the_known_ones(exported):
         LLM2Vec.from_pretrained(str(exported("llama")), pooling_mode="max")
 
 
+@pytest.mark.slow
 def test_old_transformers_is_refused_with_a_clear_message():
     """On a transformers older than 5.2 the model code refuses to import instead of running causal."""
     code = f"""

@@ -78,6 +78,7 @@ def test_length_groups_rejects_a_bad_budget(bad):
 
 @pytest.mark.parametrize("padding_side", ["right", "left"])
 @pytest.mark.parametrize("family", ["llama", "gemma"])
+@pytest.mark.slow
 def test_forward_in_length_groups_equals_one_padded_call(exported, family, padding_side):
     library = LLM2Vec.from_pretrained(str(exported(family)))
     tokenizer, model = library.tokenizer, library.model
@@ -214,6 +215,7 @@ def test_encode_command_takes_a_token_budget(exported, tmp_path, capsys):
     assert not (tmp_path / "c.npy").exists()
 
 
+@pytest.mark.slow
 def test_compile_for_inference_keeps_the_vectors(exported):
     """torch.compile with frozen weights (inductor, C++ on CPU) gives the eager vectors."""
     library = LLM2Vec.from_pretrained(str(exported("llama")))
@@ -243,7 +245,7 @@ def test_should_compile_decides_from_the_forward_flops(exported, monkeypatch):
     assert not should_compile(model, 10**15), "inductor needs a C++ compiler on CPU"
 
 
-@pytest.mark.slow  # compiles (inductor, C++): 20-60 s
+@pytest.mark.slow  # compiles (inductor, C++)
 def test_encode_command_compiles_when_asked_and_not_for_a_small_input(exported, tmp_path):
     from torch._dynamo.utils import counters
 
@@ -260,7 +262,7 @@ def test_encode_command_compiles_when_asked_and_not_for_a_small_input(exported, 
     assert np.abs(np.load(tmp_path / "auto.npy") - np.load(tmp_path / "compiled.npy")).max() <= 1e-4
 
 
-@pytest.mark.slow  # compiles (inductor, C++): 20-60 s
+@pytest.mark.slow  # compiles (inductor, C++)
 def test_sentence_transformers_module_compiles_at_its_first_batch(exported):
     """What the encode command's process pool sets in each worker's copy of the module."""
     from sentence_transformers import SentenceTransformer

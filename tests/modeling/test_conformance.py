@@ -122,6 +122,7 @@ def zoo(tmp_path_factory):
 # --------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("family", DECLARED)
+@pytest.mark.slow
 def test_bidirectional(zoo, family, backend):
     folder = zoo(family)
     skip_unless_supported(FAMILIES[family].model, backend)
@@ -151,6 +152,7 @@ def reference_vectors(folder: Path, backend: str, tokenizer) -> torch.Tensor:
 
 @pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("family", DECLARED)
+@pytest.mark.slow
 def test_equals_the_independent_reference(zoo, family, backend):
     folder = zoo(family)
     skip_unless_supported(FAMILIES[family].model, backend)
@@ -242,6 +244,7 @@ json.dump(errors, open({str(out)!r} + ".errors.json", "w"))
     return folders, remote
 
 
+@pytest.mark.slow
 def test_export_paths_give_the_same_vectors(zoo_exports, family_or_skip):
     from sentence_transformers import SentenceTransformer
 
@@ -254,6 +257,7 @@ def test_export_paths_give_the_same_vectors(zoo_exports, family_or_skip):
     assert np.abs(st.encode(TEXTS, batch_size=4) - expected).max() <= TOL
 
 
+@pytest.mark.slow
 def test_native_class_runs_the_export_bidirectionally(zoo_exports, family_or_skip):
     """What stock sentence-transformers, TEI's and vLLM's transformers backends load: no remote code."""
     folders, _ = zoo_exports
@@ -338,12 +342,14 @@ def trained(zoo, corpus, tmp_path_factory):
     return get
 
 
+@pytest.mark.slow
 def test_one_mntp_step_trains(trained, family_or_skip):
     adapter, _, mntp_losses, _ = trained(family_or_skip)
     assert mntp_losses and all(math.isfinite(loss) for loss in mntp_losses)
     check_lora_moved(adapter, family_or_skip)
 
 
+@pytest.mark.slow
 def test_one_contrastive_step_trains(trained, zoo, family_or_skip):
     """And the adapters merged (as export merges them) give the vectors of the unmerged PEFT model."""
     from llm2vec_hf.loading.adapters import apply_adapter
@@ -491,6 +497,7 @@ def edited_runs(model, layer: str, position: int) -> tuple[torch.Tensor, torch.T
 
 
 @pytest.mark.parametrize("model_type", sorted(REFUSED_PROBES))
+@pytest.mark.slow
 def test_refused_families_cannot_see_ahead(model_type):
     """The measured reason: with every flag set for bidirectional attention, the probed token-mixing layer's state
     of the first token does not change when the last token does, though its state of a token does change when the

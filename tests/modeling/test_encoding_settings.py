@@ -18,7 +18,13 @@ import torch
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.errors import LLM2VecError
 from llm2vec_hf.checkpoint.export import export_checkpoint
-from llm2vec_hf.modeling.encoding_settings import OFFICIAL_KEYS, write_encoding_settings
+from llm2vec_hf.modeling.encoding_settings import (
+    DEFAULT_ENCODING,
+    OFFICIAL_KEYS,
+    EncodingSettings,
+    resolve_encoding,
+    write_encoding_settings,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,13 +47,55 @@ def test_writer_puts_the_block_in_config_json_and_derives_the_official_file(tmp_
     folder = tmp_path / "checkpoint"
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model_type": "llama", "hidden_size": 32}))
-    settings = {"pooling_mode": "weighted_mean", "max_length": 64, "doc_max_length": 48, "skip_instruction": False,
-                "text_template": "[INST] {text} [/INST]", "eos_text": " </s>"}
+    settings = EncodingSettings(pooling_mode="weighted_mean", max_length=64, doc_max_length=48,
+                                skip_instruction=False, text_template="[INST] {text} [/INST]", eos_text=" </s>")
     write_encoding_settings(str(folder), settings)
     config = _json(folder / "config.json")
     assert config["model_type"] == "llama" and config["hidden_size"] == 32  # the rest of config.json is kept
-    assert config["llm2vec"] == settings
-    assert _json(folder / "llm2vec_config.json") == {k: settings[k] for k in OFFICIAL_KEYS}
+    assert config["llm2vec"] == settings.to_dict()
+    assert EncodingSettings.from_dict(config["llm2vec"]) == settings
+    assert _json(folder / "llm2vec_config.json") == {k: getattr(settings, k) for k in OFFICIAL_KEYS}
+
+
+@pytest.mark.parametrize("bad", [{"pooling_mode": "max"}, {"max_length": 0}, {"doc_max_length": True},
+                                 {"text_template": "no placeholder"}, {"eos_text": "!@#$%^&*()"}])
+def test_settings_are_validated_once_when_made(bad):
+    """Every way to make `EncodingSettings` (constructor, `from_dict`, `replace`) runs the same checks."""
+    for make in (lambda: EncodingSettings(**bad), lambda: EncodingSettings.from_dict(bad),
+                 lambda: EncodingSettings().replace(**bad)):
+        with pytest.raises(ValueError):
+            make()
+
+
+def test_settings_dictionaries_round_trip_and_unknown_keys_are_refused():
+    settings = EncodingSettings(pooling_mode="eos_token", eos_text="", text_template="")
+    assert EncodingSettings.from_dict(settings.to_dict()) == settings and settings.is_resolved
+    assert EncodingSettings().to_dict() == DEFAULT_ENCODING and not EncodingSettings().is_resolved
+    with pytest.raises(TypeError, match="poolingmode"):
+        EncodingSettings.from_dict({"poolingmode": "mean"})
+    with pytest.raises(AttributeError):
+        settings.max_length = 3  # frozen: a resolved value cannot change on its way between modules
+
+
+def test_the_api_takes_only_resolved_settings_objects(tiny_bases):
+    library = LLM2Vec.from_pretrained(str(tiny_bases["llama"]))
+    assert isinstance(library.settings, EncodingSettings) and library.pooling_mode == library.settings.pooling_mode
+    with pytest.raises(TypeError, match="EncodingSettings"):
+        LLM2Vec(library.model, library.tokenizer, settings=library.settings.to_dict())
+    assert resolve_encoding(library.model.config, library.tokenizer) == library.settings
+
+
+def test_a_checkpoint_is_written_only_with_resolved_settings(tiny_bases, tmp_path):
+    """Unresolved settings (the reference's name-dependent choices not made) would let the name a checkpoint is
+    loaded under change how it encodes; a plain dict is not settings."""
+    from llm2vec_hf.checkpoint.export import write_checkpoint
+
+    library = LLM2Vec.from_pretrained(str(tiny_bases["llama"]))
+    with pytest.raises(ValueError, match="resolved"):
+        write_checkpoint(library.model, library.tokenizer, EncodingSettings(), str(tmp_path / "out"))
+    with pytest.raises(TypeError, match="EncodingSettings"):
+        write_checkpoint(library.model, library.tokenizer, library.settings.to_dict(), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
 
 
 def test_writer_in_an_adapter_folder_and_with_some_settings(tmp_path):
@@ -149,7 +197,7 @@ def test_precedence_defaults_config_base_file_adapter_explicit(tiny_bases, tmp_p
     (adapter / "llm2vec_config.json").write_text(json.dumps({"doc_max_length": 50}))
 
     settings = LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=str(adapter), skip_instruction=True).settings
-    assert {k: settings[k] for k in ("pooling_mode", "max_length", "doc_max_length", "text_template",
+    assert {k: getattr(settings, k) for k in ("pooling_mode", "max_length", "doc_max_length", "text_template",
                                      "skip_instruction")} == {
         "pooling_mode": "weighted_mean",  # base config block over the default
         "max_length": 80,                 # the base's settings over the defaults
@@ -157,10 +205,10 @@ def test_precedence_defaults_config_base_file_adapter_explicit(tiny_bases, tmp_p
         "text_template": "B: {text}",     # adapter block over the base block
         "skip_instruction": True,         # explicit over all
     }
-    assert settings["eos_text"] == " </s>"  # unset: the reference's choice for a Llama config
+    assert settings.eos_text == " </s>"  # unset: the reference's choice for a Llama config
     exported_block = _json(Path(export_checkpoint(str(base), str(tmp_path / "out"), adapters=[str(adapter)],
                                                   skip_instruction=True)) / "config.json")["llm2vec"]
-    assert exported_block == settings
+    assert exported_block == settings.to_dict()
 
 
 
@@ -174,10 +222,10 @@ def test_every_adapter_is_layered_in_order_by_the_api_as_by_export(tiny_bases, t
     (second / "llm2vec_config.json").write_text(json.dumps({"doc_max_length": 20}))
 
     settings = LLM2Vec.from_pretrained(str(base), peft_model_name_or_path=[str(first), str(second)]).settings
-    assert settings["pooling_mode"] == "last_token" and settings["doc_max_length"] == 20
+    assert settings.pooling_mode == "last_token" and settings.doc_max_length == 20
     exported_block = _json(Path(export_checkpoint(str(base), str(tmp_path / "out"),
                                                   adapters=[str(first), str(second)])) / "config.json")["llm2vec"]
-    assert exported_block == settings
+    assert exported_block == settings.to_dict()
 
 def test_official_layout_with_only_llm2vec_config_json(tiny_bases, tmp_path):
     """A folder as the official library saves it (no block in config.json, settings in llm2vec_config.json)
@@ -187,10 +235,10 @@ def test_official_layout_with_only_llm2vec_config_json(tiny_bases, tmp_path):
     (base / "llm2vec_config.json").write_text(json.dumps(
         {"pooling_mode": "eos_token", "max_length": 40, "doc_max_length": 30, "skip_instruction": False}))
     settings = LLM2Vec.from_pretrained(str(base)).settings
-    assert settings == {"pooling_mode": "eos_token", "max_length": 40, "doc_max_length": 30,
-                        "skip_instruction": False, "text_template": "", "eos_text": "<eos>"}
+    assert settings == EncodingSettings(pooling_mode="eos_token", max_length=40, doc_max_length=30,
+                                        skip_instruction=False, text_template="", eos_text="<eos>")
     out = Path(export_checkpoint(str(base), str(tmp_path / "out")))
-    assert _json(out / "config.json")["llm2vec"] == settings
+    assert _json(out / "config.json")["llm2vec"] == settings.to_dict()
 
 
 def test_demo_baseline_takes_its_settings_without_writing_the_config():
@@ -202,7 +250,7 @@ def test_demo_baseline_takes_its_settings_without_writing_the_config():
 
     module = causal_baseline(default_model_path())[0]
     assert not hasattr(module.auto_model.config, "llm2vec")
-    assert module._encoding_settings()["pooling_mode"] == "weighted_mean"
+    assert module.encoding_settings().pooling_mode == "weighted_mean"
     batch = module.preprocess(["a short text", "another one"])
     out = module.forward(dict(batch))
     weights = batch["pool_mask"].cumsum(1) * batch["pool_mask"]

@@ -92,6 +92,7 @@ def test_pack_rows_gives_a_text_longer_than_the_row_a_row_of_its_own():
 
 
 @pytest.mark.parametrize("family", ["llama", "mistral", "qwen2", "qwen3", "gemma", "gemma2"])
+@pytest.mark.slow
 def test_packed_vectors_equal_padded_ones_for_every_pooling_mode(exported, family):
     folder = exported(family)
     model = AutoModel.from_pretrained(str(folder), trust_remote_code=True)

@@ -59,6 +59,7 @@ def library_models():
 
 
 @pytest.mark.parametrize("arch,case", ALL_CASES, ids=[f"{a}-{case_id(c)}" for a, c in ALL_CASES])
+@pytest.mark.slow
 def test_llm2vec_matches_official(library_models, arch, case):
     model = library_models(arch, case)
     got = model.encode(case["inputs"], batch_size=case["batch_size"], show_progress_bar=False).numpy()
@@ -100,6 +101,7 @@ def remote_reference_vectors(exported_reference, tmp_path_factory):
 
 
 @pytest.mark.parametrize("key", sorted(f"{a}/{m}" for a, m in export_cases()))
+@pytest.mark.slow
 def test_exported_checkpoint_matches_official_through_every_path(
     exported_reference, remote_reference_vectors, key
 ):

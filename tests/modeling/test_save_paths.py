@@ -80,6 +80,7 @@ def _assert_same_vectors(vectors: dict[str, np.ndarray], expected: np.ndarray) -
     assert np.abs(vectors["st"] - expected[rows]).max() <= TOL
 
 
+@pytest.mark.slow
 def test_save_pretrained_and_push_to_hub_keep_the_checkpoint(exported, hub_env, tmp_path, capsys,  # noqa: F811
                                                               monkeypatch):
     source = exported("llama", "mean")

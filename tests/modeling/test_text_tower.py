@@ -86,6 +86,7 @@ def test_an_unknown_tensor_beside_the_tower_is_still_refused(checkpoints, tmp_pa
         LLM2Vec.from_pretrained(str(folder))
 
 
+@pytest.mark.slow
 def test_export_streams_the_text_tower_and_every_path_agrees(checkpoints, tmp_path, monkeypatch):
     """Export reads no vision tensor, writes a gemma3_text checkpoint, and AutoModel (remote code, llm2vec_hf
     unimportable), SentenceTransformer and LLM2Vec give the text-only checkpoint's vectors."""

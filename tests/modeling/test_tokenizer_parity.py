@@ -132,6 +132,7 @@ def sentence_transformers_encode(model, case: dict) -> np.ndarray:
 
 
 @pytest.mark.parametrize("name,case", CASES, ids=[case_id(n, c) for n, c in CASES])
+@pytest.mark.slow
 def test_base_folder_matches_official(folders, name, case):
     model = LLM2Vec.from_pretrained(str(folders(name, case["name_or_path"])), **overrides(case))
     got = model.encode(case["inputs"], batch_size=case["batch_size"], show_progress_bar=False).numpy()

@@ -70,14 +70,14 @@ def test_the_vllm_module_says_what_to_install():
 
 def test_families_whose_vllm_code_was_not_checked_are_refused_and_the_card_says_so():
     from llm2vec_hf.checkpoint.model_card import serving_section
-    from llm2vec_hf.modeling.encoding_settings import DEFAULT_ENCODING
+    from llm2vec_hf.modeling.encoding_settings import EncodingSettings
     from llm2vec_hf.serving import check_vllm_family
 
     for family in ("llama", "qwen3", "gemma3_text"):
         check_vllm_family(family)
     with pytest.raises(ValueError, match="not checked to run phi3"):
         check_vllm_family("phi3")
-    settings = dict(DEFAULT_ENCODING, text_template="", eos_text="")
+    settings = EncodingSettings(text_template="", eos_text="")
     assert "--io-processor-plugin llm2vec" not in serving_section("phi3", settings, "org/name")
     assert "--io-processor-plugin llm2vec" in serving_section("qwen3", settings, "org/name")
 

@@ -85,6 +85,7 @@ def trainer_for(recipe):
     ("supervised", {"gradient_checkpointing": False}),
     ("supervised", {"gradient_checkpointing": True, "use_gradcache": True, "gradcache_mini_batch_size": 4}),
 ], ids=["mntp", "mntp-checkpointing", "simcse", "supervised", "supervised-gradcache-checkpointing"])
+@pytest.mark.slow
 def test_activation_estimate_is_within_25_percent_of_a_measured_step(data, stage, values):
     recipe = tiny_recipe(data, stage, **values)
     estimate = plan(recipe, device="cpu")["bytes"]["activations"]
@@ -144,6 +145,7 @@ def test_the_named_knob_makes_the_step_fit(data):
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(REPO).as_posix())
+@pytest.mark.slow
 def test_every_shipped_recipe_fits_an_80_gb_gpu_or_says_why(path):
     recipe = parse_recipe(path, [] if torch.cuda.is_available() else ["--use_cpu", "true"])
     result = plan(recipe)
@@ -151,6 +153,7 @@ def test_every_shipped_recipe_fits_an_80_gb_gpu_or_says_why(path):
     assert result["fits"]["80 GB"] or "# memory plan" in path.read_text(), (result["total_gib"], result["to_fit"])
 
 
+@pytest.mark.slow
 def test_print_config_prints_the_plan_or_why_not(data, tmp_path):
     import subprocess
     import sys

@@ -222,6 +222,7 @@ def test_unwritable_output_dir(tiny, tmp_path):
         train("simcse", tiny, blocker / "out")
 
 
+@pytest.mark.slow
 def test_adapter_for_another_base_is_refused_before_training(tiny, tiny_bases, mntp_run, tmp_path):
     from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
@@ -380,6 +381,7 @@ def _encode(folder, texts):
 
 
 @pytest.mark.parametrize("stage", ["simcse", "supervised"])
+@pytest.mark.slow
 def test_tiny_pipeline_to_export(tiny, mntp_run, tmp_path, stage):
     from llm2vec_hf.checkpoint.export import export_checkpoint
 
@@ -412,6 +414,7 @@ def test_simcse_dropout_reaches_attention(tiny):
     assert torch.allclose(model(**batch).last_hidden_state, model(**batch).last_hidden_state)
 
 
+@pytest.mark.slow
 def test_gradcache_loss_matches_plain_loss(tiny, tmp_path):
     plain = train("supervised", tiny, tmp_path / "plain", max_steps=2, lora_dropout=0.0)
     cached = train("supervised", tiny, tmp_path / "cached", max_steps=2, lora_dropout=0.0, use_gradcache=True,
@@ -557,6 +560,7 @@ class _Interrupt(Exception):
 
 
 @pytest.mark.parametrize("stage", ["mntp", "supervised"])
+@pytest.mark.slow
 def test_interrupted_run_resumes_exactly(tiny, tmp_path, stage, monkeypatch):
     """Interrupted after step 6 (last checkpoint: 4), resumed: steps 5-8 repeat the uninterrupted run's losses."""
     from transformers import TrainerCallback
@@ -601,6 +605,7 @@ def test_mntp_masks_depend_on_the_block_and_epoch_only():
 
 
 @pytest.mark.parametrize("stage", ["mntp", "simcse", "supervised"])
+@pytest.mark.slow
 def test_gradient_checkpointing_trains_the_same(tiny, tmp_path, stage):
     """Through the trainers (including the sentence-transformers one): the same losses with and without gradient
     checkpointing, dropout included (checkpointing replays the RNG state when it recomputes)."""
@@ -653,7 +658,7 @@ def test_rotation_killed_midway_leaves_no_half_deleted_checkpoint(tmp_path, monk
 
     monkeypatch.setattr(checkpoints.shutil, "rmtree", killed_during_delete)
     with pytest.raises(KeyboardInterrupt):
-        checkpoints._rotate(str(tmp_path), 2)
+        checkpoints.rotate_checkpoints(str(tmp_path), 2)
     for path in checkpoints.list_checkpoints(str(tmp_path)):
         assert "adapter_model.safetensors" in os.listdir(path), path
     monkeypatch.undo()

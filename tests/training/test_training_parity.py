@@ -83,6 +83,7 @@ REAL = sorted(p for stage in ("mntp", "simcse", "supervised") for p in (CONFIGS 
 
 
 @pytest.mark.parametrize("path", REAL, ids=lambda p: f"{p.parent.name}/{p.stem}")
+@pytest.mark.slow
 def test_recipe_schedule_is_the_official_one_at_every_step(path):
     from llm2vec_hf.training.schedule import learning_rates, resolve_schedule
 
@@ -186,7 +187,7 @@ def test_mntp_batch_with_the_official_mask_positions_is_the_official_batch(mntp,
     randomised = selected & ~masked & (inputs != original)
     # Draws that reproduce the official choices: selection, mask/keep, random/keep, and the random tokens.
     uniforms = torch.stack([(~selected).float(), (~masked).float(), (~randomised).float()])
-    monkeypatch.setattr(collator, "_draws", lambda shape, indices: (uniforms, inputs.clone(), torch.zeros(shape[0])))
+    monkeypatch.setattr(collator, "masking_draws", lambda shape, indices: (uniforms, inputs.clone(), torch.zeros(shape[0])))
     ours = collator([{"input_ids": f["input_ids"], "special_tokens_mask": f["special_tokens_mask"]}
                      for f in batch["features"]])
     assert torch.equal(ours["input_ids"], inputs)
@@ -203,6 +204,7 @@ def test_mntp_loss_at_step_0_is_the_official_loss(mntp):
 
 
 @pytest.mark.parametrize("name", ["llama-2-7b-chat", "mistral-7b-instruct-v0.2"])
+@pytest.mark.slow
 def test_mntp_learning_rate_and_stop_are_the_official_ones(name, tmp_path, monkeypatch):
     official = OFFICIAL["runs"][f"mntp/{OFFICIAL_NAME[name]}"]
     rates, result = learning_rates_of(recipe_for("mntp", name, tmp_path), monkeypatch)

@@ -17,7 +17,6 @@ import logging
 import os
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -35,9 +34,9 @@ from ..loading.models import (
     tokenizer_folder,
 )
 from ..loading.paths import refuse_pickle_only, resolve_local
-from ..modeling.encoding_settings import DEFAULT_ENCODING, check_encoding, write_encoding_settings
+from ..modeling.encoding_settings import EncodingSettings, check_encoding, write_encoding_settings
 from ..modeling.modeling_llm2vec import family_for, make_config_bidirectional
-from ..modeling.sentence_transformers_llm2vec import MODELING_FILES
+from ..modeling.sentence_transformers_llm2vec import write_modeling_files
 from ..modeling.tokenization_llm2vec import TOKENIZER_SOURCE_KEYS, TokenizerEmbeddingError, check_tokenizer_fits
 from ..output_paths import refuse_overlap
 from ..serving import warn_if_vllm_runs_causal
@@ -112,7 +111,7 @@ def export_checkpoint(
         def write_weights(folder: Path) -> None:
             merged_weights.write_merged_weights(str(folder), weights, updates, out_dtype, max_shard_size)
 
-    settings = encoding_settings(model, tokenizer, folders, base, **encoding)
+    settings = encoding_settings(model.config, tokenizer, folders, base, **encoding)
     training = {"base_model": base, "adapters": adapters, "base_folder": folders[0], "adapter_folders": folders[1:]}
     return write_checkpoint(model, tokenizer, settings, output, prompts=prompts, overwrite=overwrite, training=training,
                             st_modules=st_modules, write_weights=write_weights, max_shard_size=max_shard_size)
@@ -121,7 +120,7 @@ def export_checkpoint(
 def write_checkpoint(
     model,
     tokenizer,
-    settings: dict[str, Any],
+    settings: EncodingSettings,
     output: str,
     prompts: dict[str, str] | None = None,
     overwrite: bool = False,
@@ -175,11 +174,7 @@ def write_checkpoint(
         write_encoding_settings(str(staging), settings)
         tokenizer.save_pretrained(staging)
         make_tokenizer_portable(staging, getattr(tokenizer, "llm2vec_source_config", None))
-        # The sentence-transformers module (and what only it imports) is not imported by the model class, so
-        # save_pretrained does not copy it.
-        for name in MODELING_FILES:
-            if not (staging / name).exists():
-                shutil.copyfile(resources.files("llm2vec_hf.modeling").joinpath(name), staging / name)
+        write_modeling_files(str(staging))
         stock = write_sentence_transformers_files(staging, settings, prompts or {}, model, tokenizer, st_modules)
         report_stock_layout(stock)
         training = {**(training or {}), "stock_layout": stock}
@@ -198,15 +193,16 @@ def write_checkpoint(
     return str(output_path)
 
 
-def check_resolved(settings: dict[str, Any]) -> None:
+def check_resolved(settings: EncodingSettings) -> None:
     """A checkpoint stores settings resolved once (`loading.encoding_settings`, or ``LLM2Vec.settings``): all of
     them, with the reference's name-dependent choices already made, so that the name it is loaded under later
     cannot change how it encodes (docs/architecture.md, "Encoding settings")."""
-    check_encoding(dict(settings))
-    unresolved = [key for key in DEFAULT_ENCODING if settings.get(key) is None]
-    if unresolved:
-        raise ValueError(f"write_checkpoint takes resolved encoding settings; {', '.join(unresolved)} not resolved "
-                         "(resolve them with loading.encoding_settings)")
+    if not isinstance(settings, EncodingSettings):
+        raise TypeError(f"write_checkpoint takes EncodingSettings (from loading.encoding_settings), got "
+                        f"{type(settings).__name__}")
+    if not settings.is_resolved:
+        raise ValueError("write_checkpoint takes resolved encoding settings; text_template and eos_text must be "
+                         "resolved (resolve them with loading.encoding_settings)")
 
 
 @contextlib.contextmanager

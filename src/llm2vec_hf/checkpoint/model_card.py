@@ -37,6 +37,7 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import eval_results_to_model_index
 
 from ..loading.json_files import read_json
+from ..modeling.encoding_settings import EncodingSettings
 from ..modeling.modeling_llm2vec import MIN_TRANSFORMERS_VERSION
 
 # What the usage snippets say where the checkpoint's name goes; ``push`` (and sentence-transformers' push_to_hub, for
@@ -283,11 +284,11 @@ def head_dim(config) -> int | None:
     return width
 
 
-def serving_section(family: str, settings: dict[str, Any], model_id: str, dtype: str = "float32",
+def serving_section(family: str, settings: EncodingSettings, model_id: str, dtype: str = "float32",
                     prompts: dict[str, str] | None = None, head_width: int | None = None) -> str:
     """The card's serving instructions for this family and these settings (docs/serving.md has the measurements).
     ``dtype`` is the weights' dtype, which every vLLM command passes (vLLM's ``auto`` runs float32 in float16)."""
-    mode = settings["pooling_mode"]
+    mode = settings.pooling_mode
     lines = [
         "`config.json` carries `is_causal: false` and `use_bidirectional_attention: true`, and `architectures` names "
         "the native transformers class, which is what serving engines read.",
@@ -365,7 +366,7 @@ def serving_section(family: str, settings: dict[str, Any], model_id: str, dtype:
 
 def render_model_card(
     model,
-    settings: dict[str, Any],
+    settings: EncodingSettings,
     prompts: dict[str, str],
     training: dict[str, Any],
     evaluation: Iterable[dict[str, Any]] | None = None,
@@ -395,7 +396,7 @@ def render_model_card(
     prompt_name, instruction = _usage_prompt(prompts)
     encode_query = (f'model.encode(queries, prompt_name="{prompt_name}")' if prompt_name
                     else f"model.encode(queries, prompt={json.dumps(instruction.strip() + ' ')})")
-    text_template = settings.get("text_template")
+    text_template = settings.text_template
     stock = training.get("stock_layout")
     stock = stock if stock and stock.get("layout") == "stock" else None
     weights_dtype = str(next(model.parameters()).dtype).replace("torch.", "")
@@ -415,10 +416,10 @@ def render_model_card(
         "base_model": base_display,
         "hidden_size": config.hidden_size,
         "num_layers": getattr(config, "num_hidden_layers", "?"),
-        "pooling_mode": settings["pooling_mode"],
-        "max_length": settings["max_length"],
-        "doc_max_length": settings["doc_max_length"],
-        "skip_instruction": str(settings["skip_instruction"]).lower(),
+        "pooling_mode": settings.pooling_mode,
+        "max_length": settings.max_length,
+        "doc_max_length": settings.doc_max_length,
+        "skip_instruction": str(settings.skip_instruction).lower(),
         # a table cell: "|" must be escaped even inside a code span (GitHub-flavoured markdown tables)
         "text_template": f"`{json.dumps(text_template, ensure_ascii=False)[1:-1]}`".replace("|", "\\|")
         if text_template else "none",

@@ -17,9 +17,15 @@ from sentence_transformers.sentence_transformer.modules import Pooling
 from ..errors import LLM2VecError
 from ..loading.json_files import read_json, write_config_json
 from ..loading.models import load_bidirectional
+from ..modeling.encoding_settings import EncodingSettings
 from ..modeling.modeling_llm2vec import encode_with
 from ..modeling.tokenization_llm2vec import load_reference_tokenizer
-from ..modeling.sentence_transformers_llm2vec import requirements, write_pooling_config
+from ..modeling.sentence_transformers_llm2vec import (
+    TRANSFORMER_CONFIG,
+    write_model_config,
+    write_pooling_config,
+    write_transformer_config,
+)
 from ..modeling.serving_engines import STOCK_POOLING, STOCK_TOLERANCE, TEI_POOLING
 
 logger = logging.getLogger(__name__)
@@ -97,7 +103,7 @@ def stock_tokenizer_differs(stock_tokenizer, reference, texts: Iterable[str]) ->
     return None
 
 
-def stock_is_exact(settings: dict[str, Any]) -> str | None:
+def stock_is_exact(settings: EncodingSettings) -> str | None:
     """None when stock Transformer + Pooling modules (and TEI, which pools the same way) compute what LLM2Vec
     computes for these settings, else why not.
 
@@ -106,22 +112,22 @@ def stock_is_exact(settings: dict[str, Any]) -> str | None:
     appends eos_text. The last token, the first token (BOS) and, without skip_instruction, the mean over all
     tokens are the same in both when none of the rest applies.
     """
-    mode = settings["pooling_mode"]
-    if mode in ("mean", "weighted_mean") and settings["skip_instruction"]:
+    mode = settings.pooling_mode
+    if mode in ("mean", "weighted_mean") and settings.skip_instruction:
         return f"{mode} pooling over the text's own tokens (stock pooling also pools BOS and the instruction)"
-    if mode == "eos_token" and settings.get("eos_text"):
-        return f"eos_token pooling appends {settings['eos_text']!r} to each text, which stock modules do not"
-    if settings.get("text_template"):
+    if mode == "eos_token" and settings.eos_text:
+        return f"eos_token pooling appends {settings.eos_text!r} to each text, which stock modules do not"
+    if settings.text_template:
         return "the text template wraps each input, which stock modules do not"
-    if settings["doc_max_length"] < settings["max_length"]:
-        return (f"texts are cut word-wise to doc_max_length={settings['doc_max_length']} tokens, which stock modules "
-                f"do not (exact with --doc-max-length {settings['max_length']} or more)")
+    if settings.doc_max_length < settings.max_length:
+        return (f"texts are cut word-wise to doc_max_length={settings.doc_max_length} tokens, which stock modules "
+                f"do not (exact with --doc-max-length {settings.max_length} or more)")
     return None
 
 
 def write_sentence_transformers_files(
     folder: Path,
-    settings: dict[str, Any],
+    settings: EncodingSettings,
     prompts: dict[str, str],
     model=None,
     tokenizer=None,
@@ -136,7 +142,7 @@ def write_sentence_transformers_files(
     """
     if st_modules not in ST_LAYOUTS:
         raise LLM2VecError(f"Unknown sentence-transformers layout {st_modules!r}; choose one of {', '.join(ST_LAYOUTS)}")
-    mode = settings["pooling_mode"]
+    mode = settings.pooling_mode
     if mode in TEI_POOLING:
         write_pooling_config(str(folder / "1_Pooling"), model.config.hidden_size if model is not None else None,
                              TEI_POOLING[mode])
@@ -165,9 +171,8 @@ def write_sentence_transformers_files(
     return deviation
 
 
-def _model_config(prompts: dict[str, str], stock: bool) -> dict[str, Any]:
-    """config_sentence_transformers.json: the keys ``SentenceTransformer.save`` writes, plus the ``requirements``
-    guard (read by sentence-transformers on load, but it has no API to declare one, so it is added here)."""
+def _model_config(prompts: dict[str, str]) -> dict[str, Any]:
+    """config_sentence_transformers.json's keys as ``SentenceTransformer.save`` writes them."""
     # stored as LLM2Vec reads an instruction (instruction.strip() + " " + text): what the LLM2Vec module reads either
     # way, and what stock modules and TEI, which prepend the prompt as it is, then read too
     prompts = {name: (text.strip() + " " if text.strip() else "") for name, text in prompts.items()}
@@ -177,20 +182,7 @@ def _model_config(prompts: dict[str, str], stock: bool) -> dict[str, Any]:
         "default_prompt_name": None,
         "model_type": "SentenceTransformer",
         "prompts": {"document": "", **prompts},
-        "requirements": requirements(stock),
         "similarity_fn_name": "cosine",
-    }
-
-
-def _transformer_config(settings: dict[str, Any]) -> dict[str, Any]:
-    """sentence_bert_config.json: what ``Transformer.save_config`` writes for a text feature-extraction module,
-    plus ``max_seq_length``, which TEI and sentence-transformers read (sentence-transformers writes it only into
-    the tokenizer's ``model_max_length``, and the tokenizer files stay as the source had them)."""
-    return {
-        "transformer_task": "feature-extraction",
-        "modality_config": {"text": {"method": "forward", "method_output_name": "last_hidden_state"}},
-        "module_output_name": "token_embeddings",
-        "max_seq_length": settings["max_length"],
     }
 
 
@@ -198,31 +190,31 @@ def _transformer_config(settings: dict[str, Any]) -> dict[str, Any]:
 # from a loaded model in `SentenceTransformer.save`, which also rewrites the weights; export has written those
 # already, so it writes the same keys itself (tests/checkpoint/test_export.py checks them against sentence-transformers' own
 # save of the exported checkpoint).
-def write_remote_layout(folder: Path, settings: dict[str, Any], prompts: dict[str, str]) -> None:
+def write_remote_layout(folder: Path, settings: EncodingSettings, prompts: dict[str, str]) -> None:
     write_config_json(folder / "modules.json", [{"idx": 0, "name": "0", "path": "", "type": ST_MODULE_TYPE}])
-    write_config_json(folder / "sentence_bert_config.json", _transformer_config(settings))
-    write_config_json(folder / "config_sentence_transformers.json", _model_config(prompts, stock=False))
+    write_transformer_config(str(folder), settings.max_length)
+    write_model_config(str(folder), _model_config(prompts))
 
 
-def write_stock_layout(folder: Path, settings: dict[str, Any], prompts: dict[str, str], dimension: int) -> None:
-    mode = STOCK_POOLING[settings["pooling_mode"]]
+def write_stock_layout(folder: Path, settings: EncodingSettings, prompts: dict[str, str], dimension: int) -> None:
+    mode = STOCK_POOLING[settings.pooling_mode]
     write_pooling_config(str(folder / "1_Pooling"), dimension, mode)
     write_config_json(folder / "modules.json", [
         {"idx": 0, "name": "0", "path": "", "type": f"{Transformer.__module__}.{Transformer.__name__}"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": f"{Pooling.__module__}.{Pooling.__name__}"},
     ])
-    config = _transformer_config(settings)
+    saved = dict(TRANSFORMER_CONFIG)
     tokenizer_config = read_json(folder / "tokenizer_config.json") if (folder / "tokenizer_config.json").is_file() else {}
     if not tokenizer_config.get("pad_token") and tokenizer_config.get("eos_token"):
         # stock modules pad with the tokenizer's pad token; LLM2Vec pads with EOS (padded positions are masked),
         # and the tokenizer files keep the source's special tokens, so the pad token is given at load
         eos = tokenizer_config["eos_token"]
-        config["processor_kwargs"] = {"pad_token": eos.get("content") if isinstance(eos, dict) else eos}
-    write_config_json(folder / "sentence_bert_config.json", config)
-    write_config_json(folder / "config_sentence_transformers.json", _model_config(prompts, stock=True))
+        saved["processor_kwargs"] = {"pad_token": eos.get("content") if isinstance(eos, dict) else eos}
+    write_transformer_config(str(folder), settings.max_length, saved)
+    write_model_config(str(folder), _model_config(prompts), stock=True)
 
 
-def measure_stock_layout(folder: Path, model, tokenizer, settings: dict[str, Any]) -> dict[str, Any]:
+def measure_stock_layout(folder: Path, model, tokenizer, settings: EncodingSettings) -> dict[str, Any]:
     """Loads ``folder``'s stock layout with sentence-transformers (no remote code) and compares its vectors on
     `STOCK_SAMPLE` with ``model``'s exact LLM2Vec vectors: cosine (mean, min) and the largest |difference|."""
     model_type = model.config.model_type

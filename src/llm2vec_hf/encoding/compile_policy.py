@@ -11,9 +11,9 @@ import torch
 from ..modeling.packing import runs_varlen
 
 
-#: `compile_for_inference` cost 25–31 s once and saved 5–11% of eager encoding time (padded rows) on the 2-core
-#: benchmark CPU (benchmarks/RESULTS.md, "When compiling pays"), where eager encoding ran at about 180 GFLOP/s; it
-#: pays once eager encoding would last about 500 s, i.e. about 1e14 FLOPs (2 × non-embedding parameters × tokens).
+#: `compile_for_inference` costs a fixed time once and saves a fraction of eager encoding time, so it pays only for
+#: enough work, counted in FLOPs (2 × non-embedding parameters × tokens); the threshold and its measurement are in
+#: benchmarks/RESULTS.md, "When compiling pays".
 AUTO_COMPILE_MIN_FLOPS = 1e14
 #: Characters per token assumed when only the size of an input is known (English BPE vocabularies: 3.5–4.5).
 CHARS_PER_TOKEN = 4

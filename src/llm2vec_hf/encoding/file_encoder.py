@@ -18,11 +18,11 @@ from . import DEFAULT_CHUNK_SIZE
 from .encoders import InProcessEncoder, WorkerPoolEncoder, check_device, check_positive_options, worker_devices
 from .inputs import count_inputs, input_fingerprint, iter_inputs, model_fingerprint, named_prompt
 from .npy_writer import (
-    _DTYPE,
+    NPY_DTYPE,
     PROGRESS_VERSION,
     create_npy,
-    _npy_data_offset,
-    _resumable_state,
+    npy_data_offset,
+    resumable_state,
     check_output_path,
     output_lock,
 )
@@ -79,7 +79,7 @@ def _encode_locked(model, input_path, output_path, prompt_name, batch_size, devi
     instruction = named_prompt(model_path, prompt_name) if prompt_name else ""
     key = {"input": input_fingerprint(input_path), "model": model_fingerprint(model_path), "instruction": instruction}
 
-    state = None if restart else _resumable_state(partial, progress_path, key)
+    state = None if restart else resumable_state(partial, progress_path, key)
     if state is None:
         for stale in (partial, progress_path):
             if os.path.exists(stale):
@@ -105,7 +105,7 @@ def _encode_locked(model, input_path, output_path, prompt_name, batch_size, devi
         progress_bar = tqdm(total=rows, initial=state["done"], unit="text", desc="Encoding", file=sys.stderr)
         data_offset = None
         if state["dim"] is not None:
-            data_offset = _npy_data_offset(partial, rows, state["dim"])
+            data_offset = npy_data_offset(partial, rows, state["dim"])
             handle = open(partial, "r+b")
         stream = iter_inputs(input_path, state["offset"], state["line"])
         while state["done"] < rows:
@@ -124,8 +124,8 @@ def _encode_locked(model, input_path, output_path, prompt_name, batch_size, devi
                 state["dim"] = int(vectors.shape[1])
                 data_offset = create_npy(partial, rows, state["dim"])
                 handle = open(partial, "r+b")
-            handle.seek(data_offset + state["done"] * state["dim"] * _DTYPE.itemsize)
-            handle.write(np.ascontiguousarray(vectors, dtype=_DTYPE).tobytes())
+            handle.seek(data_offset + state["done"] * state["dim"] * NPY_DTYPE.itemsize)
+            handle.write(np.ascontiguousarray(vectors, dtype=NPY_DTYPE).tobytes())
             handle.flush()
             os.fsync(handle.fileno())
             state.update(done=state["done"] + len(items), offset=end_offset, line=next_line)

@@ -12,21 +12,21 @@ from ..loading.json_files import read_json
 from .inputs import describe_mismatch
 
 PROGRESS_VERSION = 1
-_DTYPE = np.dtype("<f4")
+NPY_DTYPE = np.dtype("<f4")
 
 
 def create_npy(path: str, rows: int, dim: int) -> int:
     """Writes the header of a (rows, dim) float32 .npy (as np.save would) and sizes the file; returns the data
     offset."""
     with open(path, "wb") as handle:
-        header = {"descr": np.lib.format.dtype_to_descr(_DTYPE), "fortran_order": False, "shape": (rows, dim)}
+        header = {"descr": np.lib.format.dtype_to_descr(NPY_DTYPE), "fortran_order": False, "shape": (rows, dim)}
         np.lib.format.write_array_header_1_0(handle, header)
         offset = handle.tell()
-        handle.truncate(offset + rows * dim * _DTYPE.itemsize)
+        handle.truncate(offset + rows * dim * NPY_DTYPE.itemsize)
     return offset
 
 
-def _npy_data_offset(path: str, rows: int, dim: int) -> int | None:
+def npy_data_offset(path: str, rows: int, dim: int) -> int | None:
     """The data offset of an existing .npy of that shape and dtype, or None when it is not one."""
     try:
         with open(path, "rb") as handle:
@@ -37,7 +37,7 @@ def _npy_data_offset(path: str, rows: int, dim: int) -> int | None:
         size = os.path.getsize(path)
     except (OSError, ValueError):
         return None
-    if shape != (rows, dim) or fortran or dtype != _DTYPE or size != offset + rows * dim * _DTYPE.itemsize:
+    if shape != (rows, dim) or fortran or dtype != NPY_DTYPE or size != offset + rows * dim * NPY_DTYPE.itemsize:
         return None
     return offset
 
@@ -95,7 +95,7 @@ class output_lock:
             self.handle.close()
 
 
-def _resumable_state(partial: str, progress_path: str, key: dict) -> dict | None:
+def resumable_state(partial: str, progress_path: str, key: dict) -> dict | None:
     """The progress of a partial output made from ``key``; None when there is none to resume."""
     if not (os.path.isfile(partial) and os.path.isfile(progress_path)):
         return None
@@ -110,6 +110,6 @@ def _resumable_state(partial: str, progress_path: str, key: dict) -> dict | None
             f"{partial} was started from a different {describe_mismatch(state.get('key') or {}, key)}; "
             "rerun with the same input, checkpoint and prompt to resume it, or pass --restart to discard it"
         )
-    if state.get("dim") is None or _npy_data_offset(partial, state["rows"], state["dim"]) is None:
+    if state.get("dim") is None or npy_data_offset(partial, state["rows"], state["dim"]) is None:
         return None
     return state

@@ -58,7 +58,7 @@ MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 SHARD_PREFIX = "shard-"
 VECTOR_COLUMN = "vector"
-_SCAN_BYTES = 64 << 20
+SCAN_BYTES = 64 << 20
 
 
 def _require_ray():
@@ -83,7 +83,7 @@ def plan_text_shards(path: str, lines_per_shard: int) -> list[dict]:
     shards, start, line, lines_in_shard, position = [], 0, 1, 0, 0
     with open(path, "rb") as handle:
         while True:
-            chunk = handle.read(_SCAN_BYTES)
+            chunk = handle.read(SCAN_BYTES)
             if not chunk:
                 break
             following = handle.read(1)  # whether a \r at the end of the chunk starts a \r\n

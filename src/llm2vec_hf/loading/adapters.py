@@ -49,15 +49,16 @@ def _family_of_class(class_name: str) -> str | None:
     matches = [prefix for prefix in prefixes if name.startswith(prefix)]
     return prefixes[max(matches, key=len)] if matches else None
 
-def check_adapter_family(adapter_path: str, model) -> None:
-    """Refuses an adapter trained on a model of another family than ``model``.
+def check_adapter_family(adapter_path: str, base_type: str | None, base: str = "the base") -> None:
+    """Refuses an adapter trained on a model of another family than the base's (``base_type``): the one check,
+    run by `attach_adapter` on a loaded model and by training before its base loads. A folder without
+    adapter_config.json passes here; `attach_adapter` names that problem.
 
     Shape checks alone miss this when two bases have the same sizes (a Qwen2 adapter on a Llama of the same
     width has the same module names and shapes). PEFT records the class it was trained on in ``auto_mapping``,
     and ``base_model_name_or_path`` names the base; either one of another family is refused.
     """
-    base_type = getattr(getattr(model, "config", None), "model_type", None)
-    if base_type is None:
+    if base_type is None or not os.path.isfile(os.path.join(adapter_path, "adapter_config.json")):
         return
     try:
         adapter_config = read_json(os.path.join(adapter_path, "adapter_config.json"))
@@ -77,7 +78,7 @@ def check_adapter_family(adapter_path: str, model) -> None:
     if family and family != base_type:
         raise AdapterMismatchError(
             f"Adapter {adapter_path} was made for another base model: it was trained on {what} ({family}), "
-            f"but the base is a {base_type} model"
+            f"but {base} is a {base_type} model"
         )
 
 def adapter_shape_mismatches(peft_model, weights: dict[str, torch.Tensor]) -> list[tuple[str, list, list]]:
@@ -144,7 +145,7 @@ def attach_adapter(model, adapter_path: str, low_cpu_mem_usage: bool = False):
         weights = normalize_adapter_keys(load_file(weights_file))
     except Exception as error:
         raise CheckpointError(f"Could not read the adapter in {adapter_path}: {one_line(error)}") from None
-    check_adapter_family(adapter_path, model)
+    check_adapter_family(adapter_path, getattr(getattr(model, "config", None), "model_type", None))
     peft_config.inference_mode = True
     # The task type only picks PEFT's wrapper class (CAUSAL_LM's needs a generation head, which an encoder has
     # not); the LoRA tensors and their merge are the same under the plain PeftModel.

@@ -18,6 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
 from ..errors import CheckpointError, TokenizerError, name_some, one_line
 from ..modeling.encoding_settings import (
+    EncodingSettings,
     check_unambiguous_weights,
     read_encoding_settings,
     reference_name,
@@ -59,10 +60,11 @@ def load_config(name_or_path: str, **hf_kwargs) -> PretrainedConfig:
 
 
 def encoding_settings(
-    model, tokenizer, folders: Iterable[str | None], name_or_path: str | None = None, **explicit: Any
-) -> dict[str, Any]:
+    config, tokenizer, folders: Iterable[str | None], name_or_path: str | None = None, **explicit: Any
+) -> EncodingSettings:
     """Encoding settings of a loaded checkpoint, resolved once (`resolve_encoding`; docs/architecture.md,
-    "Encoding settings"), later sources winning: defaults, the model's config.json ``llm2vec`` block, what each
+    "Encoding settings"), by the one rule of export, ``LLM2Vec.from_pretrained`` and the serving poolers, later
+    sources winning: defaults, the model's ``config`` (config.json's ``llm2vec`` block), what each
     of ``folders`` stores after the base (the base's ``llm2vec_config.json``, then each adapter's config.json
     block and ``llm2vec_config.json``: `read_encoding_settings`, as the official loader reads that file), then
     ``explicit`` values that are not None. ``name_or_path`` is what the user loaded (folder or hub id): the
@@ -75,7 +77,7 @@ def encoding_settings(
             except ValueError as error:
                 raise CheckpointError(one_line(error)) from None
     name = reference_name(name_or_path) if name_or_path is not None else None
-    return resolve_encoding(getattr(model, "config", None), tokenizer, name_or_path=name, stored=stored, **explicit)
+    return resolve_encoding(config, tokenizer, name_or_path=name, stored=stored, **explicit)
 
 
 def check_checkpoint_files(path: str) -> None:

@@ -9,7 +9,6 @@ tokens. Both come from ``modeling/``, the one definition every other path uses.
 from __future__ import annotations
 
 import os
-import types
 from typing import Any, Sequence
 
 import torch
@@ -17,6 +16,7 @@ import torch
 from ..errors import CheckpointError
 from ..loading.models import encoding_settings, load_config, load_tokenizer
 from ..loading.paths import resolve_local
+from ..modeling.encoding_settings import EncodingSettings
 from ..modeling.input_formatting import collate, tokenize_for_encoding
 from ..modeling.pooling import pool
 from ..modeling.tokenization_llm2vec import TokenizerEmbeddingError, check_tokenizer_fits
@@ -32,7 +32,7 @@ class TokenStatePooler:
     """A checkpoint's tokenizer and encoding settings, without its weights: builds the engine's prompts and pools
     the per-token states the engine returns for them."""
 
-    def __init__(self, tokenizer, settings: dict[str, Any], model_type: str | None = None,
+    def __init__(self, tokenizer, settings: EncodingSettings, model_type: str | None = None,
                  attn_logit_softcapping: float | None = None, dtype: str | None = None):
         self.tokenizer = tokenizer
         self.settings = settings
@@ -63,8 +63,7 @@ class TokenStatePooler:
         except TokenizerEmbeddingError as error:
             raise CheckpointError(f"{name_or_path}: {error}") from None
         # encoding_settings reads only the model's config: the weights stay with the engine.
-        settings = encoding_settings(types.SimpleNamespace(config=config), tokenizer, [folder], str(name_or_path),
-                                     **encoding)
+        settings = encoding_settings(config, tokenizer, [folder], str(name_or_path), **encoding)
         return cls(tokenizer, settings, config.model_type, getattr(config, "attn_logit_softcapping", None),
                    checkpoint_dtype(config))
 
@@ -89,5 +88,5 @@ class TokenStatePooler:
                     "with no truncation?)"
                 )
             batch = collate(self.tokenizer, [ids], [n])
-            vectors.append(pool(states.unsqueeze(0), batch, self.settings["pooling_mode"], self.tokenizer.bos_token_id)[0])
+            vectors.append(pool(states.unsqueeze(0), batch, self.settings.pooling_mode, self.tokenizer.bos_token_id)[0])
         return torch.stack(vectors)

@@ -49,7 +49,7 @@ except ImportError as error:  # pragma: no cover - the message is the point
         "environment; see docs/serving.md)"
     ) from error
 
-from ..modeling.encoding_settings import POOLING_MODES
+from ..modeling.encoding_settings import POOLING_MODES, EncodingSettings
 from . import VLLM_BIDIRECTIONAL_IMPL, check_vllm_family, vllm_model_impl
 from .pooling import TokenStatePooler
 
@@ -77,7 +77,7 @@ class LLM2VecVLLM:
         self.pooler = pooler
 
     @property
-    def settings(self) -> dict[str, Any]:
+    def settings(self) -> EncodingSettings:
         return self.pooler.settings
 
     @classmethod
@@ -104,7 +104,7 @@ class LLM2VecVLLM:
         )
         engine_kwargs.setdefault("runner", "pooling")
         engine_kwargs.setdefault("pooler_config", {"task": TOKEN_STATES_TASK})
-        engine_kwargs.setdefault("max_model_len", pooler.settings["max_length"])
+        engine_kwargs.setdefault("max_model_len", pooler.settings.max_length)
         if pooler.dtype is not None:
             engine_kwargs.setdefault("dtype", pooler.dtype)  # vLLM's "auto" would run float32 weights in float16
         pooler.check_engine_dtype(engine_kwargs.get("dtype", pooler.dtype))
@@ -213,9 +213,9 @@ class LLM2VecIOProcessor(IOProcessor):
     def pre_process(self, prompt: tuple[Any, str | None], request_id: str | None = None, **kwargs):
         inputs, mode = prompt
         pooler = self.pooler
-        if mode is not None and mode != pooler.settings["pooling_mode"]:
+        if mode is not None and mode != pooler.settings.pooling_mode:
             # the mode can change the token ids too (eos_token appends the EOS text)
-            pooler = TokenStatePooler(pooler.tokenizer, dict(pooler.settings, pooling_mode=mode))
+            pooler = TokenStatePooler(pooler.tokenizer, pooler.settings.replace(pooling_mode=mode))
         input_ids, n_pooled = pooler.prompts(inputs)
         with self._lock:
             self._pending[request_id] = (pooler, input_ids, n_pooled)

@@ -99,7 +99,7 @@ class AdapterTrainerMixin:
                 os.replace(target, os.path.join(trash, name))
             os.replace(os.path.join(staging_root, name), target)
             shutil.rmtree(staging_root, ignore_errors=True)
-            _rotate(run_dir, self.args.save_total_limit)
+            rotate_checkpoints(run_dir, self.args.save_total_limit)
         self.accelerator.wait_for_everyone()
 
 
@@ -140,7 +140,7 @@ def check_run_settings(checkpoint: str, args) -> None:
         )
 
 
-def _rotate(run_dir: str, limit: int | None) -> None:
+def rotate_checkpoints(run_dir: str, limit: int | None) -> None:
     if not limit or limit < 1:
         return
     for old in list_checkpoints(run_dir)[:-limit]:

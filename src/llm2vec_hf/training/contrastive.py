@@ -74,16 +74,15 @@ def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_lengt
     module.padding_free = module.padding_free and padding_free
     tokenizer.model_max_length = max_seq_length
     module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
-    settings = {"pooling_mode": pooling_mode}
-    # Training reads texts exactly as the exported checkpoint will encode them (the template is saved with the
-    # adapter and carried into the checkpoint by export).
-    # None would mean "the reference's template for the base's name" (an inference rule); training wraps only
-    # when the recipe says so, as run_simcse.py (never) and run_supervised.py (by its own name list) do.
-    settings["text_template"] = text_template or ""
-    # The reference trains on texts truncated to max_seq_length only; encode()'s word-wise doc_max_length cut
-    # (default 400) is an inference rule, so it is lifted to max_seq_length here.
-    settings["doc_max_length"] = max_seq_length
-    module.encoding_overrides = settings
+    # A settings layer over the base's (`resolve_encoding`'s ``stored``). Training reads texts exactly as the
+    # exported checkpoint will encode them (the template is saved with the adapter and carried into the
+    # checkpoint by export). A template of None would mean "the reference's template for the base's name" (an
+    # inference rule); training wraps only when the recipe says so, as run_simcse.py (never) and
+    # run_supervised.py (by its own name list) do. The reference trains on texts truncated to max_seq_length
+    # only; encode()'s word-wise doc_max_length cut (default 400) is an inference rule, so it is lifted to
+    # max_seq_length here.
+    module.encoding_overrides = {"pooling_mode": pooling_mode, "text_template": text_template or "",
+                                 "doc_max_length": max_seq_length}
     return SentenceTransformer(modules=[module], device=str(next(encoder.parameters()).device))
 
 

@@ -223,7 +223,7 @@ class GroupedBatchSampler(torch.utils.data.Sampler):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def _global_batches(self) -> list[list[int]]:
+    def global_batches(self) -> list[list[int]]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         by_group: dict[str, list[int]] = {}
         for index, group in enumerate(self.groups):
@@ -243,7 +243,7 @@ class GroupedBatchSampler(torch.utils.data.Sampler):
         return [batches[i] for i in order] + tails
 
     def __iter__(self):
-        for batch in self._global_batches():
+        for batch in self.global_batches():
             for rank in range(self.world_size):
                 yield batch[rank * self.batch_size : (rank + 1) * self.batch_size]
 

@@ -91,7 +91,7 @@ class MNTPDataCollator:
         input_ids, labels = self.mask(input_ids, attention_mask, None if None in indices else indices, special)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
-    def _draws(self, shape: tuple[int, int], indices: list[int] | None):
+    def masking_draws(self, shape: tuple[int, int], indices: list[int] | None):
         """Uniforms for (selection, mask, random) per token, random token ids, and one uniform per row."""
         rows, length = shape
         if indices is None:
@@ -110,7 +110,7 @@ class MNTPDataCollator:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Selects and replaces tokens; ``special_tokens_mask`` (the tokenizer's, kept with each block, as the
         official collator reads it) marks tokens never selected; without it, every special-token id is."""
-        uniforms, random_tokens, extra = self._draws(tuple(input_ids.shape), indices)
+        uniforms, random_tokens, extra = self.masking_draws(tuple(input_ids.shape), indices)
         if special_tokens_mask is None:
             special_tokens_mask = torch.isin(input_ids, torch.tensor(sorted(self.special_ids) or [-1]))
         # Position 0 can be selected, as in the official collator: its label is never predicted under the
