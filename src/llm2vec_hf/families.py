@@ -14,6 +14,10 @@ import json
 import os
 from pathlib import Path
 
+from .modeling.modeling_llm2vec import FAMILIES, REFUSED_FAMILIES, UNAVAILABLE_FAMILIES
+from .modeling.serving_engines import TEI_FAMILIES
+from .serving import vllm_status
+
 #: The recorded outcomes that ship with the package.
 MATRIX_FILE = Path(__file__).with_name("families.json")
 #: check -> (column title, the conformance tests that decide it; a cell passes when all of them pass).
@@ -88,10 +92,6 @@ def _cell(outcomes: list[tuple[str, str]]) -> str:
 
 def support_rows(path: str | os.PathLike = MATRIX_FILE) -> list[dict[str, str]]:
     """One row per declared family (available here or not): status, min transformers, every check, serving."""
-    from .modeling.serving_engines import TEI_FAMILIES
-    from .modeling.modeling_llm2vec import FAMILIES, UNAVAILABLE_FAMILIES
-    from .serving import vllm_status
-
     runs = load_runs(path)
     rows = []
     for family in sorted(set(FAMILIES) | set(UNAVAILABLE_FAMILIES)):
@@ -114,8 +114,6 @@ def support_rows(path: str | os.PathLike = MATRIX_FILE) -> list[dict[str, str]]:
 
 def refused_groups() -> dict[str, list[str]]:
     """``{reason: families}``: every refused family of the causal-LM mapping, grouped by its one-line reason."""
-    from .modeling.modeling_llm2vec import REFUSED_FAMILIES
-
     groups: dict[str, list[str]] = {}
     for family, reason in sorted(REFUSED_FAMILIES.items()):
         groups.setdefault(reason, []).append(family)
@@ -137,7 +135,6 @@ def render_matrix(markdown: bool = False, path: str | os.PathLike = MATRIX_FILE)
         lines += [f"- {reason}: " + ", ".join(f"`{f}`" for f in families)
                   for reason, families in refused_groups().items()]
         return "\n".join(lines) + "\n"
-    from .modeling.modeling_llm2vec import UNAVAILABLE_FAMILIES
 
     for row in rows:
         missing = UNAVAILABLE_FAMILIES.get(row["family"])

@@ -8,11 +8,23 @@ from typing import Any
 import numpy as np
 import torch
 
+from .checkpoint.export import write_checkpoint
 from .loading.adapters import apply_adapter
-from .loading.models import encoding_settings, load_bidirectional, load_tokenizer, tokenizer_folder
+from .loading.models import (
+    encoding_settings,
+    load_bidirectional,
+    load_tokenizer,
+    tokenizer_folder,
+)
 from .loading.paths import resolve_local
-from .modeling.encoding_settings import ENCODING_KEYS, EncodingSettings, resolve_encoding
+from .modeling.encoding_settings import (
+    ENCODING_KEYS,
+    EncodingSettings,
+    resolve_encoding,
+)
+from .modeling.input_formatting import tokenize_inputs
 from .modeling.modeling_llm2vec import compile_for_inference, encode_with
+from .modeling.pooling import pool
 
 
 class LLM2Vec(torch.nn.Module):
@@ -131,14 +143,10 @@ class LLM2Vec(torch.nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Pools one tokenized batch (from ``tokenize``); kept for training code that needs gradients."""
-        from .modeling.pooling import pool
-
         hidden = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         return pool(hidden, batch, self.settings.pooling_mode, self.tokenizer.bos_token_id)
 
     def tokenize(self, pairs: list[tuple[str, str]]) -> dict[str, torch.Tensor]:
-        from .modeling.input_formatting import tokenize_inputs
-
         return tokenize_inputs(self.tokenizer, pairs, self.settings)
 
     def compile_for_inference(self, **torch_compile_kwargs) -> "LLM2Vec":
@@ -149,7 +157,5 @@ class LLM2Vec(torch.nn.Module):
     def save(self, output_path: str, prompts: dict[str, str] | None = None, overwrite: bool = False) -> str:
         """Writes a complete llm2vec-hf checkpoint (docs/architecture.md, "Checkpoint layout"): loads in
         transformers, sentence-transformers and the official llm2vec. Adapters still attached are merged first."""
-        from .checkpoint.export import write_checkpoint
-
         model = self.model.merge_and_unload() if hasattr(self.model, "merge_and_unload") else self.model
         return write_checkpoint(model, self.tokenizer, self.settings, output_path, prompts=prompts, overwrite=overwrite)

@@ -23,6 +23,13 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError, one_line
+from ..loading.adapters import (
+    ADAPTER_WEIGHTS,
+    as_peft_keys,
+    attach_adapter,
+    normalize_adapter_keys,
+)
+from ..loading.models import check_loading_info, text_tower
 
 logger = logging.getLogger(__name__)
 
@@ -133,10 +140,7 @@ def lora_updates(model, adapter_path: str) -> dict[str, LoraUpdate]:
     skeleton ``model`` by `loading.adapters.attach_adapter` (same errors as a loaded merge). ``model`` is left as it was."""
     from peft.tuners.lora import LoraLayer
     from peft.tuners.lora.layer import Linear as LoraLinear
-
     from safetensors.torch import load_file
-
-    from ..loading.adapters import ADAPTER_WEIGHTS, as_peft_keys, attach_adapter, normalize_adapter_keys
 
     peft_model = attach_adapter(model, adapter_path, low_cpu_mem_usage=True)
     # PEFT moves the loaded adapter to the base layer's device (meta): the tensors are read from the file, by
@@ -177,8 +181,6 @@ class BaseWeights:
     sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # our name: (file, name in the file)
 
     def __post_init__(self):
-        from ..loading.models import check_loading_info, text_tower
-
         expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         prefix = getattr(self.model, "base_model_prefix", "") + "."
         tower = text_tower(self.folder)

@@ -12,7 +12,14 @@ from typing import Any
 
 from ..errors import CheckpointError, one_line
 from ..loading.json_files import read_json
-from .secret_scan import scrub, find_secrets, refused_by_content, refused_by_name
+from ..loading.models import load_config
+from ..modeling.encoding_settings import (
+    OFFICIAL_KEYS,
+    check_unambiguous_weights,
+    resolve_encoding,
+)
+from ..modeling.modeling_llm2vec import family_for
+from .secret_scan import find_secrets, refused_by_content, refused_by_name, scrub
 
 #: Folders never uploaded (as huggingface_hub's upload_folder skips .git and its own cache).
 SKIPPED_DIRS = {".git", ".cache", "__pycache__", ".ipynb_checkpoints"}
@@ -102,8 +109,6 @@ def check_encoding_files(folder: Path, config, official: Any) -> None:
     """The settings are config.json's ``llm2vec`` block, valid, and llm2vec_config.json is derived from it
     (docs/architecture.md, "Encoding settings"): where the two disagree, the official loader would encode
     otherwise than transformers and sentence-transformers."""
-    from ..modeling.encoding_settings import OFFICIAL_KEYS, resolve_encoding
-
     block = getattr(config, "llm2vec", None)
     if not isinstance(block, dict) or "pooling_mode" not in block:
         raise CheckpointError(f"{folder}/config.json has no llm2vec block with a pooling_mode")
@@ -177,8 +182,6 @@ def _read_json_file(folder: Path, name: str) -> Any:
 
 def _count_weights(folder: Path, names: set[str]) -> tuple[dict[str, list[int]], list[str]]:
     """{tensor name: shape} over model.safetensors or the shards its index names."""
-    from ..modeling.encoding_settings import check_unambiguous_weights
-
     try:
         check_unambiguous_weights(str(folder))
     except ValueError as error:
@@ -213,8 +216,6 @@ def _expected_weights(config) -> dict[str, list[int]]:
     """Parameter names and shapes the encoder of ``config`` has, built on the meta device (no memory)."""
     import torch
 
-    from ..modeling.modeling_llm2vec import family_for
-
     family = family_for(config)
     with torch.device("meta"):
         model = family.model._from_config(config)
@@ -233,9 +234,6 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
     refused += find_secrets(folder, [(n, s) for n, s in files if not refused_by_name(n)], token)
     if refused:
         raise CheckpointError(f"Refusing to upload {folder}: " + "; ".join(refused))
-
-    from ..loading.models import load_config
-    from ..modeling.modeling_llm2vec import family_for
 
     config = load_config(str(folder))
     try:

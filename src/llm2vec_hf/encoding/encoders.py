@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from ..errors import LLM2VecError, one_line
+from ..llm2vec import LLM2Vec
 from ..modeling.encoding_settings import check_positive_integer
 from .compile_policy import should_compile
 
@@ -68,8 +69,6 @@ def check_device(name: str) -> None:
 class InProcessEncoder:
     def __init__(self, model_path: str, batching: dict, device: str | None, compile_model: bool | None = False,
                  tokens: int = 0):
-        from ..llm2vec import LLM2Vec
-
         self.model = LLM2Vec.from_pretrained(model_path)
         if should_compile(self.model.model, tokens, device, compile_model):
             self.model.compile_for_inference()

@@ -10,7 +10,11 @@ from typing import Any
 
 from ..errors import LLM2VecError
 from ..loading.json_files import read_json, write_json
+from ..loading.paths import refuse_missing_local
+from ..output_paths import refuse_existing, refuse_overlap
 from . import word_probes
+from .model_index import model_index_entries, write_model_card_results
+from .runner import run_mteb
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +53,6 @@ def evaluate_checkpoint(
     """Evaluates ``model`` on ``tasks`` (MTEB names or folders, ``word:*`` probes); returns the summary written
     to OUTPUT/summary.json. ``output`` may not overlap what is read, and is replaced only with ``overwrite``
     (`output_paths`)."""
-    from ..loading.paths import refuse_missing_local
-    from ..output_paths import refuse_existing, refuse_overlap
-
     refuse_missing_local(model)  # a missing local folder is named, not blamed on the network
     refuse_overlap(output, [("model", model), *(("task folder", task) for task in tasks if os.path.isdir(task)),
                             ("word-probe data", word_data), ("instructions file", instructions_file)])
@@ -62,8 +63,6 @@ def evaluate_checkpoint(
     summary: dict[str, Any] = {"model": model, "rows": rows}
     ran_tasks = []
     if mteb_names:
-        from .runner import run_mteb
-
         instructions = None
         if instructions_file:
             instructions = read_json(instructions_file)
@@ -102,8 +101,6 @@ def evaluate_checkpoint(
         )
     output.mkdir(parents=True, exist_ok=True)
     if model_card:
-        from .model_index import model_index_entries, write_model_card_results
-
         entries = model_index_entries(rows, ran_tasks)
         if not os.path.isdir(model):
             raise LLM2VecError("--model-card needs a local checkpoint folder")

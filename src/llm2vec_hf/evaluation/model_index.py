@@ -10,6 +10,8 @@ from __future__ import annotations
 import os
 from typing import Any, Iterable, Sequence
 
+from ..checkpoint.model_card import add_evaluation_results
+
 
 def model_index_entries(rows: Iterable[dict[str, Any]], tasks: Sequence = ()) -> list[dict[str, Any]]:
     """``huggingface_hub.EvalResult`` keyword dicts for the model card's ``model-index``, one per summary row.
@@ -61,8 +63,6 @@ def model_index_entries(rows: Iterable[dict[str, Any]], tasks: Sequence = ()) ->
 def write_model_card_results(model_dir: str, entries: list[dict[str, Any]]) -> bool:
     """Adds ``entries`` to the checkpoint's model card (``model_card.add_evaluation_results``); False where the
     checkpoint has no README.md."""
-    from ..checkpoint.model_card import add_evaluation_results
-
     if not os.path.isfile(os.path.join(model_dir, "README.md")):
         return False
     add_evaluation_results(model_dir, entries)

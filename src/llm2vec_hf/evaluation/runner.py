@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from ..checkpoint.model_card import hub_repo_id
 from ..errors import LLM2VecError
 from .instructions import ASYMMETRIC_TYPES, resolve_instruction
 from .tasks import get_tasks, require_mteb
@@ -89,7 +90,9 @@ def mteb_encoders(model, meta, instructions: dict[str, TaskInstructions]) -> lis
     """
     from mteb.models.abs_encoder import PromptSource
     from mteb.models.instruct_wrapper import InstructSentenceTransformerModel
-    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
+    from mteb.models.sentence_transformer_wrapper import (
+        SentenceTransformerEncoderWrapper,
+    )
 
     def instruct(**kwargs):
         # A SentenceTransformer over the already loaded modules (no second load), without the checkpoint's
@@ -148,8 +151,6 @@ def load_sentence_transformer(model_dir: str, device: str | None = None):
 
 def model_name_for(model_dir: str) -> str:
     """The model's name in results: its Hub repo id where it has one, else its folder name."""
-    from ..checkpoint.model_card import hub_repo_id
-
     return hub_repo_id(model_dir) or Path(model_dir).resolve().name
 
 

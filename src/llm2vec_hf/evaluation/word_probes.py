@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import LLM2VecError
+from ..llm2vec import LLM2Vec
 from ..loading.json_files import write_json
 
 logger = logging.getLogger(__name__)
@@ -274,8 +275,6 @@ def run_word_probes(
     Writes ``OUTPUT/word_probes/<task>.json`` when ``output_dir`` is given. ``causal=True`` probes the same
     weights with causal attention (the paper's uni-directional comparison).
     """
-    from ..llm2vec import LLM2Vec
-
     if probe not in PROBES:
         raise LLM2VecError(f"unknown probe {probe!r}; choose from {', '.join(PROBES)}")
     unknown = [t for t in tasks if t not in TASKS]

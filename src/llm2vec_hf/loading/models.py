@@ -24,8 +24,12 @@ from ..modeling.encoding_settings import (
     reference_name,
     resolve_encoding,
 )
-from ..modeling.modeling_llm2vec import UNAVAILABLE_FAMILIES, family_for
-from ..modeling.tokenization_llm2vec import TokenizerEmbeddingError, check_tokenizer_fits, load_reference_tokenizer
+from ..modeling.modeling_llm2vec import TEXT_TOWERS, UNAVAILABLE_FAMILIES, family_for
+from ..modeling.tokenization_llm2vec import (
+    TokenizerEmbeddingError,
+    check_tokenizer_fits,
+    load_reference_tokenizer,
+)
 from .adapters import apply_adapter
 from .json_files import read_json
 from .paths import refuse_pickle_only, resolve_local
@@ -37,8 +41,6 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 def text_tower(path: str):
     """The `TextTower` of a multimodal checkpoint folder whose text tower llm2vec-hf loads (Gemma 3), else None."""
-    from ..modeling.modeling_llm2vec import TEXT_TOWERS
-
     raw = read_json(os.path.join(path, "config.json"))
     return TEXT_TOWERS.get(raw.get("model_type")) if isinstance(raw, dict) else None
 

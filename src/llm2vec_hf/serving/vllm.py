@@ -50,6 +50,7 @@ except ImportError as error:  # pragma: no cover - the message is the point
     ) from error
 
 from ..modeling.encoding_settings import POOLING_MODES, EncodingSettings
+from ..modeling.input_formatting import normalize_inputs
 from . import VLLM_BIDIRECTIONAL_IMPL, check_vllm_family, vllm_model_impl
 from .pooling import TokenStatePooler
 
@@ -202,7 +203,6 @@ class LLM2VecIOProcessor(IOProcessor):
 
     def parse_data(self, data: Any) -> tuple[Any, str | None]:
         inputs, mode = _parse_plugin_data(data)
-        from ..modeling.input_formatting import normalize_inputs
 
         normalize_inputs(inputs)  # a bad request fails here, with the offending item named
         return inputs, mode

@@ -11,7 +11,6 @@ Field names follow the reference recipes of llm2vec (``model_name_or_path``, ``p
 from __future__ import annotations
 
 import argparse
-
 import difflib
 import os
 from dataclasses import dataclass, field, fields
@@ -22,6 +21,11 @@ import yaml
 from transformers import HfArgumentParser
 
 from ..errors import one_line
+from ..modeling.encoding_settings import (
+    check_pooling_mode,
+    check_positive_integer,
+    check_text_template,
+)
 
 STAGES = ("mntp", "simcse", "supervised")
 MASK_TOKEN_TYPES = ("blank", "eos", "mask")
@@ -375,7 +379,6 @@ def validate(recipe: Recipe) -> None:
         raise ValueError(f"simcse_dropout must be in [0, 1), got {c.simcse_dropout}")
     if c.loss_scale is not None and c.loss_scale <= 0:
         raise ValueError(f"loss_scale must be positive, got {c.loss_scale}")
-    from ..modeling.encoding_settings import check_pooling_mode, check_positive_integer, check_text_template
 
     check_pooling_mode(c.pooling_mode)
     if c.text_template is not None:

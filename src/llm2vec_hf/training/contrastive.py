@@ -22,9 +22,19 @@ import logging
 import torch
 from sentence_transformers import SentenceTransformerTrainer
 
+from ..modeling.encoding_settings import write_encoding_settings
+from ..modeling.packing import use_varlen_attention
 from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
 from .checkpoints import AdapterTrainerMixin
-from .data import GroupedBatchSampler, load_hub_texts, read_supervised, read_texts, supervised_columns
+from .data import (
+    GroupedBatchSampler,
+    load_hub_texts,
+    read_supervised,
+    read_texts,
+    supervised_columns,
+)
+from .lora import add_lora, enable_gradient_checkpointing, take_gradient_checkpointing
+from .stage_model import load_model_for_stage
 
 logger = logging.getLogger(__name__)
 
@@ -147,8 +157,6 @@ class ContrastiveTrainer(AdapterTrainerMixin, SentenceTransformerTrainer):
         return GroupedBatchSampler(self.groups, batch_size, self.args.world_size, self.args.seed, drop_last)
 
     def _save(self, output_dir=None, state_dict=None):
-        from ..modeling.encoding_settings import write_encoding_settings
-
         super()._save(output_dir, state_dict)
         write_encoding_settings(output_dir or self.args.output_dir, self.adapter_settings)
 
@@ -157,10 +165,6 @@ def build_contrastive_trainer(recipe, resume: str | None):
     """Reads data, loads the encoder with earlier adapters merged and a fresh LoRA; returns ``(trainer, base)``."""
     from datasets import Dataset
     from transformers import set_seed
-
-    from ..modeling.packing import use_varlen_attention
-    from .lora import add_lora, enable_gradient_checkpointing, take_gradient_checkpointing
-    from .stage_model import load_model_for_stage
 
     args, stage, contrastive = recipe.training, recipe.model.stage, recipe.contrastive
     columns, groups = load_contrastive_rows(recipe)

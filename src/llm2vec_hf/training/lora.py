@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 
+from ..modeling.modeling_llm2vec import family_for
+
 logger = logging.getLogger(__name__)
 
 #: LLM2Vec's LoRA dropout.
@@ -62,8 +64,6 @@ def check_rank(model, model_args, target_modules) -> None:
 
 def add_lora(model, model_args):
     from peft import get_peft_model
-
-    from ..modeling.modeling_llm2vec import family_for
 
     config = lora_config(model_args, family_for(model.config))
     check_rank(model, model_args, config.target_modules)

@@ -36,6 +36,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..loading.models import load_config
+from ..modeling.modeling_llm2vec import TEXT_TOWERS, family_for
+from .lora import lora_config
+
 logger = logging.getLogger(__name__)
 
 GIB = 1024 ** 3
@@ -110,16 +114,12 @@ def base_config(name_or_path: str):
     from transformers import AutoConfig
 
     if os.path.isdir(name_or_path):
-        from ..loading.models import load_config
-
         return load_config(name_or_path), os.path.join(name_or_path, "config.json")
     try:
         config = AutoConfig.from_pretrained(name_or_path, local_files_only=True)
     except (OSError, ValueError):
         pass
     else:
-        from ..modeling.modeling_llm2vec import TEXT_TOWERS
-
         if config.model_type in TEXT_TOWERS:  # only the text tower is loaded and trained
             config = config.text_config
         return config, "the Hugging Face cache"
@@ -156,9 +156,6 @@ def model_shape(config, model_args, for_mntp: bool) -> Shape:
     import torch
     from peft import get_peft_model
     from transformers import AutoModel, AutoModelForCausalLM
-
-    from ..modeling.modeling_llm2vec import family_for
-    from .lora import lora_config
 
     settings = lora_config(model_args, family_for(config))
     with torch.device("meta"):
@@ -235,8 +232,6 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
     weight_bytes = DTYPE_BYTES[model_args.dtype]
     half = model_args.dtype != "float32" or bool(getattr(args, "bf16", False) or getattr(args, "fp16", False))
     a = 2 if half else 4
-    from .lora import lora_config
-    from ..modeling.modeling_llm2vec import family_for
 
     dropout = lora_config(model_args, family_for(config)).lora_dropout > 0
     mask_bytes = (4 if device == "cpu" else 1) if dropout else 0

@@ -20,8 +20,12 @@ import numpy as np
 import torch
 from transformers import Trainer
 
+from ..loading.models import load_tokenizer
+from ..loading.paths import resolve_local
 from .checkpoints import AdapterTrainerMixin
 from .data import DataError, load_hub_texts, read_raw_texts
+from .lora import add_lora, enable_gradient_checkpointing, take_gradient_checkpointing
+from .stage_model import load_model_for_stage
 
 logger = logging.getLogger(__name__)
 
@@ -250,9 +254,6 @@ def split_first_percent(texts: list[str], percentage: int) -> tuple[list[str], l
 
 def count_blocks(recipe) -> tuple[int, str]:
     """Training blocks of an MNTP recipe, counted with its tokenizer (no model loaded)."""
-    from ..loading.models import load_tokenizer
-    from ..loading.paths import resolve_local
-
     data_args = recipe.data
     try:
         tokenizer = load_tokenizer(resolve_local(recipe.model.model_name_or_path))
@@ -276,9 +277,6 @@ class MNTPTrainer(AdapterTrainerMixin, Trainer):
 def build_mntp_trainer(recipe, resume: str | None):
     """Reads data, loads the MNTP model with a fresh LoRA, and returns ``(trainer, base_folder)``."""
     from transformers import set_seed
-
-    from .lora import add_lora, enable_gradient_checkpointing, take_gradient_checkpointing
-    from .stage_model import load_model_for_stage
 
     args, data_args, mntp = recipe.training, recipe.data, recipe.mntp
     train_texts, eval_texts = load_texts(data_args)

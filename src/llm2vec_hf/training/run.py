@@ -9,7 +9,10 @@ from dataclasses import dataclass, field
 from ..loading.json_files import write_json
 from ..output_paths import refuse_overlap
 from .checkpoints import check_output_dir, resolve_resume, save_adapter_atomically
+from .contrastive import build_contrastive_trainer
+from .mntp import build_mntp_trainer
 from .reporting import next_step_summary, write_loss_curve
+from .schedule import StopTrainingCallback
 
 logger = logging.getLogger(__name__)
 
@@ -49,18 +52,12 @@ def run_training(recipe) -> TrainingResult:
     args.resume_from_checkpoint = resume
 
     if stage == "mntp":
-        from .mntp import build_mntp_trainer
-
         trainer, base_folder = build_mntp_trainer(recipe, resume)
     else:
-        from .contrastive import build_contrastive_trainer
-
         trainer, base_folder = build_contrastive_trainer(recipe, resume)
 
     stop = recipe.schedule.stop_after_n_steps
     if stop:
-        from .schedule import StopTrainingCallback
-
         trainer.add_callback(StopTrainingCallback(stop))
     if resume:
         logger.info("Resuming from %s", resume)

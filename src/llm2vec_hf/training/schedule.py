@@ -16,6 +16,12 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from ..errors import one_line
+from .contrastive import load_contrastive_rows
+from .data import DataError, GroupedBatchSampler
+from .memory_plan import plan
+from .mntp import count_blocks
+
 logger = logging.getLogger(__name__)
 
 
@@ -42,20 +48,14 @@ def count_steps_per_epoch(recipe) -> tuple[int | None, str]:
 
     ``None`` (with the reason) when the data cannot be read here, e.g. a Hub dataset that is not cached offline.
     """
-    from .data import DataError, GroupedBatchSampler
-
     args, stage = recipe.training, recipe.model.stage
     devices = world_size(args)
     per_device = args.per_device_train_batch_size
     try:
         if stage == "mntp":
-            from .mntp import count_blocks
-
             units, how = count_blocks(recipe)
             batches = math.ceil(units / (per_device * devices))  # the Trainer keeps the last, smaller batch
         else:
-            from .contrastive import load_contrastive_rows
-
             columns, groups = load_contrastive_rows(recipe)
             sampler = GroupedBatchSampler(groups, per_device, devices, args.seed, drop_last=stage != "simcse")
             batches = len(sampler) // devices
@@ -141,9 +141,6 @@ def _plain(value: Any) -> Any:
 def memory_plan_or_reason(recipe) -> dict[str, Any]:
     """The step's memory plan (``memory_plan.plan``), or why it cannot be made here (a base whose config is not
     on this machine): printing the recipe never needs the plan."""
-    from ..errors import one_line
-    from .memory_plan import plan
-
     try:
         return plan(recipe)
     except (OSError, ValueError) as error:
