@@ -60,6 +60,7 @@ def write_base(folder: Path, shape: str, dtype: torch.dtype, max_shard_size: str
     from huggingface_hub import split_torch_state_dict_into_shards
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    from llm2vec_hf.checkpoint.export import make_tokenizer_portable
     from llm2vec_hf.checkpoint.merged_weights import write_safetensors
     from llm2vec_hf.training.tiny_model import train_tokenizer
 
@@ -86,7 +87,9 @@ def write_base(folder: Path, shape: str, dtype: torch.dtype, max_shard_size: str
     # a real 32000-token vocabulary is not available offline: a byte-level BPE of the family's special tokens,
     # smaller than the embedding (as tokenizers with unused embedding rows are)
     tokenizer = train_tokenizer(values["model_type"], vocab_size=4096)
+    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # the official forward rejects token_type_ids
     tokenizer.save_pretrained(folder)
+    make_tokenizer_portable(folder)  # the official llm2vec (transformers 4.44) loads the same base
 
 
 def write_adapter(folder: Path, base: Path, config: dict, rank: int, seed: int, trained_on: str) -> None:

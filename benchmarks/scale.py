@@ -76,6 +76,28 @@ def texts_file(model: Path, count: int) -> Path:
     return path
 
 
+def official_adapter(model: Path, name: str) -> str:
+    """MODEL/NAME as the official library reads it: adapter_config.json without the keys that newer peft releases
+    write (their defaults; peft 0.13's LoraConfig refuses unknown keys), and the weights under the names the
+    official training saves (peft wraps the inner ``…BiModel``: ``base_model.model.layers…``). peft 0.13 loads
+    ``base_model.model.model.layers…`` onto a ``…BiModel`` as nothing at all, without an error (measured: every
+    lora_B stays zero), so the official side would otherwise encode with the bare base."""
+    import inspect
+
+    from peft import LoraConfig
+    from safetensors.torch import load_file, save_file
+
+    folder = model / f"official-{name}"
+    folder.mkdir(exist_ok=True)
+    known = set(inspect.signature(LoraConfig).parameters)
+    config = json.loads((model / name / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps({k: v for k, v in config.items() if k in known}))
+    weights = load_file(str(model / name / "adapter_model.safetensors"))
+    save_file({key.replace("base_model.model.model.", "base_model.model.", 1): value for key, value in weights.items()},
+              str(folder / "adapter_model.safetensors"))
+    return str(folder)
+
+
 def official_worker(step: str, model: Path, count: int) -> dict:
     """A step of the official llm2vec 0.2.3 (runs in its environment: imports neither llm2vec_hf nor encode.py)."""
     import numpy as np
@@ -85,9 +107,10 @@ def official_worker(step: str, model: Path, count: int) -> dict:
 
     started = time.perf_counter()
     dtype = torch.float32 if step.endswith("fp32") else torch.bfloat16
-    l2v = LLM2Vec.from_pretrained(str(model / "base"), peft_model_name_or_path=str(model / "mntp"), merge_peft=True,
-                                  torch_dtype=dtype, pooling_mode="mean", max_length=512)
-    l2v.model = PeftModel.from_pretrained(l2v.model, str(model / "supervised"))
+    l2v = LLM2Vec.from_pretrained(str(model / "base"), peft_model_name_or_path=official_adapter(model, "mntp"),
+                                  merge_peft=True, torch_dtype=dtype, pooling_mode="mean", max_length=512)
+    l2v.model = PeftModel.from_pretrained(l2v.model, official_adapter(model, "supervised"))
+    l2v.tokenizer.model_input_names = ["input_ids", "attention_mask"]  # the official forward takes no token_type_ids
     result = {"step": step, "dtype": str(dtype).removeprefix("torch."), "load_seconds": time.perf_counter() - started,
               "rss_after_load_mb": rss_mb()}
     if step.startswith("encode"):
