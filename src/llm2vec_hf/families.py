@@ -5,7 +5,8 @@ Nothing here is written by hand: ``pytest tests/modeling/test_conformance.py --f
 src/llm2vec_hf/families.json`` records every check's outcome per family under the transformers version it ran on
 (``tests/conftest.py``), once on the oldest supported transformers and once on the newest. ``llm2vec-hf families``
 and ``docs/families.md`` render that file, the declarations in ``modeling/modeling_llm2vec.py`` and the serving
-engines' status (read from their source: ``llm2vec_hf.serving``, ``model_card.TEI_FAMILIES``).
+engines' status (``modeling/serving_engines.py``: vLLM's measured by ``benchmarks/vllm_families.py``, TEI's read
+from its source).
 """
 
 from __future__ import annotations

@@ -5,14 +5,17 @@ match the prompt is refused; export warns where vLLM would run a family causal. 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
+from pathlib import Path
 
 import pytest
 import torch
 
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.checkpoint.export import export_checkpoint
-from llm2vec_hf.modeling.serving_engines import VLLM_CAUSAL_FAMILIES
+from llm2vec_hf.modeling.modeling_llm2vec import FAMILIES
+from llm2vec_hf.modeling.serving_engines import VLLM_CAUSAL_FAMILIES, VLLM_REFUSED, VLLM_RUNS_BIDIRECTIONAL
 from llm2vec_hf.serving import vllm_causal_warning
 from llm2vec_hf.serving.pooling import TokenStatePooler
 
@@ -50,7 +53,7 @@ def test_a_state_count_that_is_not_the_prompt_length_is_refused(exported):
         pooler.pool(states, input_ids, n_pooled)
 
 
-@pytest.mark.parametrize("family", ["gemma", "llama"])
+@pytest.mark.parametrize("family", ["gemma", "llama", "granite"])
 def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, caplog, family):
     with caplog.at_level(logging.WARNING, logger="llm2vec_hf.checkpoint"):
         export_checkpoint(str(tiny_bases[family]), str(tmp_path / "out"), max_length=32)
@@ -58,6 +61,8 @@ def test_export_warns_where_vllm_runs_the_family_causal(tiny_bases, tmp_path, ca
     warned = [r.getMessage() for r in caplog.records if "vLLM" in r.getMessage() and "head_dim" not in r.getMessage()]
     if family in VLLM_CAUSAL_FAMILIES:
         assert warned == [vllm_causal_warning(family)] and "--model-impl transformers" in warned[0]
+    elif family in VLLM_REFUSED:
+        assert warned == [vllm_causal_warning(family)] and "causal" in warned[0]
     else:
         assert warned == []
 
@@ -68,18 +73,36 @@ def test_the_vllm_module_says_what_to_install():
         import llm2vec_hf.serving.vllm  # noqa: F401
 
 
-def test_families_whose_vllm_code_was_not_checked_are_refused_and_the_card_says_so():
+def test_families_vllm_does_not_run_as_llm2vec_are_refused_and_the_card_says_so():
     from llm2vec_hf.checkpoint.model_card import serving_section
     from llm2vec_hf.modeling.encoding_settings import EncodingSettings
     from llm2vec_hf.serving import check_vllm_family
 
-    for family in ("llama", "qwen3", "gemma3_text"):
+    for family in ("llama", "qwen3", "gemma3_text", "phi3", "gemma"):
         check_vllm_family(family)
-    with pytest.raises(ValueError, match="not checked to run phi3"):
-        check_vllm_family("phi3")
+    with pytest.raises(ValueError, match="granite.*causal.*measured"):
+        check_vllm_family("granite")
+    with pytest.raises(ValueError, match="not measured on falcon"):
+        check_vllm_family("falcon")
     settings = EncodingSettings(text_template="", eos_text="")
-    assert "--io-processor-plugin llm2vec" not in serving_section("phi3", settings, "org/name")
-    assert "--io-processor-plugin llm2vec" in serving_section("qwen3", settings, "org/name")
+    assert "--io-processor-plugin llm2vec" not in serving_section("granite", settings, "org/name")
+    assert "--io-processor-plugin llm2vec" in serving_section("phi3", settings, "org/name")
+
+
+def test_the_vllm_family_lists_are_the_measured_verdicts():
+    """What the plugin admits is what benchmarks/vllm_families.py measured (benchmarks/results/vllm_families.json):
+    a family enters a list by a measurement, not by reading vLLM's source."""
+    results = json.loads((Path(__file__).parents[2] / "benchmarks/results/vllm_families.json").read_text())["results"]
+    for family, measured in results.items():
+        backend = measured.get("transformers", {}).get("verdict")
+        if measured["auto"]["verdict"] == "bidirectional":
+            assert family in VLLM_RUNS_BIDIRECTIONAL, family
+        elif backend == "bidirectional":
+            assert family in VLLM_CAUSAL_FAMILIES, family
+        else:
+            assert family not in VLLM_RUNS_BIDIRECTIONAL + VLLM_CAUSAL_FAMILIES, family
+    for family in VLLM_RUNS_BIDIRECTIONAL + VLLM_CAUSAL_FAMILIES + tuple(VLLM_REFUSED):
+        assert family in results and family in FAMILIES, family
 
 
 def test_serving_engines_must_run_the_checkpoints_dtype(exported, tmp_path):

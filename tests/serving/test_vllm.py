@@ -242,18 +242,21 @@ def test_vllm_runs_the_checkpoint_bidirectionally(engine, checkpoints):
     assert np.abs(causal - bidirectional).max() > 1e-2
 
 
-def test_gemma_runs_bidirectionally_on_the_transformers_backend(tmp_path):
-    """vLLM's own Gemma code runs causal; `LLM2VecVLLM` picks vLLM's Transformers backend for Gemma, which reads
-    ``use_bidirectional_attention``: the LLM2Vec vectors, not the causal ones."""
+@pytest.mark.parametrize("family", ["gemma", "gemma3_text", "phi3"])
+def test_families_admitted_by_measurement_run_bidirectionally(tmp_path, family):
+    """Beyond Llama (above): vLLM's own Gemma code runs causal, so `LLM2VecVLLM` picks vLLM's Transformers backend,
+    which reads ``use_bidirectional_attention``; Gemma 3's and Phi-3's own vLLM code runs the export as written.
+    Each gives the LLM2Vec vectors, not the causal ones (benchmarks/vllm_families.py measured every family)."""
+    from llm2vec_hf.serving import vllm_model_impl
     from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
-    base = build_tiny_decoder(tmp_path / "base", "gemma", hidden_size=128)  # head_dim 32
-    folder = tmp_path / "gemma"
+    base = build_tiny_decoder(tmp_path / "base", family, hidden_size=128)  # head_dim 32
+    folder = tmp_path / family
     assert cli(["export", str(base), "--output", str(folder), "--max-length", "64"]) == 0
     model = LLM2VecVLLM.from_pretrained(folder, **ENGINE_ARGS)
     try:
         impl = model.llm.model_config.model_impl
-        assert str(getattr(impl, "value", impl)) == "transformers"
+        assert str(getattr(impl, "value", impl)) == (vllm_model_impl(family) or "auto")
         vectors = model.encode(INPUTS, convert_to_numpy=True)
     finally:
         del model

@@ -13,25 +13,35 @@ from __future__ import annotations
 
 import logging
 
-from ..modeling.serving_engines import VLLM_BIDIRECTIONAL_IMPL, VLLM_CAUSAL_FAMILIES, VLLM_READS_IS_CAUSAL
+from ..modeling.serving_engines import (
+    VLLM_BIDIRECTIONAL_IMPL,
+    VLLM_CAUSAL_FAMILIES,
+    VLLM_REFUSED,
+    VLLM_RUNS_BIDIRECTIONAL,
+)
 
 
 def vllm_status(model_type: str | None) -> str:
     """What vLLM does with an export of this family (docs/serving.md, docs/families.md)."""
-    if model_type in VLLM_READS_IS_CAUSAL:
-        return "bidirectional (reads is_causal)"
+    if model_type in VLLM_RUNS_BIDIRECTIONAL:
+        return "bidirectional (measured)"
     if model_type in VLLM_CAUSAL_FAMILIES:
         return f"--model-impl {VLLM_BIDIRECTIONAL_IMPL}" + (" (GPU: soft-capping)" if model_type == "gemma2" else "")
-    return "not checked: the llm2vec plugin refuses"
+    if model_type in VLLM_REFUSED:
+        return "not the LLM2Vec vectors (measured): the llm2vec plugin refuses"
+    return "not measured: the llm2vec plugin refuses"
 
 
 def check_vllm_family(model_type: str | None) -> None:
-    """Refuses a family whose vLLM code was neither measured nor read to run bidirectionally: vLLM might run it
-    causal and return other vectors than LLM2Vec's without an error."""
-    if model_type not in VLLM_READS_IS_CAUSAL + VLLM_CAUSAL_FAMILIES:
-        raise ValueError(f"vLLM was not checked to run {model_type} checkpoints bidirectionally (llm2vec-hf checked "
-                         f"{', '.join(VLLM_READS_IS_CAUSAL + VLLM_CAUSAL_FAMILIES)}); encode with llm2vec_hf.LLM2Vec "
-                         "or sentence-transformers instead (docs/families.md)")
+    """Refuses a family that vLLM was measured to run otherwise than LLM2Vec, or was not measured on: vLLM might
+    return other vectors than LLM2Vec's without an error."""
+    if model_type in VLLM_RUNS_BIDIRECTIONAL + VLLM_CAUSAL_FAMILIES:
+        return
+    served = ", ".join(VLLM_RUNS_BIDIRECTIONAL + VLLM_CAUSAL_FAMILIES)
+    why = (f"{VLLM_REFUSED[model_type]} (measured)" if model_type in VLLM_REFUSED
+           else f"vLLM was not measured on {model_type} checkpoints")
+    raise ValueError(f"vLLM cannot serve the LLM2Vec vectors of a {model_type} checkpoint: {why}. vLLM serves "
+                     f"{served}; encode with llm2vec_hf.LLM2Vec or sentence-transformers instead (docs/families.md)")
 
 
 def vllm_model_impl(model_type: str | None) -> str | None:
@@ -41,8 +51,11 @@ def vllm_model_impl(model_type: str | None) -> str | None:
 
 
 def vllm_causal_warning(model_type: str | None) -> str | None:
-    """The warning `export` logs for a checkpoint that vLLM runs causal unless told otherwise, or None when vLLM
-    runs it as exported (bidirectionally)."""
+    """The warning `export` logs for a checkpoint that vLLM runs causal, by default or always, or None when vLLM runs
+    it as exported (bidirectionally) or was not measured on it."""
+    if model_type in VLLM_REFUSED:
+        return (f"vLLM does not give this {model_type} checkpoint's LLM2Vec vectors: {VLLM_REFUSED[model_type]} "
+                "(measured). Serve it with sentence-transformers or llm2vec_hf.LLM2Vec (docs/serving.md)")
     if model_type not in VLLM_CAUSAL_FAMILIES:
         return None
     return (

@@ -5,9 +5,9 @@ instruction and BOS with the text (LLM2Vec pools the text's own tokens only), an
 the checkpoint it pools the last token whatever the checkpoint declares. Its ``token_embed`` task instead returns
 the final hidden state of every prompt token. Both paths here feed vLLM the token ids LLM2Vec builds and pool
 those states as LLM2Vec does (`TokenStatePooler`, i.e. ``modeling/pooling.py``); only the transformer
-runs inside vLLM. vLLM runs Llama, Mistral, Qwen2 and Qwen3 checkpoints bidirectionally, as exported
-(``is_causal: false``); Gemma and Gemma2 only with its Transformers backend (``model_impl="transformers"``,
-``--model-impl transformers``), which both paths here require for those families.
+runs inside vLLM. Which families vLLM runs bidirectionally was measured (``modeling/serving_engines.py``): most as
+exported; Gemma and Gemma2 only with its Transformers backend (``model_impl="transformers"``,
+``--model-impl transformers``), which both paths here require for those families; the rest are refused.
 
 Offline::
 
