@@ -307,7 +307,9 @@ def official_python(explicit: str | None) -> str:
         subprocess.run([sys.executable, "-m", "venv", str(OFFICIAL_VENV)], check=True)
         pip = [str(python), "-m", "pip", "install", "-q"]
         subprocess.run(pip + ["torch==2.13.0"], check=True)
-        subprocess.run(pip + ["llm2vec==0.2.3", "transformers==4.44.2"], check=True)
+        # peft 0.21.2 beside transformers 4.44.2 on torch 2.13 fails on load ("module 'torch.distributed' has no
+        # attribute 'tensor'", seen here); peft 0.13.2 loads and merges the official adapters.
+        subprocess.run(pip + ["llm2vec==0.2.3", "transformers==4.44.2", "peft==0.13.2"], check=True)
     return str(python)
 
 

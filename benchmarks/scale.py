@@ -14,7 +14,8 @@ float32 where the CPU has no bfloat16 matrix unit (AVX2 only: bf16 matmuls are e
 then made for float32 too.
 
 The *-official steps do the same work with the official llm2vec 0.2.3 in its own environment (``--official-python``,
-e.g. benchmarks/.venv-official/bin/python made by benchmarks/encode.py): it loads MODEL/base with the MNTP adapter
+e.g. benchmarks/.venv-official/bin/python made by benchmarks/encode.py: torch 2.13.0, llm2vec 0.2.3, transformers
+4.44.2 and peft 0.13.2): it loads MODEL/base with the MNTP adapter
 merged and the supervised adapter on top, as the official README does. Both sides encode the same texts (written
 to MODEL/texts-N.json by the driver), with mean pooling at length 512; ``vectors`` in the JSON compares them
 (max |Δ|, min cosine) on the texts both encoded.
