@@ -565,7 +565,7 @@ def test_interrupted_run_resumes_exactly(tiny, tmp_path, stage, monkeypatch):
     """Interrupted after step 6 (last checkpoint: 4), resumed: steps 5-8 repeat the uninterrupted run's losses."""
     from transformers import TrainerCallback
 
-    from llm2vec_hf.training import contrastive, mntp
+    from llm2vec_hf.training import run as run_module
 
     settings = dict(max_steps=8, save_strategy="steps", save_steps=4, max_train_samples=300)
     uninterrupted = train(stage, tiny, tmp_path / "a", **settings)
@@ -575,18 +575,19 @@ def test_interrupted_run_resumes_exactly(tiny, tmp_path, stage, monkeypatch):
             if state.global_step == 6:
                 raise _Interrupt
 
-    module, name = (mntp, "build_mntp_trainer") if stage == "mntp" else (contrastive, "build_contrastive_trainer")
-    build = getattr(module, name)
+    # patched where `train` looks it up (run.py imports the builders at its top)
+    name = "build_mntp_trainer" if stage == "mntp" else "build_contrastive_trainer"
+    build = getattr(run_module, name)
 
     def build_with_stop(recipe, resume):
         trainer, base = build(recipe, resume)
         trainer.add_callback(Stop())
         return trainer, base
 
-    monkeypatch.setattr(module, name, build_with_stop)
+    monkeypatch.setattr(run_module, name, build_with_stop)
     with pytest.raises(_Interrupt):
         train(stage, tiny, tmp_path / "b", **settings)
-    monkeypatch.setattr(module, name, build)
+    monkeypatch.setattr(run_module, name, build)
     assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-4"]
     resumed = train(stage, tiny, tmp_path / "b", resume_from_checkpoint="true", **settings)
     assert losses(resumed) == pytest.approx(losses(uninterrupted)[4:], abs=1e-6)
@@ -740,7 +741,7 @@ def test_training_wraps_texts_only_in_the_recipes_template(tiny):
 def test_each_stage_trains_with_a_module_level_trainer(tiny, tmp_path):
     """The trainers and the preloaded sentence-transformers module are importable classes, and the adapter the
     trainer saves is the one inside the model it trains."""
-    from llm2vec_hf.training import contrastive, mntp
+    from llm2vec_hf.training import run as run_module
 
     for stage, module, trainer_class in (("mntp", mntp, mntp.MNTPTrainer),
                                          ("supervised", contrastive, contrastive.ContrastiveTrainer)):

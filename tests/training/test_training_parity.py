@@ -105,10 +105,12 @@ def test_recipe_schedule_is_the_official_one_at_every_step(path):
 
 
 def test_print_config_shows_the_resolved_schedule_without_loading_a_model(tmp_path, capsys, monkeypatch):
-    from llm2vec_hf import cli
-    from llm2vec_hf.training import stage_model
+    from transformers import PreTrainedModel
 
-    monkeypatch.setattr(stage_model, "load_model_for_stage", lambda *a, **k: pytest.fail("loaded a model"))
+    from llm2vec_hf import cli
+
+    # every model load, through whichever module, ends in PreTrainedModel.from_pretrained
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(lambda *a, **k: pytest.fail("loaded a model")))
     jsonl = tmp_path / "train.jsonl"
     from llm2vec_hf.training.e5 import convert
 

@@ -13,9 +13,10 @@ V, activation bytes a (2 under bf16/fp16, else 4):
   token's k experts, 3a·i_expert·k, plus its router logits), and each LoRA target's input (a per byte of width,
   plus the dropout mask where lora_dropout > 0: 1 byte on a GPU, 4 on a CPU);
   with gradient checkpointing only each layer's input (ah) is kept, and one layer's activations are rebuilt at a
-  time; MNTP adds the LM head's logits (aV) and the loss's float32 copy and log-softmax (8V);
-* the backward pass's working set: the gradients in flight (MNTP: the float32 gradient of the logits, 4V per
-  token; otherwise two float32 tensors of the widest activation);
+  time; MNTP adds the LM head's logits (aV) and the loss's float32 copy and log-softmax (8V) for the fraction
+  ``mlm_probability`` of the tokens that predict a masked token (the only ones projected onto the vocabulary);
+* the backward pass's working set: the gradients in flight (MNTP: the float32 gradient of those logits, 4V per
+  predicting token; otherwise two float32 tensors of the widest activation);
 * a fixed 1 GiB for the framework (CUDA context and kernels on a GPU; the interpreter and libraries on a CPU).
 
 Tokens per micro-batch: MNTP ``per_device_train_batch_size × max_seq_length``; SimCSE two texts per row (the text
@@ -31,6 +32,7 @@ offline).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -246,9 +248,10 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
     outside_layers = (a + 4) * shape.hidden  # the embeddings' output and the final norm's float32 input
     widest = max(shape.hidden, shape.intermediate, shape.expert_intermediate * shape.experts_per_token)
     layer_gradients = 2 * 4 * widest  # the gradients in flight through a layer
-    # MNTP's head: the logits, the loss's float32 copy and log-softmax, and the float32 gradient of the logits; its
-    # backward runs before any layer's, so with checkpointing its peak and a rebuilt layer's do not add up
-    head = (a + 12) * shape.vocab if stage == "mntp" else 0
+    # MNTP's head: the logits, the loss's float32 copy and log-softmax, and the float32 gradient of the logits, at
+    # the positions that predict a masked token only (mntp.predicted_positions_only); its backward runs before any
+    # layer's, so with checkpointing its peak and a rebuilt layer's do not add up
+    head = math.ceil((a + 12) * shape.vocab * recipe.mntp.mlm_probability) if stage == "mntp" else 0
     activations = {
         "without_gradient_checkpointing": tokens * (shape.layers * per_layer + outside_layers
                                                     + max(head, layer_gradients)),

@@ -13,6 +13,7 @@ predictions with the same shift.
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,33 @@ class MNTPDataCollator:
         to_random = selected & ~to_mask & (uniforms[2] < 0.5)
         inputs[to_random] = random_tokens[to_random]
         return inputs, labels
+
+
+@contextmanager
+def predicted_positions_only(model, labels: torch.Tensor):
+    """Within this block, ``model``'s output embedding (its LM head) sees only the hidden states that predict a label
+    (position i where ``labels[:, i + 1]`` is not -100), as one row; yields those labels in the same order, to pass
+    as ``shift_labels``.
+
+    The MNTP loss reads ``mlm_probability`` (20 %) of the positions, yet the causal-LM forward projects every
+    position onto the vocabulary and keeps the float32 logits and their gradient: at 32 x 512 tokens and Llama 3's
+    128k vocabulary, 8.4 GB of logits, and a fifth of Llama-3.2-1B's FLOPs per token (two fifths at the 26M
+    benchmark shape). transformers can keep some logits
+    (``logits_to_keep``), but only the same positions in every row. The family's own head code still runs on the
+    kept rows (Gemma2's soft-capping, Cohere's and Granite's logit scales are per element) and its own loss function
+    takes ``shift_labels``, so the loss and the gradients are the full projection's (tests/training/test_mntp_head.py).
+    """
+    targets = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
+    predicting = targets != -100
+
+    def keep_predicting_positions(module, args):
+        return (args[0][predicting.to(args[0].device)].unsqueeze(0), *args[1:])
+
+    handle = model.get_output_embeddings().register_forward_pre_hook(keep_predicting_positions)
+    try:
+        yield targets[predicting].unsqueeze(0)
+    finally:
+        handle.remove()
 
 
 class SeededRandomSampler(torch.utils.data.Sampler):
@@ -265,7 +293,17 @@ def count_blocks(recipe) -> tuple[int, str]:
 
 
 class MNTPTrainer(AdapterTrainerMixin, Trainer):
-    """The plain ``Trainer`` with adapter-only, staged checkpoints, drawing blocks in a ``SeededRandomSampler``."""
+    """The plain ``Trainer`` with adapter-only, staged checkpoints, drawing blocks in a ``SeededRandomSampler``, whose
+    training loss projects onto the vocabulary only the positions that predict a masked token
+    (`predicted_positions_only`)."""
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        full_logits_needed = (return_outputs or not model.training or inputs.get("labels") is None  # evaluation
+                              or self.label_smoother is not None or self.compute_loss_func is not None)
+        if full_logits_needed:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        with predicted_positions_only(self.accelerator.unwrap_model(model), inputs["labels"]) as targets:
+            return super().compute_loss(model, {**inputs, "shift_labels": targets}, False, num_items_in_batch)
 
     def _get_train_sampler(self, train_dataset=None):
         # The Trainer's one place to choose the training sampler (get_train_dataloader would repeat its accelerate
