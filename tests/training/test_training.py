@@ -741,7 +741,7 @@ def test_training_wraps_texts_only_in_the_recipes_template(tiny):
 def test_each_stage_trains_with_a_module_level_trainer(tiny, tmp_path):
     """The trainers and the preloaded sentence-transformers module are importable classes, and the adapter the
     trainer saves is the one inside the model it trains."""
-    from llm2vec_hf.training import run as run_module
+    from llm2vec_hf.training import contrastive, mntp
 
     for stage, module, trainer_class in (("mntp", mntp, mntp.MNTPTrainer),
                                          ("supervised", contrastive, contrastive.ContrastiveTrainer)):
