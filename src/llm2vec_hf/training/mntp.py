@@ -146,11 +146,11 @@ def predicted_positions_only(model, labels: torch.Tensor):
 
     The MNTP loss reads ``mlm_probability`` (20 %) of the positions, yet the causal-LM forward projects every
     position onto the vocabulary and keeps the float32 logits and their gradient: at 32 x 512 tokens and Llama 3's
-    128k vocabulary, 8.4 GB of logits, and a fifth of Llama-3.2-1B's FLOPs per token (two fifths at the 26M
-    benchmark shape). transformers can keep some logits
-    (``logits_to_keep``), but only the same positions in every row. The family's own head code still runs on the
-    kept rows (Gemma2's soft-capping, Cohere's and Granite's logit scales are per element) and its own loss function
-    takes ``shift_labels``, so the loss and the gradients are the full projection's (tests/training/test_mntp_head.py).
+    128k vocabulary, 8.4 GB of logits, and a fifth of Llama-3.2-1B's FLOPs per token (benchmarks/mntp_head.py).
+    transformers can keep some logits (``logits_to_keep``), but only the same positions in every row. The family's
+    own head code still runs on the kept rows (Gemma2's soft-capping, Cohere's and Granite's logit scales are per
+    element) and its own loss function takes ``shift_labels``, so the loss and the gradients are the full
+    projection's (tests/training/test_mntp_head.py).
     """
     targets = torch.nn.functional.pad(labels, (0, 1), value=-100)[:, 1:]
     predicting = targets != -100
