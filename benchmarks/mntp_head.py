@@ -89,7 +89,8 @@ def main() -> int:
               "torch": torch.__version__, "threads": args.threads, "rows": rows}
     Path(args.output).write_text(json.dumps(report, indent=1) + "\n")
     print(f"{report['machine']}, torch {torch.__version__}, {args.threads} thread(s)")
-    print("| vocabulary | step s, all positions | step s, predicting only | speed-up | peak MB, all | peak MB, predicting |")
+    print("| vocabulary | step s, all positions | step s, predicting only | speed-up | peak MB, all "
+          "| peak MB, predicting |")
     print("|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['vocab']:,} | {r['full_step_s']:.2f} | {r['kept_step_s']:.2f} | "

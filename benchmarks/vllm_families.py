@@ -100,8 +100,8 @@ def measure(root: Path) -> None:
               "vllm": vllm.__version__, "transformers": transformers.__version__, "results": results}
     RESULT.write_text(json.dumps(report, indent=1) + "\n")
     print(f"\n{report['machine']}, vLLM {vllm.__version__}, transformers {transformers.__version__}")
-    print("| family | vLLM default implementation | max abs diff to bidirectional / causal | --model-impl transformers |"
-          "\n|---|---|---|---|")
+    print("| family | vLLM default implementation | max abs diff to bidirectional / causal "
+          "| --model-impl transformers |\n|---|---|---|---|")
     for family, result in results.items():
         auto, backend = result["auto"], result.get("transformers", {})
         gaps = (f"{auto['max_abs_diff_bidirectional']:.1e} / {auto['max_abs_diff_causal']:.1e}"
