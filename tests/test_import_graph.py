@@ -1,5 +1,5 @@
 """The package's import graph has no cycle, counting every import of one llm2vec_hf module by another, at
-module top or inside a function (a function-level import can hide a cycle, not remove it)."""
+module top, inside a function or under ``if __name__ == "__main__"`` (each can hide a cycle, none removes it)."""
 
 from __future__ import annotations
 
@@ -24,18 +24,10 @@ def package_modules() -> dict[str, tuple[ast.Module, bool]]:
     return modules
 
 
-def _is_main_block(node: ast.AST) -> bool:
-    """``if __name__ == "__main__":``: runs only as a script, when the module is ``__main__``, not itself."""
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
-
-
 def _imports(tree: ast.AST):
     stack = [tree]
     while stack:
         node = stack.pop()
-        if _is_main_block(node):
-            continue
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node
         stack.extend(ast.iter_child_nodes(node))

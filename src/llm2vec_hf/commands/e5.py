@@ -1,4 +1,4 @@
-"""``python -m llm2vec_hf.training.e5 ECHO_DIR OUTPUT.jsonl``: the E5 mix as supervised training JSONL
+"""``python -m llm2vec_hf.commands.e5 ECHO_DIR OUTPUT.jsonl``: the E5 mix as supervised training JSONL
 (`llm2vec_hf.training.e5.convert`)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from ..training.data import DataError
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llm2vec_hf.training.e5", description=e5.__doc__,
+    parser = argparse.ArgumentParser(prog="python -m llm2vec_hf.commands.e5", description=e5.__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("echo_dir", help="folder of the E5 mix: allnli.jsonl, dureader.jsonl, ...")
     parser.add_argument("output", help="training JSONL to write (train_file of the supervised recipes)")
@@ -24,3 +24,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"{sum(counts.values())} records from {len(counts)} datasets -> {args.output}")
     return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """Convert the public E5 training mix (the echo-data layout) to the supervised training JSONL.
 
-    python -m llm2vec_hf.training.e5 cache/echo-data cache/echo-data/train.jsonl
+    python -m llm2vec_hf.commands.e5 cache/echo-data cache/echo-data/train.jsonl
 
 The echo-data folder holds one ``{dataset}.jsonl`` per dataset, each line ``{"query", "positive", "negative"}``.
 Each output record gets the dataset's instruction as the official ``E5Data`` gives it: the dataset's instruction
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 from .data import DataError
 
@@ -85,10 +84,3 @@ def convert(echo_dir: str, output: str, datasets: list[str] | None = None) -> di
                     counts[name] = counts.get(name, 0) + 1
     os.replace(partial, output)
     return counts
-
-
-
-if __name__ == "__main__":  # the command line lives with the others (llm2vec_hf.commands)
-    from ..commands.e5 import main
-
-    sys.exit(main())

@@ -1,6 +1,6 @@
 """Everything the tiny recipes (src/llm2vec_hf/demo/recipes/) need, built offline: a random tiny base and English training data.
 
-    python -m llm2vec_hf.training.tiny_data runs/tiny [--family llama]
+    python -m llm2vec_hf.commands.tiny_data runs/tiny [--family llama]
 
 writes ``runs/tiny/base`` (a random tiny decoder, hidden 32, 2 layers, with a BPE tokenizer trained on the spot),
 ``runs/tiny/corpus.txt`` (one paragraph of CPython's documentation prose per line, for MNTP and SimCSE) and
@@ -72,10 +72,3 @@ def prepare_tiny(folder: str | Path, family: str = "llama", seed: int = 0) -> di
     if not paths["supervised"].is_file():
         write_jsonl(paths["supervised"], supervised_records(seed), ensure_ascii=False)
     return paths
-
-
-
-if __name__ == "__main__":  # the command line lives with the others (llm2vec_hf.commands)
-    from ..commands.tiny_data import main
-
-    raise SystemExit(main())
