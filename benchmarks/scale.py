@@ -47,8 +47,6 @@ TRAIN_STEPS = {
                                    "gradcache_mini_batch_size": 2},
 }
 TRAIN_LENGTH = 128
-#: Texts per batch row: an MNTP block; SimCSE's text twice (two dropout views); query, positive, hard negative.
-TEXTS_PER_ROW = {"mntp": 1, "simcse": 2, "supervised": 3}
 OFFICIAL_STEPS = ("load-official", "encode-official-bf16", "encode-official-fp32")
 STEPS = ("export", "load", "encode-bf16", "encode-fp32", "rounding", *TRAIN_STEPS, *OFFICIAL_STEPS)
 
@@ -216,12 +214,13 @@ def train_recipe(model: Path, settings: dict, dtype: str = "bfloat16"):
 
 def train_step(model: Path, settings: dict, dtype: str) -> dict:
     from llm2vec_hf.training import run_training
+    from llm2vec_hf.training.memory_plan import texts_per_row
 
     recipe = train_recipe(model, settings, dtype)
     run_training(recipe)
     shutil.rmtree(recipe.training.output_dir, ignore_errors=True)
-    return {"dtype": dtype, "tokens_per_step": settings["per_device_train_batch_size"] * TEXTS_PER_ROW[settings["stage"]]
-            * TRAIN_LENGTH}
+    rows = recipe.training.per_device_train_batch_size
+    return {"dtype": dtype, "tokens_per_step": rows * texts_per_row(recipe) * TRAIN_LENGTH}
 
 
 def planned(row: dict, folder: Path) -> dict:

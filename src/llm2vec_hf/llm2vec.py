@@ -10,18 +10,9 @@ import torch
 
 from .checkpoint.export import write_checkpoint
 from .loading.adapters import apply_adapter
-from .loading.models import (
-    encoding_settings,
-    load_bidirectional,
-    load_tokenizer,
-    tokenizer_folder,
-)
+from .loading.models import encoding_settings, load_bidirectional, load_tokenizer, tokenizer_folder
 from .loading.paths import resolve_local
-from .modeling.encoding_settings import (
-    ENCODING_KEYS,
-    EncodingSettings,
-    resolve_encoding,
-)
+from .modeling.encoding_settings import ENCODING_KEYS, EncodingSettings, resolve_encoding
 from .modeling.input_formatting import tokenize_inputs
 from .modeling.modeling_llm2vec import compile_for_inference, encode_with
 from .modeling.pooling import pool

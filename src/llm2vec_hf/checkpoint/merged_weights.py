@@ -23,12 +23,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError, one_line
-from ..loading.adapters import (
-    ADAPTER_WEIGHTS,
-    as_peft_keys,
-    attach_adapter,
-    normalize_adapter_keys,
-)
+from ..loading.adapters import ADAPTER_WEIGHTS, as_peft_keys, attach_adapter, normalize_adapter_keys
 from ..loading.models import check_loading_info, text_tower
 
 logger = logging.getLogger(__name__)

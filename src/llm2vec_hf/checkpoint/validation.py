@@ -13,11 +13,7 @@ from typing import Any
 from ..errors import CheckpointError, one_line
 from ..loading.json_files import read_json
 from ..loading.models import load_config
-from ..modeling.encoding_settings import (
-    OFFICIAL_KEYS,
-    check_unambiguous_weights,
-    resolve_encoding,
-)
+from ..modeling.encoding_settings import OFFICIAL_KEYS, check_unambiguous_weights, resolve_encoding
 from ..modeling.modeling_llm2vec import family_for
 from .secret_scan import find_secrets, refused_by_content, refused_by_name, scrub
 

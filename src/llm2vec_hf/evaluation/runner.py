@@ -90,9 +90,7 @@ def mteb_encoders(model, meta, instructions: dict[str, TaskInstructions]) -> lis
     """
     from mteb.models.abs_encoder import PromptSource
     from mteb.models.instruct_wrapper import InstructSentenceTransformerModel
-    from mteb.models.sentence_transformer_wrapper import (
-        SentenceTransformerEncoderWrapper,
-    )
+    from mteb.models.sentence_transformer_wrapper import SentenceTransformerEncoderWrapper
 
     def instruct(**kwargs):
         # A SentenceTransformer over the already loaded modules (no second load), without the checkpoint's

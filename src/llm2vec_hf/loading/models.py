@@ -25,11 +25,7 @@ from ..modeling.encoding_settings import (
     resolve_encoding,
 )
 from ..modeling.modeling_llm2vec import TEXT_TOWERS, UNAVAILABLE_FAMILIES, family_for
-from ..modeling.tokenization_llm2vec import (
-    TokenizerEmbeddingError,
-    check_tokenizer_fits,
-    load_reference_tokenizer,
-)
+from ..modeling.tokenization_llm2vec import TokenizerEmbeddingError, check_tokenizer_fits, load_reference_tokenizer
 from .adapters import apply_adapter
 from .json_files import read_json
 from .paths import refuse_pickle_only, resolve_local

@@ -21,11 +21,7 @@ import yaml
 from transformers import HfArgumentParser
 
 from ..errors import one_line
-from ..modeling.encoding_settings import (
-    check_pooling_mode,
-    check_positive_integer,
-    check_text_template,
-)
+from ..modeling.encoding_settings import check_pooling_mode, check_positive_integer, check_text_template
 
 STAGES = ("mntp", "simcse", "supervised")
 MASK_TOKEN_TYPES = ("blank", "eos", "mask")

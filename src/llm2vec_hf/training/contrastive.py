@@ -26,13 +26,7 @@ from ..modeling.encoding_settings import write_encoding_settings
 from ..modeling.packing import use_varlen_attention
 from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
 from .checkpoints import AdapterTrainerMixin
-from .data import (
-    GroupedBatchSampler,
-    load_hub_texts,
-    read_supervised,
-    read_texts,
-    supervised_columns,
-)
+from .data import GroupedBatchSampler, load_hub_texts, read_supervised, read_texts, supervised_columns
 from .lora import add_lora, enable_gradient_checkpointing, take_gradient_checkpointing
 from .stage_model import load_model_for_stage
 
