@@ -89,7 +89,8 @@ def forward_in_length_groups(
             ids[j, : int(lengths[i])] = input_ids[i][mask[i]]
             group_mask[j, : int(lengths[i])] = 1
         hidden = model(input_ids=ids, attention_mask=group_mask).last_hidden_state
-        states.update((i, hidden[j, : int(lengths[i])]) for j, i in enumerate(group))
+        # per row through `split`: a slice of the whole batch per text would write its whole gradient per text
+        states.update((i, row[0, : int(lengths[i])]) for i, row in zip(group, hidden.split(1)))
     # One write of every text's states: a write per text would make the backward pass copy the whole gradient
     # once per text.
     ordered = torch.cat([states[i] for i in range(rows_total)])
@@ -251,6 +252,25 @@ def packed_batch(pad_id: int, input_ids: list, rows: list[list[int]], dtype: tor
     return {"input_ids": ids, "position_ids": positions, "attention_mask": mask, "spans": spans}
 
 
+def row_segments(spans, row: int, width: int) -> tuple[list[int], list[bool]]:
+    """Row ``row`` of a packed batch of ``width`` cut into its spans ``(row, start, length)`` and the gaps around
+    them, left to right: the segments' sizes (for ``Tensor.split``) and whether each is a span."""
+    sizes, is_span, end = [], [], 0
+    for span_row, start, length in spans:  # `packed_batch` lists each row's spans left to right
+        if span_row != row:
+            continue
+        if start > end:
+            sizes.append(start - end)
+            is_span.append(False)
+        sizes.append(length)
+        is_span.append(True)
+        end = start + length
+    if end < width:
+        sizes.append(width - end)
+        is_span.append(False)
+    return sizes, is_span
+
+
 def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
     """Attention within each span ``(row, start, length)`` of ``llm2vec_spans``, with no mask; positions outside
     every span get zeros. On CUDA with flash-attention installed, one row tiled by its spans runs flash-attention's
@@ -267,24 +287,21 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
             and is_flash_attn_2_available()):
         return _flash_varlen_attention(module, query, key, value, lengths, dropout, scaling), None
     groups = query.shape[1] // key.shape[1]
-    rows: list[list[torch.Tensor]] = [[] for _ in range(batch)]
-    ends = [0] * batch
-    for row, start, length in spans:  # `packed_batch` lists each row's spans left to right
-        if start > ends[row]:
-            rows[row].append(query.new_zeros(query.shape[1], start - ends[row], value.shape[-1]))
-        span = slice(start, start + length)
-        rows[row].append(torch.nn.functional.scaled_dot_product_attention(
-            query[row, :, span], key[row, :, span], value[row, :, span], dropout_p=dropout, scale=scaling,
-            enable_gqa=groups > 1,
-        ))
-        ends[row] = start + length
-    # One concatenation per row rather than writes into a zero tensor: in-place slice writes would make the
-    # backward pass copy the whole gradient once per span.
-    output = torch.stack([
-        torch.cat(pieces + ([query.new_zeros(query.shape[1], width - end, value.shape[-1])] if end < width else []),
-                  dim=1)
-        for pieces, end in zip(rows, ends)
-    ])
+    outputs = []
+    for row, row_tensors in enumerate(zip(query.split(1), key.split(1), value.split(1))):
+        # `split` rather than a slice per row and span: a slice's backward writes the whole row's gradient once
+        # per span, `split`'s concatenates once. Pieces keep the batch axis: sdpa's fused CPU kernel (no score
+        # matrix kept for the backward) takes 4-D inputs only; 3-D ones run the unfused math path.
+        sizes, is_span = row_segments(spans, row, width)
+        pieces = zip(*(t.split(sizes, dim=2) for t in row_tensors), is_span)
+        # One concatenation per row rather than writes into a zero tensor, for the same reason as `split`.
+        outputs.append(torch.cat([
+            torch.nn.functional.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=scaling,
+                                                             enable_gqa=groups > 1)
+            if real else q.new_zeros(*q.shape[:3], value.shape[-1])
+            for q, k, v, real in pieces
+        ], dim=2))
+    output = torch.cat(outputs)
     return output.transpose(1, 2).contiguous(), None
 
 
@@ -343,7 +360,12 @@ def forward_packed(model: torch.nn.Module, batch: dict, device: torch.device) ->
         hidden = model(**inputs, llm2vec_spans=batch["spans"]).last_hidden_state
     else:
         hidden = model(**inputs, attention_mask=batch["attention_mask"].to(device)).last_hidden_state
-    return [hidden[r, start : start + length] for r, start, length in batch["spans"]]
+    # `split` rather than a slice per text: a slice's backward writes the whole batch's gradient once per text.
+    states = []
+    for row, row_states in enumerate(hidden.split(1)):
+        sizes, is_span = row_segments(batch["spans"], row, hidden.shape[1])
+        states.extend(piece[0] for piece, real in zip(row_states.split(sizes, dim=1), is_span) if real)
+    return states
 
 
 def unpack_to_padded(states: list[torch.Tensor], batch: dict[str, torch.Tensor]) -> torch.Tensor:
