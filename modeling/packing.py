@@ -362,9 +362,9 @@ def forward_packed(model: torch.nn.Module, batch: dict, device: torch.device) ->
         hidden = model(**inputs, attention_mask=batch["attention_mask"].to(device)).last_hidden_state
     # `split` rather than a slice per text: a slice's backward writes the whole batch's gradient once per text.
     states = []
-    for row, row_states in enumerate(hidden.split(1)):
+    for row, row_states in enumerate(hidden.unbind()):
         sizes, is_span = row_segments(batch["spans"], row, hidden.shape[1])
-        states.extend(piece[0] for piece, real in zip(row_states.split(sizes, dim=1), is_span) if real)
+        states.extend(piece for piece, real in zip(row_states.split(sizes), is_span) if real)
     return states
 
 

@@ -240,3 +240,88 @@ def test_a_causal_model_is_never_packed(tmp_path, attn_implementation):
     assert (got - bidirectional.encode(inputs, show_progress_bar=False, convert_to_tensor=True)).abs().max() > 1e-3
     with pytest.raises(ValueError, match="bidirectional"):
         causal.encode(inputs, show_progress_bar=False, packing=True)
+
+
+def _graph_node_names(output: torch.Tensor) -> list[str]:
+    seen, stack, names = set(), [output.grad_fn], []
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.append(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def _spans(lengths_per_row: list[list[int]], width: int) -> list[tuple[int, int, int]]:
+    spans = []
+    for row, lengths in enumerate(lengths_per_row):
+        start = 0
+        for length in lengths:
+            spans.append((row, start, length))
+            start += length
+        assert start <= width
+    return spans
+
+
+def test_per_text_attention_backward_grows_with_tokens_not_with_texts():
+    """Cutting a packed row per text must not cost a whole-row gradient per text in the backward (a slice of the
+    row per text does: its backward writes a zero tensor of the row's size, once per text, quadratic in a long
+    row of short texts). The graph holds as many slicing nodes for 48 texts as for 4."""
+    from llm2vec_hf.modeling.packing import forward_packed, varlen_sdpa_attention
+
+    def slicing_nodes(texts: int) -> int:
+        width = texts * 5
+        query, key, value = (torch.randn(1, 2, width, 8, requires_grad=True) for _ in range(3))
+        output, _ = varlen_sdpa_attention(None, query, key, value, None, llm2vec_spans=_spans([[5] * texts], width))
+        return sum(name in ("SliceBackward0", "SelectBackward0", "AsStridedBackward0")
+                   for name in _graph_node_names(output))
+
+    assert slicing_nodes(48) == slicing_nodes(4)
+
+    class Rows(torch.nn.Module):  # `forward_packed` cuts the model's output per text the same way
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 4)
+
+        def forward(self, input_ids, attention_mask=None, **kwargs):
+            return type("Output", (), {"last_hidden_state": self.embed(input_ids)})
+
+    def state_slicing_nodes(texts: int) -> int:
+        batch = {"input_ids": torch.zeros(2, texts * 3, dtype=torch.long), "position_ids": torch.zeros(2, texts * 3),
+                 "attention_mask": torch.ones(2, texts * 3), "spans": _spans([[3] * texts, [2] * texts], texts * 3)}
+        states = forward_packed(Rows(), batch, torch.device("cpu"))
+        assert [s.shape[0] for s in states] == [3] * texts + [2] * texts
+        return sum(name in ("SliceBackward0", "SelectBackward0", "AsStridedBackward0")
+                   for name in _graph_node_names(torch.cat(states)))
+
+    assert state_slicing_nodes(40) == state_slicing_nodes(4)
+
+
+def test_per_text_attention_gradients_equal_each_text_alone_across_rows_and_gaps():
+    """Two rows, texts of unequal lengths and padding after each row's last text (as `packed_batch` lays them
+    out): outputs and gradients equal each text's own sdpa call; the gaps give zeros and no gradient."""
+    from llm2vec_hf.modeling.packing import varlen_sdpa_attention
+
+    torch.manual_seed(0)
+    width, lengths = 16, [[5, 7], [3, 4, 6]]
+    spans = _spans(lengths, width)
+    query, key, value = (torch.randn(2, 4, width, 8, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    weights = torch.randn(2, width, 4, 8, dtype=torch.float64)
+    output, _ = varlen_sdpa_attention(None, query, key, value, None, llm2vec_spans=spans)
+    (output * weights).sum().backward()
+    packed_grads = [t.grad.clone() for t in (query, key, value)]
+    for t in (query, key, value):
+        t.grad = None
+    expected = torch.zeros_like(output)
+    for row, start, length in spans:
+        cut = slice(start, start + length)
+        alone = torch.nn.functional.scaled_dot_product_attention(
+            query[row : row + 1, :, cut], key[row : row + 1, :, cut], value[row : row + 1, :, cut])
+        expected[row, cut] = alone[0].transpose(0, 1)
+    (expected * weights).sum().backward()
+    assert (output - expected).abs().max() <= 1e-12
+    for got, want in zip(packed_grads, (query.grad, key.grad, value.grad)):
+        assert (got - want).abs().max() <= 1e-12
+    assert not bool(output[0, 12:].any()) and not bool(packed_grads[0][0, :, 12:].any())
