@@ -4,6 +4,8 @@ MNRL at growing batch sizes; with ``--side-by-side``, whole training runs agains
     python benchmarks/train.py [--hidden 256 --layers 4 --seq-len 64] [--output benchmarks/results/train.json]
     python benchmarks/train.py --side-by-side --official-python .venv-official/bin/python \
         --official benchmarks/.official [--shape llama-26m --steps 20 --rounds 2 --stages mntp,simcse,supervised]
+    python benchmarks/train.py --side-by-side --shape sheared-1.3b --base benchmarks/.models/sheared-1.3b/base \
+        --max-seq-length 128 --steps 3 --rounds 1 --threads 2
 
 Side by side (`side_by_side`): the official experiments/run_mntp.py, run_simcse.py and run_supervised.py (a
 checkout of McGill-NLP/llm2vec, run unmodified in their own environment with a config JSON: the official
@@ -251,6 +253,8 @@ OUR_RECIPE = "sheared-llama-1.3b"
 def side_specs(stage: str, args, model: Path, data: dict, work: Path, ours_overrides: dict) -> dict:
     """The two runs of one stage: the official config JSON and our recipe with its overrides."""
     settings = {**STAGES[stage], "batch": args.stage_batches[stage]}
+    if args.max_seq_length:
+        settings["max_seq_length"] = args.max_seq_length
     official_config = json.loads((Path(args.official) / "train_configs" / stage / f"{OFFICIAL_RECIPE}.json").read_text())
     official_config.update({
         "model_name_or_path": str(model), "output_dir": str(work / "official-out"), "torch_dtype": "float32",
@@ -335,8 +339,12 @@ def side_by_side(args) -> int:
     from train_data import prepare
 
     work = Path(tempfile.mkdtemp(prefix="llm2vec-train-side-"))
-    model = work / f"model-{args.shape}"
-    shape = build_model(args.shape, model)
+    if args.base:  # a large shape, written once by make_large_checkpoint.py
+        model = Path(args.base).resolve()
+        shape = base_shape(model)
+    else:
+        model = work / f"model-{args.shape}"
+        shape = build_model(args.shape, model)
     data = prepare(work / "data", records_per_dataset=args.records_per_dataset, seed=args.seed)
     stages = args.stages.split(",")
     variants = [("official", {})] + [(f"ours{suffix}", extra) for suffix, extra in
@@ -374,6 +382,19 @@ def side_by_side(args) -> int:
         loads.append(os.getloadavg())
     write_report(args, shape, stages, runs, loads, final=True)
     return 0
+
+
+def base_shape(folder: Path) -> dict:
+    """The figures `build_model` reports, for a model folder written elsewhere (counted on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(folder)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    non_embedding = sum(p.numel() for n, p in model.model.named_parameters() if "embed_tokens" not in n)
+    return {"non_embedding_params": non_embedding, "hidden": config.hidden_size, "layers": config.num_hidden_layers,
+            "vocab_size": config.vocab_size}
 
 
 def spread(values: list[float]) -> dict:
@@ -452,7 +473,10 @@ def write_report(args, shape: dict, stages: list[str], runs: dict, loads: list, 
     keeps what it measured."""
     meta = {"shape": args.shape, **shape, "steps": args.steps, "rounds": args.rounds, "seed": args.seed,
             "threads": args.threads,
-            "stages": {s: {**STAGES[s], "batch": args.stage_batches[s]} for s in stages}, "official_recipe": OFFICIAL_RECIPE,
+            "stages": {s: {**STAGES[s], "batch": args.stage_batches[s],
+                           **({"max_seq_length": args.max_seq_length} if args.max_seq_length else {})}
+                       for s in stages},
+            "base": args.base, "official_recipe": OFFICIAL_RECIPE,
             "our_recipe": OUR_RECIPE, "load_average_per_round": loads, "machine": platform.machine(),
             "processor": platform.processor(), "cpu_count": os.cpu_count(), "uname": " ".join(platform.uname()),
             "records_per_dataset": args.records_per_dataset}
@@ -486,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
     side.add_argument("--official", default=str(REPO / "benchmarks" / ".official"),
                       help="checkout of McGill-NLP/llm2vec")
     side.add_argument("--shape", default="llama-26m", help="a shape of benchmarks/encode.py")
+    side.add_argument("--base", help="instead of --shape: the base folder of a make_large_checkpoint.py output "
+                      "(e.g. benchmarks/.models/sheared-1.3b/base); --shape then only names it in the report")
+    side.add_argument("--max-seq-length", type=int, help="every stage's max_seq_length (default: the stage's own)")
     side.add_argument("--stages", default="mntp,simcse,supervised")
     side.add_argument("--steps", type=int, default=20, help="optimizer steps per run (the first is a warm-up)")
     side.add_argument("--rounds", type=int, default=2)
