@@ -71,6 +71,16 @@ def make_corpus(n: int, seed: int = 0) -> list[str]:
     return texts
 
 
+def drop_token_type_ids(folder: Path) -> None:
+    """Saves a tokenizer's inputs as input_ids and attention_mask only: the official scripts' forward (transformers
+    4.44's causal LMs) rejects token_type_ids, and `make_tokenizer_portable` rewrites tokenizer_config.json
+    without the tokenizer's own ``model_input_names``."""
+    config_path = folder / "tokenizer_config.json"
+    config_json = json.loads(config_path.read_text())
+    config_json["model_input_names"] = ["input_ids", "attention_mask"]
+    config_path.write_text(json.dumps(config_json))
+
+
 def build_model(shape: str, folder: Path) -> dict:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
@@ -80,7 +90,6 @@ def build_model(shape: str, folder: Path) -> dict:
 
     spec = SHAPES[shape]
     tokenizer = train_tokenizer("llama", vocab_size=2048)
-    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # the official forward rejects token_type_ids
     config = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec["hidden_size"],
@@ -98,10 +107,7 @@ def build_model(shape: str, folder: Path) -> dict:
     model.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     make_tokenizer_portable(folder)
-    config_path = folder / "tokenizer_config.json"
-    config_json = json.loads(config_path.read_text())
-    config_json["model_input_names"] = ["input_ids", "attention_mask"]
-    config_path.write_text(json.dumps(config_json))
+    drop_token_type_ids(folder)
     non_embedding = sum(p.numel() for n, p in model.model.named_parameters() if "embed_tokens" not in n)
     return {"non_embedding_params": non_embedding, "hidden": spec["hidden_size"], "layers": spec["num_layers"]}
 

@@ -20,6 +20,9 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).parent))
+from encode import drop_token_type_ids  # noqa: E402  (a sibling script, not a package)
+
 #: Public config.json values of the models whose shapes are measured (Hub pages of the repos named).
 SHAPES = {
     # mistralai/Mistral-7B-Instruct-v0.2
@@ -87,9 +90,9 @@ def write_base(folder: Path, shape: str, dtype: torch.dtype, max_shard_size: str
     # a real 32000-token vocabulary is not available offline: a byte-level BPE of the family's special tokens,
     # smaller than the embedding (as tokenizers with unused embedding rows are)
     tokenizer = train_tokenizer(values["model_type"], vocab_size=4096)
-    tokenizer.model_input_names = ["input_ids", "attention_mask"]  # the official forward rejects token_type_ids
     tokenizer.save_pretrained(folder)
     make_tokenizer_portable(folder)  # the official llm2vec (transformers 4.44) loads the same base
+    drop_token_type_ids(folder)
 
 
 def write_adapter(folder: Path, base: Path, config: dict, rank: int, seed: int, trained_on: str) -> None:
