@@ -99,13 +99,24 @@ def forward_in_length_groups(
     return hidden_states
 
 
-def forward_padding_free(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """``last_hidden_state`` of a padded batch, computed on its real tokens only: `forward_in_length_groups` with
-    room for the whole batch in one call, so texts share one packed row where calls attend per text (`runs_varlen`;
-    texts longer than a sliding window, and models without per-text attention, run in groups of similar length).
-    Differentiable; the training path of the sentence-transformers module. The states at real tokens equal one
-    padded call's up to float rounding; at padded positions they are zero."""
-    budget = max(int(attention_mask.sum()), attention_mask.shape[1])
+def forward_padding_free(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         max_tokens: int | None = None) -> torch.Tensor:
+    """``last_hidden_state`` of a padded batch, computed on its real tokens only: `forward_in_length_groups`, so
+    texts share packed rows where calls attend per text (`runs_varlen`; texts longer than a sliding window, and
+    models without per-text attention, run in groups of similar length), in calls of at most ``max_tokens``
+    (default `DEFAULT_MAX_BATCH_TOKENS`; a longer text gets a call of its own). Differentiable; the training path
+    of the sentence-transformers module. The states at real tokens equal one padded call's up to float rounding;
+    at padded positions they are zero.
+
+    Why a cap, when one call for the whole batch would do: under gradient checkpointing the backward pass rebuilds
+    one call's layer at a time, so that working set follows the largest call. Uncapped, a supervised batch of 64
+    records (~40k tokens at E5's lengths) rebuilds a 7B layer for all of them at once, about 8 GB in bf16; capped,
+    its share is a few hundred MB, and calls of 2048 tokens still fill a GPU's matrix units.
+
+    Below the cap the budget is the batch's real tokens: one packed row holds them all, and groups of similar
+    length (no per-text attention) are cut so that their padding stays within what packing would not have."""
+    cap = DEFAULT_MAX_BATCH_TOKENS if max_tokens is None else max_tokens
+    budget = min(cap, max(int(attention_mask.sum()), attention_mask.shape[1]))
     return forward_in_length_groups(model, input_ids, attention_mask, max_tokens=budget)
 
 

@@ -195,8 +195,9 @@ class LLM2VecTransformer(Transformer):
     attributes, or ``encode(..., max_batch_tokens=N, packing=False)``).
 
     In training (the module in train mode, or gradients on), each batch runs on its real tokens only
-    (`forward_padding_free`: the texts packed into one row that attends within each text), with the same
-    embeddings and gradients as the padded batch; ``padding_free=False`` runs the padded batch as given. Both
+    (`forward_padding_free`: the texts packed into rows that attend within each text, ``max_batch_tokens`` per
+    call), with the same embeddings and gradients as the padded batch; ``padding_free=False`` runs the padded
+    batch as given. Both
     passes of GradCache run the same way, so that its replayed dropout matches.
     """
 
@@ -284,7 +285,7 @@ class LLM2VecTransformer(Transformer):
             features = super().forward(features, **kwargs)
         elif self.training or torch.is_grad_enabled():
             features["token_embeddings"] = forward_padding_free(
-                self.auto_model, features["input_ids"], features["attention_mask"]
+                self.auto_model, features["input_ids"], features["attention_mask"], max_batch_tokens
             )
         else:
             if self.compile_on_first_forward:

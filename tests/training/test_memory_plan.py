@@ -84,7 +84,9 @@ def trainer_for(recipe):
     ("simcse", {"gradient_checkpointing": False}),
     ("supervised", {"gradient_checkpointing": False}),
     ("supervised", {"gradient_checkpointing": True, "use_gradcache": True, "gradcache_mini_batch_size": 4}),
-], ids=["mntp", "mntp-checkpointing", "simcse", "supervised", "supervised-gradcache-checkpointing"])
+    ("supervised", {"gradient_checkpointing": True, "max_batch_tokens": 100}),
+], ids=["mntp", "mntp-checkpointing", "simcse", "supervised", "supervised-gradcache-checkpointing",
+        "supervised-checkpointing-small-calls"])
 @pytest.mark.slow
 def test_activation_estimate_is_within_25_percent_of_a_measured_step(data, stage, values):
     recipe = tiny_recipe(data, stage, **values)

@@ -43,11 +43,13 @@ class ForwardSpy:
 
     def __init__(self, model: torch.nn.Module):
         self.calls: list[tuple[int, int]] = []
+        self.tokens: list[int] = []  # positions per call, padding included
         self.handle = model.register_forward_pre_hook(self._record, with_kwargs=True)
 
     def _record(self, module, args, kwargs):
         ids, positions = kwargs["input_ids"], kwargs.get("position_ids")
         self.calls.append((ids.shape[0], ids.shape[0] if positions is None else int((positions == 0).sum())))
+        self.tokens.append(ids.numel())
 
 
 def loss_and_grads(recipe_values: dict, padding_free: bool):
@@ -66,6 +68,7 @@ def loss_and_grads(recipe_values: dict, padding_free: bool):
     loss = trainer.compute_loss(model, batch)
     loss.backward()
     spy.handle.remove()
+    loss_and_grads.last_call_tokens = spy.tokens
     grads = {n: p.grad.detach().clone() for n, p in encoder.named_parameters() if p.requires_grad}
     return float(loss.detach()), grads, spy.calls, batch
 
@@ -118,6 +121,20 @@ def test_supervised_with_hard_negatives_and_gradient_checkpointing(tiny, tmp_pat
     assert padding_in(padded[3]) > 0.1
     # queries, positives and negatives (8 each): every call one packed row
     assert all(rows == 1 for rows, _ in packed[2]) and sum(texts for _, texts in packed[2]) == 24
+    assert_same(padded, packed)
+
+
+def test_calls_hold_at_most_max_batch_tokens_and_stay_exact(tiny, tmp_path):
+    """``max_batch_tokens`` splits a packed batch into several calls (bounding the layer that gradient
+    checkpointing rebuilds); a text longer than the cap gets a call of its own. Loss and gradients do not move."""
+    recipe = values(tiny, tmp_path, "supervised", gradient_checkpointing=True, max_batch_tokens=40)
+    padded, packed = loss_and_grads(recipe, False), loss_and_grads(recipe, True)
+    call_tokens = loss_and_grads.last_call_tokens
+    _, _, uncapped_calls, batch = loss_and_grads(values(tiny, tmp_path, "supervised"), True)
+    lengths = [int(n) for key, mask in batch.items() if key.endswith("attention_mask") for n in mask.sum(1)]
+    assert max(lengths) > 40 and sum(lengths) > 3 * 40  # some calls must split, and one text is over the cap
+    assert len(packed[2]) > len(uncapped_calls) and sum(texts for _, texts in packed[2]) == 24
+    assert all(tokens <= 40 or texts == 1 for tokens, (_, texts) in zip(call_tokens, packed[2]))
     assert_same(padded, packed)
 
 

@@ -23,7 +23,7 @@ import torch
 from sentence_transformers import SentenceTransformerTrainer
 
 from ..modeling.encoding_settings import write_encoding_settings
-from ..modeling.packing import use_varlen_attention
+from ..modeling.packing import DEFAULT_MAX_BATCH_TOKENS, use_varlen_attention
 from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
 from .checkpoints import AdapterTrainerMixin
 from .data import GroupedBatchSampler, load_hub_texts, read_supervised, read_texts, supervised_columns
@@ -68,14 +68,16 @@ class PaddedRowLLM2VecTransformer(PreloadedLLM2VecTransformer):
 
 def sentence_transformer_for(encoder, tokenizer, base_folder: str, max_seq_length: int, pooling_mode: str,
                              text_template: str | None = None, padded_row_pooling: bool = False,
-                             padding_free: bool = True):
+                             padding_free: bool = True, max_batch_tokens: int | None = None):
     """A ``SentenceTransformer`` around an already loaded encoder (possibly a ``PeftModel``), no second load.
-    ``padding_free``: training batches run on their real tokens only (``LLM2VecTransformer``)."""
+    ``padding_free``: training batches run on their real tokens only, in forward calls of at most
+    ``max_batch_tokens`` (``LLM2VecTransformer``)."""
     from sentence_transformers import SentenceTransformer
 
     module_class = PaddedRowLLM2VecTransformer if padded_row_pooling else PreloadedLLM2VecTransformer
     module = module_class(base_folder, max_seq_length=max_seq_length, model_kwargs={"encoder": encoder})
     module.padding_free = module.padding_free and padding_free
+    module.max_batch_tokens = max_batch_tokens
     tokenizer.model_max_length = max_seq_length
     module.processor = tokenizer  # ours: pad token set, as every llm2vec-hf path loads it
     # A settings layer over the base's (`resolve_encoding`'s ``stored``). Training reads texts exactly as the
@@ -174,14 +176,16 @@ def build_contrastive_trainer(recipe, resume: str | None):
         n = set_attention_dropout(encoder, contrastive.simcse_dropout)
         logger.info("SimCSE: attention dropout %.2f on %d attention modules", contrastive.simcse_dropout, n)
     if contrastive.padding_free and use_varlen_attention(encoder):
-        logger.info("%s: padding-free batches (texts packed into one row, attention within each text)", stage)
+        logger.info("%s: padding-free batches (texts packed into rows that attend within each text, at most %d "
+                    "tokens per call)", stage, contrastive.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS)
     set_seed(args.seed)
     peft_model = add_lora(encoder, recipe.model)
     if take_gradient_checkpointing(args):
         enable_gradient_checkpointing(peft_model)
     model = sentence_transformer_for(peft_model, tokenizer, base_folder, recipe.data.max_seq_length,
                                      contrastive.pooling_mode, contrastive.text_template,
-                                     contrastive.simcse_pooling == "padded_row", contrastive.padding_free)
+                                     contrastive.simcse_pooling == "padded_row", contrastive.padding_free,
+                                     contrastive.max_batch_tokens)
     scale = contrastive.loss_scale if contrastive.loss_scale is not None else (20.0 if stage == "simcse" else 50.0)
     loss = contrastive_loss(model, contrastive, scale, args.world_size)
     logger.info("%s: %s, scale %.1f, batch %d x %d device(s)", stage, type(loss).__name__, scale,

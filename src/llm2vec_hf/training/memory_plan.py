@@ -13,7 +13,7 @@ V, activation bytes a (2 under bf16/fp16, else 4):
   token's k experts, 3a·i_expert·k, plus its router logits), and each LoRA target's input (a per byte of width,
   plus the dropout mask where lora_dropout > 0: 1 byte on a GPU, 4 on a CPU);
   with gradient checkpointing only each layer's input (ah) is kept, and one layer's activations are rebuilt at a
-  time; MNTP adds the LM head's logits (aV) and the loss's float32 copy and log-softmax (8V) for the fraction
+  time, for one forward call's tokens (padding-free batches: at most ``max_batch_tokens``); MNTP adds the LM head's logits (aV) and the loss's float32 copy and log-softmax (8V) for the fraction
   ``mlm_probability`` of the tokens that predict a masked token (the only ones projected onto the vocabulary);
 * the backward pass's working set: the gradients in flight (MNTP: the float32 gradient of those logits, 4V per
   predicting token; otherwise two float32 tensors of the widest activation);
@@ -40,6 +40,7 @@ from typing import Any
 
 from ..loading.models import load_config
 from ..modeling.modeling_llm2vec import TEXT_TOWERS, family_for
+from ..modeling.packing import DEFAULT_MAX_BATCH_TOKENS
 from .lora import lora_config
 
 logger = logging.getLogger(__name__)
@@ -243,6 +244,10 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
     gradcache = stage != "mntp" and contrastive.use_gradcache
     texts_with_grad = min(texts, contrastive.gradcache_mini_batch_size) if gradcache else texts
     tokens = texts_with_grad * length
+    # the tokens of the largest forward call: padding-free batches run in calls of at most max_batch_tokens (a
+    # longer text in a call of its own), padded ones (and MNTP) in one call
+    padding_free = stage != "mntp" and contrastive.padding_free and contrastive.simcse_pooling != "padded_row"
+    call_cap = max(length, contrastive.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS) if padding_free else None
     attention_dropout = stage == "simcse" and recipe.contrastive.simcse_dropout > 0
     per_layer = layer_activation_bytes(shape, a, mask_bytes, length if device == "cpu" else 0, attention_dropout)
     outside_layers = (a + 4) * shape.hidden  # the embeddings' output and the final norm's float32 input
@@ -252,11 +257,17 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
     # the positions that predict a masked token only (mntp.predicted_positions_only); its backward runs before any
     # layer's, so with checkpointing its peak and a rebuilt layer's do not add up
     head = math.ceil((a + 12) * shape.vocab * recipe.mntp.mlm_probability) if stage == "mntp" else 0
+
+    def checkpointed(tokens: int) -> int:
+        # every call's layer inputs are kept; the backward rebuilds one call's layer at a time
+        call_tokens = tokens if call_cap is None else min(tokens, call_cap)
+        return tokens * (shape.layers * a * shape.hidden + outside_layers) \
+            + call_tokens * max(head, per_layer + layer_gradients)
+
     activations = {
         "without_gradient_checkpointing": tokens * (shape.layers * per_layer + outside_layers
                                                     + max(head, layer_gradients)),
-        "with_gradient_checkpointing": tokens * (shape.layers * a * shape.hidden + outside_layers
-                                                 + max(head, per_layer + layer_gradients)),
+        "with_gradient_checkpointing": checkpointed(tokens),
     }
     weights = shape.parameters * weight_bytes
     lora = shape.lora_parameters * 16
@@ -270,6 +281,7 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
         "parameters": shape.parameters,
         "lora_parameters": shape.lora_parameters,
         "tokens_per_micro_batch": tokens,
+        "tokens_per_forward_call": tokens if call_cap is None else min(tokens, call_cap),
         "micro_batch": (f"{texts_with_grad} texts of GradCache's mini-batch (of {texts} per step)" if gradcache
                         else f"{rows} rows x {texts_per_row(recipe)} text(s) = {texts} texts")
         + f" x {length} tokens",
@@ -286,18 +298,19 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
         "total_gib": round(total / GIB, 2),
         "fits": fits,
     }
-    result["to_fit"] = {f"{size} GB": knob_to_fit(size, weights + lora + FRAMEWORK_BYTES, activations, tokens,
-                                                  checkpointing, stage, length)
+    result["to_fit"] = {f"{size} GB": knob_to_fit(size, weights + lora + FRAMEWORK_BYTES, activations, checkpointed,
+                                                  checkpointing, stage, length, texts)
                         for size in GPU_SIZES_GB if not fits[f"{size} GB"]}
     return result
 
 
-def knob_to_fit(size_gb: int, fixed: int, activations: dict[str, int], tokens: int, checkpointing: bool,
-                stage: str, length: int) -> dict[str, Any]:
+def knob_to_fit(size_gb: int, fixed: int, activations: dict[str, int], checkpointed, checkpointing: bool,
+                stage: str, length: int, texts: int) -> dict[str, Any]:
     """The recipe fields that make the step fit a ``size_gb`` GPU (``set``) and why, in the order that keeps the
     recipe's results: gradient checkpointing and GradCache change memory only; a smaller per-device batch needs
     more gradient accumulation for the same global batch (and would change a contrastive stage's in-batch
-    negatives, so it is offered for MNTP only)."""
+    negatives, so it is offered for MNTP only). ``checkpointed(tokens)``: the activations of a micro-batch of
+    that many tokens under gradient checkpointing; ``texts``: the step's texts (rows for MNTP)."""
     budget = size_gb * 1e9 * USABLE_FRACTION - fixed
     if budget <= 0:
         return {"set": {}, "why": "the weights and the LoRA's optimizer states alone do not fit: shard them over "
@@ -305,7 +318,13 @@ def knob_to_fit(size_gb: int, fixed: int, activations: dict[str, int], tokens: i
     with_checkpointing = activations["with_gradient_checkpointing"]
     if not checkpointing and with_checkpointing <= budget:
         return {"set": {"gradient_checkpointing": True}, "why": "activations kept per layer input only"}
-    fitting_texts = int(budget // (with_checkpointing / tokens)) // length
+    # the most texts of max_seq_length whose checkpointed activations fit (not linear in the texts: padding-free
+    # calls are capped, so a smaller micro-batch may rebuild as large a layer)
+    low, high = 0, texts
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if checkpointed(middle * length) <= budget else (low, middle - 1)
+    fitting_texts = low
     also = {} if checkpointing else {"gradient_checkpointing": True}
     if fitting_texts < 1:
         return {"set": {}, "why": f"not even one text of max_seq_length {length} fits: lower max_seq_length"}
