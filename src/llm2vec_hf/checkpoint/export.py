@@ -71,8 +71,10 @@ def export_checkpoint(
 
     ``dtype``: the weights' dtype; by default the base's own (`merged_weights.stored_dtype`). The weights are
     streamed, tensor by tensor, from the base's files into shards of at most ``max_shard_size`` (default:
-    transformers'), so memory stays at one tensor and the adapters (docs/architecture.md, "Export at scale");
-    an adapter with parts a streamed merge does not add is merged by PEFT on the loaded model instead.
+    transformers'), so memory stays at one tensor and the adapters (docs/architecture.md, "Export at scale"),
+    in the base's checkpoint layout (mixture-of-experts bases too: transformers converts the export on load as it
+    converts the base); a quantized base, or an adapter with parts a streamed merge does not add, is merged by
+    PEFT on the loaded model instead.
 
     Encoding settings are resolved once by `loading.encoding_settings`: defaults < base config.json's ``llm2vec``
     < the base's llm2vec_config.json < each adapter's config.json block and llm2vec_config.json, in order
@@ -99,7 +101,7 @@ def export_checkpoint(
         weights = merged_weights.BaseWeights(path, base, model)
         for adapter in adapters:
             folders.append(resolve_local(adapter))
-            updates.append(merged_weights.lora_updates(model, folders[-1]))
+            updates.append(weights.written_updates(merged_weights.lora_updates(model, folders[-1])))
     except merged_weights.UnsupportedForStreaming as why:
         logger.info("Merging through PEFT on the loaded model (not tensor by tensor: %s); memory holds the whole "
                     "model", why)

@@ -7,6 +7,11 @@ The model object export works with is a skeleton on the ``meta`` device: it carr
 names and shapes, and the output dtype, never weights. Adapters are checked by the same PEFT path as
 ``loading.apply_adapter`` (on the skeleton, with ``low_cpu_mem_usage``), so an adapter that does not fit fails
 with the same error either way.
+
+The output keeps the base's own checkpoint layout: for the families whose checkpoints transformers converts on
+load (mixture-of-experts: per-expert matrices fused into one 3-D parameter), each tensor is written under its
+checkpoint name and transformers converts the export on load as it converts the base; `BaseWeights` works out,
+with transformers' own key renaming, which model parameter each checkpoint tensor feeds.
 """
 
 from __future__ import annotations
@@ -94,31 +99,96 @@ def stored_dtype(folder: str, config=None) -> torch.dtype:
 
 @dataclass
 class LoraUpdate:
-    """One adapter's low-rank update of one weight: ``transpose(B @ A) * scaling``, as PEFT computes it."""
+    """One adapter's low-rank update of one weight: ``transpose(B @ A) * scaling``, as PEFT computes it.
+
+    ``experts`` > 0: PEFT's ``ParamWrapper`` on a 3-D ``(experts, ·, ·)`` parameter (`target_parameters`, which
+    ``all-linear`` resolves to for mixture-of-experts layers); ``A`` holds ``r`` rows per expert in expert order,
+    ``B`` ``r`` columns per expert interleaved (PEFT's reshapes), and expert ``e``'s update is ``B_e @ A_e``,
+    transposed where the parameter stores ``(experts, in, out)`` (``transposed``). ``round_delta``: PEFT adds a
+    ``ParamWrapper``'s update rounded to the parameter's dtype."""
 
     A: torch.Tensor
     B: torch.Tensor
     scaling: float
     fan_in_fan_out: bool
+    experts: int = 0
+    transposed: bool = False
+    round_delta: bool = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape of the weight this update fits."""
+        if self.experts:
+            return (self.experts, *self.expert_shape())
+        rows, cols = self.B.shape[0], self.A.shape[-1]
+        return (cols, rows) if self.fan_in_fan_out else (rows, cols)
+
+    def expert_shape(self) -> tuple[int, int]:
+        rows, cols = self.B.shape[0], self.A.shape[-1]
+        return (cols, rows) if self.transposed else (rows, cols)
 
     def delta(self) -> torch.Tensor:
+        """The update of the whole weight (the stack of every expert's, for an experts update)."""
+        if self.experts:
+            return torch.stack([self.expert_delta(e) for e in range(self.experts)])
         # float32, as PEFT's merge computes it on CPU (adapters are cast up for a 16-bit base); scaled in place
         product = self.B.float() @ self.A.float()
         return (product.T if self.fan_in_fan_out else product).mul_(self.scaling)
 
+    def expert_delta(self, expert: int, dim: int | None = None, offset: int = 0, size: int = 0) -> torch.Tensor:
+        """Expert ``expert``'s update, or only its ``size`` rows (``dim`` 0) or columns (``dim`` 1) from
+        ``offset``: the low-rank factors are sliced before they are multiplied, so memory holds the part asked for."""
+        A = self.A.reshape(self.experts, -1, self.A.shape[-1])[expert].float()
+        B = self.B.reshape(self.B.shape[0], -1, self.experts)[:, :, expert].float()
+        if dim is not None:
+            # rows of the stored layout are rows of B @ A, or its columns where the parameter is transposed
+            if (dim == 0) != self.transposed:
+                B = B[offset:offset + size]
+            else:
+                A = A[:, offset:offset + size]
+        product = B @ A
+        return (product.T if self.transposed else product).mul_(self.scaling)
+
+
+@dataclass
+class ExpertSlice:
+    """The part of an experts `LoraUpdate` that one checkpoint tensor holds, where transformers stacks the
+    checkpoint's per-expert matrices into one parameter (and concatenates several along ``dim``): expert
+    ``expert``'s update, narrowed to ``size`` along ``dim`` from ``offset`` (all of it when ``dim`` is None)."""
+
+    update: LoraUpdate
+    expert: int
+    dim: int | None = None
+    offset: int = 0
+    size: int = 0
+
+    @property
+    def round_delta(self) -> bool:
+        return self.update.round_delta
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        shape = list(self.update.expert_shape())
+        if self.dim is not None:
+            shape[self.dim] = self.size
+        return tuple(shape)
+
+    def delta(self) -> torch.Tensor:
+        return self.update.expert_delta(self.expert, self.dim, self.offset, self.size)
+
 
 class UnsupportedForStreaming(Exception):
-    """A base or adapter that a streamed merge does not handle (checkpoints converted on load; adapters with
-    DoRA, LoRA biases, modules_to_save, non-Linear layers): export then merges through PEFT on a loaded model."""
+    """A base or adapter that a streamed merge does not handle (quantized bases; checkpoint tensors that
+    transformers splits on load; adapters with DoRA, LoRA biases, modules_to_save, non-Linear layers, or an update
+    on a parameter transformers builds from several checkpoint tensors): export then merges through PEFT on a
+    loaded model."""
 
 
 def check_streamable(config) -> None:
-    """Raises `UnsupportedForStreaming` for a model whose checkpoint tensors transformers converts on load
-    (mixture-of-experts families fuse the per-expert matrices): their names and shapes are not the model's."""
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping
-
-    if get_checkpoint_conversion_mapping(config.model_type) is not None:
-        raise UnsupportedForStreaming(f"transformers converts {config.model_type} checkpoints on load")
+    """Raises `UnsupportedForStreaming` for a quantized base: its quantizer adds conversions of its own on load
+    (dequantization, packed blocks and scales) that a tensor-by-tensor merge does not replay."""
+    if getattr(config, "quantization_config", None):
+        raise UnsupportedForStreaming(f"{config.model_type} checkpoint is quantized")
 
 
 def skeleton(family, config, dtype: torch.dtype):
@@ -131,10 +201,12 @@ def skeleton(family, config, dtype: torch.dtype):
 
 
 def lora_updates(model, adapter_path: str) -> dict[str, LoraUpdate]:
-    """{weight name in ``model``'s state dict: update} of the adapter in ``adapter_path``, checked against the
-    skeleton ``model`` by `loading.adapters.attach_adapter` (same errors as a loaded merge). ``model`` is left as it was."""
+    """{parameter name in ``model``'s state dict: update} of the adapter in ``adapter_path``, checked against the
+    skeleton ``model`` by `loading.adapters.attach_adapter` (same errors as a loaded merge): LoRA on Linear layers
+    and on parameters (PEFT's ``target_parameters``, experts included). ``model`` is left as it was."""
     from peft.tuners.lora import LoraLayer
     from peft.tuners.lora.layer import Linear as LoraLinear
+    from peft.tuners.lora.layer import ParamWrapper
     from safetensors.torch import load_file
 
     peft_model = attach_adapter(model, adapter_path, low_cpu_mem_usage=True)
@@ -152,14 +224,30 @@ def lora_updates(model, adapter_path: str) -> dict[str, LoraUpdate]:
         for name, module in peft_model.named_modules():
             if not isinstance(module, LoraLayer) or "default" not in getattr(module, "lora_A", {}):
                 continue
-            if type(module) is not LoraLinear or module.lora_variant.get("default") is not None \
+            if type(module) not in (LoraLinear, ParamWrapper) or module.lora_variant.get("default") is not None \
                     or module.lora_bias.get("default"):
                 raise UnsupportedForStreaming(f"{type(module).__name__} at {name}")
             A, B = tensors.get(f"{name}.lora_A.default.weight"), tensors.get(f"{name}.lora_B.default.weight")
-            if A is None or B is None:  # attach_adapter refuses missing tensors; this guards the invariant
-                raise CheckpointError(f"Adapter {adapter_path}: {name} has no lora_A/lora_B")
-            updates[name.removeprefix(prefix) + ".weight"] = LoraUpdate(
-                A, B, float(module.scaling["default"]), bool(module.fan_in_fan_out))
+            if A is None or B is None:
+                # attach_adapter refuses missing tensors, so PEFT found them under names it converted on load (an
+                # adapter saved before transformers renamed the module): its own merge reads them right
+                raise UnsupportedForStreaming(f"PEFT renamed the adapter tensors of {name} on load")
+            scaling = float(module.scaling["default"])
+            if type(module) is LoraLinear:
+                updates[name.removeprefix(prefix) + ".weight"] = LoraUpdate(A, B, scaling, bool(module.fan_in_fan_out))
+                continue
+            # a ParamWrapper wraps the module that holds the parameter, or (several parameters of one module)
+            # another ParamWrapper: its base_layer
+            owner = name.removeprefix(prefix)
+            while owner.endswith(".base_layer"):
+                owner = owner.removesuffix(".base_layer")
+            experts = int(getattr(module, "num_experts", 1))
+            swapped = getattr(module, "_did_swap_in_out_features", None)
+            if experts > 1 and swapped is None:  # PEFT's orientation flag, read from this PEFT's ParamWrapper
+                raise UnsupportedForStreaming(f"this PEFT's ParamWrapper at {name}")
+            updates[f"{owner}.{module.parameter_name}"] = LoraUpdate(
+                A, B, scaling, False, experts=experts if experts > 1 else 0, transposed=experts > 1 and not swapped,
+                round_delta=True)
     finally:
         peft_model.unload()
     return updates
@@ -167,17 +255,30 @@ def lora_updates(model, adapter_path: str) -> dict[str, LoraUpdate]:
 
 @dataclass
 class BaseWeights:
-    """The base's tensors mapped onto the skeleton's state-dict names, read lazily; refuses missing, unexpected
-    and mismatched tensors as `loading.models.check_loading_info` does for a loaded model."""
+    """The base's tensors, read lazily, each under the name it is written under and mapped onto the skeleton
+    parameter it loads into; refuses missing, unexpected and mismatched tensors as `loading.models.check_loading_info`
+    does for a loaded model.
+
+    A written name is the checkpoint's (the multimodal text tower's name, `loading.models.text_tower`; less the
+    ``model.`` of a ``…ForCausalLM`` checkpoint, which the encoder lacks). transformers' conversion mapping of the
+    skeleton (``get_model_conversion_mapping``, the one its loader applies) names the parameter each one feeds:
+    renames map one tensor onto one parameter, converters build one parameter from several (a mixture-of-experts
+    layer's per-expert matrices stacked into ``experts.gate_up_proj``). The export keeps those names, and
+    transformers converts it on load as it converts the base, so a streamed merge never reshapes a tensor."""
 
     folder: str
     name: str
     model: Any
-    sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # our name: (file, name in the file)
+    sources: dict[str, tuple[str, str]] = field(default_factory=dict)  # written name: (file, name in the file)
+    targets: dict[str, str] = field(default_factory=dict)  # written name: skeleton parameter it feeds
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # written name: shape on disk
+    # written name: (converter, index of its source pattern) of the tensors that a converter builds a parameter from
+    converted: dict[str, tuple[Any, int]] = field(default_factory=dict)
 
     def __post_init__(self):
         expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
         prefix = getattr(self.model, "base_model_prefix", "") + "."
+        resolve = key_resolver(self.model, expected, prefix)
         tower = text_tower(self.folder)
         unexpected, mismatched = [], []
         for path in weight_files(self.folder):
@@ -187,19 +288,108 @@ class BaseWeights:
                         name = key if tower is None else tower.text_name(key)
                         if name is None:  # a multimodal checkpoint's vision part: never read
                             continue
-                        ours = name if name in expected else name.removeprefix(prefix)
-                        if ours not in expected:
+                        resolved = resolve(name)
+                        if resolved is None:
                             unexpected.append(key)
                             continue
+                        written, target, conversion = resolved
                         shape = tuple(handle.get_slice(key).get_shape())
-                        if shape != expected[ours]:
-                            mismatched.append((ours, shape, expected[ours]))
-                        self.sources[ours] = (path, key)
+                        if conversion is not None:
+                            self.converted[written] = conversion
+                        elif shape != expected[target]:
+                            mismatched.append((target, shape, expected[target]))
+                        self.sources[written] = (path, key)
+                        self.targets[written] = target
+                        self.shapes[written] = shape
             except (OSError, SafetensorError) as error:
                 raise CheckpointError(f"Could not load the weights of {self.name}: {one_line(error)}") from None
-        missing = sorted(set(expected) - set(self.sources))
+        # the converters stack and concatenate, which keeps every value: a missing expert or another size shows
+        # in the count (transformers' loader checks the converted shape itself when the export is loaded)
+        for target, names in self.feeding(converted_only=True).items():
+            values = sum(_numel(self.shapes[n]) for n in names)
+            if values != _numel(expected[target]):
+                mismatched.append(f"{target} (built from {len(names)} tensors of {values} values; config: "
+                                  f"{list(expected[target])}, {_numel(expected[target])} values)")
+        missing = sorted(set(expected) - set(self.targets.values()))
         check_loading_info(self.name, {"missing_keys": missing, "unexpected_keys": unexpected,
                                        "mismatched_keys": mismatched})
+
+    def feeding(self, converted_only: bool = False) -> dict[str, list[str]]:
+        """{skeleton parameter: the written names that feed it, in the order in which transformers' loader
+        collects them (``dot_natural_key``: ``experts.2`` before ``experts.10``), which is the order it stacks
+        experts in}."""
+        from transformers.core_model_loading import dot_natural_key
+
+        fed: dict[str, list[str]] = {}
+        for name in sorted(self.targets, key=dot_natural_key):
+            if not converted_only or name in self.converted:
+                fed.setdefault(self.targets[name], []).append(name)
+        return fed
+
+    def layout(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+        """{written name: meta tensor of its shape and output dtype}, in the skeleton's parameter order."""
+        params = self.model.state_dict()
+        fed = self.feeding()
+        layout = {}
+        for target, param in params.items():
+            for name in fed.get(target, ()):
+                layout[name] = torch.empty(self.shapes[name], device="meta",
+                                           dtype=dtype if param.is_floating_point() else param.dtype)
+        return layout
+
+    def written_updates(self, updates: dict[str, LoraUpdate]) -> dict[str, LoraUpdate | ExpertSlice]:
+        """`lora_updates`' updates (by skeleton parameter) by the name of the checkpoint tensor each changes: the
+        one tensor that a parameter is renamed from, or, for an experts update of a parameter that transformers
+        stacks from per-expert tensors, one `ExpertSlice` per tensor.
+
+        Raises `UnsupportedForStreaming` where the parts cannot be told apart by the conversion's key renaming
+        (a converter other than stacking experts, optionally concatenated along one dimension; a Linear weight
+        built by a converter) or where an update does not fit its tensor: PEFT merges it on the loaded model
+        instead. Never drops an update."""
+        fed = self.feeding()
+        placed: dict[str, LoraUpdate | ExpertSlice] = {}
+        for target, update in updates.items():
+            names = fed.get(target)
+            if not names:  # every skeleton parameter has a source (or __post_init__ refused the base)
+                raise CheckpointError(f"{self.name}: no checkpoint tensor holds {target}, which an adapter changes")
+            if names[0] in self.converted:
+                placed.update(self._expert_slices(target, names, update))
+            else:
+                placed[names[0]] = update
+        for name, part in placed.items():
+            if tuple(part.shape) != self.shapes[name]:
+                raise UnsupportedForStreaming(f"the adapter's update of {self.targets[name]} has shape "
+                                              f"{list(part.shape)}, its checkpoint tensor {name} "
+                                              f"{list(self.shapes[name])}")
+        return placed
+
+    def _expert_slices(self, target: str, names: list[str], update: LoraUpdate) -> dict[str, ExpertSlice]:
+        """Where each of ``names`` lies in ``target`` by the converter's operations, as transformers applies them:
+        ``MergeModulelist(dim=0)`` stacks each source pattern's tensors (experts in `feeding` order), then
+        ``Concatenate(dim=d)`` joins the patterns' stacks in pattern order."""
+        from transformers.core_model_loading import Concatenate, MergeModulelist
+
+        converter = self.converted[names[0]][0]
+        operations = list(getattr(converter, "operations", None) or [])
+        kinds = [type(op) for op in operations]
+        if not update.experts or kinds not in ([MergeModulelist], [MergeModulelist, Concatenate]) \
+                or operations[0].dim != 0 or (len(operations) == 2 and operations[1].dim < 1):
+            raise UnsupportedForStreaming(f"the adapter changes {target}, which transformers builds from "
+                                          f"{len(names)} checkpoint tensors by {operations or 'a conversion'}")
+        by_pattern: dict[int, list[str]] = {}
+        for name in names:
+            by_pattern.setdefault(self.converted[name][1], []).append(name)
+        if any(len(group) != update.experts for group in by_pattern.values()):
+            raise UnsupportedForStreaming(f"the adapter changes {target} for {update.experts} experts, the checkpoint "
+                                          f"holds {sorted(len(group) for group in by_pattern.values())}")
+        dim = operations[1].dim - 1 if len(operations) == 2 else None  # in one expert's matrix
+        slices, offset = {}, 0
+        for index in sorted(by_pattern):
+            size = self.shapes[by_pattern[index][0]][dim] if dim is not None else 0
+            for expert, name in enumerate(by_pattern[index]):
+                slices[name] = ExpertSlice(update, expert, dim, offset, size)
+            offset += size
+        return slices
 
     def tensors(self, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
         """(name, tensor) for ``names``, in that order, each read from disk when it is reached.
@@ -216,23 +406,83 @@ class BaseWeights:
             yield name, tensor
 
 
-def merged(tensor: torch.Tensor, updates: list[LoraUpdate], dtype: torch.dtype, rounding: str | None = None):
-    """``tensor`` with ``updates`` added in order, in ``dtype`` (``rounding``: see `MERGE_ROUNDING`)."""
+def key_resolver(model, expected: dict[str, tuple[int, ...]], prefix: str):
+    """``resolve(checkpoint name)`` -> ``(written name, skeleton parameter, conversion)`` or None (a tensor the
+    model has no place for), renaming as transformers' loader does for ``model``: every renaming, then at most
+    one converter; ``conversion`` is ``(converter, index of the source pattern that matched)`` when a converter
+    builds the parameter, else None.
+
+    Raises `UnsupportedForStreaming` for a converter that splits one checkpoint tensor into several parameters:
+    which parameters it feeds is decided inside transformers' conversion, not by the key."""
+    from transformers.conversion_mapping import get_model_conversion_mapping
+    from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+
+    mapping = get_model_conversion_mapping(model)
+    renamings = [entry for entry in mapping if isinstance(entry, WeightRenaming)]
+    converters = [entry for entry in mapping if isinstance(entry, WeightConverter)]
+    patterns = {pattern: (converter, index) for converter in converters
+                for index, pattern in enumerate(converter.source_patterns)}
+
+    def resolve(name: str) -> tuple[str, str, tuple[Any, int] | None] | None:
+        for written in (name, name.removeprefix(prefix)) if name.startswith(prefix) else (name,):
+            target, pattern = rename_source_key(written, renamings, converters)
+            if target in expected:
+                conversion = None if pattern is None else patterns[pattern]
+                if conversion is not None and len(conversion[0].target_patterns) > 1:
+                    raise UnsupportedForStreaming(f"transformers splits {name} into several parameters on load")
+                if conversion is not None and _keeps_values(conversion[0]):
+                    conversion = None  # a one-to-one copy: the tensor is the parameter, as after a rename
+                return written, target, conversion
+        return None
+
+    return resolve
+
+
+#: conversion operations that hand the tensor on unchanged (transformers 5.2 copies GPT-OSS's fused experts to
+#: 16-byte-aligned memory on load)
+VALUE_PRESERVING_OPERATIONS = {"Force16BytesAlignment"}
+
+
+def _keeps_values(converter) -> bool:
+    operations = list(getattr(converter, "operations", None) or [])
+    return len(converter.source_patterns) == 1 and bool(operations) \
+        and all(type(op).__name__ in VALUE_PRESERVING_OPERATIONS for op in operations)
+
+
+def _numel(shape) -> int:
+    count = 1
+    for size in shape:
+        count *= int(size)
+    return count
+
+
+def merged(tensor: torch.Tensor, updates: list, dtype: torch.dtype, rounding: str | None = None):
+    """``tensor`` with ``updates`` (`LoraUpdate`, `ExpertSlice`) added in order, in ``dtype`` (``rounding``: see
+    `MERGE_ROUNDING`). An expert stack is updated in place: ``tensor`` is one read for this merge."""
     rounding = rounding or MERGE_ROUNDING
+    if rounding not in ("per_adapter", "float32"):
+        raise ValueError(f"Unknown merge rounding {rounding!r}")
     if not updates or not tensor.is_floating_point():
         return tensor.to(dtype) if tensor.is_floating_point() else tensor
-    if rounding == "per_adapter":
-        weight = tensor.to(dtype)
-        for update in updates:
-            # delta + weight in float32 (in place, one float32 matrix at a time), rounded to ``dtype``
-            weight = update.delta().add_(weight).to(dtype)
-        return weight
-    if rounding != "float32":
-        raise ValueError(f"Unknown merge rounding {rounding!r}")
-    weight = tensor.float()
+    weight = tensor.to(dtype) if rounding == "per_adapter" else tensor.float()
     for update in updates:
-        weight += update.delta()
+        if isinstance(update, LoraUpdate) and update.experts:
+            # a whole expert stack (a base that stores it fused) is updated one expert at a time, in place: one
+            # float32 expert in memory besides the stack, never a second stack
+            for expert in range(update.experts):
+                weight[expert] = _added(weight[expert], update.expert_delta(expert), update, dtype, rounding)
+        else:
+            weight = _added(weight, update.delta(), update, dtype, rounding)
     return weight.to(dtype)
+
+
+def _added(weight: torch.Tensor, delta: torch.Tensor, update, dtype: torch.dtype, rounding: str) -> torch.Tensor:
+    if rounding == "float32":
+        return delta.add_(weight)
+    if update.round_delta:  # PEFT's ParamWrapper adds its update in the parameter's dtype
+        delta = delta.to(dtype)
+    # delta + weight in float32 (in place, one float32 matrix at a time), rounded to ``dtype``
+    return delta.add_(weight).to(dtype)
 
 
 def write_merged_weights(
@@ -243,18 +493,20 @@ def write_merged_weights(
     max_shard_size: str | int | None = None,
     rounding: str | None = None,
 ) -> list[str]:
-    """Writes the skeleton's weights (base + adapters, in ``dtype``) into ``folder`` as transformers'
-    ``save_pretrained`` lays them out: model.safetensors, or shards of at most ``max_shard_size`` (transformers'
-    default) with model.safetensors.index.json. Returns the files written."""
+    """Writes the base's weights with the adapters added (in ``dtype``; ``adapters``: updates by written name,
+    `BaseWeights.written_updates`) into ``folder`` as transformers' ``save_pretrained`` lays them out:
+    model.safetensors, or shards of at most ``max_shard_size`` (transformers' default) with
+    model.safetensors.index.json, under the base's checkpoint names (`BaseWeights`). Returns the files written."""
     from huggingface_hub import split_torch_state_dict_into_shards
 
     updates: dict[str, list[LoraUpdate]] = {}
     for adapter in adapters:
         for name, update in adapter.items():
             updates.setdefault(name, []).append(update)
-    layout = {name: torch.empty(tensor.shape, dtype=dtype if tensor.is_floating_point() else tensor.dtype,
-                                device="meta")
-              for name, tensor in base.model.state_dict().items()}
+    layout = base.layout(dtype)
+    unplaced = sorted(set(updates) - set(layout))
+    if unplaced:  # written_updates places every update; an update written nowhere would be a silent non-merge
+        raise CheckpointError(f"Adapter updates of {', '.join(unplaced[:3])} match no tensor of {base.name}")
     split = split_torch_state_dict_into_shards(
         layout, filename_pattern="model{suffix}.safetensors",
         max_shard_size=default_max_shard_size() if max_shard_size is None else max_shard_size)
