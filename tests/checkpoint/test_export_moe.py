@@ -20,6 +20,7 @@ from llm2vec_hf import LLM2Vec
 from llm2vec_hf.checkpoint import export as export_module
 from llm2vec_hf.checkpoint import merged_weights
 from llm2vec_hf.checkpoint.export import export_checkpoint
+from llm2vec_hf.checkpoint.validation import check_checkpoint
 from llm2vec_hf.errors import CheckpointError
 from llm2vec_hf.loading.models import load_bidirectional
 from llm2vec_hf.modeling.modeling_llm2vec import FAMILIES
@@ -195,10 +196,12 @@ def test_update_that_cannot_be_placed_falls_back_to_peft(moe_bases, tmp_path):
     expected = load_bidirectional(str(base), adapters, dtype=torch.float32)[0].state_dict()
     got = LLM2Vec.from_pretrained(out).model.state_dict()
     assert max((got[k] - expected[k]).abs().max().item() for k in expected) <= 1e-5
+    check_checkpoint(out)  # transformers saves the loaded model in the checkpoint layout, which push accepts
 
 
 def test_missing_expert_is_refused(moe_bases, tmp_path):
-    """A base that lacks one expert's matrix is refused by name, as a loaded base with a missing tensor is."""
+    """A base that lacks one expert's matrix is refused naming that matrix, as a loaded base with a missing tensor
+    is named."""
     base, _ = moe_bases("qwen3_moe")
     broken = tmp_path / "broken"
     broken.mkdir()
@@ -208,7 +211,7 @@ def test_missing_expert_is_refused(moe_bases, tmp_path):
     with safe_open(str(base / "model.safetensors"), "pt") as handle:
         tensors = {k: handle.get_tensor(k) for k in handle.keys() if k != "model.layers.1.mlp.experts.3.up_proj.weight"}
     save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})
-    with pytest.raises(CheckpointError, match=r"layers\.1\.mlp\.experts\.gate_up_proj \(built from 7 tensors"):
+    with pytest.raises(CheckpointError, match=r"incomplete: 1 tensors .*\(layers\.1\.mlp\.experts\.3\.up_proj\.weight\)"):
         export_checkpoint(str(broken), str(tmp_path / "out"))
 
 
@@ -243,14 +246,72 @@ def test_sharded_moe_checkpoint_loads_on_every_path(moe_bases, tmp_path):
     assert np.abs(st.encode([SAMPLE_INPUTS[i] for i in rows], convert_to_numpy=True) - expected[rows]).max() <= 1e-4
 
 
-@pytest.mark.xfail(strict=True, raises=CheckpointError,
-                   reason="validation.check_checkpoint (push) compares the stored names with the model's parameters "
-                          "without transformers' conversion; PEFT's whole-model export writes the same layout")
-def test_push_validation_accepts_a_moe_export(moe_bases, tmp_path):
-    from llm2vec_hf.checkpoint.validation import check_checkpoint
+@pytest.mark.parametrize("family", [pytest.param(f, marks=[] if f == "mixtral" else [pytest.mark.slow])
+                                    for f in sorted(MOE_SIZES)])
+def test_push_validation_accepts_a_moe_export(moe_bases, tmp_path, family):
+    """push's check matches the stored names to the parameters through transformers' conversion, as the loader
+    does: the per-expert matrices of a streamed export count for the fused parameters they build."""
+    base, adapters = moe_bases(family)
+    summary = check_checkpoint(_streamed_export(base, tmp_path / "out", adapters))
+    assert summary.tensors == len(_weights(tmp_path / "out"))
 
-    base, adapters = moe_bases("mixtral")
-    check_checkpoint(_streamed_export(base, tmp_path / "out", adapters))
+
+def _edit_weights(folder: Path, edit) -> None:
+    """Rewrites ``folder``'s model.safetensors with ``edit`` applied to its {name: tensor}."""
+    tensors = _weights(folder)
+    edit(tensors)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+
+
+def _drop(name):
+    return lambda tensors: tensors.pop(name)
+
+
+def _reshape(name, shape):
+    return lambda tensors: tensors.update({name: tensors[name].reshape(shape).contiguous()})
+
+
+def _add(name, like):
+    return lambda tensors: tensors.update({name: tensors[like].clone()})
+
+
+def _narrow_experts(suffix, rows):
+    return lambda tensors: tensors.update({k: v[:rows].contiguous() for k, v in tensors.items()
+                                           if ".mlp.experts." in k and k.endswith(suffix)})
+
+
+@pytest.mark.parametrize(
+    "family, breakage, needle",
+    [
+        ("mixtral", _drop("layers.1.block_sparse_moe.experts.2.w3.weight"),
+         "1 of the 40 tensors the config asks for are not in its weights (e.g. "
+         "layers.1.block_sparse_moe.experts.2.w3.weight)"),
+        ("qwen2_moe", _drop("layers.0.mlp.experts.0.gate_proj.weight"),
+         "are not in its weights (e.g. layers.0.mlp.experts.0.gate_proj.weight)"),
+        # the same number of values, in another shape: a count of values would pass it, transformers' stack fails
+        ("mixtral", _reshape("layers.1.block_sparse_moe.experts.1.w2.weight", (16, 32)),
+         "tensor layers.1.block_sparse_moe.experts.1.w2.weight has shape [16, 32], the config asks for [32, 16]"),
+        ("qwen2_moe", _reshape("layers.1.mlp.experts.3.up_proj.weight", (32, 16)),
+         "tensor layers.1.mlp.experts.3.up_proj.weight has shape [32, 16], the config asks for [16, 32]"),
+        # every expert's gate part narrowed alike: the tensors agree, the fused parameter would be too small
+        ("qwen2_moe", _narrow_experts(".gate_proj.weight", 8),
+         "do not build the parameters the config asks for: layers.0.mlp.experts.gate_up_proj (its 2 parts hold "
+         "8 + 16 along dimension 1; config: [4, 32, 32])"),
+        ("mixtral", _add("layers.0.block_sparse_moe.experts.4.w1.weight", "layers.0.block_sparse_moe.experts.0.w1.weight"),
+         "1 tensors of its weights fit no parameter (e.g. layers.0.block_sparse_moe.experts.4.w1.weight)"),
+    ],
+    ids=["mixtral-missing-expert", "qwen2_moe-missing-expert", "mixtral-expert-shape", "qwen2_moe-expert-shape",
+         "qwen2_moe-fused-size", "mixtral-extra-expert"],
+)
+def test_push_validation_refuses_a_broken_moe_export(moe_bases, tmp_path, family, breakage, needle):
+    """What push's check refuses for every family it refuses in a mixture-of-experts export too, each tensor by
+    the name it is stored under: a missing expert, an expert of another shape, an extra one."""
+    base, _ = moe_bases(family)
+    out = Path(_streamed_export(base, tmp_path / "out"))
+    _edit_weights(out, breakage)
+    with pytest.raises(CheckpointError) as refused:
+        check_checkpoint(out)
+    assert needle in str(refused.value)
 
 
 # VmHWM, the peak resident memory of this process image (as in test_export_scale.py)

@@ -287,12 +287,26 @@ def _drop_tensor(path: Path, name: str) -> None:
     save_file(tensors, path, metadata={"format": "pt"})
 
 
+def _edit_tensors(path: Path, edit) -> None:
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(path)
+    edit(tensors)
+    save_file(tensors, path, metadata={"format": "pt"})
+
+
 @pytest.mark.parametrize(
     "breakage, needle",
     [
         (lambda f: (f / "model.safetensors").unlink(), "no model.safetensors"),
         (lambda f: _drop_tensor(f / "model.safetensors", "layers.1.mlp.up_proj.weight"),
          "1 of the 20 tensors the config asks for are not in its weights (e.g. layers.1.mlp.up_proj.weight)"),
+        (lambda f: _edit_tensors(f / "model.safetensors", lambda t: t.update(
+            {"layers.0.mlp.up_proj.weight": t["layers.0.mlp.up_proj.weight"].T.contiguous()})),
+         "tensor layers.0.mlp.up_proj.weight has shape [32, 64], the config asks for [64, 32]"),
+        (lambda f: _edit_tensors(f / "model.safetensors", lambda t: t.update(
+            {"layers.0.mlp.extra.weight": t["norm.weight"].clone()})),
+         "1 tensors of its weights fit no parameter (e.g. layers.0.mlp.extra.weight)"),
         (lambda f: (f / "model.safetensors").write_bytes(struct.pack("<Q", 10) + b"not json!!"), "not a safetensors"),
         (lambda f: (f / "config.json").unlink(), "no config.json"),
         (lambda f: (f / "modules.json").unlink(), "modules.json is missing"),

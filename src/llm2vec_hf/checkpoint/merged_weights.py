@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import struct
 import sys
 from dataclasses import dataclass, field
@@ -260,11 +261,11 @@ class BaseWeights:
     does for a loaded model.
 
     A written name is the checkpoint's (the multimodal text tower's name, `loading.models.text_tower`; less the
-    ``model.`` of a ``…ForCausalLM`` checkpoint, which the encoder lacks). transformers' conversion mapping of the
-    skeleton (``get_model_conversion_mapping``, the one its loader applies) names the parameter each one feeds:
-    renames map one tensor onto one parameter, converters build one parameter from several (a mixture-of-experts
-    layer's per-expert matrices stacked into ``experts.gate_up_proj``). The export keeps those names, and
-    transformers converts it on load as it converts the base, so a streamed merge never reshapes a tensor."""
+    ``model.`` of a ``…ForCausalLM`` checkpoint, which the encoder lacks). `match_checkpoint` (transformers' own
+    conversion mapping of the skeleton, the one its loader applies) names the parameter each one feeds: renames
+    map one tensor onto one parameter, converters build one parameter from several (a mixture-of-experts layer's
+    per-expert matrices stacked into ``experts.gate_up_proj``). The export keeps those names, and transformers
+    converts it on load as it converts the base, so a streamed merge never reshapes a tensor."""
 
     folder: str
     name: str
@@ -276,11 +277,8 @@ class BaseWeights:
     converted: dict[str, tuple[Any, int]] = field(default_factory=dict)
 
     def __post_init__(self):
-        expected = {k: tuple(v.shape) for k, v in self.model.state_dict().items()}
-        prefix = getattr(self.model, "base_model_prefix", "") + "."
-        resolve = key_resolver(self.model, expected, prefix)
         tower = text_tower(self.folder)
-        unexpected, mismatched = [], []
+        stored, files = {}, {}
         for path in weight_files(self.folder):
             try:
                 with safe_open(path, "pt") as handle:
@@ -288,43 +286,20 @@ class BaseWeights:
                         name = key if tower is None else tower.text_name(key)
                         if name is None:  # a multimodal checkpoint's vision part: never read
                             continue
-                        resolved = resolve(name)
-                        if resolved is None:
-                            unexpected.append(key)
-                            continue
-                        written, target, conversion = resolved
-                        shape = tuple(handle.get_slice(key).get_shape())
-                        if conversion is not None:
-                            self.converted[written] = conversion
-                        elif shape != expected[target]:
-                            mismatched.append((target, shape, expected[target]))
-                        self.sources[written] = (path, key)
-                        self.targets[written] = target
-                        self.shapes[written] = shape
+                        stored[name] = tuple(handle.get_slice(key).get_shape())
+                        files[name] = (path, key)
             except (OSError, SafetensorError) as error:
                 raise CheckpointError(f"Could not load the weights of {self.name}: {one_line(error)}") from None
-        # the converters stack and concatenate, which keeps every value: a missing expert or another size shows
-        # in the count (transformers' loader checks the converted shape itself when the export is loaded)
-        for target, names in self.feeding(converted_only=True).items():
-            values = sum(_numel(self.shapes[n]) for n in names)
-            if values != _numel(expected[target]):
-                mismatched.append(f"{target} (built from {len(names)} tensors of {values} values; config: "
-                                  f"{list(expected[target])}, {_numel(expected[target])} values)")
-        missing = sorted(set(expected) - set(self.targets.values()))
-        check_loading_info(self.name, {"missing_keys": missing, "unexpected_keys": unexpected,
-                                       "mismatched_keys": mismatched})
+        match = match_checkpoint(self.model, stored)
+        self.targets, self.converted, self.shapes = match.targets, match.converted, match.shapes
+        self.sources = {written: files[name] for name, written in match.written.items()}
+        check_loading_info(self.name, {"missing_keys": match.missing,
+                                       "unexpected_keys": [files[name][1] for name in match.unexpected],
+                                       "mismatched_keys": match.mismatched})
 
     def feeding(self, converted_only: bool = False) -> dict[str, list[str]]:
-        """{skeleton parameter: the written names that feed it, in the order in which transformers' loader
-        collects them (``dot_natural_key``: ``experts.2`` before ``experts.10``), which is the order it stacks
-        experts in}."""
-        from transformers.core_model_loading import dot_natural_key
-
-        fed: dict[str, list[str]] = {}
-        for name in sorted(self.targets, key=dot_natural_key):
-            if not converted_only or name in self.converted:
-                fed.setdefault(self.targets[name], []).append(name)
-        return fed
+        """`feeding` of the base's tensors onto the skeleton's parameters."""
+        return feeding(self.targets, self.converted, converted_only)
 
     def layout(self, dtype: torch.dtype) -> dict[str, torch.Tensor]:
         """{written name: meta tensor of its shape and output dtype}, in the skeleton's parameter order."""
@@ -404,6 +379,158 @@ class BaseWeights:
             except (OSError, SafetensorError) as error:
                 raise CheckpointError(f"Could not load the weights of {self.name}: {one_line(error)}") from None
             yield name, tensor
+
+
+@dataclass
+class CheckpointMatch:
+    """A checkpoint's tensors matched to a model's parameters as transformers' loader matches them (`key_resolver`):
+    what a streamed export reads (`BaseWeights`) and what push's check verifies (`checkpoint.validation`).
+
+    ``missing`` names what the loader would leave at random: parameters that no tensor feeds, and, for a parameter
+    built from several tensors, each tensor that the build lacks (an expert's matrix, by the name its siblings
+    give it). ``mismatched`` holds ``(name, shape, the shape the config asks for)``, or one line for a parameter
+    whose tensors do not assemble to its shape."""
+
+    targets: dict[str, str] = field(default_factory=dict)  # written name: parameter it feeds
+    converted: dict[str, tuple[Any, int]] = field(default_factory=dict)  # written name: (converter, pattern index)
+    written: dict[str, str] = field(default_factory=dict)  # name as given: written name
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # written name: shape
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # names as given that feed no parameter
+    mismatched: list[Any] = field(default_factory=list)
+    expected: dict[str, tuple[int, ...]] = field(default_factory=dict)  # parameter: shape
+
+    def feeding(self, converted_only: bool = False) -> dict[str, list[str]]:
+        """`feeding` of these tensors."""
+        return feeding(self.targets, self.converted, converted_only)
+
+
+def feeding(targets: dict[str, str], converted: dict[str, Any], converted_only: bool = False) -> dict[str, list[str]]:
+    """{parameter: the written names that feed it (``targets``: written name -> parameter), in the order in which
+    transformers' loader collects them (``dot_natural_key``: ``experts.2`` before ``experts.10``), which is the
+    order it stacks experts in}; ``converted_only``: only the parameters that a converter builds."""
+    from transformers.core_model_loading import dot_natural_key
+
+    fed: dict[str, list[str]] = {}
+    for name in sorted(targets, key=dot_natural_key):
+        if not converted_only or name in converted:
+            fed.setdefault(targets[name], []).append(name)
+    return fed
+
+
+def match_checkpoint(model, stored: dict[str, tuple[int, ...]]) -> CheckpointMatch:
+    """Matches ``stored`` ({tensor name in a checkpoint: shape}) to the parameters of ``model`` (a skeleton is
+    enough) by `key_resolver`, and finds every tensor the loader would miss, not place, or not fit.
+
+    A parameter that a converter stacks from per-expert tensors (``MergeModulelist``, then ``Concatenate`` of the
+    source patterns' stacks, as transformers applies them) is checked tensor by tensor: each source pattern needs
+    one tensor per expert, of one shape, and the stacks must assemble to the parameter's shape. A parameter built
+    by another conversion is checked by its count of values (transformers' loader checks the built shape itself).
+    Raises `UnsupportedForStreaming` where transformers splits a tensor into several parameters."""
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    resolve = key_resolver(model, expected, getattr(model, "base_model_prefix", "") + ".")
+    match = CheckpointMatch(expected=expected)
+    for name, shape in stored.items():
+        resolved = resolve(name)
+        if resolved is None:
+            # the causal-LM head of a decoder checkpoint, which the encoder does not use (as check_loading_info)
+            if not name.startswith("lm_head."):
+                match.unexpected.append(name)
+            continue
+        written, target, conversion = resolved
+        shape = tuple(shape)
+        if conversion is not None:
+            match.converted[written] = conversion
+        elif shape != expected[target]:
+            match.mismatched.append((written, shape, expected[target]))
+        match.written[name] = written
+        match.targets[written] = target
+        match.shapes[written] = shape
+    for target, names in match.feeding(converted_only=True).items():
+        _check_converted(match, target, names)
+    match.missing = sorted(set(match.missing) | (set(expected) - set(match.targets.values())))
+    return match
+
+
+def _check_converted(match: CheckpointMatch, target: str, names: list[str]) -> None:
+    """Adds to ``match`` what keeps ``names`` from building ``target`` as its converter builds it."""
+    from transformers.core_model_loading import Concatenate, MergeModulelist
+
+    converter = match.converted[names[0]][0]
+    operations = list(getattr(converter, "operations", None) or [])
+    kinds = [type(op) for op in operations]
+    shape = match.expected[target]
+    stacked = kinds in ([MergeModulelist], [MergeModulelist, Concatenate]) and operations[0].dim == 0 \
+        and (len(operations) == 1 or operations[1].dim >= 1) and len(shape) >= 2
+    experts = {name: _expert_index(converter.source_patterns[match.converted[name][1]], name) for name in names}
+    if not stacked or None in experts.values():
+        # the converters stack and concatenate, which keeps every value: a missing tensor or another size
+        # shows in the count
+        values = sum(_numel(match.shapes[n]) for n in names)
+        if values != _numel(shape):
+            match.mismatched.append(f"{target} (built from {len(names)} tensors of {values} values; config: "
+                                    f"{list(shape)}, {_numel(shape)} values)")
+        return
+    count, dim = shape[0], operations[1].dim - 1 if len(operations) == 2 else None  # dim: in one expert's matrix
+    groups: dict[int, list[str]] = {index: [] for index in range(len(converter.source_patterns))}
+    for name in names:
+        groups[match.converted[name][1]].append(name)
+    sibling, sibling_index = names[0], match.converted[names[0]][1]  # a present tensor, to name absent ones by
+    sizes = []
+    for index in range(len(converter.source_patterns)):
+        present = {experts[name]: name for name in groups[index]}
+        for expert in sorted(set(range(count)) - set(present)):
+            match.missing.append(_sibling_name(converter.source_patterns, sibling, sibling_index, index, expert))
+        for expert in sorted(e for e in present if e >= count):  # more experts than the config has
+            _unplace(match, present.pop(expert))
+        # one expert's matrix: the parameter's shape less the stacking dimension; along a concatenation dimension
+        # this pattern's part, which the tensors of most experts show
+        sized = [match.shapes[name] for name in present.values()]
+        if not sized:
+            sizes.append(0)
+            continue
+        part = max(sized, key=sized.count)  # ties: the lowest expert's
+        wanted = list(shape[1:])
+        if dim is not None:
+            wanted[dim] = part[dim] if len(part) == len(wanted) else wanted[dim]
+        for name in present.values():
+            if list(match.shapes[name]) != wanted:
+                match.mismatched.append((name, match.shapes[name], tuple(wanted)))
+        sizes.append(wanted[dim] if dim is not None else 0)
+    if dim is not None and all(sizes) and sum(sizes) != shape[dim + 1]:
+        match.mismatched.append(f"{target} (its {len(sizes)} parts hold {' + '.join(map(str, sizes))} along "
+                                f"dimension {dim + 1}; config: {list(shape)})")
+
+
+def _unplace(match: CheckpointMatch, written: str) -> None:
+    """Moves ``written`` from the placed tensors of ``match`` to its unexpected ones."""
+    given = next(name for name, w in match.written.items() if w == written)
+    match.unexpected.append(given)
+    for table in (match.written, match.targets, match.shapes, match.converted):
+        table.pop(given if table is match.written else written, None)
+
+
+def _expert_index(pattern: str, name: str) -> int | None:
+    """The expert index of ``name`` where ``pattern`` (a converter's source pattern) has its ``*``; None where the
+    pattern is not a plain name with one ``*``."""
+    found = _pattern_match(pattern, name)
+    return int(found.group(1)) if found else None
+
+
+def _pattern_match(pattern: str, name: str):
+    if pattern.count("*") != 1 or not re.fullmatch(r"[\w.*]+", pattern):  # a regular expression: not followed
+        return None
+    found = None
+    for found in re.finditer(re.escape(pattern).replace(r"\*", r"(\d+)"), name):
+        pass  # the last occurrence: the one nearest the parameter
+    return found
+
+
+def _sibling_name(patterns: list[str], sibling: str, sibling_index: int, index: int, expert: int) -> str:
+    """The checkpoint name of expert ``expert``'s tensor for source pattern ``index``, made from a present
+    tensor (``sibling``, of pattern ``sibling_index``) by swapping its pattern part."""
+    found = _pattern_match(patterns[sibling_index], sibling)
+    return sibling[:found.start()] + patterns[index].replace("*", str(expert)) + sibling[found.end():]
 
 
 def key_resolver(model, expected: dict[str, tuple[int, ...]], prefix: str):

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import CheckpointError, one_line
+from ..errors import CheckpointError, name_some, one_line
 from ..loading.json_files import read_json
 from ..loading.models import load_config
 from ..modeling.encoding_settings import OFFICIAL_KEYS, check_unambiguous_weights, resolve_encoding
@@ -208,14 +208,40 @@ def _count_weights(folder: Path, names: set[str]) -> tuple[dict[str, list[int]],
     return shapes, shards
 
 
-def _expected_weights(config) -> dict[str, list[int]]:
-    """Parameter names and shapes the encoder of ``config`` has, built on the meta device (no memory)."""
+def check_weights(folder: Path, config, shapes: dict[str, list[int]]) -> None:
+    """The stored tensors (``shapes``) are the ones the encoder of ``config`` loads, none missing, none left over,
+    each of its shape, matched to the parameters as transformers' loader matches them: through its conversion of
+    the checkpoint layout (`merged_weights.match_checkpoint`, which a streamed export writes by), so that a
+    mixture-of-experts checkpoint's per-expert matrices count for the fused parameter they build on load.
+
+    The encoder is built on the meta device (no memory)."""
     import torch
 
-    family = family_for(config)
+    from .merged_weights import UnsupportedForStreaming, match_checkpoint
+
     with torch.device("meta"):
-        model = family.model._from_config(config)
-    return {name: list(tensor.shape) for name, tensor in model.state_dict().items()}
+        model = family_for(config).model._from_config(config)
+    try:
+        match = match_checkpoint(model, {name: tuple(shape) for name, shape in shapes.items()})
+    except UnsupportedForStreaming as why:
+        # a converter that splits a tensor decides inside transformers which parameters it feeds: unverifiable
+        raise CheckpointError(f"{folder}: its weights cannot be checked against its config: {why}") from None
+    if match.missing:
+        total = len(match.written) + len(match.missing)
+        raise CheckpointError(f"{folder} is not a complete checkpoint: {len(match.missing)} of the {total} tensors "
+                              f"the config asks for are not in its weights (e.g. {name_some(match.missing)})")
+    shaped = [entry for entry in match.mismatched if isinstance(entry, tuple)]
+    more = f" ({len(match.mismatched) - 1} more tensors do not fit)" if len(match.mismatched) > 1 else ""
+    if shaped:
+        name, shape, wanted = shaped[0]
+        raise CheckpointError(f"{folder}: tensor {name} has shape {list(shape)}, the config asks for "
+                              f"{list(wanted)}{more}")
+    if match.mismatched:
+        raise CheckpointError(f"{folder}: its tensors do not build the parameters the config asks for: "
+                              f"{match.mismatched[0]}{more}")
+    if match.unexpected:
+        raise CheckpointError(f"{folder} does not match its config: {len(match.unexpected)} tensors of its weights "
+                              f"fit no parameter (e.g. {name_some(match.unexpected)}); the loader would drop them")
 
 
 def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> CheckpointSummary:
@@ -249,19 +275,7 @@ def check_checkpoint(folder: str | os.PathLike, token: str | None = None) -> Che
                                       "which is missing")
 
     shapes, shards = _count_weights(folder, names)
-    expected = _expected_weights(config)
-    stored = shapes
-    prefix = "model."
-    if not set(expected) & set(stored) and all(k.startswith(prefix) for k in stored):
-        stored = {k[len(prefix):]: v for k, v in stored.items()}
-    missing = sorted(set(expected) - set(stored))
-    if missing:
-        raise CheckpointError(f"{folder} is not a complete checkpoint: {len(missing)} of the {len(expected)} tensors "
-                              f"the config asks for are not in its weights (e.g. {missing[0]})")
-    wrong = [k for k in expected if list(stored[k]) != expected[k]]
-    if wrong:
-        raise CheckpointError(f"{folder}: tensor {wrong[0]} has shape {stored[wrong[0]]}, the config asks for "
-                              f"{expected[wrong[0]]}")
+    check_weights(folder, config, shapes)
     parameters = 0
     for shape in shapes.values():
         count = 1
