@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+import warnings
 
 import torch
 from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
@@ -14,13 +16,75 @@ from .json_files import read_json
 from .paths import PICKLE_SUFFIXES
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: where a ``…ForCausalLM``/``…ForMNTP`` holds the encoder's modules: an adapter trained on one names every module
+#: (in its weights and in its config) this much deeper than the encoder does
+TRAINED_PREFIX = "model."
+
+
+def trained_on_wrapper(weights: dict[str, torch.Tensor]) -> bool:
+    """Whether the adapter ``weights`` were trained on a model that holds the encoder under `TRAINED_PREFIX`."""
+    return any(key.startswith("base_model.model." + TRAINED_PREFIX) for key in weights)
 
 
 def normalize_adapter_keys(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Adapters trained on a ``…ForCausalLM``/``…ForMNTP`` carry one more ``model.`` than on the bare encoder."""
-    if any(key.startswith("base_model.model.model.") for key in weights):
-        return {key.replace("base_model.model.model.", "base_model.model.", 1): value for key, value in weights.items()}
+    if trained_on_wrapper(weights):
+        return {key.replace("base_model.model." + TRAINED_PREFIX, "base_model.model.", 1): value
+                for key, value in weights.items()}
     return weights
+
+
+def encoder_config(peft_config, model, prefix: str = TRAINED_PREFIX):
+    """``peft_config`` (changed in place and returned) of an adapter trained on a model that held ``model`` under
+    ``prefix`` (a ``…ForCausalLM``), naming ``model``'s own modules and parameters: exactly those PEFT chose in
+    training, with the ranks and alphas it gave them.
+
+    PEFT chooses by module path, and on the encoder every path is ``prefix`` shorter. A config that names full
+    paths then attaches nothing, or only part, or another rank or scaling: ``target_modules="all-linear"`` is
+    saved as the full paths PEFT found (it shortens them to leaf names only from 20 modules on, so a small model
+    keeps them), and ``target_modules``, ``target_parameters``,
+    ``exclude_modules``, ``rank_pattern`` and ``alpha_pattern`` may name full paths. So PEFT's own matchers
+    (``check_target_module_exists``, ``get_pattern_key``; ``target_parameters`` by the rule of PEFT's
+    ``_inject_parameters``) decide each of ``model``'s modules under the path it had in training, and the
+    config names the chosen ones by their full paths (which no other module's path ends with: the encoder's
+    paths all start at its own top-level modules), the patterns by regular expressions anchored at the start.
+    A set of paths, not one regular expression: PEFT (0.22) turns a ``target_modules`` string into the leaf
+    names it matches for mixture-of-experts families, which would widen it to every layer.
+
+    ``modules_to_save`` and ``trainable_token_indices`` are left as they are: weights they fail to place are
+    refused by `load_adapter_state`, never dropped."""
+    from peft.tuners.tuners_utils import check_target_module_exists
+    from peft.utils.other import get_pattern_key
+
+    targets = peft_config.target_modules
+    chosen = []
+    if targets is not None and not (isinstance(targets, str) and targets.lower() == "all-linear"):
+        # falsy for an unmatched or excluded module (PEFT's _ExcludedModule is falsy)
+        chosen = [name for name, _ in model.named_modules()
+                  if name and check_target_module_exists(peft_config, prefix + name)]
+        if chosen:
+            peft_config.target_modules = set(chosen)
+            # already applied by check_target_module_exists, on the training paths
+            peft_config.exclude_modules = peft_config.layers_to_transform = peft_config.layers_pattern = None
+    parameters = list(getattr(peft_config, "target_parameters", None) or ())
+    if parameters:
+        found = [f"{owner}.{name}" for owner, module in model.named_modules() if owner
+                 for name, _ in module.named_parameters(recurse=False)
+                 if any(f"{prefix}{owner}.{name}" == p or f"{prefix}{owner}.{name}".endswith(f".{p}")
+                        for p in parameters)]
+        if found:
+            peft_config.target_parameters = found
+            chosen += found
+    for field_name in ("rank_pattern", "alpha_pattern"):
+        patterns = getattr(peft_config, field_name, None) or {}
+        if patterns:
+            # get_pattern_key returns the key it was given where no pattern matches
+            picked = {name: get_pattern_key(list(patterns), prefix + name) for name in chosen}
+            # ``(?<!\.)``: PEFT matches a pattern after any ``….`` prefix; this one only at the start of the path
+            setattr(peft_config, field_name, {rf"(?<!\.){re.escape(name)}": patterns[key]
+                                              for name, key in picked.items() if key in patterns})
+    return peft_config
+
 
 def adapter_keys(peft_model, adapter_name: str = "default") -> set[str]:
     """State-dict keys of the adapter's own tensors (PEFT puts the adapter name in each of them)."""
@@ -142,16 +206,33 @@ def attach_adapter(model, adapter_path: str, low_cpu_mem_usage: bool = False):
         raise CheckpointError(f"{adapter_path} has no {ADAPTER_WEIGHTS}{hint}")
     try:
         peft_config = PeftConfig.from_pretrained(adapter_path)
-        weights = normalize_adapter_keys(load_file(weights_file))
+        weights = load_file(weights_file)
     except Exception as error:
         raise CheckpointError(f"Could not read the adapter in {adapter_path}: {one_line(error)}") from None
     check_adapter_family(adapter_path, getattr(getattr(model, "config", None), "model_type", None))
+    rewritten = trained_on_wrapper(weights)
+    if rewritten:
+        # its config names modules by the paths they had in training, one level deeper than the encoder's
+        peft_config = encoder_config(peft_config, model)
+    weights = normalize_adapter_keys(weights)
+    head = sorted(key for key in weights if key.startswith("base_model.model.lm_head."))
+    if head:
+        # merging the rest would give an encoder other than the one trained (and the MNTP head is not an encoder's)
+        raise AdapterMismatchError(
+            f"Adapter {adapter_path} also adapts the language-model head (lm_head) of the model it was trained on, "
+            f"which the encoder does not have ({name_some(head)}); it cannot be applied in part: train it without "
+            "lm_head in target_modules or modules_to_save")
     peft_config.inference_mode = True
     # The task type only picks PEFT's wrapper class (CAUSAL_LM's needs a generation head, which an encoder has
     # not); the LoRA tensors and their merge are the same under the plain PeftModel.
     peft_config.task_type = None
     try:
-        peft_model = get_peft_model(model, peft_config, low_cpu_mem_usage=low_cpu_mem_usage)
+        with warnings.catch_warnings():
+            if rewritten:
+                # PEFT checks the patterns against the modules it wrapped, not the parameters; every rewritten key
+                # names a module or parameter that was chosen, so the warning would only name parameter keys
+                warnings.filterwarnings("ignore", message=r"The following (rank|alpha)_pattern keys did not match")
+            peft_model = get_peft_model(model, peft_config, low_cpu_mem_usage=low_cpu_mem_usage)
     except ValueError as error:
         raise AdapterMismatchError(f"Adapter {adapter_path} does not fit this base model: {one_line(error)}") from None
     problem = load_adapter_state(peft_model, weights, low_cpu_mem_usage=low_cpu_mem_usage)
