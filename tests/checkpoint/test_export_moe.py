@@ -4,7 +4,6 @@ adapter's update lands on the checkpoint tensors it changes (experts included) a
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -26,8 +25,8 @@ from llm2vec_hf.loading.models import load_bidirectional
 from llm2vec_hf.modeling.modeling_llm2vec import FAMILIES
 from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
-from helpers.processes import remote_code_vectors
 from helpers.samples import SAMPLE_INPUTS
+from helpers.sharded import assert_sharded_loads_on_every_path, stored_weights
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,19 +47,6 @@ PER_EXPERT = ["dots1", "mixtral", "qwen2_moe", "qwen3_moe"]
 LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "shared_expert.gate_proj", "shared_expert.up_proj",
           "shared_expert.down_proj", "shared_expert_gate"]
 PARAMETERS = ["experts.gate_up_proj", "experts.down_proj", "gate.weight", "router.weight"]
-
-
-def _weights(folder) -> dict[str, torch.Tensor]:
-    folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    files = ["model.safetensors"]
-    if index.exists():
-        files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-    tensors = {}
-    for name in files:
-        with safe_open(str(folder / name), "pt") as handle:
-            tensors.update({key: handle.get_tensor(key) for key in handle.keys()})
-    return tensors
 
 
 def _adapter(base, folder, seed, rank, alpha) -> str:
@@ -116,7 +102,7 @@ def test_streamed_moe_export_equals_peft_merge(moe_bases, tmp_path, family):
 
     with safe_open(str(base / "model.safetensors"), "pt") as handle:
         layout = {key.removeprefix("model.") for key in handle.keys() if not key.startswith("lm_head.")}
-    written = _weights(out)
+    written = stored_weights(out)
     assert set(written) == layout  # the base's own names: transformers converts the export as it converts the base
     assert any(".experts.0." in key for key in written) == (family in PER_EXPERT)
 
@@ -153,7 +139,7 @@ def test_base_stored_in_the_fused_layout(moe_bases, tmp_path):
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(fused / "model.safetensors"),
               metadata={"format": "pt"})
     out = _streamed_export(fused, tmp_path / "out", adapters)
-    written = _weights(out)
+    written = stored_weights(out)
     assert "layers.0.mlp.experts.gate_up_proj" in written and not any(".experts.0." in k for k in written)
     expected = load_bidirectional(str(base), adapters, dtype=torch.float32)[0].state_dict()
     assert max((written[k] - expected[k]).abs().max().item() for k in expected) <= 1e-5
@@ -164,7 +150,7 @@ def test_bfloat16_moe_export_matches_peft_merge(moe_bases, tmp_path):
     weights differ from PEFT's bfloat16 merge by at most the float32 summation order, one bfloat16 step."""
     base, adapters = moe_bases("mixtral")
     out = _streamed_export(base, tmp_path / "out", adapters, dtype="bfloat16")
-    written = _weights(out)
+    written = stored_weights(out)
     assert {t.dtype for t in written.values()} == {torch.bfloat16}
     reference = load_bidirectional(str(base), adapters, dtype=torch.bfloat16)[0].state_dict()
     got = LLM2Vec.from_pretrained(out).model.state_dict()
@@ -225,25 +211,11 @@ def test_quantized_base_is_not_streamed():
 
 @pytest.mark.slow
 def test_sharded_moe_checkpoint_loads_on_every_path(moe_bases, tmp_path):
-    from sentence_transformers import SentenceTransformer
-
     base, adapters = moe_bases("qwen2_moe")
     one = _streamed_export(base, tmp_path / "one", adapters, max_length=48, doc_max_length=40)
     sharded = _streamed_export(base, tmp_path / "sharded", adapters, max_shard_size="40KB", max_length=48,
                                doc_max_length=40)
-    files = sorted(f for f in os.listdir(sharded) if f.endswith(".safetensors"))
-    assert len(files) > 2 and "model.safetensors" not in files
-    index = json.loads((Path(sharded) / "model.safetensors.index.json").read_text())
-    assert set(index["weight_map"].values()) == set(files)
-    assert index["metadata"]["total_size"] == sum(t.numel() * 4 for t in _weights(one).values())
-    expected = LLM2Vec.from_pretrained(one).encode(SAMPLE_INPUTS, show_progress_bar=False).numpy()
-    got = LLM2Vec.from_pretrained(sharded).encode(SAMPLE_INPUTS, show_progress_bar=False).numpy()
-    assert np.abs(got - expected).max() <= 1e-6
-    remote = remote_code_vectors({"sharded": sharded}, {"sharded": SAMPLE_INPUTS}, tmp_path / "remote.npz")["sharded"]
-    assert np.abs(remote - expected).max() <= 1e-4
-    st = SentenceTransformer(sharded, trust_remote_code=True)
-    rows = [i for i, x in enumerate(SAMPLE_INPUTS) if isinstance(x, str)]
-    assert np.abs(st.encode([SAMPLE_INPUTS[i] for i in rows], convert_to_numpy=True) - expected[rows]).max() <= 1e-4
+    assert_sharded_loads_on_every_path(one, sharded, tmp_path)
 
 
 @pytest.mark.parametrize("family", [pytest.param(f, marks=[] if f == "mixtral" else [pytest.mark.slow])
@@ -253,12 +225,12 @@ def test_push_validation_accepts_a_moe_export(moe_bases, tmp_path, family):
     does: the per-expert matrices of a streamed export count for the fused parameters they build."""
     base, adapters = moe_bases(family)
     summary = check_checkpoint(_streamed_export(base, tmp_path / "out", adapters))
-    assert summary.tensors == len(_weights(tmp_path / "out"))
+    assert summary.tensors == len(stored_weights(tmp_path / "out"))
 
 
-def _edit_weights(folder: Path, edit) -> None:
+def _editstored_weights(folder: Path, edit) -> None:
     """Rewrites ``folder``'s model.safetensors with ``edit`` applied to its {name: tensor}."""
-    tensors = _weights(folder)
+    tensors = stored_weights(folder)
     edit(tensors)
     save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
 
@@ -308,7 +280,7 @@ def test_push_validation_refuses_a_broken_moe_export(moe_bases, tmp_path, family
     the name it is stored under: a missing expert, an expert of another shape, an extra one."""
     base, _ = moe_bases(family)
     out = Path(_streamed_export(base, tmp_path / "out"))
-    _edit_weights(out, breakage)
+    _editstored_weights(out, breakage)
     with pytest.raises(CheckpointError) as refused:
         check_checkpoint(out)
     assert needle in str(refused.value)
@@ -347,7 +319,7 @@ def test_moe_export_memory_does_not_grow_with_depth(tmp_path):
                               capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         peaks[layers] = int(proc.stdout.strip().splitlines()[-1]) * 1024
-        sizes[layers] = sum(t.numel() * t.element_size() for t in _weights(tmp_path / f"out-{layers}").values())
+        sizes[layers] = sum(t.numel() * t.element_size() for t in stored_weights(tmp_path / f"out-{layers}").values())
     extra_weights = sizes[8] - sizes[2]
     assert extra_weights > 80 * 2**20
     # one tensor (the embedding, or one expert's matrix and its float32 update) is all that depth may add; a

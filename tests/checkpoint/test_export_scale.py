@@ -9,31 +9,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from safetensors import safe_open
 
 from llm2vec_hf import LLM2Vec
 from llm2vec_hf.checkpoint.export import export_checkpoint
 from llm2vec_hf.loading.models import load_bidirectional
 from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
-from helpers.processes import remote_code_vectors
-from helpers.samples import SAMPLE_INPUTS
+from helpers.sharded import assert_sharded_loads_on_every_path, stored_weights
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-def _weights(folder) -> dict[str, torch.Tensor]:
-    folder = Path(folder)
-    index = folder / "model.safetensors.index.json"
-    files = sorted(set(json.loads(index.read_text())["weight_map"].values())) if index.exists() else ["model.safetensors"]
-    tensors = {}
-    for name in files:
-        with safe_open(str(folder / name), "pt") as handle:
-            tensors.update({key: handle.get_tensor(key) for key in handle.keys()})
-    return tensors
 
 
 def _adapter(base, folder, seed, rank=4, causal_lm_keys=True):
@@ -66,10 +52,10 @@ def bf16_base(tmp_path_factory):
 def test_default_dtype_is_the_bases_and_dtype_overrides(bf16_base, tmp_path):
     base, adapters = bf16_base
     out = export_checkpoint(str(base), str(tmp_path / "default"), adapters=adapters)
-    assert {t.dtype for t in _weights(out).values()} == {torch.bfloat16}
+    assert {t.dtype for t in stored_weights(out).values()} == {torch.bfloat16}
     assert json.loads((Path(out) / "config.json").read_text())["dtype"] == "bfloat16"
     out32 = export_checkpoint(str(base), str(tmp_path / "fp32"), adapters=adapters, dtype="float32")
-    assert {t.dtype for t in _weights(out32).values()} == {torch.float32}
+    assert {t.dtype for t in stored_weights(out32).values()} == {torch.float32}
     assert LLM2Vec.from_pretrained(out32).model.dtype == torch.float32
 
 
@@ -83,7 +69,7 @@ def test_dtype_from_the_files_when_the_config_names_none(bf16_base, tmp_path):
     config.pop("dtype", None), config.pop("torch_dtype", None)
     (copy / "config.json").write_text(json.dumps(config))
     out = export_checkpoint(str(copy), str(tmp_path / "out"))
-    assert {t.dtype for t in _weights(out).values()} == {torch.bfloat16}
+    assert {t.dtype for t in stored_weights(out).values()} == {torch.bfloat16}
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
@@ -94,18 +80,16 @@ def test_streamed_merge_equals_peft_merge_and_unload(bf16_base, tmp_path, dtype)
     out = export_checkpoint(str(base), str(tmp_path / "out"), adapters=adapters, dtype=dtype)
     model, _, _ = load_bidirectional(str(base), adapters, dtype=dtype)
     reference = model.state_dict()
-    streamed = _weights(out)
+    streamed = stored_weights(out)
     assert set(streamed) == set(reference)
     differing = [k for k in reference if not torch.equal(streamed[k], reference[k])]
     assert differing == []
-    plain = _weights(export_checkpoint(str(base), str(tmp_path / "plain"), dtype=dtype))
+    plain = stored_weights(export_checkpoint(str(base), str(tmp_path / "plain"), dtype=dtype))
     assert not torch.equal(plain["layers.0.mlp.down_proj.weight"], streamed["layers.0.mlp.down_proj.weight"])
 
 
 @pytest.mark.slow
 def test_sharded_checkpoint_loads_on_every_path(bf16_base, tmp_path):
-    from sentence_transformers import SentenceTransformer
-
     from llm2vec_hf.checkpoint.validation import check_checkpoint
 
     base, adapters = bf16_base
@@ -113,20 +97,7 @@ def test_sharded_checkpoint_loads_on_every_path(bf16_base, tmp_path):
                             doc_max_length=40)
     sharded = export_checkpoint(str(base), str(tmp_path / "sharded"), adapters=adapters, dtype="float32",
                                 max_shard_size="100KB", max_length=48, doc_max_length=40)
-    files = sorted(f for f in os.listdir(sharded) if f.endswith(".safetensors"))
-    assert len(files) > 2 and "model.safetensors" not in files
-    index = json.loads((Path(sharded) / "model.safetensors.index.json").read_text())
-    assert set(index["weight_map"].values()) == set(files)
-    assert index["metadata"]["total_size"] == sum(t.numel() * 4 for t in _weights(one).values())
-    expected = LLM2Vec.from_pretrained(one).encode(SAMPLE_INPUTS, show_progress_bar=False).numpy()
-    got = LLM2Vec.from_pretrained(sharded).encode(SAMPLE_INPUTS, show_progress_bar=False).numpy()
-    assert np.abs(got - expected).max() <= 1e-6
-    remote = remote_code_vectors({"sharded": sharded}, {"sharded": SAMPLE_INPUTS}, tmp_path / "remote.npz")["sharded"]
-    assert np.abs(remote - expected).max() <= 1e-4
-    st = SentenceTransformer(sharded, trust_remote_code=True)
-    plain_texts = [x for x in SAMPLE_INPUTS if isinstance(x, str)]
-    rows = [i for i, x in enumerate(SAMPLE_INPUTS) if isinstance(x, str)]
-    assert np.abs(st.encode(plain_texts, convert_to_numpy=True) - expected[rows]).max() <= 1e-4
+    assert_sharded_loads_on_every_path(one, sharded, tmp_path)
     summary = check_checkpoint(sharded)  # what push validates before uploading
     assert summary is not None
 
@@ -161,7 +132,7 @@ def test_export_memory_does_not_grow_with_depth(tmp_path):
                               capture_output=True, text=True, env=env, timeout=600)
         assert proc.returncode == 0, proc.stderr[-2000:]
         peaks[layers] = int(proc.stdout.strip().splitlines()[-1]) * 1024
-        size = sum(t.numel() * t.element_size() for t in _weights(tmp_path / f"out-{layers}").values())
+        size = sum(t.numel() * t.element_size() for t in stored_weights(tmp_path / f"out-{layers}").values())
         peaks[f"weights-{layers}"] = size
     extra_weights = peaks["weights-8"] - peaks["weights-2"]
     assert extra_weights > 80 * 2**20
