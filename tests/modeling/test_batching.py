@@ -177,26 +177,39 @@ def test_sentence_transformers_never_takes_the_padding_free_path(exported, monke
     assert np.abs(model.encode(texts, batch_size=4, convert_to_numpy=True) - expected).max() <= TOL
 
 
-def test_sentence_transformers_training_forward_is_one_call(exported):
-    """With gradients on (training), the module runs the batch in one call whatever ``max_batch_tokens`` says:
-    padding-free, one packed row of the batch's real tokens; with ``padding_free=False``, the batch as given."""
+def test_sentence_transformers_training_forward_packs_the_real_tokens_in_capped_calls(exported):
+    """With gradients on (training), the module runs the batch on its real tokens only: one packed row when they
+    fit ``max_batch_tokens`` (default 2048), else calls of at most that many tokens, a longer text in a call of
+    its own (so that gradient checkpointing rebuilds a bounded layer); with ``padding_free=False``, the batch as
+    given. The embeddings are the same every way."""
     from sentence_transformers import SentenceTransformer
 
     model = SentenceTransformer(str(exported("llama")), trust_remote_code=True)
     features = model[0].preprocess([x for x in MIXED_INPUTS if isinstance(x, str)])
+    lengths = features["attention_mask"].sum(1).tolist()
+    real = int(sum(lengths))
     outputs = {}
-    for padding_free in (True, False):
+    for name, padding_free, budget in (("one row", True, None), ("capped", True, 8), ("padded", False, 8)):
         model[0].padding_free = padding_free
         recorder = ShapeRecorder(model[0].auto_model)
         try:
             with torch.enable_grad():
-                outputs[padding_free] = model[0](dict(features), max_batch_tokens=8)["sentence_embedding"]
+                kwargs = {} if budget is None else {"max_batch_tokens": budget}
+                outputs[name] = model[0](dict(features), **kwargs)["sentence_embedding"]
         finally:
             recorder.remove()
-        real = (1, int(features["attention_mask"].sum()))
-        assert recorder.shapes == [real if padding_free else tuple(features["input_ids"].shape)]
-        assert outputs[padding_free].requires_grad
-    assert torch.allclose(outputs[True], outputs[False], atol=1e-5)
+        assert outputs[name].requires_grad
+        if name == "one row":
+            assert recorder.shapes == [(1, real)]
+        elif name == "capped":
+            assert all(rows == 1 for rows, _ in recorder.shapes) and sum(w for _, w in recorder.shapes) == real
+            longest = max(lengths)
+            assert longest > 8 and all(width <= 8 or width in lengths for _, width in recorder.shapes)
+            assert (1, longest) in recorder.shapes
+        else:
+            assert recorder.shapes == [tuple(features["input_ids"].shape)]
+    for name in ("capped", "padded"):
+        assert torch.allclose(outputs[name], outputs["one row"], atol=1e-5)
 
 
 def test_encode_command_takes_a_token_budget(exported, tmp_path, capsys):
