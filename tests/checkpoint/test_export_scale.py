@@ -128,11 +128,17 @@ def test_export_memory_does_not_grow_with_depth(tmp_path):
             (base / name).write_bytes((fp32 / name).read_bytes())
         adapter = _adapter(base, tmp_path / f"adapter-{layers}", 0)
         env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([sys.executable, "-c", _MEASURE, str(base), str(tmp_path / f"out-{layers}"), adapter],
-                              capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        peaks[layers] = int(proc.stdout.strip().splitlines()[-1]) * 1024
-        size = sum(t.numel() * t.element_size() for t in stored_weights(tmp_path / f"out-{layers}").values())
+        # the least of two runs: a busy machine only ever adds to a peak (a one-off 20+ MB bump was seen under
+        # heavy load), while a whole-model export adds its weights to every run
+        runs = []
+        for attempt in range(2):
+            out = tmp_path / f"out-{layers}-{attempt}"
+            proc = subprocess.run([sys.executable, "-c", _MEASURE, str(base), str(out), adapter],
+                                  capture_output=True, text=True, env=env, timeout=600)
+            assert proc.returncode == 0, proc.stderr[-2000:]
+            runs.append(int(proc.stdout.strip().splitlines()[-1]) * 1024)
+        peaks[layers] = min(runs)
+        size = sum(t.numel() * t.element_size() for t in stored_weights(tmp_path / f"out-{layers}-0").values())
         peaks[f"weights-{layers}"] = size
     extra_weights = peaks["weights-8"] - peaks["weights-2"]
     assert extra_weights > 80 * 2**20
