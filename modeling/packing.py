@@ -115,7 +115,7 @@ def forward_padding_free(model: torch.nn.Module, input_ids: torch.Tensor, attent
 
     Below the cap the budget is the batch's real tokens: one packed row holds them all, and groups of similar
     length (no per-text attention) are cut so that their padding stays within what packing would not have."""
-    cap = DEFAULT_MAX_BATCH_TOKENS if max_tokens is None else max_tokens
+    cap = DEFAULT_MAX_BATCH_TOKENS if max_tokens is None else max_tokens  # None: a module that was never given one
     budget = min(cap, max(int(attention_mask.sum()), attention_mask.shape[1]))
     return forward_in_length_groups(model, input_ids, attention_mask, max_tokens=budget)
 
@@ -263,23 +263,25 @@ def packed_batch(pad_id: int, input_ids: list, rows: list[list[int]], dtype: tor
     return {"input_ids": ids, "position_ids": positions, "attention_mask": mask, "spans": spans}
 
 
-def row_segments(spans, row: int, width: int) -> tuple[list[int], list[bool]]:
-    """Row ``row`` of a packed batch of ``width`` cut into its spans ``(row, start, length)`` and the gaps around
-    them, left to right: the segments' sizes (for ``Tensor.split``) and whether each is a span."""
-    sizes, is_span, end = [], [], 0
-    for span_row, start, length in spans:  # `packed_batch` lists each row's spans left to right
-        if span_row != row:
-            continue
-        if start > end:
-            sizes.append(start - end)
+def row_segments(spans, rows: int, width: int) -> list[tuple[list[int], list[bool]]]:
+    """Each of the ``rows`` rows of a packed batch of ``width`` cut into its spans ``(row, start, length)`` and the
+    gaps around them, left to right: per row, the segments' sizes (for ``Tensor.split``) and whether each is a
+    span. One pass over the spans (`packed_batch` lists each row's spans left to right)."""
+    segments: list[tuple[list[int], list[bool]]] = [([], []) for _ in range(rows)]
+    ends = [0] * rows
+    for row, start, length in spans:
+        sizes, is_span = segments[row]
+        if start > ends[row]:
+            sizes.append(start - ends[row])
             is_span.append(False)
         sizes.append(length)
         is_span.append(True)
-        end = start + length
-    if end < width:
-        sizes.append(width - end)
-        is_span.append(False)
-    return sizes, is_span
+        ends[row] = start + length
+    for (sizes, is_span), end in zip(segments, ends):
+        if end < width:
+            sizes.append(width - end)
+            is_span.append(False)
+    return segments
 
 
 def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None, **kwargs):
@@ -299,11 +301,11 @@ def varlen_sdpa_attention(module, query, key, value, attention_mask, dropout: fl
         return _flash_varlen_attention(module, query, key, value, lengths, dropout, scaling), None
     groups = query.shape[1] // key.shape[1]
     outputs = []
-    for row, row_tensors in enumerate(zip(query.split(1), key.split(1), value.split(1))):
+    for (sizes, is_span), *row_tensors in zip(row_segments(spans, batch, width), query.split(1), key.split(1),
+                                              value.split(1)):
         # `split` rather than a slice per row and span: a slice's backward writes the whole row's gradient once
         # per span, `split`'s concatenates once. Pieces keep the batch axis: sdpa's fused CPU kernel (no score
         # matrix kept for the backward) takes 4-D inputs only; 3-D ones run the unfused math path.
-        sizes, is_span = row_segments(spans, row, width)
         pieces = zip(*(t.split(sizes, dim=2) for t in row_tensors), is_span)
         # One concatenation per row rather than writes into a zero tensor, for the same reason as `split`.
         outputs.append(torch.cat([
@@ -373,8 +375,8 @@ def forward_packed(model: torch.nn.Module, batch: dict, device: torch.device) ->
         hidden = model(**inputs, attention_mask=batch["attention_mask"].to(device)).last_hidden_state
     # `split` rather than a slice per text: a slice's backward writes the whole batch's gradient once per text.
     states = []
-    for row, row_states in enumerate(hidden.unbind()):
-        sizes, is_span = row_segments(batch["spans"], row, hidden.shape[1])
+    for (sizes, is_span), row_states in zip(row_segments(batch["spans"], hidden.shape[0], hidden.shape[1]),
+                                            hidden.unbind()):
         states.extend(piece for piece, real in zip(row_states.split(sizes), is_span) if real)
     return states
 

@@ -124,17 +124,22 @@ def test_streamed_moe_export_equals_peft_merge(moe_bases, tmp_path, family):
     assert np.abs(vectors - reference.encode(SAMPLE_INPUTS, show_progress_bar=False).numpy()).max() <= 1e-5
 
 
+def _copy_without_weights(base: Path, folder: Path) -> Path:
+    """``base``'s config and tokenizer files in ``folder``, for a test to write other weights beside them."""
+    folder.mkdir()
+    for entry in base.iterdir():
+        if entry.name != "model.safetensors":
+            (folder / entry.name).write_bytes(entry.read_bytes())
+    return folder
+
+
 def test_base_stored_in_the_fused_layout(moe_bases, tmp_path):
     """A base whose file already holds the fused 3-D expert parameters (transformers loads it without
     converting): the export keeps that layout, and each expert's update is added to its slice of the stack."""
     from transformers import AutoModelForCausalLM
 
     base, adapters = moe_bases("qwen3_moe")
-    fused = tmp_path / "fused"
-    fused.mkdir()
-    for entry in base.iterdir():
-        if entry.name != "model.safetensors":
-            (fused / entry.name).write_bytes(entry.read_bytes())
+    fused = _copy_without_weights(base, tmp_path / "fused")
     model = AutoModelForCausalLM.from_pretrained(str(base), dtype=torch.float32)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(fused / "model.safetensors"),
               metadata={"format": "pt"})
@@ -189,11 +194,7 @@ def test_missing_expert_is_refused(moe_bases, tmp_path):
     """A base that lacks one expert's matrix is refused naming that matrix, as a loaded base with a missing tensor
     is named."""
     base, _ = moe_bases("qwen3_moe")
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for entry in base.iterdir():
-        if entry.name != "model.safetensors":
-            (broken / entry.name).write_bytes(entry.read_bytes())
+    broken = _copy_without_weights(base, tmp_path / "broken")
     with safe_open(str(base / "model.safetensors"), "pt") as handle:
         tensors = {k: handle.get_tensor(k) for k in handle.keys() if k != "model.layers.1.mlp.experts.3.up_proj.weight"}
     save_file(tensors, str(broken / "model.safetensors"), metadata={"format": "pt"})

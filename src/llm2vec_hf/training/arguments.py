@@ -22,6 +22,7 @@ from transformers import HfArgumentParser
 
 from ..errors import one_line
 from ..modeling.encoding_settings import check_pooling_mode, check_positive_integer, check_text_template
+from ..modeling.packing import DEFAULT_MAX_BATCH_TOKENS
 
 STAGES = ("mntp", "simcse", "supervised")
 MASK_TOKEN_TYPES = ("blank", "eos", "mask")
@@ -144,9 +145,9 @@ class ContrastiveArguments:
                           "each text (same loss and gradients as padded batches); false pads every batch to its "
                           "longest text"},
     )
-    max_batch_tokens: int | None = field(
-        default=None,
-        metadata={"help": "padding-free batches: the most tokens of one forward call (default 2048; a longer text gets "
+    max_batch_tokens: int = field(
+        default=DEFAULT_MAX_BATCH_TOKENS,
+        metadata={"help": "padding-free batches: the most tokens of one forward call (a longer text gets "
                           "a call of its own). Under gradient checkpointing one call's layer is rebuilt at a time, so "
                           "this bounds that part of the activations; the loss and gradients do not depend on it"},
     )
@@ -404,8 +405,7 @@ def validate(recipe: Recipe) -> None:
     if c.num_hard_negatives is not None and c.num_hard_negatives < 0:
         raise ValueError(f"num_hard_negatives must be >= 0, got {c.num_hard_negatives}")
     check_positive_integer("gradcache_mini_batch_size", c.gradcache_mini_batch_size)
-    if c.max_batch_tokens is not None:
-        check_positive_integer("max_batch_tokens", c.max_batch_tokens)
+    check_positive_integer("max_batch_tokens", c.max_batch_tokens)
     if not d.train_file and not d.dataset_name:
         raise ValueError("The recipe names no training data: set train_file or dataset_name")
     if d.train_file and d.dataset_name:

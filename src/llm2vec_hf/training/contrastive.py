@@ -23,7 +23,7 @@ import torch
 from sentence_transformers import SentenceTransformerTrainer
 
 from ..modeling.encoding_settings import write_encoding_settings
-from ..modeling.packing import DEFAULT_MAX_BATCH_TOKENS, use_varlen_attention
+from ..modeling.packing import use_varlen_attention
 from ..modeling.sentence_transformers_llm2vec import LLM2VecTransformer
 from .checkpoints import AdapterTrainerMixin
 from .data import GroupedBatchSampler, load_hub_texts, read_supervised, read_texts, supervised_columns
@@ -177,7 +177,7 @@ def build_contrastive_trainer(recipe, resume: str | None):
         logger.info("SimCSE: attention dropout %.2f on %d attention modules", contrastive.simcse_dropout, n)
     if contrastive.padding_free and use_varlen_attention(encoder):
         logger.info("%s: padding-free batches (texts packed into rows that attend within each text, at most %d "
-                    "tokens per call)", stage, contrastive.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS)
+                    "tokens per call)", stage, contrastive.max_batch_tokens)
     set_seed(args.seed)
     peft_model = add_lora(encoder, recipe.model)
     if take_gradient_checkpointing(args):

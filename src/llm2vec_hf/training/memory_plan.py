@@ -13,7 +13,8 @@ V, activation bytes a (2 under bf16/fp16, else 4):
   token's k experts, 3a·i_expert·k, plus its router logits), and each LoRA target's input (a per byte of width,
   plus the dropout mask where lora_dropout > 0: 1 byte on a GPU, 4 on a CPU);
   with gradient checkpointing only each layer's input (ah) is kept, and one layer's activations are rebuilt at a
-  time, for one forward call's tokens (padding-free batches: at most ``max_batch_tokens``); MNTP adds the LM head's logits (aV) and the loss's float32 copy and log-softmax (8V) for the fraction
+  time, for one forward call's tokens (padding-free batches: at most ``max_batch_tokens``); MNTP adds the LM
+  head's logits (aV) and the loss's float32 copy and log-softmax (8V) for the fraction
   ``mlm_probability`` of the tokens that predict a masked token (the only ones projected onto the vocabulary);
 * the backward pass's working set: the gradients in flight (MNTP: the float32 gradient of those logits, 4V per
   predicting token; otherwise two float32 tensors of the widest activation);
@@ -40,7 +41,6 @@ from typing import Any
 
 from ..loading.models import load_config
 from ..modeling.modeling_llm2vec import TEXT_TOWERS, family_for
-from ..modeling.packing import DEFAULT_MAX_BATCH_TOKENS
 from .lora import lora_config
 
 logger = logging.getLogger(__name__)
@@ -247,7 +247,10 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
     # the tokens of the largest forward call: padding-free batches run in calls of at most max_batch_tokens (a
     # longer text in a call of its own), padded ones (and MNTP) in one call
     padding_free = stage != "mntp" and contrastive.padding_free and contrastive.simcse_pooling != "padded_row"
-    call_cap = max(length, contrastive.max_batch_tokens or DEFAULT_MAX_BATCH_TOKENS) if padding_free else None
+    call_cap = max(length, contrastive.max_batch_tokens) if padding_free else None
+
+    def call_tokens(tokens: int) -> int:
+        return tokens if call_cap is None else min(tokens, call_cap)
     attention_dropout = stage == "simcse" and recipe.contrastive.simcse_dropout > 0
     per_layer = layer_activation_bytes(shape, a, mask_bytes, length if device == "cpu" else 0, attention_dropout)
     outside_layers = (a + 4) * shape.hidden  # the embeddings' output and the final norm's float32 input
@@ -260,9 +263,8 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
 
     def checkpointed(tokens: int) -> int:
         # every call's layer inputs are kept; the backward rebuilds one call's layer at a time
-        call_tokens = tokens if call_cap is None else min(tokens, call_cap)
         return tokens * (shape.layers * a * shape.hidden + outside_layers) \
-            + call_tokens * max(head, per_layer + layer_gradients)
+            + call_tokens(tokens) * max(head, per_layer + layer_gradients)
 
     activations = {
         "without_gradient_checkpointing": tokens * (shape.layers * per_layer + outside_layers
@@ -281,7 +283,7 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
         "parameters": shape.parameters,
         "lora_parameters": shape.lora_parameters,
         "tokens_per_micro_batch": tokens,
-        "tokens_per_forward_call": tokens if call_cap is None else min(tokens, call_cap),
+        "tokens_per_forward_call": call_tokens(tokens),
         "micro_batch": (f"{texts_with_grad} texts of GradCache's mini-batch (of {texts} per step)" if gradcache
                         else f"{rows} rows x {texts_per_row(recipe)} text(s) = {texts} texts")
         + f" x {length} tokens",
