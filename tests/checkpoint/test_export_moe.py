@@ -4,9 +4,6 @@ adapter's update lands on the checkpoint tensors it changes (experts included) a
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +22,7 @@ from llm2vec_hf.loading.models import load_bidirectional
 from llm2vec_hf.modeling.modeling_llm2vec import FAMILIES
 from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
+from helpers.processes import export_peak_bytes
 from helpers.samples import SAMPLE_INPUTS
 from helpers.sharded import assert_sharded_loads_on_every_path, stored_weights
 
@@ -287,18 +285,6 @@ def test_push_validation_refuses_a_broken_moe_export(moe_bases, tmp_path, family
     assert needle in str(refused.value)
 
 
-# VmHWM, the peak resident memory of this process image (as in test_export_scale.py)
-_MEASURE = """
-import re, sys
-from llm2vec_hf.checkpoint import export
-def whole_model(*args, **kwargs):
-    raise AssertionError("export fell back to merging on the loaded model")
-export.load_bidirectional = whole_model
-export.export_checkpoint(sys.argv[1], sys.argv[2], adapters=sys.argv[3:])
-print(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
-"""
-
-
 @pytest.mark.slow
 def test_moe_export_memory_does_not_grow_with_depth(tmp_path):
     """Peak RSS of a Mixtral export with an adapter on attention, router and experts, 2 layers against 8: the 6
@@ -315,11 +301,7 @@ def test_moe_export_memory_does_not_grow_with_depth(tmp_path):
         for name in ("tokenizer.json", "tokenizer_config.json"):
             (base / name).write_bytes((fp32 / name).read_bytes())
         adapter = _adapter(base, tmp_path / f"adapter-{layers}", 0, rank=4, alpha=8)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        proc = subprocess.run([sys.executable, "-c", _MEASURE, str(base), str(tmp_path / f"out-{layers}"), adapter],
-                              capture_output=True, text=True, env=env, timeout=600)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-        peaks[layers] = int(proc.stdout.strip().splitlines()[-1]) * 1024
+        peaks[layers] = export_peak_bytes(str(base), str(tmp_path / f"out-{layers}"), [adapter], streamed_only=True)
         sizes[layers] = sum(t.numel() * t.element_size() for t in stored_weights(tmp_path / f"out-{layers}").values())
     extra_weights = sizes[8] - sizes[2]
     assert extra_weights > 80 * 2**20

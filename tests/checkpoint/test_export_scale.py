@@ -4,9 +4,6 @@ tensor in the base's own dtype, sharded as transformers shards them, and merged 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +14,7 @@ from llm2vec_hf.checkpoint.export import export_checkpoint
 from llm2vec_hf.loading.models import load_bidirectional
 from llm2vec_hf.training.tiny_model import build_tiny_decoder
 
+from helpers.processes import export_peak_bytes
 from helpers.sharded import assert_sharded_loads_on_every_path, stored_weights
 
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -102,16 +100,6 @@ def test_sharded_checkpoint_loads_on_every_path(bf16_base, tmp_path):
     assert summary is not None
 
 
-# VmHWM, the peak resident memory of this process image: ru_maxrss would also count the parent's peak, which a
-# child inherits across fork and exec
-_MEASURE = """
-import re, sys
-from llm2vec_hf.checkpoint.export import export_checkpoint
-export_checkpoint(sys.argv[1], sys.argv[2], adapters=sys.argv[3:])
-print(re.search(r"VmHWM:\\s+(\\d+) kB", open("/proc/self/status").read()).group(1))
-"""
-
-
 @pytest.mark.slow
 def test_export_memory_does_not_grow_with_depth(tmp_path):
     """Peak RSS of an export (in a fresh process) of a 2-layer and an 8-layer base, each with an
@@ -127,18 +115,8 @@ def test_export_memory_does_not_grow_with_depth(tmp_path):
         for name in ("tokenizer.json", "tokenizer_config.json"):
             (base / name).write_bytes((fp32 / name).read_bytes())
         adapter = _adapter(base, tmp_path / f"adapter-{layers}", 0)
-        env = {**os.environ, "OMP_NUM_THREADS": "1"}
-        # the least of two runs: a busy machine only ever adds to a peak (a one-off 20+ MB bump was seen under
-        # heavy load), while a whole-model export adds its weights to every run
-        runs = []
-        for attempt in range(2):
-            out = tmp_path / f"out-{layers}-{attempt}"
-            proc = subprocess.run([sys.executable, "-c", _MEASURE, str(base), str(out), adapter],
-                                  capture_output=True, text=True, env=env, timeout=600)
-            assert proc.returncode == 0, proc.stderr[-2000:]
-            runs.append(int(proc.stdout.strip().splitlines()[-1]) * 1024)
-        peaks[layers] = min(runs)
-        size = sum(t.numel() * t.element_size() for t in stored_weights(tmp_path / f"out-{layers}-0").values())
+        peaks[layers] = export_peak_bytes(str(base), str(tmp_path / f"out-{layers}"), [adapter])
+        size = sum(t.numel() * t.element_size() for t in stored_weights(tmp_path / f"out-{layers}").values())
         peaks[f"weights-{layers}"] = size
     extra_weights = peaks["weights-8"] - peaks["weights-2"]
     assert extra_weights > 80 * 2**20
