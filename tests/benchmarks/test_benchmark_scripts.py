@@ -130,3 +130,57 @@ def test_training_benchmark_reports_medians_spreads_and_per_round_ratios():
     assert ours["tokens_per_cpu_s"]["median"] == 200.0
     assert ours["peak_rss_process_mib"]["max"] == 510 and ours["peak_rss_vs_official"] == 510 / 530
     assert ours["first_loss_minus_official"] == 0.0 and ours["losses"][0] == [1.0, 2.0, 3.0]
+
+
+#: Shapes unlike the script's built-in ones, as a user's config.json gives them: attention biases and a tied head
+#: (Qwen2), a head_dim that is not hidden_size / heads with per-layer types (Gemma 2), fused experts (Qwen3 MoE).
+UNSEEN_SHAPES = {
+    "qwen2": {"model_type": "qwen2", "architectures": ["Qwen2ForCausalLM"], "hidden_size": 48,
+              "intermediate_size": 72, "num_hidden_layers": 3, "num_attention_heads": 6, "num_key_value_heads": 2,
+              "vocab_size": 3000, "tie_word_embeddings": True, "bos_token_id": 151643, "eos_token_id": 151645,
+              "torch_dtype": "bfloat16", "transformers_version": "4.43.1"},
+    "gemma2": {"model_type": "gemma2", "hidden_size": 40, "intermediate_size": 88, "num_hidden_layers": 3,
+               "num_attention_heads": 2, "num_key_value_heads": 1, "head_dim": 32, "vocab_size": 3000,
+               "layer_types": ["sliding_attention", "full_attention", "sliding_attention"], "sliding_window": 16,
+               "query_pre_attn_scalar": 32, "final_logit_softcapping": 30.0, "attn_logit_softcapping": 50.0},
+    "qwen3_moe": {"model_type": "qwen3_moe", "hidden_size": 32, "intermediate_size": 64, "moe_intermediate_size": 16,
+                  "num_experts": 4, "num_experts_per_tok": 2, "num_hidden_layers": 2, "num_attention_heads": 4,
+                  "num_key_value_heads": 2, "head_dim": 16, "vocab_size": 3000, "decoder_sparse_step": 1,
+                  "mlp_only_layers": [1], "tie_word_embeddings": False},
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", sorted(UNSEEN_SHAPES))
+def test_large_checkpoint_script_writes_any_config_shape(family, tmp_path):
+    """make_large_checkpoint.py from a config.json of a shape it has no entry for (fewer layers, as ``--layers``
+    asks): transformers loads the base with nothing missing or unexpected, PEFT places every adapter tensor on a
+    module of the loaded model with its shape, and the pair exports and encodes."""
+    from peft import PeftModel
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from llm2vec_hf import LLM2Vec
+    from llm2vec_hf.checkpoint.export import export_checkpoint
+
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(UNSEEN_SHAPES[family]))
+    output = tmp_path / "model"
+    script = _benchmark_module("make_large_checkpoint")
+    assert script.main(["--shape", str(config), "--layers", "2", "--output", str(output), "--max-shard-size",
+                        "50KB"]) == 0
+    assert (output / "base" / "model.safetensors.index.json").is_file()
+    written = json.loads((output / "base" / "config.json").read_text())
+    assert written["num_hidden_layers"] == 2 and written["model_type"] == family
+    model, info = AutoModelForCausalLM.from_pretrained(str(output / "base"), output_loading_info=True)
+    assert not any(info[key] for key in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    for adapter in ("mntp", "supervised"):
+        stored = len(load_file(str(output / adapter / "adapter_model.safetensors")))
+        peft = PeftModel.from_pretrained(model, str(output / adapter))
+        placed = sum(1 for name, _ in peft.named_parameters() if "lora_" in name)
+        assert placed == stored > 0
+        model = peft.unload()
+    out = export_checkpoint(str(output / "base"), str(tmp_path / "export"),
+                            adapters=[str(output / "mntp"), str(output / "supervised")])
+    vectors = LLM2Vec.from_pretrained(out).encode(["a text of a few words", "another"])
+    assert vectors.shape[0] == 2 and bool((vectors.abs().sum(dim=1) > 0).all())
