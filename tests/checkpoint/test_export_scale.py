@@ -102,8 +102,9 @@ def test_sharded_checkpoint_loads_on_every_path(bf16_base, tmp_path):
 
 @pytest.mark.slow
 def test_export_memory_does_not_grow_with_depth(tmp_path):
-    """Peak RSS of an export (in a fresh process) of a 2-layer and an 8-layer base, each with an
-    adapter: the 6 extra layers add 84 MB of bfloat16 weights, which a whole-model export holds at once."""
+    """Peak RSS of an export (in a fresh process) of a 2-layer and an 8-layer base, each with a rank-256
+    adapter: the 6 extra layers add 84 MB of bfloat16 weights, which a whole-model export holds at once, and 110 MB
+    of float32 adapter factors, which an export that reads the adapter whole holds at once."""
     from transformers import AutoModelForCausalLM
 
     peaks = {}
@@ -114,7 +115,7 @@ def test_export_memory_does_not_grow_with_depth(tmp_path):
         AutoModelForCausalLM.from_pretrained(str(fp32), dtype=torch.bfloat16).save_pretrained(base)
         for name in ("tokenizer.json", "tokenizer_config.json"):
             (base / name).write_bytes((fp32 / name).read_bytes())
-        adapter = _adapter(base, tmp_path / f"adapter-{layers}", 0)
+        adapter = _adapter(base, tmp_path / f"adapter-{layers}", 0, rank=256)
         peaks[layers] = export_peak_bytes(str(base), str(tmp_path / f"out-{layers}"), [adapter])
         size = sum(t.numel() * t.element_size() for t in stored_weights(tmp_path / f"out-{layers}").values())
         peaks[f"weights-{layers}"] = size

@@ -29,17 +29,17 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from ..errors import CheckpointError, one_line
-from ..loading.adapters import ADAPTER_WEIGHTS, as_peft_keys, attach_adapter, normalize_adapter_keys
+from ..loading.adapters import (
+    ADAPTER_WEIGHTS,
+    SAFETENSORS_DTYPES,
+    as_peft_keys,
+    attach_adapter,
+    normalize_adapter_keys,
+)
 from ..loading.models import check_loading_info, text_tower
 
 logger = logging.getLogger(__name__)
 
-#: safetensors' dtype names (the format's header), for the dtypes a checkpoint holds.
-SAFETENSORS_DTYPES = {
-    torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
-    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
-    torch.bool: "BOOL",
-}
 FLOAT_DTYPES = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}
 
 #: How adapters are added to a weight stored in a 16-bit dtype: ``per_adapter`` rounds to the output dtype after
@@ -98,6 +98,23 @@ def stored_dtype(folder: str, config=None) -> torch.dtype:
     return torch.float32
 
 
+@dataclass(frozen=True)
+class StoredTensor:
+    """A tensor of an adapter file, read when a merge needs it: a mixture of experts' adapters hold gigabytes
+    (a rank-r factor per expert), which an export should not keep for the whole run."""
+
+    path: str
+    key: str
+    shape: tuple[int, ...]
+
+    def load(self) -> torch.Tensor:
+        try:
+            with safe_open(self.path, "pt") as handle:
+                return handle.get_tensor(self.key)
+        except (OSError, SafetensorError) as error:
+            raise CheckpointError(f"Could not read {self.key} from {self.path}: {one_line(error)}") from None
+
+
 @dataclass
 class LoraUpdate:
     """One adapter's low-rank update of one weight: ``transpose(B @ A) * scaling``, as PEFT computes it.
@@ -108,13 +125,24 @@ class LoraUpdate:
     transposed where the parameter stores ``(experts, in, out)`` (``transposed``). ``round_delta``: PEFT adds a
     ``ParamWrapper``'s update rounded to the parameter's dtype."""
 
-    A: torch.Tensor
-    B: torch.Tensor
+    A: torch.Tensor | StoredTensor  # a StoredTensor is read on first use and kept until `release`
+    B: torch.Tensor | StoredTensor
     scaling: float
     fan_in_fan_out: bool
     experts: int = 0
     transposed: bool = False
     round_delta: bool = False
+    _factors: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(A, B)`` as tensors."""
+        if self._factors is None:
+            self._factors = tuple(t.load() if isinstance(t, StoredTensor) else t for t in (self.A, self.B))
+        return self._factors
+
+    def release(self) -> None:
+        """Drops the factors read from disk (the next use reads them again)."""
+        self._factors = None
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -132,15 +160,17 @@ class LoraUpdate:
         """The update of the whole weight (the stack of every expert's, for an experts update)."""
         if self.experts:
             return torch.stack([self.expert_delta(e) for e in range(self.experts)])
+        A, B = self.factors()
         # float32, as PEFT's merge computes it on CPU (adapters are cast up for a 16-bit base); scaled in place
-        product = self.B.float() @ self.A.float()
+        product = B.float() @ A.float()
         return (product.T if self.fan_in_fan_out else product).mul_(self.scaling)
 
     def expert_delta(self, expert: int, dim: int | None = None, offset: int = 0, size: int = 0) -> torch.Tensor:
         """Expert ``expert``'s update, or only its ``size`` rows (``dim`` 0) or columns (``dim`` 1) from
         ``offset``: the low-rank factors are sliced before they are multiplied, so memory holds the part asked for."""
-        A = self.A.reshape(self.experts, -1, self.A.shape[-1])[expert].float()
-        B = self.B.reshape(self.B.shape[0], -1, self.experts)[:, :, expert].float()
+        A, B = self.factors()
+        A = A.reshape(self.experts, -1, A.shape[-1])[expert].float()
+        B = B.reshape(B.shape[0], -1, self.experts)[:, :, expert].float()
         if dim is not None:
             # rows of the stored layout are rows of B @ A, or its columns where the parameter is transposed
             if (dim == 0) != self.transposed:
@@ -208,12 +238,17 @@ def lora_updates(model, adapter_path: str) -> dict[str, LoraUpdate]:
     from peft.tuners.lora import LoraLayer
     from peft.tuners.lora.layer import Linear as LoraLinear
     from peft.tuners.lora.layer import ParamWrapper
-    from safetensors.torch import load_file
 
     peft_model = attach_adapter(model, adapter_path, low_cpu_mem_usage=True)
-    # PEFT moves the loaded adapter to the base layer's device (meta): the tensors are read from the file, by
-    # the names PEFT gave them
-    stored = normalize_adapter_keys(load_file(os.path.join(adapter_path, ADAPTER_WEIGHTS)))
+    # PEFT moves the loaded adapter to the base layer's device (meta): the tensors are read from the file when
+    # the merge needs them, by the names PEFT gave them
+    path = os.path.join(adapter_path, ADAPTER_WEIGHTS)
+    try:
+        with safe_open(path, "pt") as handle:
+            on_disk = {key: StoredTensor(path, key, tuple(handle.get_slice(key).get_shape())) for key in handle.keys()}
+    except (OSError, SafetensorError) as error:
+        raise CheckpointError(f"Could not read {path}: {one_line(error)}") from None
+    stored = normalize_adapter_keys(on_disk)
     tensors = {peft_key: stored[key] for peft_key, key in as_peft_keys(stored).items()}
     try:
         config = peft_model.peft_config["default"]
@@ -637,11 +672,28 @@ def write_merged_weights(
     split = split_torch_state_dict_into_shards(
         layout, filename_pattern="model{suffix}.safetensors",
         max_shard_size=default_max_shard_size() if max_shard_size is None else max_shard_size)
+    # an adapter's factors are read at their first use and dropped after their last: the per-expert tensors of
+    # one stacked parameter share one update
+    uses: dict[int, int] = {}
+    for parts in updates.values():
+        for part in parts:
+            uses[id(_update_of(part))] = uses.get(id(_update_of(part)), 0) + 1
+
+    def merge(name: str, tensor: torch.Tensor) -> torch.Tensor:
+        parts = updates.get(name, [])
+        weight = merged(tensor, parts, dtype, rounding)
+        for part in parts:
+            update = _update_of(part)
+            uses[id(update)] -= 1
+            if not uses[id(update)]:
+                update.release()
+        return weight
+
     written = []
     for filename, names in split.filename_to_tensors.items():
         path = os.path.join(folder, filename)
-        tensors = ((name, merged(tensor, updates.get(name, []), dtype, rounding)) for name, tensor in base.tensors(names))
-        write_safetensors(path, {name: layout[name] for name in names}, tensors)
+        write_safetensors(path, {name: layout[name] for name in names},
+                          ((name, merge(name, tensor)) for name, tensor in base.tensors(names)))
         written.append(filename)
     if split.is_sharded:
         index = {"metadata": {"total_parameters": sum(t.numel() for t in layout.values()), **split.metadata},
@@ -650,6 +702,10 @@ def write_merged_weights(
             handle.write(json.dumps(index, indent=2, sort_keys=True) + "\n")
         written.append("model.safetensors.index.json")
     return written
+
+
+def _update_of(part: LoraUpdate | ExpertSlice) -> LoraUpdate:
+    return part.update if isinstance(part, ExpertSlice) else part
 
 
 def write_safetensors(path: str, layout: dict[str, torch.Tensor], tensors: Iterator[tuple[str, torch.Tensor]]) -> None:

@@ -8,6 +8,7 @@ import warnings
 
 import torch
 from peft import PeftConfig, get_peft_model, set_peft_model_state_dict
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from ..errors import AdapterMismatchError, CheckpointError, name_some, one_line
@@ -16,6 +17,12 @@ from .json_files import read_json
 from .paths import PICKLE_SUFFIXES
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+#: safetensors' dtype names (the format's header), for the dtypes a checkpoint holds.
+SAFETENSORS_DTYPES = {
+    torch.float32: "F32", torch.bfloat16: "BF16", torch.float16: "F16", torch.float64: "F64",
+    torch.int64: "I64", torch.int32: "I32", torch.int16: "I16", torch.int8: "I8", torch.uint8: "U8",
+    torch.bool: "BOOL",
+}
 #: where a ``…ForCausalLM``/``…ForMNTP`` holds the encoder's modules: an adapter trained on one names every module
 #: (in its weights and in its config) this much deeper than the encoder does
 TRAINED_PREFIX = "model."
@@ -189,10 +196,25 @@ def apply_adapter(model, adapter_path: str, merge: bool = True):
     return peft_model.merge_and_unload() if merge else peft_model
 
 
+def stored_layout(path: str) -> dict[str, torch.Tensor]:
+    """{name: meta tensor of its stored shape and dtype} of a safetensors file, from its header."""
+    dtypes = {name: dtype for dtype, name in SAFETENSORS_DTYPES.items()}
+    with safe_open(path, "pt") as handle:
+        layout = {}
+        for key in handle.keys():
+            stored = handle.get_slice(key)
+            if stored.get_dtype() not in dtypes:
+                raise ValueError(f"{key} is stored as {stored.get_dtype()}, not a dtype of LoRA weights")
+            layout[key] = torch.empty(stored.get_shape(), dtype=dtypes[stored.get_dtype()], device="meta")
+    return layout
+
+
 def attach_adapter(model, adapter_path: str, low_cpu_mem_usage: bool = False):
     """Wraps ``model`` in a PEFT model holding the LoRA adapter of ``adapter_path``; refuses adapters that do not
-    fit. ``low_cpu_mem_usage``: PEFT creates the adapter's layers on the meta device and assigns the stored
-    tensors to them (for a skeleton ``model`` on the meta device: `checkpoint.merged_weights`).
+    fit. ``low_cpu_mem_usage``, for a skeleton ``model`` on the meta device (`checkpoint.merged_weights`): PEFT
+    creates the adapter's layers on the meta device and the stored tensors are checked and placed by their shapes
+    and dtypes alone, without reading their values (a mixture of experts' adapter holds gigabytes; the merge reads
+    each tensor when it needs it).
 
     We load the state dict ourselves instead of ``PeftModel.from_pretrained`` because PEFT only warns about
     keys that match nothing, which would leave an adapter for another base silently unapplied.
@@ -206,7 +228,7 @@ def attach_adapter(model, adapter_path: str, low_cpu_mem_usage: bool = False):
         raise CheckpointError(f"{adapter_path} has no {ADAPTER_WEIGHTS}{hint}")
     try:
         peft_config = PeftConfig.from_pretrained(adapter_path)
-        weights = load_file(weights_file)
+        weights = stored_layout(weights_file) if low_cpu_mem_usage else load_file(weights_file)
     except Exception as error:
         raise CheckpointError(f"Could not read the adapter in {adapter_path}: {one_line(error)}") from None
     check_adapter_family(adapter_path, getattr(getattr(model, "config", None), "model_type", None))
