@@ -100,6 +100,7 @@ def write_base(folder: Path, shape: str, dtype: torch.dtype, max_shard_size: str
     """Writes the base; returns its causal LM on the meta device (the adapters' layout)."""
     from huggingface_hub import split_torch_state_dict_into_shards
     from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.core_model_loading import revert_weight_conversion
 
     from llm2vec_hf.checkpoint.export import make_tokenizer_portable
     from llm2vec_hf.checkpoint.merged_weights import write_safetensors
@@ -127,6 +128,9 @@ def write_base(folder: Path, shape: str, dtype: torch.dtype, max_shard_size: str
     tied = getattr(skeleton, "all_tied_weights_keys", None) or {}  # a tied LM head is not stored, as save_pretrained
     layout = {name: torch.empty(t.shape, dtype=t.dtype if not t.is_floating_point() else dtype, device="meta")
               for name, t in skeleton.state_dict().items() if name not in tied}
+    # the names and shapes save_pretrained writes, as the Hub's files hold them: transformers reverts its load-time
+    # conversions (a mixture of experts' fused expert matrices become one tensor per expert)
+    layout = dict(revert_weight_conversion(skeleton, layout))
     split = split_torch_state_dict_into_shards(layout, filename_pattern="model{suffix}.safetensors",
                                                max_shard_size=max_shard_size)
     generator = torch.Generator().manual_seed(seed)

@@ -51,8 +51,10 @@ OFFICIAL_STEPS = ("load-official", "encode-official-bf16", "encode-official-fp32
 STEPS = ("export", "load", "encode-bf16", "encode-fp32", "rounding", *TRAIN_STEPS, *OFFICIAL_STEPS)
 
 
-def rss_mb() -> float:
-    return int(re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
+def rss_mb(field: str = "VmRSS") -> float:
+    """Resident MB now: all of it (VmRSS), or its anonymous part (RssAnon: what the process allocated) or its
+    file-backed part (RssFile: mapped file pages, which the kernel can drop and read again under pressure)."""
+    return int(re.search(field + r":\s+(\d+) kB", Path("/proc/self/status").read_text()).group(1)) / 1024
 
 
 def peak_rss_mb() -> float:
@@ -148,6 +150,9 @@ def worker(step: str, model: Path, count: int, train_dtype: str) -> dict:
         l2v = LLM2Vec.from_pretrained(str(model / "export"))
         result["dtype"] = str(l2v.model.dtype).removeprefix("torch.")
         result["weights_gb"] = folder_weights_gb(model / "export")
+        # a mixture of experts stored one tensor per expert is stacked on load: the stacks are allocated (anon) and
+        # the per-expert pages read for them stay mapped (file) until the files close
+        result["rss_anon_after_load_mb"], result["rss_file_after_load_mb"] = rss_mb("RssAnon"), rss_mb("RssFile")
     elif step.startswith("encode"):
         import numpy as np
 
