@@ -154,7 +154,7 @@ UNSEEN_SHAPES = {
 @pytest.mark.parametrize("family", sorted(UNSEEN_SHAPES))
 def test_large_checkpoint_script_writes_any_config_shape(family, tmp_path):
     """make_large_checkpoint.py from a config.json of a shape it has no entry for (fewer layers, as ``--layers``
-    asks): transformers loads the base with nothing missing or unexpected, PEFT places every adapter tensor on a
+    asks), stored as save_pretrained stores it: transformers loads the base with nothing missing or unexpected, PEFT places every adapter tensor on a
     module of the loaded model with its shape, and the pair exports and encodes."""
     from peft import PeftModel
     from safetensors.torch import load_file
@@ -169,7 +169,9 @@ def test_large_checkpoint_script_writes_any_config_shape(family, tmp_path):
     script = _benchmark_module("make_large_checkpoint")
     assert script.main(["--shape", str(config), "--layers", "2", "--output", str(output), "--max-shard-size",
                         "50KB"]) == 0
-    assert (output / "base" / "model.safetensors.index.json").is_file()
+    stored = json.loads((output / "base" / "model.safetensors.index.json").read_text())["weight_map"]
+    # stored as save_pretrained stores it: one tensor per expert, as the Hub's mixture-of-experts checkpoints
+    assert any(".experts.0.up_proj." in name for name in stored) == (family == "qwen3_moe")
     written = json.loads((output / "base" / "config.json").read_text())
     assert written["num_hidden_layers"] == 2 and written["model_type"] == family
     model, info = AutoModelForCausalLM.from_pretrained(str(output / "base"), output_loading_info=True)
