@@ -35,6 +35,7 @@ from ..loading.adapters import (
     as_peft_keys,
     attach_adapter,
     normalize_adapter_keys,
+    stored_layout,
 )
 from ..loading.models import check_loading_info, text_tower
 
@@ -243,12 +244,9 @@ def lora_updates(model, adapter_path: str) -> dict[str, LoraUpdate]:
     # PEFT moves the loaded adapter to the base layer's device (meta): the tensors are read from the file when
     # the merge needs them, by the names PEFT gave them
     path = os.path.join(adapter_path, ADAPTER_WEIGHTS)
-    try:
-        with safe_open(path, "pt") as handle:
-            on_disk = {key: StoredTensor(path, key, tuple(handle.get_slice(key).get_shape())) for key in handle.keys()}
-    except (OSError, SafetensorError) as error:
-        raise CheckpointError(f"Could not read {path}: {one_line(error)}") from None
-    stored = normalize_adapter_keys(on_disk)
+    # attach_adapter has read this header already (a file it could not read was refused there)
+    stored = normalize_adapter_keys({key: StoredTensor(path, key, tuple(meta.shape))
+                                     for key, meta in stored_layout(path).items()})
     tensors = {peft_key: stored[key] for peft_key, key in as_peft_keys(stored).items()}
     try:
         config = peft_model.peft_config["default"]

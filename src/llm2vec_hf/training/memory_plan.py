@@ -251,6 +251,7 @@ def plan(recipe, config=None, device: str = "cuda") -> dict[str, Any]:
 
     def call_tokens(tokens: int) -> int:
         return tokens if call_cap is None else min(tokens, call_cap)
+
     attention_dropout = stage == "simcse" and recipe.contrastive.simcse_dropout > 0
     per_layer = layer_activation_bytes(shape, a, mask_bytes, length if device == "cpu" else 0, attention_dropout)
     outside_layers = (a + 4) * shape.hidden  # the embeddings' output and the final norm's float32 input
